@@ -1,0 +1,3 @@
+from vllm_bootstrap.cli import main
+
+main()

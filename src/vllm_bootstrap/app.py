@@ -1,0 +1,105 @@
+"""Assembling the application: settings, state store, supervisor, routes, access key."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from vllm_bootstrap import __version__
+from vllm_bootstrap.auth import AccessKeyMiddleware
+from vllm_bootstrap.config import Settings
+from vllm_bootstrap.gpus import GPUDiscoveryError
+from vllm_bootstrap.routes import router
+from vllm_bootstrap.store import StateStore
+from vllm_bootstrap.supervisor import LaunchRefused, Supervisor
+
+logger = logging.getLogger("vllm_bootstrap")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    app = FastAPI(
+        title="vllm-bootstrap",
+        version=__version__,
+        summary="Launch, supervise and proxy vLLM servers on a GPU box.",
+        lifespan=_lifespan(settings),
+    )
+    app.include_router(router)
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_middleware(AccessKeyMiddleware, access_key=settings.access_key)
+    return app
+
+
+def _lifespan(settings: Settings):  # type: ignore[no-untyped-def]
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.log_dir.mkdir(parents=True, exist_ok=True)
+        store = StateStore(settings.state_db_path)
+        # Probes open a fresh connection each time: a kept-alive socket to a child that
+        # died says nothing true about its successor on the same port.
+        probe_session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(force_close=True, limit=0)
+        )
+        supervisor = Supervisor(settings, store, probe_session)
+        app.state.supervisor = supervisor
+        await supervisor.recover()
+        await _report_environment(supervisor)
+        try:
+            yield
+        finally:
+            await supervisor.shutdown()
+            await probe_session.close()
+            store.close()
+
+    return lifespan
+
+
+async def _report_environment(supervisor: Supervisor) -> None:
+    """Say at start-up what a launch would find, so a misconfigured box is obvious."""
+    settings = supervisor.settings
+    try:
+        gpus = await supervisor.detect_gpus()
+        logger.info("GPUs: %s", ", ".join(f"{gpu.index} ({gpu.name})" for gpu in gpus) or "none")
+    except GPUDiscoveryError as exc:
+        logger.warning("%s; POST /launch will answer 503 until this is fixed", exc)
+    try:
+        supervisor.check_vllm_available()
+    except LaunchRefused as refused:
+        logger.warning("%s; POST /launch will answer 503", refused.message)
+    logger.info(
+        "state: %s; logs: %s; vLLM ports %d-%d on %s; access key %s",
+        settings.state_db_path,
+        settings.log_dir,
+        settings.launch_port_start,
+        settings.launch_port_end,
+        settings.launch_host,
+        "required" if settings.access_key else "not set (every route is open)",
+    )
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 with one readable sentence per problem, e.g. "body.gpu_ids.0: must be >= 0"."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()))
+        problems.append(f"{where}: {error.get('msg', 'invalid')}")
+    return JSONResponse(
+        status_code=422,
+        content={"detail": "; ".join(problems), "errors": _plain(exc.errors())},
+    )
+
+
+def _plain(errors: object) -> object:
+    # Error contexts can hold exception objects, which JSON cannot carry.
+    if isinstance(errors, dict):
+        return {key: _plain(value) for key, value in errors.items() if key != "ctx"}
+    if isinstance(errors, list | tuple):
+        return [_plain(item) for item in errors]
+    if isinstance(errors, str | int | float | bool) or errors is None:
+        return errors
+    return str(errors)

@@ -1,0 +1,75 @@
+"""The optional shared access key, checked for every route before anything else runs.
+
+Accepted as `Authorization: Bearer <key>` (what OpenAI clients send) or HTTP Basic with any
+user name and the key as password (what browsers and curl -u send). Comparison is constant
+time so the key cannot be guessed byte by byte from response timings.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+_UNAUTHORIZED_BODY = json.dumps(
+    {"detail": "missing or wrong access key: send 'Authorization: Bearer <VLLM_ACCESS_KEY>'"}
+).encode()
+
+
+def key_from_authorization(header: bytes) -> bytes | None:
+    """The key a client presented in an Authorization header, if any."""
+    scheme, _, credentials = header.strip().partition(b" ")
+    scheme = scheme.lower()
+    credentials = credentials.strip()
+    if scheme == b"bearer":
+        return credentials
+    if scheme == b"basic":
+        try:
+            decoded = base64.b64decode(credentials, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        _user, separator, password = decoded.partition(b":")
+        return password if separator else None
+    return None
+
+
+class AccessKeyMiddleware:
+    """Pure ASGI middleware: cheap enough for the proxy's hot path."""
+
+    def __init__(self, app: ASGIApp, access_key: str | None) -> None:
+        self.app = app
+        self._key = access_key.encode() if access_key else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._key is None or scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        if self.is_authorized(scope):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(_UNAUTHORIZED_BODY)).encode()),
+                    (b"www-authenticate", b'Basic realm="vllm-bootstrap", charset="UTF-8"'),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": _UNAUTHORIZED_BODY})
+
+    def is_authorized(self, scope: Scope) -> bool:
+        assert self._key is not None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                presented = key_from_authorization(value)
+                return presented is not None and hmac.compare_digest(presented, self._key)
+        return False

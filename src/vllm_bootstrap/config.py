@@ -1,0 +1,136 @@
+"""Settings, read once from the environment at start-up.
+
+Every setting is validated here so that a bad value stops the server with one line that
+names the variable, instead of surfacing later as a confusing launch failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A setting has a value the server cannot run with."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "0.0.0.0"
+    port: int = 8000
+    launch_host: str = "127.0.0.1"
+    launch_port_start: int = 8001
+    launch_port_end: int = 8099
+    log_dir: Path = Path(tempfile.gettempdir()) / "vllm-bootstrap" / "logs"
+    state_dir: Path = Path(tempfile.gettempdir()) / "vllm-bootstrap" / "state"
+    access_key: str | None = None
+    stop_timeout_seconds: float = 30.0
+    startup_timeout_seconds: float = 1800.0
+    vllm_command: tuple[str, ...] = (sys.executable, "-m", "vllm.entrypoints.openai.api_server")
+
+    @property
+    def uses_default_vllm_command(self) -> bool:
+        return self.vllm_command == Settings.vllm_command
+
+    @property
+    def state_db_path(self) -> Path:
+        return self.state_dir / "state.sqlite3"
+
+    def __repr__(self) -> str:
+        # The access key must never reach a log line through a stray repr().
+        key = "<set>" if self.access_key else None
+        return (
+            f"Settings(host={self.host!r}, port={self.port}, launch_host={self.launch_host!r}, "
+            f"launch_ports={self.launch_port_start}-{self.launch_port_end}, "
+            f"log_dir={str(self.log_dir)!r}, state_dir={str(self.state_dir)!r}, access_key={key}, "
+            f"stop_timeout={self.stop_timeout_seconds}, "
+            f"startup_timeout={self.startup_timeout_seconds}, vllm_command={self.vllm_command!r})"
+        )
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    host: str | None = None,
+    port: int | None = None,
+) -> Settings:
+    """Build settings from the environment; explicit `host`/`port` (CLI flags) win."""
+    env = os.environ if environ is None else environ
+    defaults = Settings()
+
+    settings = Settings(
+        host=host or _text(env, "VLLM_BOOTSTRAP_HOST", defaults.host),
+        port=port if port is not None else _port(env, "VLLM_BOOTSTRAP_PORT", defaults.port),
+        launch_host=_text(env, "VLLM_LAUNCH_HOST", defaults.launch_host),
+        launch_port_start=_port(env, "VLLM_LAUNCH_PORT_START", defaults.launch_port_start),
+        launch_port_end=_port(env, "VLLM_LAUNCH_PORT_END", defaults.launch_port_end),
+        log_dir=_path(env, "VLLM_BOOTSTRAP_LOG_DIR", defaults.log_dir),
+        state_dir=_path(env, "VLLM_BOOTSTRAP_STATE_DIR", defaults.state_dir),
+        access_key=env.get("VLLM_ACCESS_KEY") or None,
+        stop_timeout_seconds=_seconds(env, "VLLM_STOP_TIMEOUT_SECONDS", defaults.stop_timeout_seconds),
+        startup_timeout_seconds=_seconds(
+            env, "VLLM_STARTUP_TIMEOUT_SECONDS", defaults.startup_timeout_seconds
+        ),
+        vllm_command=_command(env, "VLLM_BOOTSTRAP_VLLM_COMMAND", defaults.vllm_command),
+    )
+    if settings.launch_port_start > settings.launch_port_end:
+        raise ConfigError(
+            f"VLLM_LAUNCH_PORT_START ({settings.launch_port_start}) is above "
+            f"VLLM_LAUNCH_PORT_END ({settings.launch_port_end}): the port range is empty"
+        )
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError(f"--port must be between 1 and 65535, got {port}")
+    return settings
+
+
+def _text(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip()
+    return value or default
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a port number, got {raw!r}") from None
+    if not 1 <= value <= 65535:
+        raise ConfigError(f"{name} must be between 1 and 65535, got {value}")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
+    raw = env.get(name, "").strip()
+    return Path(raw).expanduser() if raw else default
+
+
+def _command(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        argv = tuple(shlex.split(raw))
+    except ValueError as exc:
+        raise ConfigError(f"{name} cannot be split into arguments: {exc}") from None
+    if not argv:
+        raise ConfigError(f"{name} is empty")
+    return argv

@@ -1,0 +1,128 @@
+"""GPU discovery through `nvidia-smi`.
+
+GPUs are named by their `nvidia-smi` index. Children get `CUDA_DEVICE_ORDER=PCI_BUS_ID` so
+CUDA numbers devices the way `nvidia-smi` does (CUDA's default "fastest first" order can
+differ on mixed boxes); indices rather than UUIDs go into `CUDA_VISIBLE_DEVICES` because
+parts of vLLM parse that variable as integers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+NVIDIA_SMI = "nvidia-smi"
+QUERY_FIELDS = ("index", "uuid", "name", "memory.total", "memory.used")
+QUERY_TIMEOUT_SECONDS = 15.0
+
+
+class GPUDiscoveryError(RuntimeError):
+    """The GPUs could not be listed; the message says why."""
+
+
+@dataclass(frozen=True)
+class GPU:
+    index: int
+    uuid: str
+    name: str
+    memory_total_mib: int | None
+    memory_used_mib: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def query_gpus(visible_devices: str | None = None) -> list[GPU]:
+    """List the GPUs this server may use.
+
+    `visible_devices` is the server's own `CUDA_VISIBLE_DEVICES` (read from the environment
+    when omitted): when set, it limits the result to the GPUs it names.
+    """
+    if visible_devices is None:
+        visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
+    output = await _run_nvidia_smi(
+        f"--query-gpu={','.join(QUERY_FIELDS)}", "--format=csv,noheader,nounits"
+    )
+    gpus = [parse_gpu_line(line) for line in output.splitlines() if line.strip()]
+    return restrict_to_visible(gpus, visible_devices)
+
+
+def parse_gpu_line(line: str) -> GPU:
+    fields = [field.strip() for field in line.split(",")]
+    if len(fields) != len(QUERY_FIELDS):
+        raise GPUDiscoveryError(f"nvidia-smi printed an unexpected line: {line.strip()!r}")
+    index, uuid, name, total, used = fields
+    try:
+        gpu_index = int(index)
+    except ValueError:
+        raise GPUDiscoveryError(f"nvidia-smi printed a non-numeric GPU index: {index!r}") from None
+    return GPU(gpu_index, uuid, name, _mib(total), _mib(used))
+
+
+def restrict_to_visible(gpus: list[GPU], visible_devices: str | None) -> list[GPU]:
+    """Keep the GPUs named by a `CUDA_VISIBLE_DEVICES` value (indices or UUID prefixes).
+
+    Like CUDA, an entry that names no GPU ends the list: everything after it is ignored.
+    """
+    if visible_devices is None:
+        return gpus
+    chosen: list[GPU] = []
+    for entry in (part.strip() for part in visible_devices.split(",")):
+        gpu = _find_gpu(gpus, entry)
+        if gpu is None:
+            break
+        if gpu not in chosen:
+            chosen.append(gpu)
+    return sorted(chosen, key=lambda gpu: gpu.index)
+
+
+def _find_gpu(gpus: list[GPU], entry: str) -> GPU | None:
+    if entry.isdigit():
+        return next((gpu for gpu in gpus if gpu.index == int(entry)), None)
+    if entry.startswith("GPU-"):
+        matches = [gpu for gpu in gpus if gpu.uuid.startswith(entry)]
+        return matches[0] if len(matches) == 1 else None
+    return None
+
+
+def _mib(value: str) -> int | None:
+    try:
+        return int(float(value))
+    except ValueError:
+        return None  # "[N/A]" on some boards
+
+
+async def _run_nvidia_smi(*args: str) -> str:
+    try:
+        process = await asyncio.create_subprocess_exec(
+            NVIDIA_SMI,
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except FileNotFoundError:
+        raise GPUDiscoveryError(
+            "GPUs could not be detected: nvidia-smi is not installed or not on PATH "
+            "(is this a GPU machine with the NVIDIA driver?)"
+        ) from None
+    except OSError as exc:
+        raise GPUDiscoveryError(f"GPUs could not be detected: nvidia-smi failed to start: {exc}")
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), QUERY_TIMEOUT_SECONDS)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise GPUDiscoveryError(
+            f"GPUs could not be detected: nvidia-smi did not answer in {QUERY_TIMEOUT_SECONDS:g} s"
+        ) from None
+    if process.returncode != 0:
+        reason = (stderr or stdout).decode(errors="replace").strip().splitlines()
+        detail = reason[0] if reason else "no output"
+        raise GPUDiscoveryError(
+            f"GPUs could not be detected: nvidia-smi exited with code {process.returncode}: "
+            f"{detail}"
+        )
+    return stdout.decode(errors="replace")

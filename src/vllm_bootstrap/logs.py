@@ -1,0 +1,91 @@
+"""Reading launch logs: incremental chunks for clients, and the line that explains a crash."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_CHUNK_BYTES = 1024 * 1024
+ERROR_SCAN_BYTES = 64 * 1024
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# Lines that name what went wrong, strongest first: "ValueError: ...", CUDA OOM, a kill.
+_ERROR_PATTERNS = (
+    re.compile(r"^[\w.]*(Error|Exception|Exit|Interrupt)\b.*:"),
+    re.compile(r"out of memory|OutOfMemory|CUDA error|RuntimeError", re.IGNORECASE),
+    re.compile(r"\b(ERROR|CRITICAL|FATAL)\b|\bError\b|\bKilled\b"),
+)
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    offset: int
+    next_offset: int
+    size: int
+    content: str
+
+
+def read_chunk(path: Path, offset: int, limit: int = MAX_CHUNK_BYTES) -> LogChunk:
+    """Read up to `limit` bytes from `offset`, never ending inside a UTF-8 character.
+
+    The bytes of a character cut by the limit, or not yet fully written, are left for the
+    next call: `next_offset` points at its first byte.
+    """
+    limit = max(1, min(limit, MAX_CHUNK_BYTES))
+    try:
+        with open(path, "rb") as log_file:
+            size = log_file.seek(0, 2)
+            if offset >= size:
+                return LogChunk(offset, offset, size, "")
+            log_file.seek(offset)
+            data = log_file.read(limit)
+    except FileNotFoundError:
+        return LogChunk(offset, offset, 0, "")
+    data = data[: len(data) - _incomplete_tail_length(data)]
+    if not data:
+        # A lone partial character at the end: it completes on a later call.
+        return LogChunk(offset, offset, size, "")
+    return LogChunk(offset, offset + len(data), size, data.decode("utf-8", errors="replace"))
+
+
+def _incomplete_tail_length(data: bytes) -> int:
+    """How many bytes at the end start a UTF-8 character that is not complete."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0b1100_0000 != 0b1000_0000:  # a lead byte (or ASCII)
+            needed = _sequence_length(byte)
+            return back if needed > back else 0
+    return 0  # four continuation bytes: invalid anyway, let the decoder replace them
+
+
+def _sequence_length(lead: int) -> int:
+    if lead >= 0b1111_0000:
+        return 4
+    if lead >= 0b1110_0000:
+        return 3
+    if lead >= 0b1100_0000:
+        return 2
+    return 1
+
+
+def last_error_line(path: Path) -> str | None:
+    """The log line that best explains why the process ended (the exception, the OOM)."""
+    lines = _tail_lines(path)
+    for pattern in _ERROR_PATTERNS:
+        for line in reversed(lines):
+            if pattern.search(line) and not line.startswith("Traceback"):
+                return line
+    return lines[-1] if lines else None
+
+
+def _tail_lines(path: Path) -> list[str]:
+    try:
+        with open(path, "rb") as log_file:
+            size = log_file.seek(0, 2)
+            log_file.seek(max(0, size - ERROR_SCAN_BYTES))
+            text = log_file.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    lines = (_ANSI_ESCAPE.sub("", line).strip() for line in text.splitlines())
+    return [line[:500] for line in lines if line]

@@ -1,0 +1,56 @@
+"""Choosing ports for vLLM children."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Collection
+
+
+def is_port_free(host: str, port: int) -> bool:
+    """Whether a server could bind `host:port` now.
+
+    SO_REUSEADDR matches what vLLM's server sets, so a port whose last connections linger in
+    TIME_WAIT counts as free, as it is for vLLM.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+class PortAllocator:
+    """Hands out ports from a range, round-robin, so a port that a stopped launch just gave
+    back is the last to be reused."""
+
+    def __init__(self, host: str, start: int, end: int) -> None:
+        self.host = host
+        self.start = start
+        self.end = end
+        self._cursor = start
+
+    def allocate(self, taken: Collection[int]) -> int | None:
+        span = self.end - self.start + 1
+        for step in range(span):
+            port = self.start + (self._cursor - self.start + step) % span
+            if port not in taken and is_port_free(self.host, port):
+                self._cursor = self.start + (port - self.start + 1) % span
+                return port
+        return None
+
+
+def probe_host(bind_host: str) -> str:
+    """The address to reach a server bound to `bind_host` from this machine."""
+    if bind_host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if bind_host == "::":
+        return "::1"
+    return bind_host
+
+
+def url_host(host: str) -> str:
+    """`host` as it appears in a URL (IPv6 addresses go in brackets)."""
+    return f"[{host}]" if ":" in host else host

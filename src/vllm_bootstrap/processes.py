@@ -1,0 +1,120 @@
+"""Starting, watching and ending vLLM process groups.
+
+Each vLLM child is the leader of a new session (and so of a new process group): vLLM's
+EngineCore and worker processes join that group, so signalling the group reaches all of them,
+and the child does not die with the control plane's terminal or process group. The child
+writes straight into its log file, never through a pipe to us, so it keeps running if the
+control plane dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+GROUP_POLL_SECONDS = 0.05
+
+
+def spawn(argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start `argv` (never through a shell) as a new session writing to `log_path`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log_file:
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            start_new_session=True,
+            close_fds=True,
+        )
+
+
+async def wait_for_exit(process: subprocess.Popen[bytes]) -> int:
+    """Wait, without blocking the event loop, for our child to exit; return its code."""
+    pidfd = _open_pidfd(process.pid)
+    if pidfd is None:
+        while process.poll() is None:
+            await asyncio.sleep(0.1)
+        return process.returncode
+    loop = asyncio.get_running_loop()
+    exited = loop.create_future()
+    loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+    try:
+        if process.poll() is None:
+            await exited
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    return process.wait()
+
+
+def _open_pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None  # old kernel, or the process is already gone
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, from /proc/<pid>/stat.
+
+    Together with the pid it names one process for good: a pid the kernel reuses later
+    comes with a different start time.
+    """
+    stat = _read_stat(pid)
+    return int(stat[19]) if stat is not None else None
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of a process group."""
+    members = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            stat = _read_stat(int(entry.name))
+            if stat is not None and int(stat[2]) == pgid and stat[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+def signal_group(pgid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+async def end_group(pgid: int, grace_seconds: float) -> None:
+    """SIGTERM the whole group, then SIGKILL whatever is left after the grace period."""
+    if not group_members(pgid):
+        return
+    signal_group(pgid, signal.SIGTERM)
+    if await wait_for_group_exit(pgid, grace_seconds):
+        return
+    signal_group(pgid, signal.SIGKILL)
+    await wait_for_group_exit(pgid, 5.0)
+
+
+async def wait_for_group_exit(pgid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while group_members(pgid):
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(GROUP_POLL_SECONDS)
+    return True
+
+
+def _read_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name, so index 0 is the state."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # The command name is in parentheses and may itself contain spaces and parentheses.
+    return raw[raw.rfind(b")") + 2 :].decode().split()

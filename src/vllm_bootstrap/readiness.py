@@ -1,0 +1,104 @@
+"""Noticing that a vLLM child has finished loading.
+
+A model load can take ten minutes, and vLLM may bind its port long before it answers HTTP,
+so probing hard all that time would be wasteful and probing rarely would be slow to notice.
+Instead the log file is watched (a cheap stat every few tens of milliseconds): vLLM prints a
+line when its HTTP server starts, and that line switches the probe to a fast cadence. A slow
+background probe covers builds that print no such line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import aiohttp
+
+READY_HINTS = (b"Application startup complete", b"Uvicorn running on", b"Starting vLLM server on")
+LOG_POLL_SECONDS = 0.02
+SLOW_PROBE_SECONDS = 1.0
+FAST_PROBE_SECONDS = 0.02
+FAST_PROBE_WINDOW_SECONDS = 15.0
+PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2.0, sock_connect=0.5)
+
+
+class ReadinessProbe:
+    """Asks one vLLM server whether it serves: `/health`, then the models of `/v1/models`."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+        self._session = session
+        self._base_url = base_url
+
+    async def served_models(self) -> list[str] | None:
+        """The served model names once the server is ready; None before."""
+        try:
+            async with self._session.get(
+                f"{self._base_url}/health", timeout=PROBE_TIMEOUT
+            ) as health:
+                if health.status != 200:
+                    return None
+            async with self._session.get(
+                f"{self._base_url}/v1/models", timeout=PROBE_TIMEOUT
+            ) as models:
+                if models.status != 200:
+                    return None
+                payload = await models.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+        names = _model_ids(payload)
+        return names or None
+
+
+def _model_ids(payload: object) -> list[str]:
+    if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
+        return []
+    return [
+        entry["id"]
+        for entry in payload["data"]
+        if isinstance(entry, dict) and isinstance(entry.get("id"), str)
+    ]
+
+
+class LogHintWatcher:
+    """Reports when new log output contains one of vLLM's "HTTP server is up" lines."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._offset = 0
+        self._carry = b""
+
+    def saw_hint(self) -> bool:
+        try:
+            size = os.stat(self._path).st_size
+        except OSError:
+            return False
+        if size <= self._offset:
+            return False
+        with open(self._path, "rb") as log_file:
+            log_file.seek(self._offset)
+            new = log_file.read(size - self._offset)
+        self._offset += len(new)
+        # Keep a short tail so a hint split between two reads is still found.
+        window = self._carry + new
+        self._carry = window[-64:]
+        return any(hint in window for hint in READY_HINTS)
+
+
+async def wait_until_ready(probe: ReadinessProbe, log_path: Path) -> list[str]:
+    """Return the served model names as soon as the server answers."""
+    hints = LogHintWatcher(log_path)
+    next_slow_probe = time.monotonic()
+    fast_until = 0.0
+    while True:
+        now = time.monotonic()
+        if hints.saw_hint():
+            fast_until = now + FAST_PROBE_WINDOW_SECONDS
+        fast = now < fast_until
+        if fast or now >= next_slow_probe:
+            models = await probe.served_models()
+            if models is not None:
+                return models
+            next_slow_probe = time.monotonic() + SLOW_PROBE_SECONDS
+        await asyncio.sleep(FAST_PROBE_SECONDS if fast else LOG_POLL_SECONDS)

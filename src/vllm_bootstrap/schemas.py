@@ -1,0 +1,84 @@
+"""Request bodies, validated strictly: a wrong type is an error, never silently coerced."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Flags we set ourselves from the request; passing them in extra_args would silently win
+# over ours (argparse keeps the last) and leave the launch unreachable.
+RESERVED_FLAGS = {
+    "--model": "set `model` instead",
+    "--host": "the bind address comes from VLLM_LAUNCH_HOST",
+    "--port": "set `port` instead",
+}
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+GpuIndex = Annotated[int, Field(ge=0, le=1023, strict=True)]
+
+
+class LaunchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str = Field(
+        min_length=1, max_length=4096, description="Model name or path, passed as --model."
+    )
+    gpu_ids: list[GpuIndex] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="nvidia-smi indices of the GPUs to use; all detected GPUs when left out.",
+    )
+    port: int | None = Field(default=None, ge=1, le=65535, description="Port for vLLM.")
+    extra_args: list[Annotated[str, Field(max_length=65536)]] = Field(
+        default_factory=list, max_length=1024, description="More vLLM command-line arguments."
+    )
+    env: dict[str, Annotated[str, Field(max_length=65536)]] = Field(
+        default_factory=dict, max_length=1024, description="More environment variables."
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _model_is_text(cls, model: str) -> str:
+        if not model.strip():
+            raise ValueError("model must not be blank")
+        _reject_nul("model", model)
+        return model
+
+    @field_validator("gpu_ids")
+    @classmethod
+    def _gpus_are_distinct(cls, gpu_ids: list[int] | None) -> list[int] | None:
+        if gpu_ids is not None and len(set(gpu_ids)) != len(gpu_ids):
+            raise ValueError(f"gpu_ids must not repeat a GPU, got {gpu_ids}")
+        return gpu_ids
+
+    @field_validator("extra_args")
+    @classmethod
+    def _args_leave_our_flags_alone(cls, extra_args: list[str]) -> list[str]:
+        for arg in extra_args:
+            _reject_nul("extra_args", arg)
+            flag = arg.split("=", 1)[0]
+            if flag in RESERVED_FLAGS:
+                raise ValueError(f"extra_args must not contain {flag}: {RESERVED_FLAGS[flag]}")
+        return extra_args
+
+    @field_validator("env")
+    @classmethod
+    def _env_names_are_valid(cls, env: dict[str, str]) -> dict[str, str]:
+        for name, value in env.items():
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(
+                    f"env name {name!r} is not a valid variable name "
+                    "(letters, digits and underscores, not starting with a digit)"
+                )
+            if name in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"):
+                raise ValueError(f"env must not set {name}: choose GPUs with gpu_ids")
+            _reject_nul(f"env[{name!r}]", value)
+        return env
+
+
+def _reject_nul(field: str, value: str) -> None:
+    if "\x00" in value:
+        raise ValueError(f"{field} must not contain NUL characters")

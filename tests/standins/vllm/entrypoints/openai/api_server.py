@@ -1,0 +1,367 @@
+"""Stand-in for `python -m vllm.entrypoints.openai.api_server`.
+
+What it shares with vLLM, as far as the control plane can tell:
+- no HTTP answers until the model has "loaded" (FAKE_VLLM_LOAD_SECONDS, default 1): the port
+  refuses connections meanwhile (current vLLM), or with FAKE_VLLM_BIND_EARLY=1 is bound
+  early and leaves connections hanging (older vLLM);
+- an EngineCore helper process in its process group;
+- vLLM-like log lines, including "Starting vLLM server on ..." and
+  "Application startup complete.";
+- /health, /v1/models, /v1/completions, /v1/chat/completions (SSE when streaming),
+  /v1/embeddings and /metrics; a clean exit on SIGTERM.
+
+Failures are chosen by the model name:
+- "crash-on-start": dies during loading with a RuntimeError traceback;
+- "crash-after-ready": serves, then dies with a CUDA out-of-memory error after
+  FAKE_VLLM_CRASH_AFTER_SECONDS (default 1);
+- "ignore-sigterm": it and its EngineCore ignore SIGTERM;
+- "slow-start": loads for FAKE_VLLM_SLOW_LOAD_SECONDS (default 60).
+
+Test-only extras: ANY /debug/echo/... describes the request it received;
+FAKE_VLLM_TOKEN_DELAY_SECONDS spaces streamed tokens out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from datetime import datetime
+
+from aiohttp import web
+
+VERSION = "0.0.0+standin"
+
+
+def log(message: str, source: str = "api_server.py:1") -> None:
+    stamp = datetime.now().strftime("%m-%d %H:%M:%S")
+    print(f"INFO {stamp} [{source}] {message}", flush=True)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
+    parser.add_argument("--served-model-name", nargs="+")
+    args, _unknown = parser.parse_known_args(argv)
+    return args
+
+
+class StandinServer:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.model = args.model
+        self.names = args.served_model_name or [args.model]
+        self.token_delay = float(os.environ.get("FAKE_VLLM_TOKEN_DELAY_SECONDS", "0"))
+        self.requests_total = 0
+        self.running = 0
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=1024**3)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_post("/v1/chat/completions", self.chat_completions)
+        app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_route("*", "/debug/echo{tail:.*}", self.echo)
+        return app
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def models(self, request: web.Request) -> web.Response:
+        created = int(time.time())
+        data = [
+            {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": "vllm",
+                "root": self.model,
+                "parent": None,
+                "max_model_len": 4096,
+            }
+            for name in self.names
+        ]
+        return web.json_response({"object": "list", "data": data})
+
+    def _model_error(self, body: dict) -> web.Response | None:
+        requested = body.get("model")
+        if requested is None or requested in self.names:
+            return None
+        return web.json_response(
+            {
+                "error": {
+                    "message": f"The model `{requested}` does not exist.",
+                    "type": "NotFoundError",
+                    "param": None,
+                    "code": 404,
+                }
+            },
+            status=404,
+        )
+
+    async def _body(self, request: web.Request) -> dict | web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response(
+                {"error": {"message": "invalid JSON", "type": "BadRequestError", "code": 400}},
+                status=400,
+            )
+        return body if isinstance(body, dict) else {}
+
+    def _tokens(self, body: dict) -> list[str]:
+        count = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
+        return [f" tok{i}" for i in range(max(0, count))]
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        body = await self._body(request)
+        if isinstance(body, web.Response):
+            return body
+        if (error := self._model_error(body)) is not None:
+            return error
+        tokens = self._tokens(body)
+        if body.get("stream"):
+            return await self._stream(
+                request, "text_completion", tokens, lambda t, f: {"text": t, "finish_reason": f}
+            )
+        self.requests_total += 1
+        return web.json_response(
+            {
+                "id": f"cmpl-{self.requests_total}",
+                "object": "text_completion",
+                "created": int(time.time()),
+                "model": body.get("model", self.names[0]),
+                "choices": [
+                    {"index": 0, "text": "".join(tokens), "finish_reason": "length", "logprobs": None}
+                ],
+                "usage": _usage(body.get("prompt"), tokens),
+            }
+        )
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        body = await self._body(request)
+        if isinstance(body, web.Response):
+            return body
+        if (error := self._model_error(body)) is not None:
+            return error
+        tokens = self._tokens(body)
+        if body.get("stream"):
+            return await self._stream(
+                request,
+                "chat.completion.chunk",
+                tokens,
+                lambda t, f: {"delta": {"role": "assistant", "content": t}, "finish_reason": f},
+            )
+        self.requests_total += 1
+        return web.json_response(
+            {
+                "id": f"chatcmpl-{self.requests_total}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", self.names[0]),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "".join(tokens)},
+                        "finish_reason": "length",
+                    }
+                ],
+                "usage": _usage(body.get("messages"), tokens),
+            }
+        )
+
+    async def _stream(self, request, object_name, tokens, choice) -> web.StreamResponse:
+        self.requests_total += 1
+        self.running += 1
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        created = int(time.time())
+        try:
+            for index, token in enumerate(tokens):
+                finish = "length" if index == len(tokens) - 1 else None
+                event = {
+                    "id": f"stream-{self.requests_total}",
+                    "object": object_name,
+                    "created": created,
+                    "model": self.names[0],
+                    "choices": [{"index": 0, **choice(token, finish)}],
+                }
+                await response.write(f"data: {json.dumps(event)}\n\n".encode())
+                if self.token_delay:
+                    await asyncio.sleep(self.token_delay)
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+        finally:
+            self.running -= 1
+        return response
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        if isinstance(body, web.Response):
+            return body
+        if (error := self._model_error(body)) is not None:
+            return error
+        inputs = body.get("input", "")
+        inputs = inputs if isinstance(inputs, list) else [inputs]
+        data = [
+            {"object": "embedding", "index": index, "embedding": _embedding(str(text))}
+            for index, text in enumerate(inputs)
+        ]
+        return web.json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model", self.names[0]),
+                "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)},
+            }
+        )
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        name = self.names[0]
+        lines = [
+            "# HELP vllm:num_requests_running Number of requests currently running on GPU.",
+            "# TYPE vllm:num_requests_running gauge",
+            f'vllm:num_requests_running{{model_name="{name}"}} {self.running}',
+            "# HELP vllm:request_success_total Count of successfully processed requests.",
+            "# TYPE vllm:request_success_total counter",
+            f'vllm:request_success_total{{model_name="{name}"}} {self.requests_total}',
+        ]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    async def echo(self, request: web.Request) -> web.Response:
+        digest = hashlib.sha256()
+        length = 0
+        async for chunk in request.content.iter_any():
+            digest.update(chunk)
+            length += len(chunk)
+        return web.json_response(
+            {
+                "method": request.method,
+                "path": request.path,
+                "query_string": request.query_string,
+                "headers": [[key, value] for key, value in request.headers.items()],
+                "body_length": length,
+                "body_sha256": digest.hexdigest(),
+            },
+            headers={"X-Standin-Echo": "1"},
+        )
+
+
+def _usage(prompt: object, tokens: list[str]) -> dict[str, int]:
+    prompt_tokens = len(json.dumps(prompt).split()) if prompt is not None else 0
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": len(tokens),
+        "total_tokens": prompt_tokens + len(tokens),
+    }
+
+
+def _embedding(text: str) -> list[float]:
+    digest = hashlib.sha256(text.encode()).digest()
+    return [round(byte / 255.0, 4) for byte in digest[:8]]
+
+
+def start_engine_core(ignore_sigterm: bool) -> subprocess.Popen:
+    env = dict(os.environ)
+    if ignore_sigterm:
+        env["STANDIN_IGNORE_SIGTERM"] = "1"
+    return subprocess.Popen([sys.executable, "-m", "vllm.v1.engine.core"], env=env)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    model = args.model
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    if "ignore-sigterm" in model:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    else:
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+
+    early_socket = None
+    if os.environ.get("FAKE_VLLM_BIND_EARLY"):
+        # Older vLLM: the port is bound (and connections queue, unanswered) during loading.
+        early_socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        early_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        early_socket.bind((args.host, args.port))
+        early_socket.listen(128)
+
+    engine = start_engine_core(ignore_sigterm="ignore-sigterm" in model)
+    log(f"Started engine process with PID {engine.pid}", "core_client.py:1")
+    log(f"Loading model {model} on {args.tensor_parallel_size} GPU(s) "
+        f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')})", "gpu_model_runner.py:1")
+
+    if "slow-start" in model:
+        load_seconds = float(os.environ.get("FAKE_VLLM_SLOW_LOAD_SECONDS", "60"))
+    else:
+        load_seconds = float(os.environ.get("FAKE_VLLM_LOAD_SECONDS", "1"))
+    if "crash-on-start" in model:
+        await asyncio.sleep(min(load_seconds, 0.3))
+        raise RuntimeError("stand-in crash during start-up (the model name asked for it)")
+    try:
+        await asyncio.wait_for(stop.wait(), load_seconds)
+    except TimeoutError:
+        pass
+    if stop.is_set():
+        log("Shutting down before the model finished loading")
+        return
+    log(f"Model loading took {load_seconds:.2f} seconds", "gpu_model_runner.py:2")
+
+    server = StandinServer(args)
+    runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    log(f"Starting vLLM server on http://{args.host}:{args.port}", "launcher.py:1")
+    if early_socket is not None:
+        site: web.BaseSite = web.SockSite(runner, early_socket)
+    else:
+        site = web.TCPSite(runner, args.host, args.port, reuse_address=True)
+    await site.start()
+    print("INFO:     Started server process [%d]" % os.getpid(), flush=True)
+    print("INFO:     Waiting for application startup.", flush=True)
+    print("INFO:     Application startup complete.", flush=True)
+
+    if "crash-after-ready" in model:
+        await asyncio.sleep(float(os.environ.get("FAKE_VLLM_CRASH_AFTER_SECONDS", "1")))
+        print("ERROR [core.py:1] EngineCore encountered a fatal error.", flush=True)
+        print(
+            "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB. "
+            "GPU 0 has a total capacity of 79.19 GiB",
+            flush=True,
+        )
+        os._exit(1)
+    await stop.wait()
+    log("Shutting down FastAPI HTTP server.")
+    await runner.cleanup()
+    engine.terminate()
+    engine.wait()
+
+
+def main() -> None:
+    args = parse_args(sys.argv[1:])
+    log(f"vLLM API server version {VERSION}")
+    log(f"non-default args: {{'model': {args.model!r}, 'port': {args.port}}}", "utils.py:1")
+    try:
+        asyncio.run(serve(args))
+    except RuntimeError:
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
