@@ -71,7 +71,9 @@ def load_settings(
         log_dir=_path(env, "VLLM_BOOTSTRAP_LOG_DIR", defaults.log_dir),
         state_dir=_path(env, "VLLM_BOOTSTRAP_STATE_DIR", defaults.state_dir),
         access_key=env.get("VLLM_ACCESS_KEY") or None,
-        stop_timeout_seconds=_seconds(env, "VLLM_STOP_TIMEOUT_SECONDS", defaults.stop_timeout_seconds),
+        stop_timeout_seconds=_seconds(
+            env, "VLLM_STOP_TIMEOUT_SECONDS", defaults.stop_timeout_seconds
+        ),
         startup_timeout_seconds=_seconds(
             env, "VLLM_STARTUP_TIMEOUT_SECONDS", defaults.startup_timeout_seconds
         ),

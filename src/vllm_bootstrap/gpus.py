@@ -109,7 +109,9 @@ async def _run_nvidia_smi(*args: str) -> str:
             "(is this a GPU machine with the NVIDIA driver?)"
         ) from None
     except OSError as exc:
-        raise GPUDiscoveryError(f"GPUs could not be detected: nvidia-smi failed to start: {exc}")
+        raise GPUDiscoveryError(
+            f"GPUs could not be detected: nvidia-smi failed to start: {exc}"
+        ) from None
     try:
         stdout, stderr = await asyncio.wait_for(process.communicate(), QUERY_TIMEOUT_SECONDS)
     except TimeoutError:

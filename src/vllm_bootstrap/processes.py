@@ -40,7 +40,7 @@ async def wait_for_exit(process: subprocess.Popen[bytes]) -> int:
     """Wait, without blocking the event loop, for our child to exit; return its code."""
     pidfd = _open_pidfd(process.pid)
     if pidfd is None:
-        while process.poll() is None:
+        while process.poll() is None:  # noqa: ASYNC110 - no pidfd: polling is all there is
             await asyncio.sleep(0.1)
         return process.returncode
     loop = asyncio.get_running_loop()

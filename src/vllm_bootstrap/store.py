@@ -99,14 +99,10 @@ class StateStore:
                 (*row, launch.launch_id),
             )
             if launch.is_terminal:
-                self._db.execute(
-                    "DELETE FROM gpu_leases WHERE launch_id = ?", (launch.launch_id,)
-                )
+                self._db.execute("DELETE FROM gpu_leases WHERE launch_id = ?", (launch.launch_id,))
 
     def load_all(self) -> list[Launch]:
-        rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM launches ORDER BY created_at"
-        ).fetchall()
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM launches ORDER BY created_at").fetchall()
         return [_launch(row) for row in rows]
 
     def leases(self) -> dict[int, str]:

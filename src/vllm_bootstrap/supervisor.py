@@ -120,9 +120,8 @@ class Supervisor:
         Until restart recovery re-adopts them, a child we no longer supervise is ended, so
         its GPUs are really free before they are handed out again.
         """
-        stale = [launch for launch in self.store.load_all() if not launch.is_terminal]
-        for launch in self.store.load_all():
-            self._launches[launch.launch_id] = launch
+        self._launches = {launch.launch_id: launch for launch in self.store.load_all()}
+        stale = [launch for launch in self._launches.values() if not launch.is_terminal]
         await asyncio.gather(*(self._end_stale(launch) for launch in stale))
 
     async def _end_stale(self, launch: Launch) -> None:
@@ -201,8 +200,7 @@ class Supervisor:
             if not detected:
                 raise LaunchRefused(
                     503,
-                    "no GPUs are available: nvidia-smi lists none"
-                    + _visible_devices_note(),
+                    "no GPUs are available: nvidia-smi lists none" + _visible_devices_note(),
                 )
             return detected
         unknown = sorted(set(requested) - set(detected))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -145,7 +146,12 @@ class StandinServer:
                 "created": int(time.time()),
                 "model": body.get("model", self.names[0]),
                 "choices": [
-                    {"index": 0, "text": "".join(tokens), "finish_reason": "length", "logprobs": None}
+                    {
+                        "index": 0,
+                        "text": "".join(tokens),
+                        "finish_reason": "length",
+                        "logprobs": None,
+                    }
                 ],
                 "usage": _usage(body.get("prompt"), tokens),
             }
@@ -303,8 +309,11 @@ async def serve(args: argparse.Namespace) -> None:
 
     engine = start_engine_core(ignore_sigterm="ignore-sigterm" in model)
     log(f"Started engine process with PID {engine.pid}", "core_client.py:1")
-    log(f"Loading model {model} on {args.tensor_parallel_size} GPU(s) "
-        f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')})", "gpu_model_runner.py:1")
+    log(
+        f"Loading model {model} on {args.tensor_parallel_size} GPU(s) "
+        f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')})",
+        "gpu_model_runner.py:1",
+    )
 
     if "slow-start" in model:
         load_seconds = float(os.environ.get("FAKE_VLLM_SLOW_LOAD_SECONDS", "60"))
@@ -313,10 +322,8 @@ async def serve(args: argparse.Namespace) -> None:
     if "crash-on-start" in model:
         await asyncio.sleep(min(load_seconds, 0.3))
         raise RuntimeError("stand-in crash during start-up (the model name asked for it)")
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), load_seconds)
-    except TimeoutError:
-        pass
     if stop.is_set():
         log("Shutting down before the model finished loading")
         return
@@ -331,7 +338,7 @@ async def serve(args: argparse.Namespace) -> None:
     else:
         site = web.TCPSite(runner, args.host, args.port, reuse_address=True)
     await site.start()
-    print("INFO:     Started server process [%d]" % os.getpid(), flush=True)
+    print(f"INFO:     Started server process [{os.getpid()}]", flush=True)
     print("INFO:     Waiting for application startup.", flush=True)
     print("INFO:     Application startup complete.", flush=True)
 

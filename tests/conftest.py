@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Server, standin_env
+
+ServerFactory = Callable[..., Server]
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
+    """Start real servers (stand-in GPUs and vLLM); environment overrides as keywords."""
+    servers: list[Server] = []
+
+    def start(**overrides: str) -> Server:
+        env = standin_env(tmp_path, **overrides)
+        server = Server(env, tmp_path / f"server-{len(servers)}.log").start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        with contextlib.suppress(Exception):
+            server.terminate(timeout=30)
+        server.kill()
+        server.client.close()
+    _kill_leftover_groups(tmp_path / "state" / "state.sqlite3")
+
+
+@pytest.fixture
+def server(start_server: ServerFactory) -> Server:
+    return start_server()
+
+
+def _kill_leftover_groups(db_path: Path) -> None:
+    """Safety net: no stand-in process outlives its test, whatever the test did."""
+    if not db_path.exists():
+        return
+    with contextlib.closing(sqlite3.connect(db_path)) as db:
+        pids = [row[0] for row in db.execute("SELECT pid FROM launches WHERE pid IS NOT NULL")]
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)

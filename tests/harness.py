@@ -1,0 +1,185 @@
+"""Running the real vllm-bootstrap server, with the stand-in nvidia-smi and vLLM, for tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+STANDINS = Path(__file__).parent / "standins"
+TERMINAL = {"stopped", "failed"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def free_port_range(size: int) -> tuple[int, int]:
+    """A block of `size` consecutive ports that are free right now."""
+    for _ in range(200):
+        start = free_port()
+        if start + size > 65000:
+            continue
+        if all(_bindable(port) for port in range(start, start + size)):
+            return start, start + size - 1
+    raise RuntimeError("no free block of ports found")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def standin_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """The environment of a server that sees stand-in GPUs and a stand-in vLLM."""
+    port_start, port_end = free_port_range(8)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("VLLM_", "FAKE_", "CUDA_VISIBLE_DEVICES"))
+    }
+    env.update(
+        PATH=f"{STANDINS / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONPATH=str(STANDINS),
+        PYTHONUNBUFFERED="1",
+        VLLM_BOOTSTRAP_STATE_DIR=str(tmp_path / "state"),
+        VLLM_BOOTSTRAP_LOG_DIR=str(tmp_path / "logs"),
+        VLLM_LAUNCH_PORT_START=str(port_start),
+        VLLM_LAUNCH_PORT_END=str(port_end),
+        VLLM_STOP_TIMEOUT_SECONDS="3",
+        FAKE_VLLM_LOAD_SECONDS="0.5",
+        FAKE_GPU_COUNT="2",
+    )
+    env.update(overrides)
+    return env
+
+
+class Server:
+    """One real `python -m vllm_bootstrap` process on a loopback port."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        key = env.get("VLLM_ACCESS_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.client = httpx.Client(base_url=self.url, headers=headers, timeout=30)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20) -> Server:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "vllm_bootstrap",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited at start-up:\n{self.output()}")
+            try:
+                if self.client.get("/health").status_code in (200, 401):
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError(f"server did not start in {timeout} s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 30) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    # --- API helpers -----------------------------------------------------------------
+
+    def launch(self, expect: int = 201, **body: Any) -> dict[str, Any]:
+        response = self.client.post("/launch", json=body)
+        assert response.status_code == expect, response.text
+        return dict(response.json())
+
+    def status(self, launch_id: str) -> dict[str, Any]:
+        response = self.client.get(f"/status/{launch_id}")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def wait_for(
+        self, launch_id: str, states: Iterable[str], timeout: float = 20
+    ) -> dict[str, Any]:
+        wanted = set(states)
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status(launch_id)
+            if status["state"] in wanted:
+                return status
+            if time.monotonic() > deadline:
+                raise AssertionError(f"launch stayed {status['state']}, wanted {wanted}: {status}")
+            time.sleep(0.02)
+
+    def launch_ready(self, **body: Any) -> dict[str, Any]:
+        launch = self.launch(**body)
+        return self.wait_for(launch["launch_id"], {"ready"})
+
+    def stop(self, launch_id: str, wait: bool = True) -> dict[str, Any]:
+        response = self.client.post(f"/stop/{launch_id}", params={"wait": wait})
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def logs(self, launch_id: str) -> str:
+        return str(self.client.get(f"/logs/{launch_id}").json()["content"])
+
+
+def pid_alive(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"
+
+
+def engine_core_pid(log_text: str) -> int:
+    for line in log_text.splitlines():
+        if "Started engine process with PID" in line:
+            return int(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no EngineCore pid in log:\n{log_text}")
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 10, message: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(message or "condition not met in time")
+        time.sleep(0.02)

@@ -1,0 +1,97 @@
+"""Settings come from the environment; bad values stop the server with one clear line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vllm_bootstrap.config import ConfigError, Settings, load_settings
+
+
+def test_defaults_need_no_environment() -> None:
+    settings = load_settings({})
+    assert settings.host == "0.0.0.0"
+    assert settings.port == 8000
+    assert settings.launch_host == "127.0.0.1"
+    assert (settings.launch_port_start, settings.launch_port_end) == (8001, 8099)
+    assert settings.stop_timeout_seconds == 30
+    assert settings.startup_timeout_seconds == 1800
+    assert settings.vllm_command == (sys.executable, "-m", "vllm.entrypoints.openai.api_server")
+    assert settings.access_key is None
+
+
+def test_every_variable_is_read() -> None:
+    settings = load_settings(
+        {
+            "VLLM_BOOTSTRAP_HOST": "127.0.0.2",
+            "VLLM_BOOTSTRAP_PORT": "9000",
+            "VLLM_LAUNCH_HOST": "0.0.0.0",
+            "VLLM_LAUNCH_PORT_START": "9100",
+            "VLLM_LAUNCH_PORT_END": "9110",
+            "VLLM_BOOTSTRAP_LOG_DIR": "/tmp/x/logs",
+            "VLLM_BOOTSTRAP_STATE_DIR": "/tmp/x/state",
+            "VLLM_ACCESS_KEY": "sesame",
+            "VLLM_STOP_TIMEOUT_SECONDS": "2.5",
+            "VLLM_STARTUP_TIMEOUT_SECONDS": "60",
+            "VLLM_BOOTSTRAP_VLLM_COMMAND": (
+                "/opt/venv/bin/python -m 'vllm.entrypoints.openai.api_server'"
+            ),
+        }
+    )
+    assert (settings.host, settings.port) == ("127.0.0.2", 9000)
+    assert settings.launch_host == "0.0.0.0"
+    assert (settings.launch_port_start, settings.launch_port_end) == (9100, 9110)
+    assert settings.log_dir == Path("/tmp/x/logs")
+    assert settings.state_db_path == Path("/tmp/x/state/state.sqlite3")
+    assert settings.access_key == "sesame"
+    assert settings.stop_timeout_seconds == 2.5
+    assert settings.startup_timeout_seconds == 60
+    assert settings.vllm_command == (
+        "/opt/venv/bin/python",
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+    )
+    assert not settings.uses_default_vllm_command
+
+
+def test_flags_override_the_environment() -> None:
+    settings = load_settings({"VLLM_BOOTSTRAP_PORT": "9000"}, host="::1", port=9001)
+    assert (settings.host, settings.port) == ("::1", 9001)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("VLLM_LAUNCH_PORT_START", "9000", "VLLM_LAUNCH_PORT_START (9000) is above"),
+        ("VLLM_LAUNCH_PORT_END", "eighty", "VLLM_LAUNCH_PORT_END must be a port number"),
+        ("VLLM_BOOTSTRAP_PORT", "70000", "VLLM_BOOTSTRAP_PORT must be between 1 and 65535"),
+        ("VLLM_STOP_TIMEOUT_SECONDS", "-1", "VLLM_STOP_TIMEOUT_SECONDS must be a positive"),
+        ("VLLM_STARTUP_TIMEOUT_SECONDS", "nan", "VLLM_STARTUP_TIMEOUT_SECONDS must be a positive"),
+        ("VLLM_BOOTSTRAP_VLLM_COMMAND", "python -c 'oops", "VLLM_BOOTSTRAP_VLLM_COMMAND cannot"),
+    ],
+)
+def test_bad_values_name_the_variable(variable: str, value: str, message: str) -> None:
+    env = {"VLLM_LAUNCH_PORT_END": "8099", variable: value}
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_settings(env)
+
+
+def test_repr_never_shows_the_access_key() -> None:
+    assert "sesame" not in repr(Settings(access_key="sesame"))
+
+
+def test_server_refuses_to_start_with_a_bad_value() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "vllm_bootstrap"],
+        env={"VLLM_LAUNCH_PORT_START": "9000", "VLLM_LAUNCH_PORT_END": "8000", "PATH": "/usr/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "VLLM_LAUNCH_PORT_START (9000) is above VLLM_LAUNCH_PORT_END (8000)" in lines[0]
