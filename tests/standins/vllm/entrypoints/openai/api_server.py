@@ -338,6 +338,8 @@ async def serve(args: argparse.Namespace) -> None:
     else:
         site = web.TCPSite(runner, args.host, args.port, reuse_address=True)
     await site.start()
+    # Not a vLLM line: lets benchmarks measure how fast the control plane notices readiness.
+    print(f"standin: answering HTTP since {time.time():.6f}", flush=True)
     print(f"INFO:     Started server process [{os.getpid()}]", flush=True)
     print("INFO:     Waiting for application startup.", flush=True)
     print("INFO:     Application startup complete.", flush=True)
