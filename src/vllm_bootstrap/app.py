@@ -10,11 +10,13 @@ import aiohttp
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp
 
 from vllm_bootstrap import __version__
 from vllm_bootstrap.auth import AccessKeyMiddleware
 from vllm_bootstrap.config import Settings
 from vllm_bootstrap.gpus import GPUDiscoveryError
+from vllm_bootstrap.proxy import Proxy, ProxyDispatcher, create_upstream_session
 from vllm_bootstrap.routes import router
 from vllm_bootstrap.store import StateStore
 from vllm_bootstrap.supervisor import LaunchRefused, Supervisor
@@ -22,17 +24,18 @@ from vllm_bootstrap.supervisor import LaunchRefused, Supervisor
 logger = logging.getLogger("vllm_bootstrap")
 
 
-def create_app(settings: Settings) -> FastAPI:
-    app = FastAPI(
+def create_app(settings: Settings) -> ASGIApp:
+    """The whole server: access key check, then the proxy's paths, then the API routes."""
+    api = FastAPI(
         title="vllm-bootstrap",
         version=__version__,
         summary="Launch, supervise and proxy vLLM servers on a GPU box.",
         lifespan=_lifespan(settings),
     )
-    app.include_router(router)
-    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
-    app.add_middleware(AccessKeyMiddleware, access_key=settings.access_key)
-    return app
+    api.include_router(router)
+    api.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    dispatcher = ProxyDispatcher(api, get_proxy=lambda: api.state.proxy)
+    return AccessKeyMiddleware(dispatcher, settings.access_key)
 
 
 def _lifespan(settings: Settings):  # type: ignore[no-untyped-def]
@@ -45,14 +48,17 @@ def _lifespan(settings: Settings):  # type: ignore[no-untyped-def]
         probe_session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(force_close=True, limit=0)
         )
+        upstream_session = create_upstream_session()
         supervisor = Supervisor(settings, store, probe_session)
         app.state.supervisor = supervisor
+        app.state.proxy = Proxy(supervisor, upstream_session, settings.access_key)
         await supervisor.recover()
         await _report_environment(supervisor)
         try:
             yield
         finally:
             await supervisor.shutdown()
+            await upstream_session.close()
             await probe_session.close()
             store.close()
 

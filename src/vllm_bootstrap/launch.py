@@ -16,6 +16,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from vllm_bootstrap.ports import probe_host, url_host
+
 
 class LaunchState(StrEnum):
     BOOTSTRAPPING = "bootstrapping"
@@ -70,6 +72,11 @@ class Launch:
     @property
     def is_terminal(self) -> bool:
         return self.state.is_terminal
+
+    @property
+    def local_url(self) -> str:
+        """Where the control plane reaches this launch's vLLM server."""
+        return f"http://{url_host(probe_host(self.host))}:{self.port}"
 
     @property
     def pgid(self) -> int | None:

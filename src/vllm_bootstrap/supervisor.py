@@ -27,7 +27,7 @@ from vllm_bootstrap.config import Settings
 from vllm_bootstrap.gpus import GPU, GPUDiscoveryError, query_gpus
 from vllm_bootstrap.launch import Launch, LaunchState
 from vllm_bootstrap.logs import last_error_line
-from vllm_bootstrap.ports import PortAllocator, is_port_free, probe_host, url_host
+from vllm_bootstrap.ports import PortAllocator, is_port_free
 from vllm_bootstrap.readiness import ReadinessProbe, wait_until_ready
 from vllm_bootstrap.store import ResourceTaken, StateStore
 
@@ -87,6 +87,8 @@ class Supervisor:
             settings.launch_host, settings.launch_port_start, settings.launch_port_end
         )
         self._gpus: list[GPU] | None = None
+        # Bumped on every state change, so readers can cache what they derive from launches.
+        self.version = 0
 
     # ----------------------------------------------------------------- queries
 
@@ -123,6 +125,7 @@ class Supervisor:
         self._launches = {launch.launch_id: launch for launch in self.store.load_all()}
         stale = [launch for launch in self._launches.values() if not launch.is_terminal]
         await asyncio.gather(*(self._end_stale(launch) for launch in stale))
+        self.version += 1
 
     async def _end_stale(self, launch: Launch) -> None:
         was = launch.state
@@ -171,6 +174,7 @@ class Supervisor:
         except ResourceTaken as exc:
             raise LaunchRefused(409, f"GPU or port already taken: {exc}") from None
         self._launches[launch_id] = launch
+        self.version += 1
         self._spawn(launch)
         return launch
 
@@ -292,7 +296,7 @@ class Supervisor:
     # ----------------------------------------------------------------- watching
 
     async def _watch(self, launch: Launch, process: subprocess.Popen[bytes]) -> None:
-        base_url = f"http://{url_host(probe_host(launch.host))}:{launch.port}"
+        base_url = launch.local_url
         exited = asyncio.create_task(processes.wait_for_exit(process))
         ready = asyncio.create_task(
             wait_until_ready(ReadinessProbe(self._session, base_url), launch.log_path)
@@ -338,6 +342,7 @@ class Supervisor:
     def _move(self, launch: Launch, state: LaunchState, error: str | None = None) -> None:
         launch.move_to(state, error=error)
         self.store.save(launch)
+        self.version += 1
         log = logger.warning if state is LaunchState.FAILED else logger.info
         log("launch %s: %s%s", launch.launch_id, state, f" ({error})" if error else "")
 

@@ -66,6 +66,8 @@ class StandinServer:
         self.token_delay = float(os.environ.get("FAKE_VLLM_TOKEN_DELAY_SECONDS", "0"))
         self.requests_total = 0
         self.running = 0
+        self.site: web.BaseSite | None = None
+        self.background: set[asyncio.Task] = set()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1024**3)
@@ -76,6 +78,9 @@ class StandinServer:
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_route("*", "/debug/echo{tail:.*}", self.echo)
+        app.router.add_get("/debug/reset", self.reset)
+        app.router.add_get("/debug/abort-mid-stream", self.abort_mid_stream)
+        app.router.add_post("/debug/stop-listening", self.stop_listening)
         return app
 
     async def health(self, request: web.Request) -> web.Response:
@@ -249,6 +254,32 @@ class StandinServer:
         ]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
+    async def reset(self, request: web.Request) -> web.Response:
+        """Drop the connection without answering, as a crashing server would."""
+        assert request.transport is not None
+        request.transport.abort()
+        return web.Response()
+
+    async def abort_mid_stream(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b'data: {"partial": true}\n\n')
+        await asyncio.sleep(0.2)
+        assert request.transport is not None
+        request.transport.abort()
+        return response
+
+    async def stop_listening(self, request: web.Request) -> web.Response:
+        """Close the listening socket: later connections are refused, the process lives."""
+        task = asyncio.create_task(self._close_site())
+        self.background.add(task)
+        return web.json_response({"listening": False})
+
+    async def _close_site(self) -> None:
+        await asyncio.sleep(0.05)
+        if self.site is not None:
+            await self.site.stop()
+
     async def echo(self, request: web.Request) -> web.Response:
         digest = hashlib.sha256()
         length = 0
@@ -259,6 +290,7 @@ class StandinServer:
             {
                 "method": request.method,
                 "path": request.path,
+                "raw_path": request.raw_path,
                 "query_string": request.query_string,
                 "headers": [[key, value] for key, value in request.headers.items()],
                 "body_length": length,
@@ -338,6 +370,7 @@ async def serve(args: argparse.Namespace) -> None:
     else:
         site = web.TCPSite(runner, args.host, args.port, reuse_address=True)
     await site.start()
+    server.site = site
     # Not a vLLM line: lets benchmarks measure how fast the control plane notices readiness.
     print(f"standin: answering HTTP since {time.time():.6f}", flush=True)
     print(f"INFO:     Started server process [{os.getpid()}]", flush=True)

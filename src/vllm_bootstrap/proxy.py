@@ -1,0 +1,367 @@
+"""The reverse proxy: the hot path of every inference request.
+
+Plain ASGI in front of FastAPI, so a proxied request costs a path check, a dict lookup and
+the forwarding itself: no routing tables, no request models, no state-store query. The HTTP
+client is one pooled aiohttp session, chosen by measurement (bench/http_clients.py).
+
+Bodies stream both ways. A small request body that arrives in one piece is forwarded as
+bytes; anything larger is streamed as it arrives. Response bytes go to the client as soon as
+vLLM writes them, so server-sent events are never held back. When the client goes away, the
+handler is cancelled at once, which closes the upstream connection and makes vLLM abort the
+generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDict
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from yarl import URL
+
+from vllm_bootstrap.launch import Launch, LaunchState
+from vllm_bootstrap.routing import ModelRouter, NoReadyReplica, UnknownModel
+from vllm_bootstrap.supervisor import LaunchNotFound, Supervisor
+
+logger = logging.getLogger("vllm_bootstrap.proxy")
+
+PROXY_PREFIX = "/proxy/"
+OPENAI_PREFIX = "/v1/"
+# Connection-level headers (RFC 9110 section 7.6.1) that must not cross a proxy, plus the
+# ones we set ourselves: Host (the upstream's) and, on responses, Server and Date (ours).
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+_DROP_FROM_REQUEST = _HOP_BY_HOP | {b"host"}
+_DROP_FROM_RESPONSE = _HOP_BY_HOP | {b"server", b"date"}
+# vLLM's HTTP server closes idle connections after 5 s; reusing one it is about to close
+# fails the request, so pooled connections are retired sooner.
+UPSTREAM_KEEPALIVE_SECONDS = 3.0
+RETRY_AFTER_SECONDS = "10"
+# Tells the client which launch answered: replicas are otherwise indistinguishable.
+LAUNCH_ID_HEADER = b"x-vllm-bootstrap-launch-id"
+
+ErrorResponder = Callable[[Send, int, str, str], Awaitable[None]]
+
+
+class UpstreamBroke(RuntimeError):
+    """vLLM failed after the response had started: the client connection is cut off."""
+
+
+def create_upstream_session() -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        limit=0, keepalive_timeout=UPSTREAM_KEEPALIVE_SECONDS, enable_cleanup_closed=True
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+        auto_decompress=False,  # bytes pass through untouched, gzip included
+        cookie_jar=aiohttp.DummyCookieJar(),
+        # aiohttp would otherwise add User-Agent, Accept, Accept-Encoding and a default
+        # Content-Type that the client never sent.
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+    )
+
+
+class Proxy:
+    """Forwards requests to launches: by id under /proxy, by model under /v1."""
+
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        session: aiohttp.ClientSession,
+        access_key: str | None,
+    ) -> None:
+        self._supervisor = supervisor
+        self._session = session
+        self._dropped_request_headers = (
+            _DROP_FROM_REQUEST | {b"authorization"} if access_key else _DROP_FROM_REQUEST
+        )
+        self.router = ModelRouter(supervisor)
+
+    # ----------------------------------------------------------------- /proxy/{id}/...
+
+    async def handle_launch_path(self, scope: Scope, receive: Receive, send: Send) -> None:
+        launch_id, _, _ = scope["path"][len(PROXY_PREFIX) :].partition("/")
+        try:
+            launch = self._supervisor.get(launch_id)
+        except LaunchNotFound:
+            await _plain_error(send, 404, f"no launch with id {launch_id!r}", "")
+            return
+        if launch.state is not LaunchState.READY:
+            await _plain_error(
+                send, 409, f"launch {launch_id} is {launch.state}, not ready: retry later", ""
+            )
+            return
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        upstream_path = raw_path[len(PROXY_PREFIX) + len(launch_id) :] or b"/"
+        await self._forward(scope, receive, send, launch, upstream_path, None, _plain_error)
+
+    # ----------------------------------------------------------------- /v1/...
+
+    async def handle_openai(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "GET" and scope["path"] == "/v1/models":
+            await _json(send, 200, self.router.models_listing())
+            return
+        try:
+            body = await _read_body(receive)
+        except ClientGone:
+            return
+        model = _model_of(body)
+        if model is None:
+            await _openai_error(
+                send,
+                400,
+                "no `model` found in the JSON body: /v1 routes requests by it; use "
+                "/proxy/{launch_id}/v1/... for requests without one",
+                "missing_model",
+            )
+            return
+        try:
+            launch = self.router.choose(model)
+        except UnknownModel:
+            await _openai_error(
+                send,
+                404,
+                f"The model `{model}` does not exist. Served models: "
+                f"{', '.join(self.router.ready_models()) or 'none'}",
+                "model_not_found",
+            )
+            return
+        except NoReadyReplica:
+            await _openai_error(
+                send,
+                503,
+                f"The model `{model}` is still loading; retry in a little while",
+                "model_loading",
+                retry_after=True,
+            )
+            return
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        with self.router.outstanding(launch):
+            await self._forward(scope, receive, send, launch, raw_path, body, _openai_error)
+
+    # ----------------------------------------------------------------- forwarding
+
+    async def _forward(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        launch: Launch,
+        path: bytes,
+        body: bytes | None,
+        error: ErrorResponder,
+    ) -> None:
+        query: bytes = scope.get("query_string", b"")
+        target = f"{launch.local_url}{path.decode('latin-1')}"
+        if query:
+            target = f"{target}?{query.decode('latin-1')}"
+        try:
+            data = body if body is not None else await _body_or_stream(receive)
+        except ClientGone:
+            return
+        client_gone = _ClientWatch(receive)
+        if isinstance(data, bytes):
+            client_gone.start()  # the request body is in: the next message is a disconnect
+        response_started = False
+        try:
+            async with self._session.request(
+                scope["method"],
+                URL(target, encoded=True),
+                headers=self._upstream_headers(scope["headers"]),
+                data=data,
+                allow_redirects=False,
+                compress=None,
+            ) as upstream:
+                client_gone.start()
+                headers = [
+                    (name, value)
+                    for name, value in upstream.raw_headers
+                    if name.lower() not in _DROP_FROM_RESPONSE
+                ]
+                headers.append((LAUNCH_ID_HEADER, launch.launch_id.encode()))
+                await send(
+                    {"type": "http.response.start", "status": upstream.status, "headers": headers}
+                )
+                response_started = True
+                await _pump(upstream, send)
+        except asyncio.CancelledError:
+            if not client_gone.cancelled_us():
+                raise
+        except ClientGone:
+            return
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            if response_started:
+                raise UpstreamBroke(
+                    f"launch {launch.launch_id}: vLLM broke off the response: {exc!r}"
+                ) from exc
+            await error(
+                send,
+                502,
+                f"launch {launch.launch_id}: vLLM at port {launch.port} did not answer "
+                f"({type(exc).__name__}: {exc}); it may have crashed or be restarting",
+                "upstream_unreachable",
+            )
+        finally:
+            client_gone.stop()
+
+    def _upstream_headers(self, raw: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
+        # With an access key set, the request got here by carrying it in Authorization:
+        # that header is the control plane's credential and never reaches vLLM.
+        dropped = self._dropped_request_headers
+        headers: CIMultiDict[str] = CIMultiDict()
+        for name, value in raw:
+            if name not in dropped:
+                headers.add(name.decode("latin-1"), value.decode("latin-1"))
+        return headers
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was complete."""
+
+
+class _ClientWatch:
+    """Cancels the proxying task when the client disconnects.
+
+    Started once the request body has been read: from then on the only message an ASGI
+    server sends is `http.disconnect`.
+    """
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._task = asyncio.current_task()
+        self._watcher: asyncio.Future[Message] | None = None
+        self._disconnected = False
+        self._finished = False
+
+    def start(self) -> None:
+        if self._watcher is None:
+            self._watcher = asyncio.ensure_future(self._receive())
+            self._watcher.add_done_callback(self._on_message)
+
+    def _on_message(self, watcher: asyncio.Future[Message]) -> None:
+        if watcher.cancelled() or self._finished or self._task is None or self._task.done():
+            return
+        self._disconnected = True
+        self._task.cancel()
+
+    def cancelled_us(self) -> bool:
+        if self._disconnected and self._task is not None:
+            self._task.uncancel()
+            return True
+        return False
+
+    def stop(self) -> None:
+        self._finished = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+
+async def _pump(upstream: aiohttp.ClientResponse, send: Send) -> None:
+    """Relay the response body chunk by chunk as vLLM writes it."""
+    async for chunk in upstream.content.iter_any():
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _body_or_stream(receive: Receive) -> bytes | AsyncIterator[bytes]:
+    """The whole body if it came in one message (the common case), else a stream of it."""
+    first = await receive()
+    if first["type"] == "http.disconnect":
+        raise ClientGone
+    if not first.get("more_body", False):
+        return bytes(first.get("body", b""))
+    return _stream_body(first, receive)
+
+
+async def _stream_body(first: Message, receive: Receive) -> AsyncIterator[bytes]:
+    yield first.get("body", b"")
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _model_of(body: bytes) -> str | None:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    model = payload.get("model") if isinstance(payload, dict) else None
+    return model if isinstance(model, str) else None
+
+
+async def _json(
+    send: Send, status: int, payload: Any, extra_headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    body = json.dumps(payload).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *(extra_headers or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _plain_error(send: Send, status: int, message: str, _code: str) -> None:
+    await _json(send, status, {"detail": message})
+
+
+async def _openai_error(
+    send: Send, status: int, message: str, code: str, retry_after: bool = False
+) -> None:
+    """The error shape OpenAI's clients parse into NotFoundError, APIStatusError, ..."""
+    kind = {400: "invalid_request_error", 404: "invalid_request_error"}.get(status, "server_error")
+    headers = [(b"retry-after", RETRY_AFTER_SECONDS.encode())] if retry_after else []
+    payload = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    await _json(send, status, payload, headers)
+
+
+class ProxyDispatcher:
+    """Sends /proxy/... and /v1/... to the proxy, everything else to the API app."""
+
+    def __init__(self, app: ASGIApp, get_proxy: Callable[[], Proxy]) -> None:
+        self.app = app
+        self._get_proxy = get_proxy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path.startswith(PROXY_PREFIX):
+                await self._get_proxy().handle_launch_path(scope, receive, send)
+                return
+            if path.startswith(OPENAI_PREFIX):
+                await self._get_proxy().handle_openai(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -1,0 +1,110 @@
+"""Choosing a launch for a model: the routing behind the OpenAI-compatible /v1 endpoint.
+
+Replicas of one model (launches on different GPUs) share the load by least outstanding
+requests: a replica stuck on long generations gets fewer new ones than a blind rotation
+would give it. Ties rotate, so idle replicas take turns.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from vllm_bootstrap.launch import Launch, LaunchState
+from vllm_bootstrap.supervisor import Supervisor
+
+
+class UnknownModel(LookupError):
+    pass
+
+
+class NoReadyReplica(LookupError):
+    """The model is being loaded, but no launch of it is ready yet."""
+
+
+class ModelRouter:
+    def __init__(self, supervisor: Supervisor) -> None:
+        self._supervisor = supervisor
+        self._outstanding: dict[str, int] = {}
+        self._turn = itertools.count()
+        self._index_version = -1
+        self._ready: dict[str, list[Launch]] = {}
+        self._loading: set[str] = set()
+
+    def choose(self, model: str) -> Launch:
+        self._refresh()
+        replicas = self._ready.get(model)
+        if not replicas:
+            if model in self._loading:
+                raise NoReadyReplica(model)
+            raise UnknownModel(model)
+        if len(replicas) == 1:
+            return replicas[0]
+        start = next(self._turn) % len(replicas)
+        rotated = replicas[start:] + replicas[:start]
+        return min(rotated, key=lambda launch: self._outstanding.get(launch.launch_id, 0))
+
+    @contextmanager
+    def outstanding(self, launch: Launch) -> Iterator[None]:
+        """Count a request against `launch` while it is in flight."""
+        launch_id = launch.launch_id
+        self._outstanding[launch_id] = self._outstanding.get(launch_id, 0) + 1
+        try:
+            yield
+        finally:
+            remaining = self._outstanding[launch_id] - 1
+            if remaining:
+                self._outstanding[launch_id] = remaining
+            else:
+                del self._outstanding[launch_id]
+
+    def outstanding_counts(self) -> dict[str, int]:
+        return dict(self._outstanding)
+
+    def ready_models(self) -> list[str]:
+        self._refresh()
+        return sorted(self._ready)
+
+    def models_listing(self) -> dict[str, Any]:
+        """`GET /v1/models` across every ready launch, each served name once."""
+        self._refresh()
+        data = [
+            {
+                "id": name,
+                "object": "model",
+                "created": int(replicas[0].ready_at or replicas[0].created_at),
+                "owned_by": "vllm",
+                "root": replicas[0].model,
+                "replicas": len(replicas),
+            }
+            for name, replicas in sorted(self._ready.items())
+        ]
+        return {"object": "list", "data": data}
+
+    def _refresh(self) -> None:
+        if self._index_version == self._supervisor.version:
+            return
+        ready: dict[str, list[Launch]] = {}
+        loading: set[str] = set()
+        for launch in self._supervisor.launches():
+            if launch.state is LaunchState.READY:
+                for name in launch.served_models:
+                    ready.setdefault(name, []).append(launch)
+            elif launch.state is LaunchState.BOOTSTRAPPING:
+                loading.update(_expected_names(launch))
+        self._ready, self._loading = ready, loading
+        self._index_version = self._supervisor.version
+
+
+def _expected_names(launch: Launch) -> list[str]:
+    """The names a loading launch will serve: --served-model-name if given, else the model."""
+    args = launch.extra_args
+    for position, arg in enumerate(args):
+        if arg == "--served-model-name":
+            names = list(itertools.takewhile(lambda a: not a.startswith("-"), args[position + 1 :]))
+            return names or [launch.model]
+        if arg.startswith("--served-model-name="):
+            return [arg.split("=", 1)[1]]
+    return [launch.model]
