@@ -1,4 +1,4 @@
-.PHONY: lint lint-verify test validate bench-readiness
+.PHONY: lint lint-verify test validate bench-proxy bench-http-clients bench-readiness
 
 lint:
 	uv run ruff format .
@@ -12,6 +12,12 @@ test:
 	uv run pytest
 
 validate: lint-verify test
+
+bench-proxy:
+	uv run python bench/proxy.py
+
+bench-http-clients:
+	uv run python bench/http_clients.py
 
 bench-readiness:
 	uv run python bench/readiness.py

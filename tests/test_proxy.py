@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import time
@@ -189,30 +190,50 @@ def test_client_disconnects_stop_generation_and_leak_nothing(
 ) -> None:
     server = start_server(FAKE_VLLM_TOKEN_DELAY_SECONDS="0.01")
     launch = server.launch_ready(model="m", gpu_ids=[0])
-    url = f"{server.url}/proxy/{launch['launch_id']}/v1/completions"
+    url = f"/proxy/{launch['launch_id']}/v1/completions"
     body = {"model": "m", "prompt": "hi", "stream": True, "max_tokens": 100_000}
     assert server.process is not None
 
     def open_fds() -> int:
         return len(os.listdir(f"/proc/{server.process.pid}/fd"))  # type: ignore[union-attr]
 
+    def resident_mib() -> float:
+        status = Path(f"/proc/{server.process.pid}/status").read_text()  # type: ignore[union-attr]
+        line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
+        return int(line.split()[1]) / 1024
+
     def running() -> float:
         metrics = server.client.get(f"/proxy/{launch['launch_id']}/metrics").text
         line = next(line for line in metrics.splitlines() if line.startswith("vllm:num_req"))
         return float(line.rsplit(" ", 1)[1])
 
-    for round_number in range(300):
-        with httpx.Client(timeout=10) as client, client.stream("POST", url, json=body) as stream:
-            next(stream.iter_lines())  # the first event arrived; now hang up
-        if round_number == 20:
+    for round_number in range(1000):
+        hang_up_after_first_event(server.port, url, body)
+        if round_number == 50:
             eventually(lambda: running() == 0, message="generation went on after hang-up")
-            baseline_fds = open_fds()
+            baseline_fds, baseline_mib = open_fds(), resident_mib()
     eventually(lambda: running() == 0, message="generation went on after hang-up")
     assert open_fds() <= baseline_fds + 10
+    assert resident_mib() <= baseline_mib + 20
     normal = server.client.post(
         f"/proxy/{launch['launch_id']}/v1/completions", json={"model": "m", "max_tokens": 3}
     )
     assert normal.json()["choices"][0]["text"] == " tok0 tok1 tok2"
+
+
+def hang_up_after_first_event(port: int, path: str, body: dict[str, object]) -> None:
+    payload = json.dumps(body).encode()
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(request + payload)
+        received = b""
+        while b"data:" not in received:
+            chunk = connection.recv(65536)
+            assert chunk, "connection closed before the first event"
+            received += chunk
 
 
 def test_proxy_log_has_no_secrets(start_server: ServerFactory, tmp_path: Path) -> None:

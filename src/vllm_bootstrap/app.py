@@ -10,7 +10,7 @@ import aiohttp
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vllm_bootstrap import __version__
 from vllm_bootstrap.auth import AccessKeyMiddleware
@@ -22,6 +22,7 @@ from vllm_bootstrap.store import StateStore
 from vllm_bootstrap.supervisor import LaunchRefused, Supervisor
 
 logger = logging.getLogger("vllm_bootstrap")
+access_logger = logging.getLogger("vllm_bootstrap.access")
 
 
 def create_app(settings: Settings) -> ASGIApp:
@@ -34,7 +35,7 @@ def create_app(settings: Settings) -> ASGIApp:
     )
     api.include_router(router)
     api.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
-    dispatcher = ProxyDispatcher(api, get_proxy=lambda: api.state.proxy)
+    dispatcher = ProxyDispatcher(AccessLog(api), get_proxy=lambda: api.state.proxy)
     return AccessKeyMiddleware(dispatcher, settings.access_key)
 
 
@@ -86,6 +87,39 @@ async def _report_environment(supervisor: Supervisor) -> None:
         settings.launch_host,
         "required" if settings.access_key else "not set (every route is open)",
     )
+
+
+class AccessLog:
+    """One log line per control-plane request (launch, stop, ...), none per proxied one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            client = scope.get("client") or ("-", 0)
+            query = scope.get("query_string", b"").decode("latin-1")
+            access_logger.info(
+                '%s - "%s %s%s" %d',
+                client[0],
+                scope["method"],
+                scope["path"],
+                f"?{query}" if query else "",
+                status,
+            )
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

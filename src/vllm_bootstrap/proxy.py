@@ -53,6 +53,8 @@ _DROP_FROM_RESPONSE = _HOP_BY_HOP | {b"server", b"date"}
 # fails the request, so pooled connections are retired sooner.
 UPSTREAM_KEEPALIVE_SECONDS = 3.0
 RETRY_AFTER_SECONDS = "10"
+CLIENT_WATCH_DELAY_SECONDS = 0.05
+WHOLE_BODY_MAX_BYTES = 256 * 1024
 # Tells the client which launch answered: replicas are otherwise indistinguishable.
 LAUNCH_ID_HEADER = b"x-vllm-bootstrap-launch-id"
 
@@ -178,7 +180,7 @@ class Proxy:
             return
         client_gone = _ClientWatch(receive)
         if isinstance(data, bytes):
-            client_gone.start()  # the request body is in: the next message is a disconnect
+            client_gone.arm()  # the request body is in: the next message is a disconnect
         response_started = False
         try:
             async with self._session.request(
@@ -189,7 +191,7 @@ class Proxy:
                 allow_redirects=False,
                 compress=None,
             ) as upstream:
-                client_gone.start()
+                client_gone.arm()
                 headers = [
                     (name, value)
                     for name, value in upstream.raw_headers
@@ -239,19 +241,27 @@ class ClientGone(Exception):
 class _ClientWatch:
     """Cancels the proxying task when the client disconnects.
 
-    Started once the request body has been read: from then on the only message an ASGI
-    server sends is `http.disconnect`.
+    Armed once the request body has been read: from then on the only message an ASGI
+    server sends is `http.disconnect`. Listening takes a task, so it starts only after
+    CLIENT_WATCH_DELAY_SECONDS: the many requests that finish sooner never pay for one,
+    and a hang-up during a long generation still reaches vLLM within that delay.
     """
 
     def __init__(self, receive: Receive) -> None:
         self._receive = receive
         self._task = asyncio.current_task()
+        self._timer: asyncio.TimerHandle | None = None
         self._watcher: asyncio.Future[Message] | None = None
         self._disconnected = False
         self._finished = False
 
-    def start(self) -> None:
-        if self._watcher is None:
+    def arm(self) -> None:
+        if self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(CLIENT_WATCH_DELAY_SECONDS, self._listen)
+
+    def _listen(self) -> None:
+        if not self._finished:
             self._watcher = asyncio.ensure_future(self._receive())
             self._watcher.add_done_callback(self._on_message)
 
@@ -269,12 +279,21 @@ class _ClientWatch:
 
     def stop(self) -> None:
         self._finished = True
+        if self._timer is not None:
+            self._timer.cancel()
         if self._watcher is not None:
             self._watcher.cancel()
 
 
 async def _pump(upstream: aiohttp.ClientResponse, send: Send) -> None:
-    """Relay the response body chunk by chunk as vLLM writes it."""
+    """Relay the response body chunk by chunk as vLLM writes it.
+
+    A small body of known length (most non-streaming answers) goes out in one message.
+    """
+    length = upstream.content_length
+    if length is not None and length <= WHOLE_BODY_MAX_BYTES:
+        await send({"type": "http.response.body", "body": await upstream.read()})
+        return
     async for chunk in upstream.content.iter_any():
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})

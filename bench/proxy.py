@@ -1,0 +1,210 @@
+"""Proxy overhead: the stand-in vLLM hit directly, through nginx, /proxy/{id} and /v1.
+
+Starts the real server with one stand-in vLLM launch (no artificial latency) and nginx as a
+reference reverse proxy (keep-alive upstream, buffering off, one worker: our server is one
+process too), then measures every path in one run:
+
+- throughput: `wrk`, 32 connections, small non-streaming completions (POST);
+- latency: a sequential keep-alive client, p50 and p99 over many requests;
+- streaming: time to the first SSE event, compared with the direct path.
+
+Needs `nginx` and `wrk` (apt-get install nginx wrk).
+
+    uv run python bench/proxy.py [--seconds 10] [--requests 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.harness import Server, free_port, standin_env
+
+BODY = json.dumps({"model": "bench", "prompt": "Say hi", "max_tokens": 4}).encode()
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{body}'
+"""
+NGINX_CONF = """
+worker_processes 1;
+pid {workdir}/nginx.pid;
+error_log {workdir}/nginx-error.log;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {workdir}/body;
+    proxy_temp_path {workdir}/proxy;
+    fastcgi_temp_path {workdir}/fastcgi;
+    uwsgi_temp_path {workdir}/uwsgi;
+    scgi_temp_path {workdir}/scgi;
+    upstream vllm {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://vllm;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+@dataclass
+class Result:
+    name: str
+    requests_per_second: float
+    wrk_p50_ms: float
+    sequential_p50_ms: float
+    sequential_p99_ms: float
+    first_event_ms: float
+
+
+def run_wrk(url: str, seconds: int, workdir: Path) -> tuple[float, float]:
+    script = workdir / "post.lua"
+    script.write_text(WRK_SCRIPT.format(body=BODY.decode()))
+    output = subprocess.run(
+        ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", output).group(1))  # type: ignore[union-attr]
+    p50 = re.search(r"50%\s+([0-9.]+)(us|ms|s)", output)
+    assert p50 is not None, output
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p50.group(2)]
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if non_2xx:
+        raise RuntimeError(f"{url}: {non_2xx.group(1)} failed requests\n{output}")
+    return rps, float(p50.group(1)) * scale
+
+
+def sequential(port: int, path: str, count: int, headers: dict[str, str]) -> tuple[float, float]:
+    connection = http.client.HTTPConnection("127.0.0.1", port)
+    timings = []
+    for _ in range(count):
+        started = time.perf_counter()
+        connection.request("POST", path, body=BODY, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        timings.append((time.perf_counter() - started) * 1000)
+        assert response.status == 200, response.status
+    connection.close()
+    timings.sort()
+    return statistics.median(timings), timings[int(len(timings) * 0.99)]
+
+
+def first_event(port: int, path: str, count: int, headers: dict[str, str]) -> float:
+    """Median time from sending a streaming request to reading its first SSE event."""
+    body = json.dumps({"model": "bench", "prompt": "x", "max_tokens": 2, "stream": True})
+    timings = []
+    for _ in range(count):
+        connection = http.client.HTTPConnection("127.0.0.1", port)
+        started = time.perf_counter()
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        while not response.readline().startswith(b"data:"):
+            pass
+        timings.append((time.perf_counter() - started) * 1000)
+        response.read()
+        connection.close()
+    return statistics.median(timings)
+
+
+def measure(name: str, port: int, path: str, args: argparse.Namespace, workdir: Path) -> Result:
+    headers = {"Content-Type": "application/json"}
+    sequential(port, path, 200, headers)  # warm up pools and caches
+    rps, wrk_p50 = run_wrk(f"http://127.0.0.1:{port}{path}", args.seconds, workdir)
+    p50, p99 = sequential(port, path, args.requests, headers)
+    ttfe = first_event(port, path, 200, headers)
+    return Result(name, rps, wrk_p50, p50, p99, ttfe)
+
+
+def start_nginx(upstream_port: int, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    conf = workdir / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(workdir=workdir, upstream_port=upstream_port, port=port))
+    process = subprocess.Popen(["nginx", "-c", str(conf), "-g", "daemon off;"])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            http.client.HTTPConnection("127.0.0.1", port, timeout=1).connect()
+            return process, port
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("nginx did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10, help="wrk duration per path")
+    parser.add_argument("--requests", type=int, default=2000, help="sequential requests")
+    args = parser.parse_args()
+    for tool in ("nginx", "wrk"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is not installed: apt-get install nginx wrk")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        server = Server(standin_env(workdir), workdir / "server.log").start()
+        nginx = None
+        try:
+            launch = server.launch_ready(model="bench", gpu_ids=[0])
+            upstream = int(launch["port"])
+            nginx, nginx_port = start_nginx(upstream, workdir)
+            results = [
+                measure("direct (upstream)", upstream, "/v1/completions", args, workdir),
+                measure("nginx", nginx_port, "/v1/completions", args, workdir),
+                measure(
+                    "/proxy/{id}",
+                    server.port,
+                    f"/proxy/{launch['launch_id']}/v1/completions",
+                    args,
+                    workdir,
+                ),
+                measure("/v1 (by model)", server.port, "/v1/completions", args, workdir),
+            ]
+        finally:
+            if nginx is not None:
+                nginx.terminate()
+                nginx.wait()
+            server.terminate()
+            server.client.close()
+    report(results)
+
+
+def report(results: list[Result]) -> None:
+    direct, nginx = results[0], results[1]
+    print(
+        f"{'path':<20}{'req/s':>9}{'x nginx':>9}{'wrk p50':>9}{'seq p50':>9}{'+p50':>8}"
+        f"{'seq p99':>9}{'1st SSE':>9}{'+1st':>8}"
+    )
+    for result in results:
+        print(
+            f"{result.name:<20}{result.requests_per_second:>9.0f}"
+            f"{result.requests_per_second / nginx.requests_per_second:>9.2f}"
+            f"{result.wrk_p50_ms:>9.2f}{result.sequential_p50_ms:>9.3f}"
+            f"{result.sequential_p50_ms - direct.sequential_p50_ms:>8.3f}"
+            f"{result.sequential_p99_ms:>9.3f}{result.first_event_ms:>9.3f}"
+            f"{result.first_event_ms - direct.first_event_ms:>8.3f}"
+        )
+    print("times in ms; +p50 and +1st are added over the direct path")
+
+
+if __name__ == "__main__":
+    main()
