@@ -1,4 +1,5 @@
-.PHONY: lint lint-verify test validate bench-proxy bench-http-clients bench-readiness
+.PHONY: lint lint-verify test test-real-vllm real-vllm-env validate bench-proxy \
+	bench-http-clients bench-readiness
 
 lint:
 	uv run ruff format .
@@ -10,6 +11,12 @@ lint-verify:
 
 test:
 	uv run pytest
+
+real-vllm-env:
+	uv run python tests/real_vllm/build_env.py
+
+test-real-vllm: real-vllm-env
+	uv run pytest -m real_vllm
 
 validate: lint-verify test
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -170,11 +171,13 @@ def pid_alive(pid: int) -> bool:
     return stat[stat.rfind(")") + 2] != "Z"
 
 
-def engine_core_pid(log_text: str) -> int:
-    for line in log_text.splitlines():
-        if "Started engine process with PID" in line:
-            return int(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no EngineCore pid in log:\n{log_text}")
+def helper_pids(log_text: str) -> list[int]:
+    """The stand-in's EngineCore and Worker pids, as its log announces them."""
+    pids = [int(pid) for pid in re.findall(r"Started engine process with PID (\d+)", log_text)]
+    pids += [int(pid) for pid in re.findall(r"worker pid=(\d+)", log_text)]
+    if not pids:
+        raise AssertionError(f"no EngineCore pid in log:\n{log_text}")
+    return pids
 
 
 def eventually(condition: Callable[[], bool], timeout: float = 10, message: str = "") -> None:

@@ -11,6 +11,7 @@ from tests.conftest import ServerFactory
 from tests.harness import Server
 from tests.test_launch import child_environ
 from vllm_bootstrap.auth import key_from_authorization
+from vllm_bootstrap.config import SETTING_VARIABLES
 
 KEY = "s3cret-key"
 ROUTES = [
@@ -59,7 +60,11 @@ def test_the_key_opens_every_route(keyed: Server, authorization: str) -> None:
 
 def test_the_key_never_reaches_the_child(keyed: Server) -> None:
     launch = keyed.launch(model="m", gpu_ids=[0])
-    assert "VLLM_ACCESS_KEY" not in child_environ(launch["pid"])
+    environ = child_environ(launch["pid"])
+    assert "VLLM_ACCESS_KEY" not in environ
+    assert KEY not in environ.values()
+    # None of the control plane's settings either: vLLM warns about unknown VLLM_* names.
+    assert not SETTING_VARIABLES & set(environ)
     assert KEY not in keyed.output()
 
 

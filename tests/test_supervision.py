@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ServerFactory
-from tests.harness import Server, engine_core_pid, eventually, pid_alive
+from tests.harness import Server, eventually, helper_pids, pid_alive
 
 
 def leases(tmp_path: Path) -> dict[int, str]:
@@ -42,22 +42,21 @@ def test_served_model_name_is_what_ready_reports(server: Server) -> None:
 
 def test_stop_ends_the_whole_process_group(server: Server) -> None:
     ready = server.launch_ready(model="m", gpu_ids=[0])
-    engine = engine_core_pid(server.logs(ready["launch_id"]))
-    assert pid_alive(ready["pid"])
-    assert pid_alive(engine)
+    helpers = helper_pids(server.logs(ready["launch_id"]))
+    assert len(helpers) == 2  # EngineCore, and its Worker
+    assert all(pid_alive(pid) for pid in [ready["pid"], *helpers])
     stopping = server.stop(ready["launch_id"], wait=False)
     assert stopping["state"] == "stopping"
     stopped = server.wait_for(ready["launch_id"], {"stopped"})
     assert stopped["return_code"] == 0
     assert stopped["error"] is None
-    assert not pid_alive(ready["pid"])
-    assert not pid_alive(engine)
+    assert not any(pid_alive(pid) for pid in [ready["pid"], *helpers])
     assert server.launch(model="again", gpu_ids=[0])["gpu_ids"] == [0]
 
 
 def test_stop_escalates_to_sigkill(server: Server) -> None:
     ready = server.launch_ready(model="m-ignore-sigterm", gpu_ids=[0])
-    engine = engine_core_pid(server.logs(ready["launch_id"]))
+    helpers = helper_pids(server.logs(ready["launch_id"]))
     started = time.monotonic()
     server.stop(ready["launch_id"], wait=False)
     # The stop never blocks the server: other requests are answered meanwhile.
@@ -66,8 +65,7 @@ def test_stop_escalates_to_sigkill(server: Server) -> None:
     stopped = server.wait_for(ready["launch_id"], {"stopped"}, timeout=20)
     assert time.monotonic() - started >= 2.5  # VLLM_STOP_TIMEOUT_SECONDS=3 of grace first
     assert stopped["return_code"] == -9
-    assert not pid_alive(ready["pid"])
-    assert not pid_alive(engine)
+    assert not any(pid_alive(pid) for pid in [ready["pid"], *helpers])
 
 
 def test_stop_while_bootstrapping(start_server: ServerFactory) -> None:
@@ -98,12 +96,12 @@ def test_crash_at_start_up_fails_and_frees_the_gpu(server: Server, tmp_path: Pat
         "vLLM exited with code 1: RuntimeError: stand-in crash during start-up "
         "(the model name asked for it)"
     )
-    assert not pid_alive(engine_core_pid(server.logs(launch["launch_id"])))
+    assert not any(pid_alive(pid) for pid in helper_pids(server.logs(launch["launch_id"])))
 
 
 def test_crash_after_ready_fails_and_frees_the_gpu(server: Server, tmp_path: Path) -> None:
     ready = server.launch_ready(model="m-crash-after-ready", gpu_ids=[1])
-    engine = engine_core_pid(server.logs(ready["launch_id"]))
+    helpers = helper_pids(server.logs(ready["launch_id"]))
     assert leases(tmp_path) == {1: ready["launch_id"]}
     eventually(lambda: not pid_alive(ready["pid"]), message="stand-in did not crash")
     eventually(lambda: leases(tmp_path) == {}, timeout=2, message="GPU 1 still leased")
@@ -111,7 +109,7 @@ def test_crash_after_ready_fails_and_frees_the_gpu(server: Server, tmp_path: Pat
     assert failed["state"] == "failed"
     assert failed["error"].startswith("vLLM exited with code 1 after it was ready: ")
     assert "torch.OutOfMemoryError: CUDA out of memory" in failed["error"]
-    assert not pid_alive(engine)
+    assert not any(pid_alive(pid) for pid in helpers)
 
 
 def test_startup_deadline_stops_and_fails_the_launch(start_server: ServerFactory) -> None:
@@ -138,7 +136,7 @@ def test_server_shutdown_stops_every_launch(start_server: ServerFactory, tmp_pat
     server = start_server()
     ready = server.launch_ready(model="a", gpu_ids=[0])
     loading = server.launch(model="b", gpu_ids=[1])
-    engines = [engine_core_pid(server.logs(ready["launch_id"]))]
+    engines = helper_pids(server.logs(ready["launch_id"]))
     # uvicorn re-raises the signal after its graceful shutdown, as a well-behaved server does.
     assert server.terminate() in (0, -15)
     assert "Finished server process" in server.output()

@@ -14,6 +14,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+# The control plane's own variables. They mean nothing to vLLM (which warns about every
+# unknown VLLM_* variable it sees) and one of them is a secret: children never get them.
+SETTING_VARIABLES = frozenset(
+    {
+        "VLLM_BOOTSTRAP_HOST",
+        "VLLM_BOOTSTRAP_PORT",
+        "VLLM_LAUNCH_HOST",
+        "VLLM_LAUNCH_PORT_START",
+        "VLLM_LAUNCH_PORT_END",
+        "VLLM_BOOTSTRAP_LOG_DIR",
+        "VLLM_BOOTSTRAP_STATE_DIR",
+        "VLLM_ACCESS_KEY",
+        "VLLM_STOP_TIMEOUT_SECONDS",
+        "VLLM_STARTUP_TIMEOUT_SECONDS",
+        "VLLM_BOOTSTRAP_VLLM_COMMAND",
+    }
+)
+
 
 class ConfigError(ValueError):
     """A setting has a value the server cannot run with."""

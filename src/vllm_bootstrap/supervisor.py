@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from vllm_bootstrap import processes
-from vllm_bootstrap.config import Settings
+from vllm_bootstrap.config import SETTING_VARIABLES, Settings
 from vllm_bootstrap.gpus import GPU, GPUDiscoveryError, query_gpus
 from vllm_bootstrap.launch import Launch, LaunchState
 from vllm_bootstrap.logs import last_error_line
@@ -45,8 +45,6 @@ PARALLEL_FLAGS = (
 )
 # A crashed server's leftover EngineCore/workers get this long to vanish after SIGKILL.
 REMNANT_KILL_WAIT_SECONDS = 5.0
-# Variables of the control plane itself that a vLLM child must never see.
-PRIVATE_ENV = ("VLLM_ACCESS_KEY",)
 
 
 class LaunchRefused(Exception):
@@ -263,7 +261,7 @@ class Supervisor:
         return command + list(spec.extra_args)
 
     def _child_env(self, launch: Launch) -> dict[str, str]:
-        env = {key: value for key, value in os.environ.items() if key not in PRIVATE_ENV}
+        env = {key: value for key, value in os.environ.items() if key not in SETTING_VARIABLES}
         env["PYTHONUNBUFFERED"] = "1"  # log lines (and readiness hints) arrive at once
         env.update(launch.env)
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA numbers GPUs as nvidia-smi does

@@ -4,8 +4,9 @@ What it shares with vLLM, as far as the control plane can tell:
 - no HTTP answers until the model has "loaded" (FAKE_VLLM_LOAD_SECONDS, default 1): the port
   refuses connections meanwhile (current vLLM), or with FAKE_VLLM_BIND_EARLY=1 is bound
   early and leaves connections hanging (older vLLM);
-- an EngineCore helper process in its process group;
-- vLLM-like log lines, including "Starting vLLM server on ..." and
+- vLLM's process tree: an EngineCore child that starts a Worker child of its own, all in
+  the API server's process group;
+- log lines in vLLM 0.32's format, including "Starting vLLM server on ..." and uvicorn's
   "Application startup complete.";
 - /health, /v1/models, /v1/completions, /v1/chat/completions (SSE when streaming),
   /v1/embeddings and /metrics; a clean exit on SIGTERM.
@@ -42,9 +43,10 @@ from aiohttp import web
 VERSION = "0.0.0+standin"
 
 
-def log(message: str, source: str = "api_server.py:1") -> None:
+def log(message: str, source: str = "api_server.py:1", level: str = "INFO") -> None:
+    """A line in vLLM 0.32's format: "(APIServer pid=N) INFO 11-26 23:42:31 [file:line] ..."."""
     stamp = datetime.now().strftime("%m-%d %H:%M:%S")
-    print(f"INFO {stamp} [{source}] {message}", flush=True)
+    print(f"(APIServer pid={os.getpid()}) {level} {stamp} [{source}] {message}", flush=True)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -364,7 +366,8 @@ async def serve(args: argparse.Namespace) -> None:
     server = StandinServer(args)
     runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
     await runner.setup()
-    log(f"Starting vLLM server on http://{args.host}:{args.port}", "launcher.py:1")
+    log(f"Starting vLLM server on http://{args.host}:{args.port}", "entry.py:140")
+    log("Available routes are:", "launcher.py:186")
     if early_socket is not None:
         site: web.BaseSite = web.SockSite(runner, early_socket)
     else:
@@ -379,7 +382,7 @@ async def serve(args: argparse.Namespace) -> None:
 
     if "crash-after-ready" in model:
         await asyncio.sleep(float(os.environ.get("FAKE_VLLM_CRASH_AFTER_SECONDS", "1")))
-        print("ERROR [core.py:1] EngineCore encountered a fatal error.", flush=True)
+        log("EngineCore encountered a fatal error.", "core.py:1", level="ERROR")
         print(
             "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB. "
             "GPU 0 has a total capacity of 79.19 GiB",

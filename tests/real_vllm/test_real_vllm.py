@@ -1,0 +1,142 @@
+"""The control plane against a real vLLM: its CPU build serving a tiny generated model.
+
+Run with `uv run pytest -m real_vllm` after `make real-vllm-env`. The stand-in nvidia-smi
+still plays the GPUs (vLLM's CPU build ignores them); everything else is real: vLLM's own
+start-up, log lines, process tree, HTTP server and shutdown.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.harness import Server, eventually, standin_env
+from tests.real_vllm import build_env
+from vllm_bootstrap.processes import group_members
+
+# Starting vLLM takes a minute or so on two cores: far above the fast suite's 120 s limit.
+pytestmark = [pytest.mark.real_vllm, pytest.mark.timeout(900)]
+
+SERVED_NAME = "tiny-llama"
+VLLM_FLAGS = ["--dtype", "float32", "--max-model-len", "256", "--max-num-seqs", "4"]
+STARTUP_TIMEOUT = 300
+
+
+@pytest.fixture(scope="module")
+def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    if not build_env.is_built():
+        pytest.fail(
+            f"the real-vLLM environment is not built at {build_env.cache_root()}: "
+            "run `make real-vllm-env` first"
+        )
+    workdir = tmp_path_factory.mktemp("real-vllm")
+    env = standin_env(
+        workdir,
+        PYTHONPATH="",  # no stand-in vLLM here
+        FAKE_GPU_COUNT="2",
+        VLLM_BOOTSTRAP_VLLM_COMMAND=(
+            f"{build_env.venv_python()} -m vllm.entrypoints.openai.api_server"
+        ),
+        VLLM_STARTUP_TIMEOUT_SECONDS=str(STARTUP_TIMEOUT),
+        VLLM_STOP_TIMEOUT_SECONDS="30",
+        VLLM_CPU_KVCACHE_SPACE="1",
+        HF_HUB_OFFLINE="1",
+        VLLM_CACHE_ROOT=str(build_env.cache_root() / "vllm-cache"),
+    )
+    server = Server(env, workdir / "server.log").start()
+    yield server
+    server.terminate(timeout=120)
+    server.client.close()
+
+
+def launch_tiny(server: Server, gpu: int, model: Path | None = None) -> dict:
+    return server.launch(
+        model=str(model or build_env.model_dir()),
+        gpu_ids=[gpu],
+        extra_args=[*VLLM_FLAGS, "--served-model-name", SERVED_NAME],
+    )
+
+
+def wait_ready(server: Server, launch: dict) -> tuple[dict, float]:
+    started = time.monotonic()
+    ready = server.wait_for(launch["launch_id"], {"ready", "failed"}, timeout=STARTUP_TIMEOUT)
+    assert ready["state"] == "ready", f"{ready}\n{server.logs(launch['launch_id'])[-3000:]}"
+    return ready, time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def ready_launch(real_server: Server) -> dict:
+    launch = launch_tiny(real_server, gpu=0)
+    assert launch["state"] == "bootstrapping"
+    ready, seconds = wait_ready(real_server, launch)
+    print(f"\nreal vLLM: launch to ready in {seconds:.1f} s")
+    return ready
+
+
+def test_bootstrapping_then_ready_with_vllms_own_log_lines(
+    real_server: Server, ready_launch: dict
+) -> None:
+    assert ready_launch["served_models"] == [SERVED_NAME]
+    logs = real_server.logs(ready_launch["launch_id"])
+    assert "Starting vLLM server on http://127.0.0.1:" in logs
+    assert "Application startup complete." in logs
+
+
+@pytest.mark.parametrize("way_in", ["/proxy/{id}/v1", "/v1"])
+def test_openai_client(real_server: Server, ready_launch: dict, way_in: str) -> None:
+    base_url = real_server.url + way_in.replace("{id}", ready_launch["launch_id"])
+    client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=120)
+
+    chat = client.chat.completions.create(
+        model=SERVED_NAME, messages=[{"role": "user", "content": "Hello!"}], max_tokens=8
+    )
+    assert chat.usage is not None
+    assert chat.usage.completion_tokens > 0
+
+    stream = client.chat.completions.create(
+        model=SERVED_NAME,
+        messages=[{"role": "user", "content": "Hello!"}],
+        max_tokens=8,
+        stream=True,
+    )
+    chunks = [chunk for chunk in stream if chunk.choices]
+    assert len(chunks) >= 2
+    assert chunks[-1].choices[0].finish_reason in ("length", "stop")
+
+    completion = client.completions.create(model=SERVED_NAME, prompt="The quick", max_tokens=5)
+    assert completion.choices[0].finish_reason in ("length", "stop")
+
+    assert SERVED_NAME in [model.id for model in client.models.list()]
+
+
+def test_missing_model_fails_with_vllms_message(real_server: Server, ready_launch: dict) -> None:
+    launch = launch_tiny(real_server, gpu=1, model=Path("/nonexistent/tiny-model"))
+    failed = real_server.wait_for(launch["launch_id"], {"failed", "ready"}, timeout=120)
+    assert failed["state"] == "failed"
+    assert failed["return_code"] not in (None, 0)
+    assert any(name in failed["error"] for name in ("HFValidationError", "OSError"))
+    assert "/nonexistent/tiny-model" in real_server.logs(launch["launch_id"])
+
+
+def test_stop_ends_every_process_then_the_gpu_serves_again(
+    real_server: Server, ready_launch: dict
+) -> None:
+    pgid = ready_launch["pid"]
+    members = group_members(pgid)
+    # The API server, EngineCore, its worker and helpers: all in one process group.
+    assert len(members) >= 2, members
+    started = time.monotonic()
+    stopped = real_server.stop(ready_launch["launch_id"], wait=True)
+    print(f"\nreal vLLM: stop took {time.monotonic() - started:.1f} s")
+    assert stopped["state"] == "stopped"
+    eventually(lambda: group_members(pgid) == [], timeout=10, message="processes left")
+
+    again = launch_tiny(real_server, gpu=0)
+    ready, seconds = wait_ready(real_server, again)
+    print(f"\nreal vLLM: second launch to ready in {seconds:.1f} s")
+    assert ready["gpu_ids"] == [0]
+    real_server.stop(ready["launch_id"], wait=True)
