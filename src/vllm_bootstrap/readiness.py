@@ -93,8 +93,11 @@ async def wait_until_ready(probe: ReadinessProbe, log_path: Path) -> list[str]:
     fast_until = 0.0
     while True:
         now = time.monotonic()
-        if hints.saw_hint():
-            fast_until = now + FAST_PROBE_WINDOW_SECONDS
+        try:
+            if hints.saw_hint():
+                fast_until = now + FAST_PROBE_WINDOW_SECONDS
+        except OSError:
+            pass  # an unreadable log costs the fast path only: the slow probe goes on
         fast = now < fast_until
         if fast or now >= next_slow_probe:
             models = await probe.served_models()

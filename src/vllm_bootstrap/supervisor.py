@@ -279,9 +279,11 @@ class Supervisor:
         launch.process_start_ticks = processes.process_start_ticks(process.pid)
         self.store.save(launch)
         self._processes[launch.launch_id] = process
-        self._watchers[launch.launch_id] = asyncio.create_task(
+        watcher = asyncio.create_task(
             self._watch(launch, process), name=f"watch-{launch.launch_id}"
         )
+        watcher.add_done_callback(_report_watcher_crash)
+        self._watchers[launch.launch_id] = watcher
         logger.info(
             "launch %s: started %s on GPUs %s, port %d, pid %d",
             launch.launch_id,
@@ -372,6 +374,11 @@ class Supervisor:
         if watchers:
             logger.info("stopping %d launch(es) before exit", len(watchers))
             await asyncio.wait(watchers, timeout=self.settings.stop_timeout_seconds + 10)
+
+
+def _report_watcher_crash(watcher: asyncio.Task[None]) -> None:
+    if not watcher.cancelled() and watcher.exception() is not None:
+        logger.error("%s crashed", watcher.get_name(), exc_info=watcher.exception())
 
 
 def _is_flag(arg: str, flags: Iterable[str]) -> bool:
