@@ -29,6 +29,7 @@ SETTING_VARIABLES = frozenset(
         "VLLM_STOP_TIMEOUT_SECONDS",
         "VLLM_STARTUP_TIMEOUT_SECONDS",
         "VLLM_BOOTSTRAP_VLLM_COMMAND",
+        "VLLM_BOOTSTRAP_DETACH_ON_EXIT",
     }
 )
 
@@ -50,6 +51,7 @@ class Settings:
     stop_timeout_seconds: float = 30.0
     startup_timeout_seconds: float = 1800.0
     vllm_command: tuple[str, ...] = (sys.executable, "-m", "vllm.entrypoints.openai.api_server")
+    detach_on_exit: bool = False
 
     @property
     def uses_default_vllm_command(self) -> bool:
@@ -67,7 +69,8 @@ class Settings:
             f"launch_ports={self.launch_port_start}-{self.launch_port_end}, "
             f"log_dir={str(self.log_dir)!r}, state_dir={str(self.state_dir)!r}, access_key={key}, "
             f"stop_timeout={self.stop_timeout_seconds}, "
-            f"startup_timeout={self.startup_timeout_seconds}, vllm_command={self.vllm_command!r})"
+            f"startup_timeout={self.startup_timeout_seconds}, vllm_command={self.vllm_command!r}, "
+            f"detach_on_exit={self.detach_on_exit})"
         )
 
 
@@ -96,6 +99,7 @@ def load_settings(
             env, "VLLM_STARTUP_TIMEOUT_SECONDS", defaults.startup_timeout_seconds
         ),
         vllm_command=_command(env, "VLLM_BOOTSTRAP_VLLM_COMMAND", defaults.vllm_command),
+        detach_on_exit=_flag(env, "VLLM_BOOTSTRAP_DETACH_ON_EXIT"),
     )
     if settings.launch_port_start > settings.launch_port_end:
         raise ConfigError(
@@ -136,6 +140,15 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     if not value > 0 or value == float("inf"):
         raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name} must be 1 or 0 (true/false), got {raw!r}")
 
 
 def _path(env: Mapping[str, str], name: str, default: Path) -> Path:

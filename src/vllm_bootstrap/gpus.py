@@ -15,6 +15,7 @@ from typing import Any
 
 NVIDIA_SMI = "nvidia-smi"
 QUERY_FIELDS = ("index", "uuid", "name", "memory.total", "memory.used")
+APP_QUERY_FIELDS = ("pid", "gpu_uuid", "used_memory")
 QUERY_TIMEOUT_SECONDS = 15.0
 
 
@@ -32,6 +33,29 @@ class GPU:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class GPUProcess:
+    """A process holding memory on a GPU, as `nvidia-smi --query-compute-apps` lists it."""
+
+    pid: int
+    gpu_uuid: str
+    used_memory_mib: int | None
+
+
+async def query_gpu_processes() -> list[GPUProcess]:
+    """Every compute process on every GPU (pids as the driver sees them)."""
+    output = await _run_nvidia_smi(
+        f"--query-compute-apps={','.join(APP_QUERY_FIELDS)}", "--format=csv,noheader,nounits"
+    )
+    processes = []
+    for line in output.splitlines():
+        fields = [field.strip() for field in line.split(",")]
+        if len(fields) != len(APP_QUERY_FIELDS) or not fields[0].isdigit():
+            continue  # "No running processes found" and the like
+        processes.append(GPUProcess(int(fields[0]), fields[1], _mib(fields[2])))
+    return processes
 
 
 async def query_gpus(visible_devices: str | None = None) -> list[GPU]:

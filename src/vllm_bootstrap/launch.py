@@ -34,10 +34,13 @@ class LaunchState(StrEnum):
 TERMINAL_STATES = frozenset({LaunchState.STOPPED, LaunchState.FAILED})
 
 _ALLOWED_TRANSITIONS: dict[LaunchState, frozenset[LaunchState]] = {
+    # -> bootstrapping again: a crash restarted under the launch's restart policy.
     LaunchState.BOOTSTRAPPING: frozenset(
-        {LaunchState.READY, LaunchState.STOPPING, LaunchState.FAILED}
+        {LaunchState.BOOTSTRAPPING, LaunchState.READY, LaunchState.STOPPING, LaunchState.FAILED}
     ),
-    LaunchState.READY: frozenset({LaunchState.STOPPING, LaunchState.FAILED}),
+    LaunchState.READY: frozenset(
+        {LaunchState.BOOTSTRAPPING, LaunchState.STOPPING, LaunchState.FAILED}
+    ),
     LaunchState.STOPPING: frozenset({LaunchState.STOPPED, LaunchState.FAILED}),
     LaunchState.STOPPED: frozenset(),
     LaunchState.FAILED: frozenset(),
@@ -46,6 +49,11 @@ _ALLOWED_TRANSITIONS: dict[LaunchState, frozenset[LaunchState]] = {
 
 class InvalidTransition(RuntimeError):
     pass
+
+
+class RestartPolicy(StrEnum):
+    NEVER = "never"
+    ON_FAILURE = "on-failure"
 
 
 @dataclass
@@ -68,6 +76,15 @@ class Launch:
     return_code: int | None = None
     error: str | None = None
     served_models: list[str] = field(default_factory=list)
+    restart_policy: RestartPolicy = RestartPolicy.NEVER
+    max_restarts: int = 0
+    restart_backoff_seconds: float = 1.0
+    restart_count: int = 0
+    last_error: str | None = None
+    spawned_at: float | None = None
+    # Not stored: true when this run of the control plane took the process over from a
+    # previous one (its exit code will be unknown).
+    adopted: bool = False
 
     @property
     def is_terminal(self) -> bool:
@@ -114,6 +131,11 @@ class Launch:
             "env_keys": sorted(self.env),
             "served_models": self.served_models,
             "log_path": str(self.log_path),
+            "restart": self.restart_policy.value,
+            "max_restarts": self.max_restarts,
+            "restart_count": self.restart_count,
+            "last_error": self.last_error,
+            "adopted": self.adopted,
         }
 
 

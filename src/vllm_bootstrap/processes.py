@@ -55,6 +55,50 @@ async def wait_for_exit(process: subprocess.Popen[bytes]) -> int:
     return process.wait()
 
 
+async def wait_for_adopted_exit(pid: int, start_ticks: int | None) -> int | None:
+    """Wait for a process we did not start (a launch re-adopted after a restart) to end.
+
+    Its exit code is known only if it became our child (we run as PID 1, say, and reaped
+    it); otherwise None.
+    """
+    pidfd = _open_pidfd(pid)
+    if pidfd is not None and process_start_ticks(pid) != start_ticks:
+        os.close(pidfd)  # the pid was reused between the caller's check and the open
+        return None
+    if pidfd is None:
+        while process_start_ticks(pid) == start_ticks and is_alive(pid):  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+    else:
+        loop = asyncio.get_running_loop()
+        exited = loop.create_future()
+        loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+        try:
+            await exited
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+    return _reap_if_ours(pid)
+
+
+def _reap_if_ours(pid: int) -> int | None:
+    try:
+        reaped, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    return os.waitstatus_to_exitcode(status) if reaped else None
+
+
+def is_alive(pid: int) -> bool:
+    """Whether the process exists and is not a zombie."""
+    stat = _read_stat(pid)
+    return stat is not None and stat[0] != "Z"
+
+
+def process_group(pid: int) -> int | None:
+    stat = _read_stat(pid)
+    return int(stat[2]) if stat is not None else None
+
+
 def _open_pidfd(pid: int) -> int | None:
     try:
         return os.pidfd_open(pid)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request, status
 
 from vllm_bootstrap.gpus import GPUDiscoveryError
+from vllm_bootstrap.launch import RestartPolicy
 from vllm_bootstrap.logs import MAX_CHUNK_BYTES, read_chunk
 from vllm_bootstrap.schemas import LaunchRequest
 from vllm_bootstrap.supervisor import LaunchNotFound, LaunchRefused, LaunchSpec, Supervisor
@@ -35,6 +36,10 @@ async def create_launch(body: LaunchRequest, request: Request) -> dict[str, Any]
         port=body.port,
         extra_args=body.extra_args,
         env=body.env,
+        force=body.force,
+        restart_policy=RestartPolicy(body.restart),
+        max_restarts=body.max_restarts,
+        restart_backoff_seconds=body.restart_backoff_seconds,
     )
     try:
         launch = await _supervisor(request).launch(spec)

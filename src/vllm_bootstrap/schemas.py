@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -37,6 +37,21 @@ class LaunchRequest(BaseModel):
     )
     env: dict[str, Annotated[str, Field(max_length=65536)]] = Field(
         default_factory=dict, max_length=1024, description="More environment variables."
+    )
+    force: bool = Field(
+        default=False,
+        description="Launch even if processes that are not our launches use the GPUs.",
+    )
+    restart: Literal["never", "on-failure"] = Field(
+        default="never",
+        description="'on-failure': start vLLM again (same id, same GPUs) when it crashes.",
+    )
+    max_restarts: int = Field(default=3, ge=0, le=1000, description="Restarts allowed.")
+    restart_backoff_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=3600,
+        description="Delay before the first restart; each further one doubles it.",
     )
 
     @field_validator("model")

@@ -13,9 +13,9 @@ import os
 import sqlite3
 from pathlib import Path
 
-from vllm_bootstrap.launch import TERMINAL_STATES, Launch, LaunchState
+from vllm_bootstrap.launch import TERMINAL_STATES, Launch, LaunchState, RestartPolicy
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS launches (
@@ -36,7 +36,13 @@ CREATE TABLE IF NOT EXISTS launches (
     process_start_ticks INTEGER,
     return_code INTEGER,
     error TEXT,
-    served_models TEXT NOT NULL
+    served_models TEXT NOT NULL,
+    restart_policy TEXT NOT NULL DEFAULT 'never',
+    max_restarts INTEGER NOT NULL DEFAULT 0,
+    restart_backoff_seconds REAL NOT NULL DEFAULT 1.0,
+    restart_count INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    spawned_at REAL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS live_launch_port ON launches(port)
     WHERE state NOT IN ({", ".join(f"'{state.value}'" for state in TERMINAL_STATES)});
@@ -44,13 +50,26 @@ CREATE TABLE IF NOT EXISTS gpu_leases (
     gpu_index INTEGER PRIMARY KEY,
     launch_id TEXT NOT NULL REFERENCES launches(launch_id)
 );
-PRAGMA user_version = {SCHEMA_VERSION};
 """
+# Columns added after version 1, for databases written by an older release.
+_MIGRATIONS = {
+    2: [
+        "ALTER TABLE launches ADD COLUMN restart_policy TEXT NOT NULL DEFAULT 'never'",
+        "ALTER TABLE launches ADD COLUMN max_restarts INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE launches ADD COLUMN restart_backoff_seconds REAL NOT NULL DEFAULT 1.0",
+        "ALTER TABLE launches ADD COLUMN restart_count INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE launches ADD COLUMN last_error TEXT",
+        "ALTER TABLE launches ADD COLUMN spawned_at REAL",
+    ]
+}
 
 _COLUMNS = (
     "launch_id, model, gpu_ids, port, host, command, log_path, extra_args, env, state, "
-    "created_at, updated_at, ready_at, pid, process_start_ticks, return_code, error, served_models"
+    "created_at, updated_at, ready_at, pid, process_start_ticks, return_code, error, "
+    "served_models, restart_policy, max_restarts, restart_backoff_seconds, restart_count, "
+    "last_error, spawned_at"
 )
+_PLACEHOLDERS = ", ".join("?" * len(_COLUMNS.split(",")))
 
 
 class ResourceTaken(RuntimeError):
@@ -70,7 +89,30 @@ class StateStore:
         self._db.execute("PRAGMA synchronous = NORMAL")
         self._db.execute("PRAGMA foreign_keys = ON")
         self._db.execute("PRAGMA busy_timeout = 5000")
-        self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self._transaction():
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            fresh = (
+                self._db.execute(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE name = 'launches'"
+                ).fetchone()[0]
+                == 0
+            )
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"the state database {self.path} was written by a newer vllm-bootstrap "
+                    f"(schema {version}, this one knows {SCHEMA_VERSION})"
+                )
+            if not fresh:
+                for step in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
+                    for statement in _MIGRATIONS[step]:
+                        self._db.execute(statement)
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._db.close()
@@ -80,7 +122,7 @@ class StateStore:
         try:
             with self._transaction():
                 self._db.execute(
-                    f"INSERT INTO launches ({_COLUMNS}) VALUES ({', '.join('?' * 18)})",
+                    f"INSERT INTO launches ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",
                     _row(launch),
                 )
                 self._db.executemany(
@@ -95,7 +137,7 @@ class StateStore:
         row = _row(launch)
         with self._transaction():
             self._db.execute(
-                f"UPDATE launches SET ({_COLUMNS}) = ({', '.join('?' * 18)}) WHERE launch_id = ?",
+                f"UPDATE launches SET ({_COLUMNS}) = ({_PLACEHOLDERS}) WHERE launch_id = ?",
                 (*row, launch.launch_id),
             )
             if launch.is_terminal:
@@ -144,6 +186,12 @@ def _row(launch: Launch) -> tuple[object, ...]:
         launch.return_code,
         launch.error,
         json.dumps(launch.served_models),
+        launch.restart_policy.value,
+        launch.max_restarts,
+        launch.restart_backoff_seconds,
+        launch.restart_count,
+        launch.last_error,
+        launch.spawned_at,
     )
 
 
@@ -167,4 +215,10 @@ def _launch(row: sqlite3.Row) -> Launch:
         return_code=row["return_code"],
         error=row["error"],
         served_models=json.loads(row["served_models"]),
+        restart_policy=RestartPolicy(row["restart_policy"]),
+        max_restarts=row["max_restarts"],
+        restart_backoff_seconds=row["restart_backoff_seconds"],
+        restart_count=row["restart_count"],
+        last_error=row["last_error"],
+        spawned_at=row["spawned_at"],
     )

@@ -5,27 +5,32 @@ child's exit (at once, through a pidfd) and the start-up deadline on its own, so
 GPU ownership are right before anyone asks. All claims happen on the event loop without an
 `await` between the ownership check and the database insert, so racing requests for one GPU
 cannot both win; the database's lease table backs that up.
+
+A restarted control plane re-adopts the launches whose processes survived it (see
+recovery.py), and a launch with restart policy "on-failure" is started again, on the same
+GPUs and under the same id, after a crash.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import os
 import secrets
 import shutil
 import signal
-import subprocess
-from collections.abc import Iterable
+import time
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 
 import aiohttp
 
-from vllm_bootstrap import processes
+from vllm_bootstrap import processes, recovery
 from vllm_bootstrap.config import SETTING_VARIABLES, Settings
-from vllm_bootstrap.gpus import GPU, GPUDiscoveryError, query_gpus
-from vllm_bootstrap.launch import Launch, LaunchState
+from vllm_bootstrap.gpus import GPU, GPUDiscoveryError, query_gpu_processes, query_gpus
+from vllm_bootstrap.launch import Launch, LaunchState, RestartPolicy
 from vllm_bootstrap.logs import last_error_line
 from vllm_bootstrap.ports import PortAllocator, is_port_free
 from vllm_bootstrap.readiness import ReadinessProbe, wait_until_ready
@@ -45,6 +50,7 @@ PARALLEL_FLAGS = (
 )
 # A crashed server's leftover EngineCore/workers get this long to vanish after SIGKILL.
 REMNANT_KILL_WAIT_SECONDS = 5.0
+MAX_RESTART_BACKOFF_SECONDS = 300.0
 
 
 class LaunchRefused(Exception):
@@ -67,6 +73,10 @@ class LaunchSpec:
     port: int | None = None
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    force: bool = False
+    restart_policy: RestartPolicy = RestartPolicy.NEVER
+    max_restarts: int = 3
+    restart_backoff_seconds: float = 1.0
 
 
 class Supervisor:
@@ -77,9 +87,10 @@ class Supervisor:
         self.store = store
         self._session = session
         self._launches: dict[str, Launch] = {}
-        self._processes: dict[str, subprocess.Popen[bytes]] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._terminators: dict[str, asyncio.Task[None]] = {}
+        self._restarts: dict[str, asyncio.Task[None]] = {}
+        self._ended: dict[str, asyncio.Event] = {}
         self._failure_on_exit: dict[str, str] = {}
         self._ports = PortAllocator(
             settings.launch_host, settings.launch_port_start, settings.launch_port_end
@@ -115,43 +126,51 @@ class Supervisor:
     # ----------------------------------------------------------------- start-up
 
     async def recover(self) -> None:
-        """Settle launches left live by a previous run of the control plane.
+        """Take over the launches a previous run of the control plane left live.
 
-        Until restart recovery re-adopts them, a child we no longer supervise is ended, so
-        its GPUs are really free before they are handed out again.
+        A launch whose vLLM process is still the one we started is re-adopted: it keeps
+        its GPUs and port and is watched as before. Any other is failed, after whatever is
+        left of its process group has been killed, and its GPUs are freed.
         """
         self._launches = {launch.launch_id: launch for launch in self.store.load_all()}
-        stale = [launch for launch in self._launches.values() if not launch.is_terminal]
-        await asyncio.gather(*(self._end_stale(launch) for launch in stale))
+        for launch in self.launches():
+            leader = recovery.find_leader(launch)
+            if leader is None:
+                await self._settle_vanished(launch)
+            else:
+                self._adopt(launch, leader)
         self.version += 1
 
-    async def _end_stale(self, launch: Launch) -> None:
-        was = launch.state
-        ours = launch.pid is not None and self._is_our_group(launch)
-        if ours and launch.pgid is not None:
-            await processes.end_group(launch.pgid, self.settings.stop_timeout_seconds)
-        fate = "its vLLM process was stopped" if ours else "its vLLM process was already gone"
-        launch.move_to(
-            LaunchState.FAILED, error=f"control plane restarted while the launch was {was}; {fate}"
+    async def _settle_vanished(self, launch: Launch) -> None:
+        if recovery.kill_remnants(launch.launch_id):
+            await asyncio.sleep(0.1)  # SIGKILL is quick; let the kernel finish
+        if launch.state is LaunchState.STOPPING:
+            self._move(launch, LaunchState.STOPPED)  # the stop finished while we were away
+            return
+        self._move(
+            launch,
+            LaunchState.FAILED,
+            error=f"control plane restarted while the launch was {launch.state}; its vLLM "
+            "process was gone",
         )
-        self.store.save(launch)
-        logger.warning("launch %s: %s", launch.launch_id, launch.error)
 
-    @staticmethod
-    def _is_our_group(launch: Launch) -> bool:
-        assert launch.pid is not None
-        ticks = processes.process_start_ticks(launch.pid)
-        if ticks is not None:
-            return ticks == launch.process_start_ticks
-        # The leader is gone; the kernel keeps its pid unused while its group has members,
-        # so any member left is a remnant of our launch.
-        return bool(processes.group_members(launch.pid))
+    def _adopt(self, launch: Launch, leader: int) -> None:
+        if launch.pid != leader:
+            launch.pid = leader
+            launch.process_start_ticks = processes.process_start_ticks(leader)
+            self.store.save(launch)
+        launch.adopted = True
+        logger.info("launch %s: re-adopted %s (pid %d)", launch.launch_id, launch.state, leader)
+        exit_code = processes.wait_for_adopted_exit(leader, launch.process_start_ticks)
+        self._start_watching(launch, exit_code)
 
     # ----------------------------------------------------------------- launch
 
     async def launch(self, spec: LaunchSpec) -> Launch:
         self.check_vllm_available()
         gpu_ids = await self._choose_gpus(spec.gpu_ids)
+        if not spec.force:
+            await self._check_no_foreign_users(gpu_ids)
         # From here to the insert there is no await: the claim is atomic.
         self._check_gpus_free(gpu_ids)
         port = self._choose_port(spec.port)
@@ -166,6 +185,9 @@ class Supervisor:
             log_path=self.settings.log_dir / f"{launch_id}.log",
             extra_args=list(spec.extra_args),
             env=dict(spec.env),
+            restart_policy=spec.restart_policy,
+            max_restarts=spec.max_restarts,
+            restart_backoff_seconds=spec.restart_backoff_seconds,
         )
         try:
             self.store.insert(launch)
@@ -173,7 +195,8 @@ class Supervisor:
             raise LaunchRefused(409, f"GPU or port already taken: {exc}") from None
         self._launches[launch_id] = launch
         self.version += 1
-        self._spawn(launch)
+        if not self._spawn(launch):
+            raise LaunchRefused(503, launch.error or "vLLM could not be started")
         return launch
 
     def check_vllm_available(self) -> None:
@@ -213,6 +236,39 @@ class Supervisor:
                 + _visible_devices_note(),
             )
         return sorted(requested)
+
+    async def _check_no_foreign_users(self, gpu_ids: list[int]) -> None:
+        """Refuse GPUs on which a process that is not one of our launches holds memory.
+
+        The usual culprit is a vLLM left behind by a previous container: launching next
+        to it would fail later with a confusing out-of-memory error.
+        """
+        try:
+            users = await query_gpu_processes()
+        except GPUDiscoveryError as exc:
+            raise LaunchRefused(
+                503, f'{exc}; pass "force": true to launch without checking GPU users'
+            ) from None
+        index_of = {gpu.uuid: gpu.index for gpu in self._gpus or []}
+        our_groups = {launch.pgid for launch in self.launches()}
+        foreign = [
+            user
+            for user in users
+            if index_of.get(user.gpu_uuid) in gpu_ids
+            and processes.process_group(user.pid) not in our_groups
+        ]
+        if foreign:
+            described = "; ".join(
+                f"GPU {index_of[user.gpu_uuid]} by pid {user.pid} ({_process_name(user.pid)}, "
+                f"{user.used_memory_mib} MiB)"
+                for user in foreign
+            )
+            raise LaunchRefused(
+                409,
+                f"GPUs in use by processes that are not our launches: {described}. Stop "
+                'them (a vLLM left behind by an earlier container?), or pass "force": true '
+                "to launch anyway",
+            )
 
     def _check_gpus_free(self, gpu_ids: Iterable[int]) -> None:
         owners = self.gpu_owners()
@@ -266,24 +322,21 @@ class Supervisor:
         env.update(launch.env)
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA numbers GPUs as nvidia-smi does
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in launch.gpu_ids)
+        env[recovery.LAUNCH_MARKER_ENV] = launch.launch_id
         return env
 
-    def _spawn(self, launch: Launch) -> None:
+    def _spawn(self, launch: Launch) -> bool:
+        """Start the launch's vLLM process; False (and the launch failed) if it could not."""
         try:
             process = processes.spawn(launch.command, self._child_env(launch), launch.log_path)
         except OSError as exc:
-            launch.move_to(LaunchState.FAILED, error=f"vLLM could not be started: {exc}")
-            self.store.save(launch)
-            raise LaunchRefused(503, launch.error or "vLLM could not be started") from None
+            self._move(launch, LaunchState.FAILED, error=f"vLLM could not be started: {exc}")
+            return False
         launch.pid = process.pid
         launch.process_start_ticks = processes.process_start_ticks(process.pid)
+        launch.spawned_at = time.time()
         self.store.save(launch)
-        self._processes[launch.launch_id] = process
-        watcher = asyncio.create_task(
-            self._watch(launch, process), name=f"watch-{launch.launch_id}"
-        )
-        watcher.add_done_callback(_report_watcher_crash)
-        self._watchers[launch.launch_id] = watcher
+        self._start_watching(launch, processes.wait_for_exit(process))
         logger.info(
             "launch %s: started %s on GPUs %s, port %d, pid %d",
             launch.launch_id,
@@ -292,19 +345,33 @@ class Supervisor:
             launch.port,
             process.pid,
         )
+        return True
 
     # ----------------------------------------------------------------- watching
 
-    async def _watch(self, launch: Launch, process: subprocess.Popen[bytes]) -> None:
-        base_url = launch.local_url
-        exited = asyncio.create_task(processes.wait_for_exit(process))
-        ready = asyncio.create_task(
-            wait_until_ready(ReadinessProbe(self._session, base_url), launch.log_path)
+    def _start_watching(self, launch: Launch, exit_code: Awaitable[int | None]) -> None:
+        watcher = asyncio.create_task(
+            self._watch(launch, exit_code), name=f"watch-{launch.launch_id}"
         )
+        watcher.add_done_callback(_report_watcher_crash)
+        self._watchers[launch.launch_id] = watcher
+
+    async def _watch(self, launch: Launch, exit_code: Awaitable[int | None]) -> None:
+        exited = asyncio.ensure_future(exit_code)
+        if launch.state is LaunchState.BOOTSTRAPPING:
+            await self._watch_start_up(launch, exited)
+        elif launch.state is LaunchState.STOPPING:
+            self._begin_termination(launch)  # re-adopted in the middle of a stop
+        await self._settle_exit(launch, await exited)
+
+    async def _watch_start_up(self, launch: Launch, exited: asyncio.Future[int | None]) -> None:
+        ready = asyncio.create_task(
+            wait_until_ready(ReadinessProbe(self._session, launch.local_url), launch.log_path)
+        )
+        started = launch.spawned_at or launch.created_at
+        time_left = started + self.settings.startup_timeout_seconds - time.time()
         done, _ = await asyncio.wait(
-            {exited, ready},
-            timeout=self.settings.startup_timeout_seconds,
-            return_when=asyncio.FIRST_COMPLETED,
+            {exited, ready}, timeout=max(0.0, time_left), return_when=asyncio.FIRST_COMPLETED
         )
         if ready in done and launch.state is LaunchState.BOOTSTRAPPING:
             launch.served_models = ready.result()
@@ -316,64 +383,135 @@ class Supervisor:
             )
             self.stop(launch.launch_id)
         ready.cancel()
-        return_code = await exited
-        await self._settle_exit(launch, return_code)
 
-    async def _settle_exit(self, launch: Launch, return_code: int) -> None:
+    async def _settle_exit(self, launch: Launch, return_code: int | None) -> None:
         """The leader exited: end what is left of its group, then record the outcome."""
         assert launch.pgid is not None
-        terminator = self._terminators.get(launch.launch_id)
+        terminator = self._terminators.pop(launch.launch_id, None)
         if terminator is not None:
             await terminator  # a stop in progress escalates to SIGKILL on its own schedule
         else:
             # A crash: leftover EngineCore/workers have nothing to finish gracefully.
             processes.signal_group(launch.pgid, signal.SIGKILL)
             await processes.wait_for_group_exit(launch.pgid, REMNANT_KILL_WAIT_SECONDS)
+        self._watchers.pop(launch.launch_id, None)
         launch.return_code = return_code
         failure = self._failure_on_exit.pop(launch.launch_id, None)
         if launch.state is LaunchState.STOPPING and failure is None:
             self._move(launch, LaunchState.STOPPED)
+        elif failure is None and self._may_restart(launch):
+            self._restart_later(launch, error=_exit_error(launch))
         else:
             self._move(launch, LaunchState.FAILED, error=failure or _exit_error(launch))
-        self._processes.pop(launch.launch_id, None)
-        self._terminators.pop(launch.launch_id, None)
-        self._watchers.pop(launch.launch_id, None)
+
+    def _may_restart(self, launch: Launch) -> bool:
+        return (
+            launch.restart_policy is RestartPolicy.ON_FAILURE
+            and launch.restart_count < launch.max_restarts
+            and launch.state in (LaunchState.BOOTSTRAPPING, LaunchState.READY)
+        )
+
+    def _restart_later(self, launch: Launch, error: str) -> None:
+        """Start the launch again after an exponential backoff, keeping its GPUs and id."""
+        launch.restart_count += 1
+        launch.last_error = error
+        delay = min(
+            launch.restart_backoff_seconds * 2 ** (launch.restart_count - 1),
+            MAX_RESTART_BACKOFF_SECONDS,
+        )
+        launch.served_models = []
+        self._move(launch, LaunchState.BOOTSTRAPPING)
+        logger.warning(
+            "launch %s: %s; restart %d of %d in %g s",
+            launch.launch_id,
+            error,
+            launch.restart_count,
+            launch.max_restarts,
+            delay,
+        )
+        self._restarts[launch.launch_id] = asyncio.create_task(
+            self._restart_after(launch, delay), name=f"restart-{launch.launch_id}"
+        )
+
+    async def _restart_after(self, launch: Launch, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._restarts.pop(launch.launch_id, None)
+        self._spawn(launch)
 
     def _move(self, launch: Launch, state: LaunchState, error: str | None = None) -> None:
         launch.move_to(state, error=error)
         self.store.save(launch)
         self.version += 1
+        if launch.is_terminal:
+            self._ended_event(launch.launch_id).set()
         log = logger.warning if state is LaunchState.FAILED else logger.info
         log("launch %s: %s%s", launch.launch_id, state, f" ({error})" if error else "")
+
+    def _ended_event(self, launch_id: str) -> asyncio.Event:
+        return self._ended.setdefault(launch_id, asyncio.Event())
 
     # ----------------------------------------------------------------- stopping
 
     def stop(self, launch_id: str) -> Launch:
         """Begin stopping a launch; harmless for one that is stopping or has ended."""
         launch = self.get(launch_id)
-        if launch.state in (LaunchState.BOOTSTRAPPING, LaunchState.READY):
-            self._move(launch, LaunchState.STOPPING)
-            assert launch.pgid is not None
-            self._terminators[launch_id] = asyncio.create_task(
-                processes.end_group(launch.pgid, self.settings.stop_timeout_seconds),
-                name=f"stop-{launch_id}",
-            )
+        if launch.state not in (LaunchState.BOOTSTRAPPING, LaunchState.READY):
+            return launch
+        self._move(launch, LaunchState.STOPPING)
+        pending_restart = self._restarts.pop(launch_id, None)
+        if pending_restart is not None:
+            pending_restart.cancel()  # nothing runs between a crash and its restart
+            self._move(launch, LaunchState.STOPPED)
+        else:
+            self._begin_termination(launch)
         return launch
 
+    def _begin_termination(self, launch: Launch) -> None:
+        assert launch.pgid is not None
+        self._terminators[launch.launch_id] = asyncio.create_task(
+            processes.end_group(launch.pgid, self.settings.stop_timeout_seconds),
+            name=f"stop-{launch.launch_id}",
+        )
+
     async def wait_until_terminal(self, launch_id: str, timeout: float) -> Launch:
-        watcher = self._watchers.get(launch_id)
-        if watcher is not None:
-            await asyncio.wait({watcher}, timeout=timeout)
-        return self.get(launch_id)
+        launch = self.get(launch_id)
+        if not launch.is_terminal:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ended_event(launch_id).wait(), timeout)
+        return launch
 
     async def shutdown(self) -> None:
-        """Stop every live launch and wait until each has ended."""
-        for launch in self.launches():
+        """Stop every live launch and wait until each has ended.
+
+        With VLLM_BOOTSTRAP_DETACH_ON_EXIT=1 the launches are left running instead, for the
+        next start of the control plane to re-adopt.
+        """
+        if self.settings.detach_on_exit:
+            self._detach()
+            return
+        live = self.launches()
+        for launch in live:
             self.stop(launch.launch_id)
-        watchers = list(self._watchers.values())
-        if watchers:
-            logger.info("stopping %d launch(es) before exit", len(watchers))
-            await asyncio.wait(watchers, timeout=self.settings.stop_timeout_seconds + 10)
+        if live:
+            logger.info("stopping %d launch(es) before exit", len(live))
+            waiters = [
+                asyncio.ensure_future(self._ended_event(launch.launch_id).wait()) for launch in live
+            ]
+            await asyncio.wait(waiters, timeout=self.settings.stop_timeout_seconds + 10)
+            for waiter in waiters:
+                waiter.cancel()
+
+    def _detach(self) -> None:
+        for task in [*self._watchers.values(), *self._restarts.values()]:
+            task.cancel()
+        live = self.launches()
+        if live:
+            logger.info(
+                "leaving %d launch(es) running for the next start to re-adopt "
+                "(VLLM_BOOTSTRAP_DETACH_ON_EXIT): %s",
+                len(live),
+                ", ".join(launch.launch_id for launch in live),
+            )
 
 
 def _report_watcher_crash(watcher: asyncio.Task[None]) -> None:
@@ -387,7 +525,9 @@ def _is_flag(arg: str, flags: Iterable[str]) -> bool:
 
 def _exit_error(launch: Launch) -> str:
     code = launch.return_code
-    if code is not None and code < 0:
+    if code is None:
+        how = "exited (its exit code is unknown: it was re-adopted after a restart)"
+    elif code < 0:
         how = f"was killed by {_signal_name(-code)}"
     else:
         how = f"exited with code {code}"
@@ -402,6 +542,14 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
+
+
+def _process_name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as comm:
+            return comm.read().strip()
+    except OSError:
+        return "not visible from here"
 
 
 def _visible_devices_note() -> str:

@@ -1,0 +1,65 @@
+"""Finding a launch's processes again after the control plane restarted.
+
+vLLM children run in sessions of their own and outlive the control plane. On start-up each
+launch that was live is either re-adopted (its process is still the one we started) or
+settled as failed, after ending whatever is left of it. Two facts make this safe:
+
+- a process is identified by its pid *and* its start time (/proc/<pid>/stat), so a pid the
+  kernel handed to an unrelated process is never mistaken for ours;
+- every child carries LAUNCH_MARKER_ENV=<launch id> in its environment, inherited by its
+  EngineCore and workers, so even a process whose pid never reached the database (the
+  control plane killed between fork and write) is found.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+from vllm_bootstrap import processes
+from vllm_bootstrap.launch import Launch
+
+# Not VLLM_*: vLLM warns about every VLLM_ variable it does not know.
+LAUNCH_MARKER_ENV = "BOOTSTRAP_LAUNCH_ID"
+
+
+def find_leader(launch: Launch) -> int | None:
+    """The pid of the launch's still-running vLLM API server, if it is still ours."""
+    if launch.pid is not None:
+        ticks = processes.process_start_ticks(launch.pid)
+        same = ticks is not None and ticks == launch.process_start_ticks
+        # A zombie (exited, not yet reaped by its new parent) is gone for our purposes.
+        return launch.pid if same and processes.is_alive(launch.pid) else None
+    # The pid was never recorded: look for the process group leader carrying our marker.
+    for pid in marked_processes(launch.launch_id):
+        if processes.process_group(pid) == pid:
+            return pid
+    return None
+
+
+def marked_processes(launch_id: str) -> list[int]:
+    """Every live process whose environment carries this launch's marker."""
+    wanted = f"{LAUNCH_MARKER_ENV}={launch_id}".encode()
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                environ = Path(f"/proc/{entry.name}/environ").read_bytes()
+            except OSError:
+                continue
+            if wanted in environ.split(b"\0") and processes.is_alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+def kill_remnants(launch_id: str) -> list[int]:
+    """SIGKILL whatever is left of a launch whose API server is gone; returns their pids."""
+    remnants = marked_processes(launch_id)
+    for pid in remnants:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return remnants
