@@ -16,12 +16,16 @@ from vllm_bootstrap import __version__
 from vllm_bootstrap.auth import AccessKeyMiddleware
 from vllm_bootstrap.config import Settings
 from vllm_bootstrap.gpus import GPUDiscoveryError
+from vllm_bootstrap.loop_lag import LoopLagMonitor
 from vllm_bootstrap.proxy import Proxy, ProxyDispatcher, create_upstream_session
+from vllm_bootstrap.responses import send_json
 from vllm_bootstrap.routes import router
 from vllm_bootstrap.store import StateStore
 from vllm_bootstrap.supervisor import LaunchRefused, Supervisor
 
 logger = logging.getLogger("vllm_bootstrap")
+# Control-plane request bodies are a few hundred bytes; the proxy has no limit of its own.
+MAX_API_BODY_BYTES = 1024 * 1024
 access_logger = logging.getLogger("vllm_bootstrap.access")
 
 
@@ -35,7 +39,9 @@ def create_app(settings: Settings) -> ASGIApp:
     )
     api.include_router(router)
     api.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
-    dispatcher = ProxyDispatcher(AccessLog(api), get_proxy=lambda: api.state.proxy)
+    dispatcher = ProxyDispatcher(
+        AccessLog(BodySizeLimit(api, MAX_API_BODY_BYTES)), get_proxy=lambda: api.state.proxy
+    )
     return AccessKeyMiddleware(dispatcher, settings.access_key)
 
 
@@ -53,12 +59,15 @@ def _lifespan(settings: Settings):  # type: ignore[no-untyped-def]
         supervisor = Supervisor(settings, store, probe_session)
         app.state.supervisor = supervisor
         app.state.proxy = Proxy(supervisor, upstream_session, settings.access_key)
+        app.state.loop_lag = LoopLagMonitor()
+        app.state.loop_lag.start()
         await supervisor.recover()
         await _report_environment(supervisor)
         try:
             yield
         finally:
             await supervisor.shutdown()
+            await app.state.loop_lag.stop()
             await upstream_session.close()
             await probe_session.close()
             store.close()
@@ -87,6 +96,48 @@ async def _report_environment(supervisor: Supervisor) -> None:
         settings.launch_host,
         "required" if settings.access_key else "not set (every route is open)",
     )
+
+
+class BodySizeLimit:
+    """Reads a control-plane request's body up front and refuses one over the limit (413),
+    so an oversized upload costs at most the limit in memory."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                await send_json(
+                    send,
+                    413,
+                    {
+                        "detail": f"request body over {self.max_bytes} bytes: nothing this API "
+                        "takes is that large"
+                    },
+                )
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 class AccessLog:

@@ -10,13 +10,15 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-_UNAUTHORIZED_BODY = json.dumps(
-    {"detail": "missing or wrong access key: send 'Authorization: Bearer <VLLM_ACCESS_KEY>'"}
-).encode()
+from vllm_bootstrap.responses import send_json
+
+_UNAUTHORIZED = {
+    "detail": "missing or wrong access key: send 'Authorization: Bearer <VLLM_ACCESS_KEY>'"
+}
+_CHALLENGE = [(b"www-authenticate", b'Basic realm="vllm-bootstrap", charset="UTF-8"')]
 
 
 def key_from_authorization(header: bytes) -> bytes | None:
@@ -53,18 +55,7 @@ class AccessKeyMiddleware:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(_UNAUTHORIZED_BODY)).encode()),
-                    (b"www-authenticate", b'Basic realm="vllm-bootstrap", charset="UTF-8"'),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": _UNAUTHORIZED_BODY})
+        await send_json(send, 401, _UNAUTHORIZED, _CHALLENGE)
 
     def is_authorized(self, scope: Scope) -> bool:
         assert self._key is not None

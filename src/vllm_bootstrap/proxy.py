@@ -17,7 +17,6 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 import aiohttp
 from multidict import CIMultiDict
@@ -25,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from yarl import URL
 
 from vllm_bootstrap.launch import Launch, LaunchState
+from vllm_bootstrap.responses import send_json
 from vllm_bootstrap.routing import ModelRouter, NoReadyReplica, UnknownModel
 from vllm_bootstrap.supervisor import LaunchNotFound, Supervisor
 
@@ -118,7 +118,7 @@ class Proxy:
 
     async def handle_openai(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] == "GET" and scope["path"] == "/v1/models":
-            await _json(send, 200, self.router.models_listing())
+            await send_json(send, 200, self.router.models_listing())
             return
         try:
             body = await _read_body(receive)
@@ -340,21 +340,8 @@ def _model_of(body: bytes) -> str | None:
     return model if isinstance(model, str) else None
 
 
-async def _json(
-    send: Send, status: int, payload: Any, extra_headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    body = json.dumps(payload).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        *(extra_headers or []),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 async def _plain_error(send: Send, status: int, message: str, _code: str) -> None:
-    await _json(send, status, {"detail": message})
+    await send_json(send, status, {"detail": message})
 
 
 async def _openai_error(
@@ -364,7 +351,7 @@ async def _openai_error(
     kind = {400: "invalid_request_error", 404: "invalid_request_error"}.get(status, "server_error")
     headers = [(b"retry-after", RETRY_AFTER_SECONDS.encode())] if retry_after else []
     payload = {"error": {"message": message, "type": kind, "param": None, "code": code}}
-    await _json(send, status, payload, headers)
+    await send_json(send, status, payload, headers)
 
 
 class ProxyDispatcher:

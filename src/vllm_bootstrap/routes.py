@@ -115,6 +115,11 @@ async def list_gpus(request: Request) -> list[dict[str, Any]]:
 
 @router.get("/health")
 async def health(request: Request) -> dict[str, Any]:
-    """The control plane itself is up (not whether any model is)."""
+    """The control plane itself is up (not whether any model is), and how responsive it is:
+    how late its event loop ran lately (`last_ms`) and at worst since start (`max_ms`)."""
     launches = _supervisor(request).launches()
-    return {"status": "ok", "live_launches": len(launches)}
+    return {
+        "status": "ok",
+        "live_launches": len(launches),
+        "event_loop_lag": request.app.state.loop_lag.snapshot(),
+    }

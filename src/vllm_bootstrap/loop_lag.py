@@ -1,0 +1,41 @@
+"""Measuring how long the event loop is kept from running.
+
+Every request, probe and process watcher shares one event loop; anything that blocks it
+(a slow disk, a fork of a large process, a CPU-heavy handler) delays them all. A task that
+asks to sleep for a fixed interval and measures how late it wakes up sees every such stall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+INTERVAL_SECONDS = 0.05
+
+
+class LoopLagMonitor:
+    def __init__(self) -> None:
+        self.last_ms = 0.0
+        self.max_ms = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="loop-lag-monitor")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"last_ms": round(self.last_ms, 2), "max_ms": round(self.max_ms, 2)}
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            asked_at = loop.time()
+            await asyncio.sleep(INTERVAL_SECONDS)
+            self.last_ms = max(0.0, (loop.time() - asked_at - INTERVAL_SECONDS) * 1000)
+            self.max_ms = max(self.max_ms, self.last_ms)
