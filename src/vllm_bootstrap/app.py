@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -178,7 +179,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     problems = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error.get("loc", ()))
-        problems.append(f"{where}: {error.get('msg', 'invalid')}")
+        problems.append(str(_plain(f"{where}: {error.get('msg', 'invalid')}")))
     return JSONResponse(
         status_code=422,
         content={"detail": "; ".join(problems), "errors": _plain(exc.errors())},
@@ -186,11 +187,18 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 
 def _plain(errors: object) -> object:
-    # Error contexts can hold exception objects, which JSON cannot carry.
+    """Validation errors as strict JSON. The offending input is not echoed back (it may be
+    megabytes, NaN or a lone surrogate), nor the context (it may hold exception objects)."""
     if isinstance(errors, dict):
-        return {key: _plain(value) for key, value in errors.items() if key != "ctx"}
+        return {
+            key: _plain(value)
+            for key, value in errors.items()
+            if key not in ("input", "ctx", "url")
+        }
     if isinstance(errors, list | tuple):
         return [_plain(item) for item in errors]
-    if isinstance(errors, str | int | float | bool) or errors is None:
+    if isinstance(errors, bool | int) or errors is None:
         return errors
-    return str(errors)
+    if isinstance(errors, float) and math.isfinite(errors):
+        return errors
+    return str(errors).encode("utf-8", "replace").decode("utf-8")
