@@ -140,3 +140,24 @@ def test_stop_ends_every_process_then_the_gpu_serves_again(
     print(f"\nreal vLLM: second launch to ready in {seconds:.1f} s")
     assert ready["gpu_ids"] == [0]
     real_server.stop(ready["launch_id"], wait=True)
+
+
+def test_a_killed_control_plane_readopts_a_serving_vllm(real_server: Server) -> None:
+    launch = launch_tiny(real_server, gpu=0)
+    wait_ready(real_server, launch)
+    real_server.kill()  # SIGKILL: vLLM runs on in its own session
+    revived = Server(real_server.env, real_server.log_path).start()
+    try:
+        adopted = revived.status(launch["launch_id"])
+        assert (adopted["state"], adopted["adopted"]) == ("ready", True)
+        client = openai.OpenAI(
+            base_url=f"{revived.url}/v1", api_key="unused", max_retries=0, timeout=120
+        )
+        completion = client.completions.create(model=SERVED_NAME, prompt="Hi", max_tokens=3)
+        assert completion.choices[0].finish_reason in ("length", "stop")
+        pgid = adopted["pid"]
+        assert revived.stop(launch["launch_id"], wait=True)["state"] == "stopped"
+        eventually(lambda: group_members(pgid) == [], timeout=10, message="processes left")
+    finally:
+        revived.terminate(timeout=120)
+        revived.client.close()
