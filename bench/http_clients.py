@@ -1,4 +1,4 @@
-"""Which HTTP client should the proxy use? Pooled aiohttp against pooled httpx.
+"""Which HTTP client should the proxy use? Ours (upstream.py) against pooled aiohttp and httpx.
 
 Each client, in one process on uvloop as the server runs, sends small completions to a
 stand-in vLLM for a few seconds from 1 task and from 32 concurrent tasks (the shape of the
@@ -24,6 +24,7 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.harness import Server, standin_env
+from vllm_bootstrap.upstream import UpstreamPool
 
 BODY = b'{"model": "bench", "prompt": "Say hi", "max_tokens": 4}'
 HEADERS = {"Content-Type": "application/json"}
@@ -55,6 +56,25 @@ async def with_aiohttp(url: str, seconds: float, concurrency: int) -> float:
         return await drive(send_one, seconds, concurrency)
 
 
+async def with_ours(url: str, seconds: float, concurrency: int) -> float:
+    address = url.split("//", 1)[1].split("/", 1)[0]
+    host, port = address.rsplit(":", 1)
+    pool = UpstreamPool()
+    headers = [(b"content-type", b"application/json")]
+
+    async def send_one() -> None:
+        response, connection = await pool.request(
+            host, int(port), b"POST", b"/v1/completions", headers, BODY
+        )
+        await response.read()
+        pool.release(host, int(port), connection)
+
+    try:
+        return await drive(send_one, seconds, concurrency)
+    finally:
+        pool.close()
+
+
 async def with_httpx(url: str, seconds: float, concurrency: int) -> float:
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits) as client:
@@ -78,7 +98,11 @@ def main() -> None:
             results = {
                 (name, concurrency): uvloop.run(client(url, args.seconds, concurrency))
                 for concurrency in (1, 32)
-                for name, client in (("aiohttp", with_aiohttp), ("httpx", with_httpx))
+                for name, client in (
+                    ("aiohttp", with_aiohttp),
+                    ("httpx", with_httpx),
+                    ("ours", with_ours),
+                )
             }
         finally:
             server.terminate()

@@ -18,11 +18,12 @@ from vllm_bootstrap.auth import AccessKeyMiddleware
 from vllm_bootstrap.config import Settings
 from vllm_bootstrap.gpus import GPUDiscoveryError
 from vllm_bootstrap.loop_lag import LoopLagMonitor
-from vllm_bootstrap.proxy import Proxy, ProxyDispatcher, create_upstream_session
+from vllm_bootstrap.proxy import Proxy, ProxyDispatcher
 from vllm_bootstrap.responses import send_json
 from vllm_bootstrap.routes import router
 from vllm_bootstrap.store import StateStore
 from vllm_bootstrap.supervisor import LaunchRefused, Supervisor
+from vllm_bootstrap.upstream import UpstreamPool
 
 logger = logging.getLogger("vllm_bootstrap")
 # Control-plane request bodies are a few hundred bytes; the proxy has no limit of its own.
@@ -56,10 +57,10 @@ def _lifespan(settings: Settings):  # type: ignore[no-untyped-def]
         probe_session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(force_close=True, limit=0)
         )
-        upstream_session = create_upstream_session()
+        upstream_pool = UpstreamPool()
         supervisor = Supervisor(settings, store, probe_session)
         app.state.supervisor = supervisor
-        app.state.proxy = Proxy(supervisor, upstream_session, settings.access_key)
+        app.state.proxy = Proxy(supervisor, upstream_pool, settings.access_key)
         app.state.loop_lag = LoopLagMonitor()
         app.state.loop_lag.start()
         await supervisor.recover()
@@ -69,7 +70,7 @@ def _lifespan(settings: Settings):  # type: ignore[no-untyped-def]
         finally:
             await supervisor.shutdown()
             await app.state.loop_lag.stop()
-            await upstream_session.close()
+            upstream_pool.close()
             await probe_session.close()
             store.close()
 

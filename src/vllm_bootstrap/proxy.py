@@ -2,7 +2,8 @@
 
 Plain ASGI in front of FastAPI, so a proxied request costs a path check, a dict lookup and
 the forwarding itself: no routing tables, no request models, no state-store query. The HTTP
-client is one pooled aiohttp session, chosen by measurement (bench/http_clients.py).
+client is our own pooled HTTP/1.1 client (upstream.py), chosen by measurement
+(bench/http_clients.py, bench/proxy.py).
 
 Bodies stream both ways. A small request body that arrives in one piece is forwarded as
 bytes; anything larger is streamed as it arrives. Response bytes go to the client as soon as
@@ -18,15 +19,14 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import aiohttp
-from multidict import CIMultiDict
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from yarl import URL
 
 from vllm_bootstrap.launch import Launch, LaunchState
+from vllm_bootstrap.ports import probe_host
 from vllm_bootstrap.responses import send_json
 from vllm_bootstrap.routing import ModelRouter, NoReadyReplica, UnknownModel
 from vllm_bootstrap.supervisor import LaunchNotFound, Supervisor
+from vllm_bootstrap.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 
 logger = logging.getLogger("vllm_bootstrap.proxy")
 
@@ -47,11 +47,10 @@ _HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
-_DROP_FROM_REQUEST = _HOP_BY_HOP | {b"host"}
+# Host, Content-Length and the framing are the upstream client's to write; Expect was
+# already answered by our own server.
+_DROP_FROM_REQUEST = _HOP_BY_HOP | {b"host", b"content-length", b"expect"}
 _DROP_FROM_RESPONSE = _HOP_BY_HOP | {b"server", b"date"}
-# vLLM's HTTP server closes idle connections after 5 s; reusing one it is about to close
-# fails the request, so pooled connections are retired sooner.
-UPSTREAM_KEEPALIVE_SECONDS = 3.0
 RETRY_AFTER_SECONDS = "10"
 CLIENT_WATCH_DELAY_SECONDS = 0.05
 WHOLE_BODY_MAX_BYTES = 256 * 1024
@@ -65,32 +64,17 @@ class UpstreamBroke(RuntimeError):
     """vLLM failed after the response had started: the client connection is cut off."""
 
 
-def create_upstream_session() -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(
-        limit=0, keepalive_timeout=UPSTREAM_KEEPALIVE_SECONDS, enable_cleanup_closed=True
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
-        auto_decompress=False,  # bytes pass through untouched, gzip included
-        cookie_jar=aiohttp.DummyCookieJar(),
-        # aiohttp would otherwise add User-Agent, Accept, Accept-Encoding and a default
-        # Content-Type that the client never sent.
-        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-    )
-
-
 class Proxy:
     """Forwards requests to launches: by id under /proxy, by model under /v1."""
 
     def __init__(
         self,
         supervisor: Supervisor,
-        session: aiohttp.ClientSession,
+        pool: UpstreamPool,
         access_key: str | None,
     ) -> None:
         self._supervisor = supervisor
-        self._session = session
+        self._pool = pool
         self._dropped_request_headers = (
             _DROP_FROM_REQUEST | {b"authorization"} if access_key else _DROP_FROM_REQUEST
         )
@@ -171,9 +155,7 @@ class Proxy:
         error: ErrorResponder,
     ) -> None:
         query: bytes = scope.get("query_string", b"")
-        target = f"{launch.local_url}{path.decode('latin-1')}"
-        if query:
-            target = f"{target}?{query.decode('latin-1')}"
+        target = path + b"?" + query if query else path
         try:
             data = body if body is not None else await _body_or_stream(receive)
         except ClientGone:
@@ -181,57 +163,59 @@ class Proxy:
         client_gone = _ClientWatch(receive)
         if isinstance(data, bytes):
             client_gone.arm()  # the request body is in: the next message is a disconnect
+        host, port = probe_host(launch.host), launch.port
+        connection = None
         response_started = False
         try:
-            async with self._session.request(
-                scope["method"],
-                URL(target, encoded=True),
-                headers=self._upstream_headers(scope["headers"]),
-                data=data,
-                allow_redirects=False,
-                compress=None,
-            ) as upstream:
-                client_gone.arm()
-                headers = [
-                    (name, value)
-                    for name, value in upstream.raw_headers
-                    if name.lower() not in _DROP_FROM_RESPONSE
-                ]
-                headers.append((LAUNCH_ID_HEADER, launch.launch_id.encode()))
-                await send(
-                    {"type": "http.response.start", "status": upstream.status, "headers": headers}
-                )
-                response_started = True
-                await _pump(upstream, send)
+            upstream, connection = await self._pool.request(
+                host,
+                port,
+                scope["method"].encode(),
+                target,
+                self._upstream_headers(scope["headers"]),
+                data,
+            )
+            client_gone.arm()
+            headers = [
+                (name, value)
+                for name, value in upstream.headers
+                if name.lower() not in _DROP_FROM_RESPONSE
+            ]
+            headers.append((LAUNCH_ID_HEADER, launch.launch_id.encode()))
+            await send(
+                {"type": "http.response.start", "status": upstream.status, "headers": headers}
+            )
+            response_started = True
+            await _pump(upstream, send)
+            self._pool.release(host, port, connection)
+            connection = None
         except asyncio.CancelledError:
             if not client_gone.cancelled_us():
                 raise
         except ClientGone:
             return
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+        except UpstreamError as exc:
             if response_started:
                 raise UpstreamBroke(
-                    f"launch {launch.launch_id}: vLLM broke off the response: {exc!r}"
+                    f"launch {launch.launch_id}: vLLM broke off the response: {exc}"
                 ) from exc
             await error(
                 send,
                 502,
                 f"launch {launch.launch_id}: vLLM at port {launch.port} did not answer "
-                f"({type(exc).__name__}: {exc}); it may have crashed or be restarting",
+                f"({exc}); it may have crashed or be restarting",
                 "upstream_unreachable",
             )
         finally:
             client_gone.stop()
+            if connection is not None:
+                connection.close()  # an unfinished response: the connection cannot be reused
 
-    def _upstream_headers(self, raw: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
+    def _upstream_headers(self, raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         # With an access key set, the request got here by carrying it in Authorization:
         # that header is the control plane's credential and never reaches vLLM.
         dropped = self._dropped_request_headers
-        headers: CIMultiDict[str] = CIMultiDict()
-        for name, value in raw:
-            if name not in dropped:
-                headers.add(name.decode("latin-1"), value.decode("latin-1"))
-        return headers
+        return [(name, value) for name, value in raw if name not in dropped]
 
 
 class ClientGone(Exception):
@@ -285,7 +269,7 @@ class _ClientWatch:
             self._watcher.cancel()
 
 
-async def _pump(upstream: aiohttp.ClientResponse, send: Send) -> None:
+async def _pump(upstream: UpstreamResponse, send: Send) -> None:
     """Relay the response body chunk by chunk as vLLM writes it.
 
     A small body of known length (most non-streaming answers) goes out in one message.
@@ -294,7 +278,7 @@ async def _pump(upstream: aiohttp.ClientResponse, send: Send) -> None:
     if length is not None and length <= WHOLE_BODY_MAX_BYTES:
         await send({"type": "http.response.body", "body": await upstream.read()})
         return
-    async for chunk in upstream.content.iter_any():
+    async for chunk in upstream.chunks():
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
