@@ -221,6 +221,22 @@ def test_client_disconnects_stop_generation_and_leak_nothing(
     assert normal.json()["choices"][0]["text"] == " tok0 tok1 tok2"
 
 
+def test_hanging_up_on_a_non_streaming_request_aborts_it(start_server: ServerFactory) -> None:
+    server = start_server(FAKE_VLLM_TOKEN_DELAY_SECONDS="0.01")
+    launch = server.launch_ready(model="m", gpu_ids=[0])
+    metrics_url = f"/proxy/{launch['launch_id']}/metrics"
+
+    def running() -> float:
+        metrics = server.client.get(metrics_url).text
+        line = next(line for line in metrics.splitlines() if line.startswith("vllm:num_req"))
+        return float(line.rsplit(" ", 1)[1])
+
+    body = {"model": "m", "prompt": "hi", "max_tokens": 3000}  # 30 s of generation
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.url}/v1/completions", json=body, timeout=0.5)
+    eventually(lambda: running() == 0, timeout=3, message="vLLM went on generating")
+
+
 def hang_up_after_first_event(port: int, path: str, body: dict[str, object]) -> None:
     payload = json.dumps(body).encode()
     request = (

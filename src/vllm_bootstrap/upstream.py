@@ -194,6 +194,17 @@ class _Connection(asyncio.Protocol):
     def received_any(self) -> bool:
         return self._received_any
 
+    @property
+    def awaiting_response(self) -> bool:
+        """True until the response's headers arrived."""
+        arrived = self._headers_arrived
+        return (
+            arrived is None
+            or not arrived.done()
+            or arrived.cancelled()
+            or arrived.exception() is not None
+        )
+
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
@@ -241,15 +252,19 @@ class UpstreamPool:
         try:
             return await self._send(connection, head, body, method == b"HEAD"), connection
         except UpstreamError:
-            connection.close()
             if not (reused and isinstance(body, bytes) and not connection.received_any):
                 raise
+        finally:
+            if connection.awaiting_response:
+                # Failed or cancelled (the client hung up): closing the connection is what
+                # tells vLLM to abort the request.
+                connection.close()
         connection = await self._open(host, port)
         try:
             return await self._send(connection, head, body, method == b"HEAD"), connection
-        except UpstreamError:
-            connection.close()
-            raise
+        finally:
+            if connection.awaiting_response:
+                connection.close()
 
     def release(self, host: str, port: int, connection: _Connection) -> None:
         """Give a connection back after its response was read to the end, or drop it."""

@@ -145,6 +145,8 @@ class StandinServer:
             return await self._stream(
                 request, "text_completion", tokens, lambda t, f: {"text": t, "finish_reason": f}
             )
+        if not await self._generate(request, len(tokens)):
+            return web.Response(status=499)
         self.requests_total += 1
         return web.json_response(
             {
@@ -195,6 +197,22 @@ class StandinServer:
                 "usage": _usage(body.get("messages"), tokens),
             }
         )
+
+    async def _generate(self, request: web.Request, token_count: int) -> bool:
+        """Take token_delay per token, as a non-streaming generation does; like vLLM, give
+        up as soon as the client has gone. False when it went away."""
+        if not self.token_delay:
+            return True
+        self.running += 1
+        try:
+            for _ in range(token_count):
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    return False
+                await asyncio.sleep(self.token_delay)
+            return True
+        finally:
+            self.running -= 1
 
     async def _stream(self, request, object_name, tokens, choice) -> web.StreamResponse:
         self.requests_total += 1
