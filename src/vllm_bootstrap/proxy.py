@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,8 +26,6 @@ from vllm_bootstrap.responses import send_json
 from vllm_bootstrap.routing import ModelRouter, NoReadyReplica, UnknownModel
 from vllm_bootstrap.supervisor import LaunchNotFound, Supervisor
 from vllm_bootstrap.upstream import UpstreamError, UpstreamPool, UpstreamResponse
-
-logger = logging.getLogger("vllm_bootstrap.proxy")
 
 PROXY_PREFIX = "/proxy/"
 OPENAI_PREFIX = "/v1/"
@@ -87,11 +84,11 @@ class Proxy:
         try:
             launch = self._supervisor.get(launch_id)
         except LaunchNotFound:
-            await _plain_error(send, 404, f"no launch with id {launch_id!r}", "")
+            await _plain_error(send, 404, f"no launch with id {launch_id!r}")
             return
         if launch.state is not LaunchState.READY:
             await _plain_error(
-                send, 409, f"launch {launch_id} is {launch.state}, not ready: retry later", ""
+                send, 409, f"launch {launch_id} is {launch.state}, not ready: retry later"
             )
             return
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
@@ -324,7 +321,8 @@ def _model_of(body: bytes) -> str | None:
     return model if isinstance(model, str) else None
 
 
-async def _plain_error(send: Send, status: int, message: str, _code: str) -> None:
+async def _plain_error(send: Send, status: int, message: str, _code: str = "") -> None:
+    """The control plane's own error shape, for /proxy (the code is for /v1's shape)."""
     await send_json(send, status, {"detail": message})
 
 
