@@ -143,7 +143,9 @@ class BodySizeLimit:
 
 
 class AccessLog:
-    """One log line per control-plane request (launch, stop, ...), none per proxied one."""
+    """One log line per control-plane request that changes something (launch, stop) or
+    fails; reads that succeed (status polls, log follows) are logged at debug level only.
+    None per proxied request."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -163,16 +165,24 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
-            client = scope.get("client") or ("-", 0)
-            query = scope.get("query_string", b"").decode("latin-1")
-            access_logger.info(
-                '%s - "%s %s%s" %d',
-                client[0],
-                scope["method"],
-                scope["path"],
-                f"?{query}" if query else "",
-                status,
-            )
+            quiet = scope["method"] in ("GET", "HEAD") and status < 400
+            level = logging.DEBUG if quiet else logging.INFO
+            if access_logger.isEnabledFor(level):
+                self._log(scope, status, level)
+
+    @staticmethod
+    def _log(scope: Scope, status: int, level: int) -> None:
+        client = scope.get("client") or ("-", 0)
+        query = scope.get("query_string", b"").decode("latin-1")
+        access_logger.log(
+            level,
+            '%s - "%s %s%s" %d',
+            client[0],
+            scope["method"],
+            scope["path"],
+            f"?{query}" if query else "",
+            status,
+        )
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
