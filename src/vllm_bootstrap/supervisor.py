@@ -358,11 +358,15 @@ class Supervisor:
 
     async def _watch(self, launch: Launch, exit_code: Awaitable[int | None]) -> None:
         exited = asyncio.ensure_future(exit_code)
-        if launch.state is LaunchState.BOOTSTRAPPING:
-            await self._watch_start_up(launch, exited)
-        elif launch.state is LaunchState.STOPPING:
-            self._begin_termination(launch)  # re-adopted in the middle of a stop
-        await self._settle_exit(launch, await exited)
+        try:
+            if launch.state is LaunchState.BOOTSTRAPPING:
+                await self._watch_start_up(launch, exited)
+            elif launch.state is LaunchState.STOPPING:
+                self._begin_termination(launch)  # re-adopted in the middle of a stop
+            return_code = await exited
+        finally:
+            exited.cancel()  # a no-op unless this watcher itself was cancelled (detach)
+        await self._settle_exit(launch, return_code)
 
     async def _watch_start_up(self, launch: Launch, exited: asyncio.Future[int | None]) -> None:
         ready = asyncio.create_task(
@@ -370,9 +374,12 @@ class Supervisor:
         )
         started = launch.spawned_at or launch.created_at
         time_left = started + self.settings.startup_timeout_seconds - time.time()
-        done, _ = await asyncio.wait(
-            {exited, ready}, timeout=max(0.0, time_left), return_when=asyncio.FIRST_COMPLETED
-        )
+        try:
+            done, _ = await asyncio.wait(
+                {exited, ready}, timeout=max(0.0, time_left), return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            ready.cancel()
         if ready in done and launch.state is LaunchState.BOOTSTRAPPING:
             launch.served_models = ready.result()
             self._move(launch, LaunchState.READY)
@@ -382,7 +389,6 @@ class Supervisor:
                 f"({self.settings.startup_timeout_seconds:g} s); it was stopped"
             )
             self.stop(launch.launch_id)
-        ready.cancel()
 
     async def _settle_exit(self, launch: Launch, return_code: int | None) -> None:
         """The leader exited: end what is left of its group, then record the outcome."""
