@@ -49,7 +49,7 @@ launch_bodies = st.fixed_dictionaries(
 )
 # Ids as an attacker would write them: traversal, NUL, unicode, slashes, huge.
 launch_ids = st.text(min_size=1, max_size=40) | st.sampled_from(
-    ["..", "../..", "%00", "\x00", "😀", "a/b", "x" * 5000, ".", "launch?all=true"]
+    ["..", "../..", "%00", "\x00", "😀", "a/b", "0/", "x" * 5000, ".", "launch?all=true"]
 )
 
 

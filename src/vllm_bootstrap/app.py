@@ -38,6 +38,8 @@ def create_app(settings: Settings) -> ASGIApp:
         version=__version__,
         summary="Launch, supervise and proxy vLLM servers on a GPU box.",
         lifespan=_lifespan(settings),
+        # "/status/x/" names no launch; redirecting it to "/status/x" would show another.
+        redirect_slashes=False,
     )
     api.include_router(router)
     api.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
