@@ -60,9 +60,6 @@ class ModelRouter:
             else:
                 del self._outstanding[launch_id]
 
-    def outstanding_counts(self) -> dict[str, int]:
-        return dict(self._outstanding)
-
     def ready_models(self) -> list[str]:
         self._refresh()
         return sorted(self._ready)

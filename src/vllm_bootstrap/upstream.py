@@ -19,6 +19,8 @@ from typing import cast
 
 import httptools
 
+from vllm_bootstrap.ports import url_host
+
 # vLLM's HTTP server closes idle connections after 5 s; one it is about to close fails the
 # request that reuses it, so idle connections are retired sooner.
 IDLE_SECONDS = 3.0
@@ -330,7 +332,7 @@ def _request_head(
     headers: list[tuple[bytes, bytes]],
     body: bytes | AsyncIterator[bytes],
 ) -> bytes:
-    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    authority = f"{url_host(host)}:{port}"
     lines = [b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (method, target, authority.encode())]
     lines += [b"%s: %s\r\n" % (name, value) for name, value in headers]
     if isinstance(body, bytes):
