@@ -75,8 +75,11 @@ def test_headers_pass_but_hop_by_hop_ones_do_not(server: Server, ready_launch: d
     assert not names & {"keep-alive", "proxy-authorization", "te"}
     host = dict(headers)["host"]
     assert host.endswith(f":{ready_launch['port']}")
-    # aiohttp adds nothing of its own that the client did not send.
-    assert "user-agent" not in names or dict(headers)["user-agent"].startswith("python-httpx")
+    # The upstream client adds nothing of its own: only the client's headers, the upstream's
+    # Host and the body's length reach vLLM.
+    assert dict(headers)["user-agent"].startswith("python-httpx")
+    expected = {"host", "accept", "accept-encoding", "user-agent", "content-type", "x-custom"}
+    assert names == expected | {"content-length"}
 
 
 def test_response_status_headers_and_body_pass_through(server: Server, ready_launch: dict) -> None:
