@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import ServerFactory
 from tests.harness import Server
 from tests.test_launch import child_environ
-from vllm_bootstrap.auth import key_from_authorization
+from vllm_bootstrap.api.auth import key_from_authorization
 from vllm_bootstrap.config import SETTING_VARIABLES
 
 KEY = "s3cret-key"

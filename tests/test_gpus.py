@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vllm_bootstrap import gpus
-from vllm_bootstrap.gpus import GPU, GPUDiscoveryError, parse_gpu_line, query_gpus
+from vllm_bootstrap.supervision import gpus
+from vllm_bootstrap.supervision.gpus import GPU, GPUDiscoveryError, parse_gpu_line, query_gpus
 
 STANDIN_BIN = Path(__file__).parent / "standins" / "bin"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vllm_bootstrap.logs import last_error_line, read_chunk
+from vllm_bootstrap.launches.logs import last_error_line, read_chunk
 
 
 def test_chunks_join_back_to_the_file(tmp_path: Path) -> None:

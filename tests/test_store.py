@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from vllm_bootstrap.launch import Launch, LaunchState, RestartPolicy
-from vllm_bootstrap.store import SCHEMA_VERSION, ResourceTaken, StateStore
+from vllm_bootstrap.launches.record import Launch, RestartPolicy
+from vllm_bootstrap.launches.states import LaunchState
+from vllm_bootstrap.launches.store import SCHEMA_VERSION, ResourceTaken, StateStore
 
 
 def a_launch(launch_id: str, gpus: list[int], port: int) -> Launch:

@@ -120,6 +120,24 @@ def test_startup_deadline_stops_and_fails_the_launch(start_server: ServerFactory
     assert not pid_alive(launch["pid"])
 
 
+def test_a_timed_out_start_is_failing_until_its_processes_are_gone(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(VLLM_STARTUP_TIMEOUT_SECONDS="1")
+    launch = server.launch(model="m-slow-start-ignore-sigterm", gpu_ids=[0])
+    failing = server.wait_for(launch["launch_id"], {"failing", "failed"}, timeout=10)
+    assert failing["state"] == "failing"  # SIGTERM is ignored: SIGKILL follows after 3 s
+    assert "did not become ready within VLLM_STARTUP_TIMEOUT_SECONDS (1 s)" in failing["error"]
+    assert pid_alive(launch["pid"])
+    # The GPU stays owned while the processes are ended, and a stop changes nothing.
+    assert server.client.post("/launch", json={"model": "x", "gpu_ids": [0]}).status_code == 409
+    assert server.stop(launch["launch_id"], wait=False)["state"] == "failing"
+    failed = server.wait_for(launch["launch_id"], {"failed"}, timeout=20)
+    assert failed["return_code"] == -9
+    assert failed["error"] == failing["error"]
+    assert not pid_alive(launch["pid"])
+
+
 def test_list_shows_live_launches_and_all_on_request(server: Server) -> None:
     live = server.launch(model="live", gpu_ids=[0])
     ended = server.launch_ready(model="ended", gpu_ids=[1])

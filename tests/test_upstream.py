@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from vllm_bootstrap.upstream import UpstreamError, UpstreamPool
+from vllm_bootstrap.upstream import UpstreamError, UpstreamPool, fetch_fresh
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
@@ -29,10 +30,8 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
 async def fetch(
     pool: UpstreamPool, port: int, method: bytes = b"GET", body: bytes = b""
 ) -> tuple[int, bytes]:
-    response, connection = await pool.request("127.0.0.1", port, method, b"/", [], body)
-    content = await response.read()
-    pool.release("127.0.0.1", port, connection)
-    return response.status, content
+    response = await pool.request("127.0.0.1", port, method, b"/", [], body)
+    return response.status, await response.read()  # read to the end: the connection goes back
 
 
 def run(test: Callable[[], Awaitable[None]]) -> None:
@@ -65,7 +64,7 @@ def test_idle_connections_are_reused() -> None:
     assert connections == 1
 
 
-def test_a_connection_the_upstream_closed_while_idle_is_retried_fresh() -> None:
+def test_a_connection_closed_while_idle_is_replaced_before_use() -> None:
     async def answer_once_then_hang_up(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -78,9 +77,184 @@ def test_a_connection_the_upstream_closed_while_idle_is_retried_fresh() -> None:
         server, port = await serve(answer_once_then_hang_up)
         pool = UpstreamPool()
         assert await fetch(pool, port) == (200, b"ok")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # the close has arrived: the idle connection is known dead
         assert await fetch(pool, port, b"POST", b"{}") == (200, b"ok")
+        assert (pool.stats.opened, pool.stats.reused, pool.stats.retried) == (2, 0, 0)
         pool.close()
+        server.close()
+
+    run(scenario)
+
+
+def test_a_reused_connection_closed_under_the_request_is_retried_fresh() -> None:
+    """The race the retry exists for: the upstream closes an idle connection just as a
+    request is written to it, so the request fails before any response byte."""
+    requests_seen: list[int] = []
+
+    async def answer_once_then_drop_the_next(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        connection = len(requests_seen)
+        requests_seen.append(0)
+        await read_request(reader)
+        requests_seen[connection] += 1
+        writer.write(OK)
+        await writer.drain()
+        await read_request(reader)  # the reused connection's request: dropped unanswered
+        requests_seen[connection] += 1
+        writer.close()
+
+    async def scenario() -> None:
+        server, port = await serve(answer_once_then_drop_the_next)
+        pool = UpstreamPool()
+        assert await fetch(pool, port) == (200, b"ok")
+        assert await fetch(pool, port, b"POST", b"{}") == (200, b"ok")
+        assert (pool.stats.opened, pool.stats.reused, pool.stats.retried) == (2, 1, 1)
+        pool.close()
+        server.close()
+
+    run(scenario)
+    assert requests_seen == [2, 1]
+
+
+def test_a_streamed_upload_is_not_retried() -> None:
+    async def drop_the_second_request(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await read_request(reader)
+        writer.write(OK)
+        await writer.drain()
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    async def one_piece() -> AsyncIterator[bytes]:
+        yield b"{}"
+
+    async def scenario() -> None:
+        server, port = await serve(drop_the_second_request)
+        pool = UpstreamPool()
+        assert await fetch(pool, port) == (200, b"ok")
+        with pytest.raises(UpstreamError):
+            await pool.request("127.0.0.1", port, b"POST", b"/", [], one_piece())
+        assert pool.stats.retried == 0
+        pool.close()
+        server.close()
+
+    run(scenario)
+
+
+def test_a_slow_reader_pauses_the_upstream_and_still_gets_every_byte() -> None:
+    body = bytes(range(256)) * (16 * 1024)  # 4 MiB, several times the high-water mark
+
+    async def big_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+
+    async def scenario() -> None:
+        server, port = await serve(big_answer)
+        pool = UpstreamPool()
+        response = await pool.request("127.0.0.1", port, b"GET", b"/", [], b"")
+        await asyncio.sleep(0.3)  # nobody reads: the buffer fills past the high-water mark
+        assert pool.stats.read_pauses == 1
+        assert await response.read() == body
+        pool.close()
+        server.close()
+
+    run(scenario)
+
+
+def test_an_upstream_that_reads_slowly_pauses_a_streamed_upload() -> None:
+    received = hashlib.sha256()
+    piece = b"x" * 65536
+
+    async def read_late(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(0.3)  # the upload backs up into the client's write buffer
+        while (size := int((await reader.readline()).strip(), 16)) > 0:
+            received.update(await reader.readexactly(size))
+            await reader.readline()
+        await reader.readline()
+        writer.write(OK)
+        await writer.drain()
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for _ in range(256):  # 16 MiB: more than the kernel's socket buffers hold
+            yield piece
+
+    async def scenario() -> None:
+        server, port = await serve(read_late)
+        pool = UpstreamPool()
+        async with await pool.request("127.0.0.1", port, b"PUT", b"/", [], pieces()) as response:
+            assert await response.read() == b"ok"
+        assert pool.stats.write_pauses >= 1
+        pool.close()
+        server.close()
+
+    run(scenario)
+    assert received.hexdigest() == hashlib.sha256(piece * 256).hexdigest()
+
+
+def test_closing_an_unfinished_response_closes_its_connection() -> None:
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        if connections == 1:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\npart")
+            await writer.drain()
+            await reader.read()  # until the client closes the connection
+            return
+        while True:
+            try:
+                await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(OK)
+            await writer.drain()
+
+    async def scenario() -> None:
+        server, port = await serve(handler)
+        pool = UpstreamPool()
+        async with await pool.request("127.0.0.1", port, b"GET", b"/", [], b"") as response:
+            assert response.status == 200  # left with its body unfinished
+        assert await fetch(pool, port) == (200, b"ok")
+        assert await fetch(pool, port) == (200, b"ok")
+        assert (pool.stats.opened, pool.stats.reused) == (2, 1)
+        pool.close()
+        server.close()
+
+    run(scenario)
+    assert connections == 2
+
+
+def test_fetch_fresh_uses_a_connection_of_its_own() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(OK)
+        await writer.drain()
+        await reader.read()  # returns once the client closed its side
+        writer.close()
+
+    async def scenario() -> None:
+        server, port = await serve(handler)
+        assert await fetch_fresh("127.0.0.1", port, b"/health", 2.0) == (200, b"ok")
+        assert await fetch_fresh("127.0.0.1", port, b"/health", 2.0) == (200, b"ok")
+        server.close()
+
+    run(scenario)
+
+
+def test_fetch_fresh_gives_up_after_its_timeout() -> None:
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(5)
+
+    async def scenario() -> None:
+        server, port = await serve(never_answer)
+        with pytest.raises(TimeoutError):
+            await fetch_fresh("127.0.0.1", port, b"/health", 0.2)
         server.close()
 
     run(scenario)
@@ -136,9 +310,8 @@ def test_chunked_uploads_arrive_whole() -> None:
     async def scenario() -> None:
         server, port = await serve(handler)
         pool = UpstreamPool()
-        response, connection = await pool.request("127.0.0.1", port, b"PUT", b"/", [], pieces())
-        assert await response.read() == b"ok"
-        connection.close()
+        async with await pool.request("127.0.0.1", port, b"PUT", b"/", [], pieces()) as response:
+            assert await response.read() == b"ok"
         server.close()
 
     run(scenario)

@@ -16,7 +16,7 @@ import pytest
 
 from tests.harness import Server, eventually, standin_env
 from tests.real_vllm import build_env
-from vllm_bootstrap.processes import group_members
+from vllm_bootstrap.supervision.processes import group_members
 
 # Starting vLLM takes a minute or so on two cores: far above the fast suite's 120 s limit.
 pytestmark = [pytest.mark.real_vllm, pytest.mark.timeout(900)]

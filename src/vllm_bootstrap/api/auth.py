@@ -13,7 +13,7 @@ import hmac
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from vllm_bootstrap.responses import send_json
+from vllm_bootstrap.asgi import send_json
 
 _UNAUTHORIZED = {
     "detail": "missing or wrong access key: send 'Authorization: Bearer <VLLM_ACCESS_KEY>'"

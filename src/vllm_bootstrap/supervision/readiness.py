@@ -10,45 +10,49 @@ background probe covers builds that print no such line.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from pathlib import Path
 
-import aiohttp
+from vllm_bootstrap.upstream import UpstreamError, fetch_fresh
 
 READY_HINTS = (b"Application startup complete", b"Uvicorn running on", b"Starting vLLM server on")
 LOG_POLL_SECONDS = 0.02
 SLOW_PROBE_SECONDS = 1.0
 FAST_PROBE_SECONDS = 0.02
 FAST_PROBE_WINDOW_SECONDS = 15.0
-PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2.0, sock_connect=0.5)
+PROBE_TIMEOUT_SECONDS = 2.0
 
 
 class ReadinessProbe:
-    """Asks one vLLM server whether it serves: `/health`, then the models of `/v1/models`."""
+    """Asks one vLLM server whether it serves: `/health`, then the models of `/v1/models`.
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
-        self._session = session
-        self._base_url = base_url
+    Each question goes on a fresh connection: a kept-alive socket to a child that died says
+    nothing true about its successor on the same port.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self._host = host
+        self._port = port
 
     async def served_models(self) -> list[str] | None:
         """The served model names once the server is ready; None before."""
         try:
-            async with self._session.get(
-                f"{self._base_url}/health", timeout=PROBE_TIMEOUT
-            ) as health:
-                if health.status != 200:
-                    return None
-            async with self._session.get(
-                f"{self._base_url}/v1/models", timeout=PROBE_TIMEOUT
-            ) as models:
-                if models.status != 200:
-                    return None
-                payload = await models.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+            status, _ = await self._get(b"/health")
+            if status != 200:
+                return None
+            status, body = await self._get(b"/v1/models")
+            if status != 200:
+                return None
+            payload = json.loads(body)
+        except (UpstreamError, TimeoutError, ValueError):
             return None
         names = _model_ids(payload)
         return names or None
+
+    async def _get(self, target: bytes) -> tuple[int, bytes]:
+        return await fetch_fresh(self._host, self._port, target, PROBE_TIMEOUT_SECONDS)
 
 
 def _model_ids(payload: object) -> list[str]:

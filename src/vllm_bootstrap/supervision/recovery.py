@@ -18,8 +18,8 @@ import os
 import signal
 from pathlib import Path
 
-from vllm_bootstrap import processes
-from vllm_bootstrap.launch import Launch
+from vllm_bootstrap.launches.record import Launch
+from vllm_bootstrap.supervision import processes
 
 # Not VLLM_*: vLLM warns about every VLLM_ variable it does not know.
 LAUNCH_MARKER_ENV = "BOOTSTRAP_LAUNCH_ID"

@@ -3,6 +3,9 @@
 Replicas of one model (launches on different GPUs) share the load by least outstanding
 requests: a replica stuck on long generations gets fewer new ones than a blind rotation
 would give it. Ties rotate, so idle replicas take turns.
+
+The index of ready replicas is rebuilt only after the launch directory says something
+changed (it pushes every change to its subscribers), never per request.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from vllm_bootstrap.launch import Launch, LaunchState
-from vllm_bootstrap.supervisor import Supervisor
+from vllm_bootstrap.launches.record import Launch
+from vllm_bootstrap.launches.registry import LaunchDirectory
+from vllm_bootstrap.launches.states import LaunchState
 
 
 class UnknownModel(LookupError):
@@ -24,18 +28,18 @@ class NoReadyReplica(LookupError):
     """The model is being loaded, but no launch of it is ready yet."""
 
 
-class ModelRouter:
-    def __init__(self, supervisor: Supervisor) -> None:
-        self._supervisor = supervisor
+class ModelBalancer:
+    def __init__(self, directory: LaunchDirectory) -> None:
+        self._directory = directory
         self._outstanding: dict[str, int] = {}
         self._turn = itertools.count()
-        self._index_version = -1
         self._ready: dict[str, list[Launch]] = {}
         self._loading: set[str] = set()
+        self._stale = True
+        directory.subscribe(self._launch_changed)
 
     def choose(self, model: str) -> Launch:
-        self._refresh()
-        replicas = self._ready.get(model)
+        replicas = self._index().get(model)
         if not replicas:
             if model in self._loading:
                 raise NoReadyReplica(model)
@@ -61,12 +65,10 @@ class ModelRouter:
                 del self._outstanding[launch_id]
 
     def ready_models(self) -> list[str]:
-        self._refresh()
-        return sorted(self._ready)
+        return sorted(self._index())
 
     def models_listing(self) -> dict[str, Any]:
         """`GET /v1/models` across every ready launch, each served name once."""
-        self._refresh()
         data = [
             {
                 "id": name,
@@ -76,26 +78,33 @@ class ModelRouter:
                 "root": replicas[0].model,
                 "replicas": len(replicas),
             }
-            for name, replicas in sorted(self._ready.items())
+            for name, replicas in sorted(self._index().items())
         ]
         return {"object": "list", "data": data}
 
-    def _refresh(self) -> None:
-        if self._index_version == self._supervisor.version:
-            return
+    def _launch_changed(self, _launch: Launch) -> None:
+        self._stale = True
+
+    def _index(self) -> dict[str, list[Launch]]:
+        """Ready replicas by served name, rebuilt after a change was announced."""
+        if self._stale:
+            self._rebuild()
+        return self._ready
+
+    def _rebuild(self) -> None:
         ready: dict[str, list[Launch]] = {}
         loading: set[str] = set()
-        for launch in self._supervisor.launches():
+        for launch in self._directory.launches():
             if launch.state is LaunchState.READY:
                 for name in launch.served_models:
                     ready.setdefault(name, []).append(launch)
-            elif launch.state is LaunchState.BOOTSTRAPPING:
-                loading.update(_expected_names(launch))
+            elif launch.state in (LaunchState.BOOTSTRAPPING, LaunchState.RESTARTING):
+                loading.update(expected_names(launch))
         self._ready, self._loading = ready, loading
-        self._index_version = self._supervisor.version
+        self._stale = False
 
 
-def _expected_names(launch: Launch) -> list[str]:
+def expected_names(launch: Launch) -> list[str]:
     """The names a loading launch will serve: --served-model-name if given, else the model."""
     args = launch.extra_args
     for position, arg in enumerate(args):

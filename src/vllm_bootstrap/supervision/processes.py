@@ -99,6 +99,13 @@ def process_group(pid: int) -> int | None:
     return int(stat[2]) if stat is not None else None
 
 
+def process_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "not visible from here"
+
+
 def _open_pidfd(pid: int) -> int | None:
     try:
         return os.pidfd_open(pid)

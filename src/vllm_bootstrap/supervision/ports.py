@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 from collections.abc import Collection
 
+from vllm_bootstrap.supervision.errors import Unavailable
+
 
 def is_port_free(host: str, port: int) -> bool:
     """Whether a server could bind `host:port` now.
@@ -32,25 +34,18 @@ class PortAllocator:
         self.end = end
         self._cursor = start
 
-    def allocate(self, taken: Collection[int]) -> int | None:
+    def allocate(self, taken: Collection[int]) -> int:
+        """The next port after the last one handed out that is neither taken nor busy."""
         span = self.end - self.start + 1
         for step in range(span):
             port = self.start + (self._cursor - self.start + step) % span
             if port not in taken and is_port_free(self.host, port):
                 self._cursor = self.start + (port - self.start + 1) % span
                 return port
-        return None
+        raise Unavailable(
+            f"no free port left in VLLM_LAUNCH_PORT_START..VLLM_LAUNCH_PORT_END "
+            f"({self.start}-{self.end}): the range is exhausted; stop a launch or widen the range"
+        )
 
-
-def probe_host(bind_host: str) -> str:
-    """The address to reach a server bound to `bind_host` from this machine."""
-    if bind_host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    if bind_host == "::":
-        return "::1"
-    return bind_host
-
-
-def url_host(host: str) -> str:
-    """`host` as it appears in a URL (IPv6 addresses go in brackets)."""
-    return f"[{host}]" if ":" in host else host
+    def is_free(self, port: int) -> bool:
+        return is_port_free(self.host, port)

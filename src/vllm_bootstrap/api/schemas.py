@@ -7,6 +7,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from vllm_bootstrap.launches.record import (
+    DEFAULT_MAX_RESTARTS,
+    DEFAULT_RESTART_BACKOFF_SECONDS,
+    DEFAULT_RESTART_POLICY,
+    RestartPolicy,
+)
+from vllm_bootstrap.supervision.spec import LaunchSpec
+
 # Flags we set ourselves from the request; passing them in extra_args would silently win
 # over ours (argparse keeps the last) and leave the launch unreachable.
 RESERVED_FLAGS = {
@@ -43,16 +51,31 @@ class LaunchRequest(BaseModel):
         description="Launch even if processes that are not our launches use the GPUs.",
     )
     restart: Literal["never", "on-failure"] = Field(
-        default="never",
+        default=DEFAULT_RESTART_POLICY.value,
         description="'on-failure': start vLLM again (same id, same GPUs) when it crashes.",
     )
-    max_restarts: int = Field(default=3, ge=0, le=1000, description="Restarts allowed.")
+    max_restarts: int = Field(
+        default=DEFAULT_MAX_RESTARTS, ge=0, le=1000, description="Restarts allowed."
+    )
     restart_backoff_seconds: float = Field(
-        default=1.0,
+        default=DEFAULT_RESTART_BACKOFF_SECONDS,
         gt=0,
         le=3600,
         description="Delay before the first restart; each further one doubles it.",
     )
+
+    def to_spec(self) -> LaunchSpec:
+        return LaunchSpec(
+            model=self.model,
+            gpu_ids=self.gpu_ids,
+            port=self.port,
+            extra_args=self.extra_args,
+            env=self.env,
+            force=self.force,
+            restart_policy=RestartPolicy(self.restart),
+            max_restarts=self.max_restarts,
+            restart_backoff_seconds=self.restart_backoff_seconds,
+        )
 
     @field_validator("model")
     @classmethod

@@ -1,0 +1,56 @@
+"""One log line per control-plane request that changes something or fails."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+access_logger = logging.getLogger("vllm_bootstrap.access")
+
+
+class AccessLog:
+    """Launches, stops and errors at info level; reads that succeed (status polls, log
+    follows) at debug level only. None per proxied request: the data plane never gets here."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            quiet = scope["method"] in ("GET", "HEAD") and status < 400
+            level = logging.DEBUG if quiet else logging.INFO
+            if access_logger.isEnabledFor(level):
+                _log(scope, status, level)
+
+
+def _log(scope: Scope, status: int, level: int) -> None:
+    client = scope.get("client") or ("-", 0)
+    query = scope.get("query_string", b"").decode("latin-1")
+    access_logger.log(
+        level,
+        '%s - "%s %s%s" %d',
+        client[0],
+        _escaped(scope["method"]),
+        _escaped(scope["path"]),
+        f"?{_escaped(query)}" if query else "",
+        status,
+    )
+
+
+def _escaped(text: str) -> str:
+    """User text as one log line: newlines, control and non-ASCII characters escaped."""
+    return text.encode("unicode_escape").decode("ascii")

@@ -1,0 +1,1 @@
+"""What a launch is: its record, states, storage, logs, and the registry others read."""

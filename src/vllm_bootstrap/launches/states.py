@@ -1,0 +1,71 @@
+"""A launch's states and the moves between them: one table, drawn the same everywhere.
+
+The usual life is bootstrapping -> ready -> stopping -> stopped; this table is every move:
+
+    from            to
+    bootstrapping   ready, stopping, failing, restarting, failed
+    ready           stopping, restarting, failed
+    stopping        stopped
+    failing         failed
+    restarting      bootstrapping, stopped, failed
+
+- bootstrapping: vLLM runs and loads its model (again, after a restart).
+- ready: it answers `/health` and lists its models.
+- stopping: asked to stop; SIGTERM went to its process group, SIGKILL follows after the grace.
+- failing: it did not become ready in time; it is being stopped and will end failed.
+- restarting: it crashed under restart policy "on-failure"; nothing runs while the backoff
+  timer waits, and the launch keeps its GPUs and port. A stop ends it at once (stopped).
+- failed: the process exited on its own (a crash past the restart limit), could not be
+  started, or was stopped after failing.
+- stopped, failed: ended; GPUs and port are free again.
+
+Every state but stopped and failed owns the launch's GPUs and port.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class LaunchState(StrEnum):
+    BOOTSTRAPPING = "bootstrapping"
+    READY = "ready"
+    STOPPING = "stopping"
+    FAILING = "failing"
+    RESTARTING = "restarting"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+    @property
+    def is_running(self) -> bool:
+        """A vLLM process of this launch may be running (every live state but the backoff)."""
+        return not self.is_terminal and self is not LaunchState.RESTARTING
+
+
+TERMINAL_STATES = frozenset({LaunchState.STOPPED, LaunchState.FAILED})
+
+_S = LaunchState
+TRANSITIONS: dict[LaunchState, frozenset[LaunchState]] = {
+    # failed straight from bootstrapping: the process exited, or could not be started.
+    _S.BOOTSTRAPPING: frozenset({_S.READY, _S.STOPPING, _S.FAILING, _S.RESTARTING, _S.FAILED}),
+    _S.READY: frozenset({_S.STOPPING, _S.RESTARTING, _S.FAILED}),
+    _S.STOPPING: frozenset({_S.STOPPED}),
+    _S.FAILING: frozenset({_S.FAILED}),
+    # The backoff ends by starting vLLM again, or a stop ends it at once (nothing runs).
+    _S.RESTARTING: frozenset({_S.BOOTSTRAPPING, _S.STOPPED, _S.FAILED}),
+    _S.STOPPED: frozenset(),
+    _S.FAILED: frozenset(),
+}
+
+
+class InvalidTransition(RuntimeError):
+    pass
+
+
+def check_transition(launch_id: str, current: LaunchState, wanted: LaunchState) -> None:
+    if wanted not in TRANSITIONS[current]:
+        raise InvalidTransition(f"launch {launch_id}: {current} -> {wanted}")

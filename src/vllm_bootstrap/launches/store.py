@@ -1,0 +1,121 @@
+"""The SQLite state store: one JSON document per launch, one lease row per owned GPU.
+
+A launch is stored as its record's document (`Launch.to_document`); the columns that are
+queried or constrained (state, port, ...) are generated from it by SQLite, so no field is
+written twice. GPU ownership is enforced by the database as well as by the supervisor:
+`gpu_leases` has the GPU index as its primary key and a partial unique index covers the
+ports of live launches, so no bug above this layer can hand one GPU or port to two launches.
+Every change is one transaction in WAL mode, so a kill -9 at any moment leaves the previous
+or the next state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+from vllm_bootstrap.launches import migrations
+from vllm_bootstrap.launches.record import Launch
+from vllm_bootstrap.launches.states import TERMINAL_STATES
+
+SCHEMA_VERSION = 3
+
+
+def _generated(name: str, kind: str) -> str:
+    return f"{name} {kind} GENERATED ALWAYS AS (json_extract(record, '$.{name}')) VIRTUAL"
+
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS launches (
+    launch_id TEXT PRIMARY KEY,
+    record TEXT NOT NULL,
+    {_generated("state", "TEXT")},
+    {_generated("port", "INTEGER")},
+    {_generated("model", "TEXT")},
+    {_generated("pid", "INTEGER")},
+    {_generated("created_at", "REAL")}
+);
+CREATE UNIQUE INDEX IF NOT EXISTS live_launch_port ON launches(port)
+    WHERE state NOT IN ({", ".join(f"'{state.value}'" for state in TERMINAL_STATES)});
+CREATE TABLE IF NOT EXISTS gpu_leases (
+    gpu_index INTEGER PRIMARY KEY,
+    launch_id TEXT NOT NULL REFERENCES launches(launch_id)
+);
+"""
+
+
+class ResourceTaken(RuntimeError):
+    """A GPU or port is already leased to a live launch."""
+
+
+class StateStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Launch environments can hold tokens: keep the database private to this user.
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        os.close(fd)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        self._db.execute("PRAGMA busy_timeout = 5000")
+        with self._transaction():
+            migrations.migrate(self._db, path, SCHEMA_VERSION, SCHEMA)
+        self._db.execute("PRAGMA foreign_keys = ON")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def insert(self, launch: Launch) -> None:
+        """Record a new launch and lease its GPUs, all or nothing."""
+        try:
+            with self._transaction():
+                self._db.execute(
+                    "INSERT INTO launches (launch_id, record) VALUES (?, ?)",
+                    (launch.launch_id, _document(launch)),
+                )
+                self._db.executemany(
+                    "INSERT INTO gpu_leases (gpu_index, launch_id) VALUES (?, ?)",
+                    [(gpu, launch.launch_id) for gpu in launch.gpu_ids],
+                )
+        except sqlite3.IntegrityError as exc:
+            raise ResourceTaken(str(exc)) from None
+
+    def save(self, launch: Launch) -> None:
+        """Write a launch's current fields; a terminal launch gives its leases back."""
+        with self._transaction():
+            self._db.execute(
+                "UPDATE launches SET record = ? WHERE launch_id = ?",
+                (_document(launch), launch.launch_id),
+            )
+            if launch.is_terminal:
+                self._db.execute("DELETE FROM gpu_leases WHERE launch_id = ?", (launch.launch_id,))
+
+    def load_all(self) -> list[Launch]:
+        rows = self._db.execute("SELECT record FROM launches ORDER BY created_at").fetchall()
+        return [Launch.from_document(json.loads(row["record"])) for row in rows]
+
+    def leases(self) -> dict[int, str]:
+        rows = self._db.execute("SELECT gpu_index, launch_id FROM gpu_leases").fetchall()
+        return {row["gpu_index"]: row["launch_id"] for row in rows}
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _document(launch: Launch) -> str:
+    return json.dumps(launch.to_document(), separators=(",", ":"))

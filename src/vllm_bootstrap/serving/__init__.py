@@ -1,0 +1,1 @@
+"""The data plane: /proxy/{id} and /v1, forwarding requests to ready launches."""

@@ -1,0 +1,31 @@
+"""The data plane's front door: /proxy/... and /v1/... are served here, the rest by the API.
+
+Plain ASGI in front of FastAPI, so a proxied request costs a prefix check and a dict lookup
+before the forwarding itself: no routing tables, no request models, no state-store query.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from vllm_bootstrap.serving.openai import OPENAI_PREFIX, OpenAIRouter
+from vllm_bootstrap.serving.proxy import PROXY_PREFIX, LaunchProxy
+
+
+class ServingDispatcher:
+    def __init__(self, api: ASGIApp) -> None:
+        self.api = api
+        # Set once the lifespan has built them; until then nothing is served but the API.
+        self.proxy: LaunchProxy | None = None
+        self.openai: OpenAIRouter | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path.startswith(PROXY_PREFIX) and self.proxy is not None:
+                await self.proxy(scope, receive, send)
+                return
+            if path.startswith(OPENAI_PREFIX) and self.openai is not None:
+                await self.openai(scope, receive, send)
+                return
+        await self.api(scope, receive, send)

@@ -1,0 +1,139 @@
+"""Forwarding one request to one launch's vLLM: the hot path of every inference request.
+
+Bodies stream both ways. A small request body that arrives in one piece is forwarded as
+bytes; anything larger is streamed as it arrives. Response bytes go to the client as soon as
+vLLM writes them, so server-sent events are never held back. When the client goes away, the
+handler is cancelled at once, which closes the upstream connection and makes vLLM abort the
+generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.types import Receive, Scope, Send
+
+from vllm_bootstrap.asgi import ClientGone, body_or_stream
+from vllm_bootstrap.launches.record import Launch
+from vllm_bootstrap.serving.client_watch import ClientWatch
+from vllm_bootstrap.serving.errors import ErrorResponder
+from vllm_bootstrap.upstream import UpstreamError, UpstreamPool, UpstreamResponse
+
+# Connection-level headers (RFC 9110 section 7.6.1) that must not cross a proxy, plus the
+# ones we set ourselves: Host (the upstream's) and, on responses, Server and Date (ours).
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# Host, Content-Length and the framing are the upstream client's to write; Expect was
+# already answered by our own server.
+_DROP_FROM_REQUEST = _HOP_BY_HOP | {b"host", b"content-length", b"expect"}
+_DROP_FROM_RESPONSE = _HOP_BY_HOP | {b"server", b"date"}
+WHOLE_BODY_MAX_BYTES = 256 * 1024
+# Tells the client which launch answered: replicas are otherwise indistinguishable.
+LAUNCH_ID_HEADER = b"x-vllm-bootstrap-launch-id"
+
+
+class UpstreamBroke(RuntimeError):
+    """vLLM failed after the response had started: the client connection is cut off."""
+
+
+class Forwarder:
+    def __init__(self, pool: UpstreamPool, access_key: str | None) -> None:
+        self._pool = pool
+        # With an access key set, the request got here by carrying it in Authorization:
+        # that header is the control plane's credential and never reaches vLLM.
+        self._dropped_request_headers = (
+            _DROP_FROM_REQUEST | {b"authorization"} if access_key else _DROP_FROM_REQUEST
+        )
+
+    async def forward(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        launch: Launch,
+        path: bytes,
+        body: bytes | None,
+        error: ErrorResponder,
+    ) -> None:
+        """Send the request to `launch` at `path`; `body` when already read, else from
+        `receive`. Errors before the response started answer through `error`."""
+        query: bytes = scope.get("query_string", b"")
+        target = path + b"?" + query if query else path
+        try:
+            data = body if body is not None else await body_or_stream(receive)
+        except ClientGone:
+            return
+        client_gone = ClientWatch(receive)
+        if isinstance(data, bytes):
+            client_gone.arm()  # the request body is in: the next message is a disconnect
+        response_started = False
+        try:
+            upstream = await self._pool.request(
+                launch.local_host,
+                launch.port,
+                scope["method"].encode(),
+                target,
+                self._upstream_headers(scope["headers"]),
+                data,
+            )
+            async with upstream:
+                client_gone.arm()
+                await send(_response_start(upstream, launch))
+                response_started = True
+                await _relay_body(upstream, send)
+        except asyncio.CancelledError:
+            if not client_gone.cancelled_us():
+                raise
+        except ClientGone:
+            return
+        except UpstreamError as exc:
+            if response_started:
+                raise UpstreamBroke(
+                    f"launch {launch.launch_id}: vLLM broke off the response: {exc}"
+                ) from exc
+            await error(
+                send,
+                502,
+                f"launch {launch.launch_id}: vLLM at port {launch.port} did not answer "
+                f"({exc}); it may have crashed or be restarting",
+                "upstream_unreachable",
+            )
+        finally:
+            client_gone.stop()
+
+    def _upstream_headers(self, raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        dropped = self._dropped_request_headers
+        return [(name, value) for name, value in raw if name not in dropped]
+
+
+def _response_start(upstream: UpstreamResponse, launch: Launch) -> dict[str, object]:
+    headers = [
+        (name, value) for name, value in upstream.headers if name.lower() not in _DROP_FROM_RESPONSE
+    ]
+    headers.append((LAUNCH_ID_HEADER, launch.launch_id.encode()))
+    return {"type": "http.response.start", "status": upstream.status, "headers": headers}
+
+
+async def _relay_body(upstream: UpstreamResponse, send: Send) -> None:
+    """Relay the response body chunk by chunk as vLLM writes it.
+
+    A small body of known length (most non-streaming answers) goes out in one message.
+    """
+    length = upstream.content_length
+    if length is not None and length <= WHOLE_BODY_MAX_BYTES:
+        await send({"type": "http.response.body", "body": await upstream.read()})
+        return
+    async for chunk in upstream.chunks():
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})

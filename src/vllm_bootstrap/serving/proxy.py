@@ -1,0 +1,35 @@
+"""ANY /proxy/{launch_id}/{path}: a transparent reverse proxy to one launch, by its id."""
+
+from __future__ import annotations
+
+from starlette.types import Receive, Scope, Send
+
+from vllm_bootstrap.launches.registry import LaunchDirectory
+from vllm_bootstrap.launches.states import LaunchState
+from vllm_bootstrap.serving.errors import plain_error
+from vllm_bootstrap.serving.forward import Forwarder
+
+PROXY_PREFIX = "/proxy/"
+
+
+class LaunchProxy:
+    def __init__(self, directory: LaunchDirectory, forwarder: Forwarder) -> None:
+        self._directory = directory
+        self._forwarder = forwarder
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        launch_id, _, _ = scope["path"][len(PROXY_PREFIX) :].partition("/")
+        launch = self._directory.find(launch_id)
+        if launch is None:
+            await plain_error(send, 404, f"no launch with id {launch_id!r}")
+            return
+        if launch.state is not LaunchState.READY:
+            await plain_error(
+                send, 409, f"launch {launch_id} is {launch.state}, not ready: retry later"
+            )
+            return
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        upstream_path = raw_path[len(PROXY_PREFIX) + len(launch_id) :] or b"/"
+        await self._forwarder.forward(
+            scope, receive, send, launch, upstream_path, None, plain_error
+        )

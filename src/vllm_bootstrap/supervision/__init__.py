@@ -1,0 +1,1 @@
+"""Running launches: admission, the child process and its lifetime, recovery after restarts."""

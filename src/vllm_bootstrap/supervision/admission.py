@@ -1,0 +1,124 @@
+"""Whether a launch may start, and on which GPUs and port: plain functions over a snapshot.
+
+The supervisor gathers the facts (what nvidia-smi lists, who owns what) into a `Snapshot`;
+`admit` decides from them alone, or raises a domain error that says what to fix. Nothing
+here awaits, so the decision and the claim that follows it happen without a gap in which
+another request could take the same GPU.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+
+from vllm_bootstrap.supervision.errors import InvalidLaunch, ResourceConflict, Unavailable
+
+
+@dataclass(frozen=True)
+class GPUUser:
+    """A process holding memory on one of the GPUs, with what /proc says about it."""
+
+    gpu_index: int
+    pid: int
+    process_group: int | None
+    name: str
+    used_memory_mib: int | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    detected_gpus: list[int]
+    # GPU index or port -> a description of the launch that owns it ("abc123 (ready)").
+    gpu_owners: dict[int, str] = field(default_factory=dict)
+    port_owners: dict[int, str] = field(default_factory=dict)
+    our_process_groups: frozenset[int] = frozenset()
+    gpu_users: list[GPUUser] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Request:
+    gpu_ids: list[int] | None
+    port: int | None
+    force: bool
+
+
+@dataclass(frozen=True)
+class Decision:
+    gpu_ids: list[int]
+    port: int
+
+
+def admit(
+    request: Request,
+    snapshot: Snapshot,
+    next_free_port: Callable[[Collection[int]], int],
+    port_is_free: Callable[[int], bool],
+) -> Decision:
+    """`next_free_port(taken)` picks a port (or raises Unavailable); `port_is_free(port)`
+    says whether nothing listens on a requested one."""
+    gpu_ids = choose_gpus(request.gpu_ids, snapshot.detected_gpus)
+    if not request.force:
+        check_no_foreign_users(gpu_ids, snapshot)
+    check_gpus_free(gpu_ids, snapshot.gpu_owners)
+    if request.port is None:
+        return Decision(gpu_ids, next_free_port(snapshot.port_owners.keys()))
+    check_port(request.port, snapshot.port_owners, port_is_free)
+    return Decision(gpu_ids, request.port)
+
+
+def choose_gpus(requested: list[int] | None, detected: list[int]) -> list[int]:
+    if requested is None:
+        if not detected:
+            raise Unavailable("no GPUs are available: nvidia-smi lists none" + _visible_note())
+        return list(detected)
+    unknown = sorted(set(requested) - set(detected))
+    if unknown:
+        raise InvalidLaunch(
+            f"gpu_ids {unknown} are not detected GPUs; detected: {detected}" + _visible_note()
+        )
+    return sorted(requested)
+
+
+def check_no_foreign_users(gpu_ids: list[int], snapshot: Snapshot) -> None:
+    """Refuse GPUs on which a process that is not one of our launches holds memory.
+
+    The usual culprit is a vLLM left behind by a previous container: launching next to it
+    would fail later with a confusing out-of-memory error.
+    """
+    foreign = [
+        user
+        for user in snapshot.gpu_users
+        if user.gpu_index in gpu_ids and user.process_group not in snapshot.our_process_groups
+    ]
+    if foreign:
+        described = "; ".join(
+            f"GPU {user.gpu_index} by pid {user.pid} ({user.name}, {user.used_memory_mib} MiB)"
+            for user in foreign
+        )
+        raise ResourceConflict(
+            f"GPUs in use by processes that are not our launches: {described}. Stop them (a "
+            'vLLM left behind by an earlier container?), or pass "force": true to launch '
+            "anyway"
+        )
+
+
+def check_gpus_free(gpu_ids: list[int], owners: dict[int, str]) -> None:
+    taken = [f"GPU {gpu} by launch {owners[gpu]}" for gpu in gpu_ids if gpu in owners]
+    if taken:
+        raise ResourceConflict(f"GPUs already owned: {', '.join(taken)}; stop it first")
+
+
+def check_port(port: int, owners: dict[int, str], port_is_free: Callable[[int], bool]) -> None:
+    if port in owners:
+        raise ResourceConflict(f"port {port} is used by launch {owners[port]}")
+    if not port_is_free(port):
+        raise InvalidLaunch(
+            f"port {port} is busy: another process listens there; choose another port or "
+            "leave `port` out"
+        )
+
+
+def _visible_note() -> str:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return f" (the server's CUDA_VISIBLE_DEVICES={visible!r} limits them)" if visible else ""

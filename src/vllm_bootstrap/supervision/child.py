@@ -1,0 +1,75 @@
+"""What a launch's vLLM process is started with: its command line and its environment."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from collections.abc import Iterable
+
+from vllm_bootstrap.config import SETTING_VARIABLES, Settings
+from vllm_bootstrap.launches.record import Launch
+from vllm_bootstrap.supervision.errors import Unavailable
+from vllm_bootstrap.supervision.recovery import LAUNCH_MARKER_ENV
+
+# Flags that set a parallel layout: when the caller passes one, we do not add our own
+# --tensor-parallel-size.
+PARALLEL_FLAGS = (
+    "--tensor-parallel-size",
+    "-tp",
+    "--pipeline-parallel-size",
+    "-pp",
+    "--data-parallel-size",
+    "-dp",
+)
+
+
+def command(
+    settings: Settings, model: str, port: int, gpu_ids: list[int], extra_args: list[str]
+) -> list[str]:
+    """vLLM's argv (never run through a shell): ours first, the caller's arguments last."""
+    argv = [
+        *settings.vllm_command,
+        "--model",
+        model,
+        "--host",
+        settings.launch_host,
+        "--port",
+        str(port),
+    ]
+    if not any(_is_flag(arg, PARALLEL_FLAGS) for arg in extra_args):
+        argv += ["--tensor-parallel-size", str(len(gpu_ids))]
+    return argv + list(extra_args)
+
+
+def environment(launch: Launch) -> dict[str, str]:
+    """The server's environment without our own settings (one is the access key), plus the
+    launch's variables, its GPUs and the marker that finds it again after a restart."""
+    env = {key: value for key, value in os.environ.items() if key not in SETTING_VARIABLES}
+    env["PYTHONUNBUFFERED"] = "1"  # log lines (and readiness hints) arrive at once
+    env.update(launch.env)
+    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA numbers GPUs as nvidia-smi does
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in launch.gpu_ids)
+    env[LAUNCH_MARKER_ENV] = launch.launch_id
+    return env
+
+
+def check_vllm_available(settings: Settings) -> None:
+    """Raise Unavailable, saying what to install or set, when vLLM cannot be started."""
+    vllm_command = settings.vllm_command
+    if settings.uses_default_vllm_command:
+        if importlib.util.find_spec("vllm") is None:
+            raise Unavailable(
+                "vLLM is not installed in the server's Python environment: install it "
+                "(uv sync --extra vllm) or point VLLM_BOOTSTRAP_VLLM_COMMAND at a vLLM "
+                "installation"
+            )
+    elif shutil.which(vllm_command[0]) is None:
+        raise Unavailable(
+            f"VLLM_BOOTSTRAP_VLLM_COMMAND starts with {vllm_command[0]!r}, which is not an "
+            "executable file or on PATH"
+        )
+
+
+def _is_flag(arg: str, flags: Iterable[str]) -> bool:
+    return any(arg == flag or arg.startswith(f"{flag}=") for flag in flags)

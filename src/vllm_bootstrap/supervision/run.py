@@ -1,0 +1,268 @@
+"""One launch's lifetime: its vLLM process, readiness, restarts, the stop, the end.
+
+A `LaunchRun` owns everything that lives as long as the launch does, so no other object
+keeps per-launch state:
+
+- the watcher task, from spawn (or adoption) until the process group is gone: it notices
+  readiness, the start-up deadline and the exit (at once, through a pidfd) on its own;
+- the terminator task of a stop in progress (SIGTERM, then SIGKILL after the grace);
+- the restart timer while a crashed launch waits out its backoff (state `restarting`);
+- the "ended" event that `wait_ended` and the supervisor's shutdown wait on.
+
+Every state change goes through `_move`, which checks it against the transition table and
+hands the record to `publish` (the supervisor saves it and tells the registry's subscribers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+
+from vllm_bootstrap.config import Settings
+from vllm_bootstrap.launches.logs import last_error_line
+from vllm_bootstrap.launches.record import Launch, RestartPolicy
+from vllm_bootstrap.launches.states import LaunchState
+from vllm_bootstrap.supervision import child, processes, recovery
+from vllm_bootstrap.supervision.readiness import ReadinessProbe, wait_until_ready
+
+logger = logging.getLogger("vllm_bootstrap.supervisor")
+
+# A crashed server's leftover EngineCore/workers get this long to vanish after SIGKILL.
+REMNANT_KILL_WAIT_SECONDS = 5.0
+
+_S = LaunchState
+
+
+class LaunchRun:
+    def __init__(
+        self, launch: Launch, settings: Settings, publish: Callable[[Launch], None]
+    ) -> None:
+        self.launch = launch
+        self._settings = settings
+        self._publish = publish
+        self._watcher: asyncio.Task[None] | None = None
+        self._terminator: asyncio.Task[None] | None = None
+        self._restart_timer: asyncio.Task[None] | None = None
+        self._ended = asyncio.Event()
+
+    # ----------------------------------------------------------------- the supervisor's side
+
+    def start(self) -> bool:
+        """Start vLLM; False (and the launch failed, saying why) if it could not be."""
+        launch = self.launch
+        try:
+            process = processes.spawn(launch.command, child.environment(launch), launch.log_path)
+        except OSError as exc:
+            self._move(_S.FAILED, error=f"vLLM could not be started: {exc}")
+            return False
+        launch.pid = process.pid
+        launch.process_start_ticks = processes.process_start_ticks(process.pid)
+        launch.spawned_at = time.time()
+        self._publish(launch)
+        self._watch(processes.wait_for_exit(process))
+        logger.info(
+            "launch %s: started %s on GPUs %s, port %d, pid %d",
+            launch.launch_id,
+            launch.model,
+            launch.gpu_ids,
+            launch.port,
+            process.pid,
+        )
+        return True
+
+    def adopt(self, leader: int) -> None:
+        """Watch a vLLM process that a previous run of the control plane started."""
+        launch = self.launch
+        if launch.pid != leader:
+            launch.pid = leader
+            launch.process_start_ticks = processes.process_start_ticks(leader)
+            self._publish(launch)
+        launch.adopted = True
+        logger.info("launch %s: re-adopted %s (pid %d)", launch.launch_id, launch.state, leader)
+        self._watch(processes.wait_for_adopted_exit(leader, launch.process_start_ticks))
+
+    async def settle_vanished(self) -> None:
+        """Its process died while the control plane was away: end what is left of it."""
+        if recovery.kill_remnants(self.launch.launch_id):
+            await asyncio.sleep(0.1)  # SIGKILL is quick; let the kernel finish
+        state = self.launch.state
+        if state is _S.STOPPING:
+            self._move(_S.STOPPED)  # the stop finished while we were away
+        elif state is _S.FAILING:
+            self._move(_S.FAILED)  # so did the failing launch's stop
+        else:
+            self._move(
+                _S.FAILED,
+                error=f"control plane restarted while the launch was {state}; its vLLM "
+                "process was gone",
+            )
+
+    def stop(self) -> None:
+        """Begin stopping; harmless for a launch that is already ending or has ended."""
+        state = self.launch.state
+        if state is _S.RESTARTING:
+            if self._restart_timer is not None:
+                self._restart_timer.cancel()  # nothing runs between a crash and its restart
+            self._move(_S.STOPPED)
+        elif state in (_S.BOOTSTRAPPING, _S.READY):
+            self._move(_S.STOPPING)
+            self._terminate()
+
+    def detach(self) -> None:
+        """Stop watching and leave the process running, for the next start to re-adopt."""
+        for task in (self._watcher, self._restart_timer):
+            if task is not None:
+                task.cancel()
+
+    async def wait_ended(self, timeout: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ended.wait(), timeout)
+        return self._ended.is_set()
+
+    # ----------------------------------------------------------------- watching the process
+
+    def _watch(self, exit_code: Awaitable[int | None]) -> None:
+        self._watcher = asyncio.create_task(
+            self._watch_until_exit(exit_code), name=f"watch-{self.launch.launch_id}"
+        )
+        self._watcher.add_done_callback(_report_crash)
+
+    async def _watch_until_exit(self, exit_code: Awaitable[int | None]) -> None:
+        exited = asyncio.ensure_future(exit_code)
+        try:
+            if self.launch.state is _S.BOOTSTRAPPING:
+                await self._watch_start_up(exited)
+            elif self.launch.state in (_S.STOPPING, _S.FAILING):
+                self._terminate()  # re-adopted in the middle of a stop
+            return_code = await exited
+        finally:
+            exited.cancel()  # a no-op unless this watcher itself was cancelled (detach)
+        await self._settle_exit(return_code)
+
+    async def _watch_start_up(self, exited: asyncio.Future[int | None]) -> None:
+        launch = self.launch
+        probe = ReadinessProbe(launch.local_host, launch.port)
+        ready = asyncio.create_task(wait_until_ready(probe, launch.log_path))
+        started = launch.spawned_at or launch.created_at
+        time_left = started + self._settings.startup_timeout_seconds - time.time()
+        try:
+            done, _ = await asyncio.wait(
+                {exited, ready}, timeout=max(0.0, time_left), return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            ready.cancel()
+        if ready in done and launch.state is _S.BOOTSTRAPPING:
+            launch.served_models = ready.result()
+            self._move(_S.READY)
+        elif not done and launch.state is _S.BOOTSTRAPPING:
+            timeout = self._settings.startup_timeout_seconds
+            self._move(
+                _S.FAILING,
+                error=f"vLLM did not become ready within VLLM_STARTUP_TIMEOUT_SECONDS "
+                f"({timeout:g} s); it was stopped",
+            )
+            self._terminate()
+
+    def _terminate(self) -> None:
+        assert self.launch.pgid is not None
+        self._terminator = asyncio.create_task(
+            processes.end_group(self.launch.pgid, self._settings.stop_timeout_seconds),
+            name=f"stop-{self.launch.launch_id}",
+        )
+
+    async def _settle_exit(self, return_code: int | None) -> None:
+        """The leader exited: end what is left of its group, then record the outcome."""
+        launch = self.launch
+        assert launch.pgid is not None
+        if self._terminator is not None:
+            await self._terminator  # a stop in progress escalates to SIGKILL on its schedule
+            self._terminator = None
+        else:
+            # A crash: leftover EngineCore/workers have nothing to finish gracefully.
+            processes.signal_group(launch.pgid, signal.SIGKILL)
+            await processes.wait_for_group_exit(launch.pgid, REMNANT_KILL_WAIT_SECONDS)
+        launch.return_code = return_code
+        if launch.state is _S.STOPPING:
+            self._move(_S.STOPPED)
+        elif launch.state is _S.FAILING:
+            self._move(_S.FAILED)
+        elif self._may_restart():
+            self._restart_later(_exit_error(launch))
+        else:
+            self._move(_S.FAILED, error=_exit_error(launch))
+
+    # ----------------------------------------------------------------- restarts
+
+    def _may_restart(self) -> bool:
+        launch = self.launch
+        return (
+            launch.restart_policy is RestartPolicy.ON_FAILURE
+            and launch.restart_count < launch.max_restarts
+        )
+
+    def _restart_later(self, error: str) -> None:
+        """Start vLLM again after an exponential backoff, keeping the GPUs, port and id."""
+        launch = self.launch
+        launch.restart_count += 1
+        launch.last_error = error
+        launch.served_models = []
+        delay = launch.next_restart_delay()
+        self._move(_S.RESTARTING)
+        logger.warning(
+            "launch %s: %s; restart %d of %d in %g s",
+            launch.launch_id,
+            error,
+            launch.restart_count,
+            launch.max_restarts,
+            delay,
+        )
+        self._restart_timer = asyncio.create_task(
+            self._restart_after(delay), name=f"restart-{launch.launch_id}"
+        )
+
+    async def _restart_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._restart_timer = None
+        self._move(_S.BOOTSTRAPPING)
+        self.start()
+
+    # ----------------------------------------------------------------- state
+
+    def _move(self, state: LaunchState, error: str | None = None) -> None:
+        launch = self.launch
+        launch.move_to(state, error=error)
+        self._publish(launch)
+        if launch.is_terminal:
+            self._ended.set()
+        log = logger.warning if state in (_S.FAILING, _S.FAILED) else logger.info
+        log("launch %s: %s%s", launch.launch_id, state, f" ({error})" if error else "")
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("%s crashed", task.get_name(), exc_info=task.exception())
+
+
+def _exit_error(launch: Launch) -> str:
+    code = launch.return_code
+    if code is None:
+        how = "exited (its exit code is unknown: it was re-adopted after a restart)"
+    elif code < 0:
+        how = f"was killed by {_signal_name(-code)}"
+    else:
+        how = f"exited with code {code}"
+    if launch.state is _S.READY:
+        how = f"{how} after it was ready"
+    line = last_error_line(launch.log_path)
+    return f"vLLM {how}: {line}" if line else f"vLLM {how} (its log is empty)"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

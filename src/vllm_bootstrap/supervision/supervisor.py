@@ -1,0 +1,200 @@
+"""The supervisor: the registry of launches plus launch, stop, recover and shutdown.
+
+Each live launch has a `LaunchRun` (run.py) that owns its process and its lifetime; the
+supervisor admits new launches (admission.py), creates their runs, and forwards stops. All
+claims happen on the event loop without an `await` between the admission decision and the
+database insert, so racing requests for one GPU cannot both win; the database's lease
+table backs that up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+
+from vllm_bootstrap.config import Settings
+from vllm_bootstrap.launches.record import Launch
+from vllm_bootstrap.launches.registry import LaunchRegistry
+from vllm_bootstrap.launches.store import ResourceTaken, StateStore
+from vllm_bootstrap.supervision import admission, child, processes, recovery
+from vllm_bootstrap.supervision.errors import ResourceConflict, Unavailable
+from vllm_bootstrap.supervision.gpus import (
+    GPU,
+    GPUDiscoveryError,
+    query_gpu_processes,
+    query_gpus,
+)
+from vllm_bootstrap.supervision.ports import PortAllocator
+from vllm_bootstrap.supervision.run import LaunchRun
+from vllm_bootstrap.supervision.spec import LaunchSpec
+
+logger = logging.getLogger("vllm_bootstrap.supervisor")
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, store: StateStore) -> None:
+        self.settings = settings
+        self.registry = LaunchRegistry()
+        self._store = store
+        self._runs: dict[str, LaunchRun] = {}
+        self._ports = PortAllocator(
+            settings.launch_host, settings.launch_port_start, settings.launch_port_end
+        )
+        self._gpus: list[GPU] | None = None
+
+    async def detect_gpus(self, refresh: bool = False) -> list[GPU]:
+        """The GPUs this server may use; the first successful answer is kept."""
+        if self._gpus is None or refresh:
+            self._gpus = await query_gpus()
+        return self._gpus
+
+    def gpu_owners(self) -> dict[int, str]:
+        return {
+            gpu: run.launch.launch_id for run in self._live_runs() for gpu in run.launch.gpu_ids
+        }
+
+    # ----------------------------------------------------------------- launch and stop
+
+    async def launch(self, spec: LaunchSpec) -> Launch:
+        child.check_vllm_available(self.settings)
+        snapshot = await self._snapshot(check_gpu_users=not spec.force)
+        # From the decision to the insert there is no await: the claim is atomic.
+        decision = admission.admit(
+            admission.Request(spec.gpu_ids, spec.port, spec.force),
+            snapshot,
+            self._ports.allocate,
+            self._ports.is_free,
+        )
+        launch = spec.to_launch(
+            launch_id=secrets.token_hex(6),
+            gpu_ids=decision.gpu_ids,
+            port=decision.port,
+            settings=self.settings,
+        )
+        try:
+            self._store.insert(launch)
+        except ResourceTaken as exc:
+            raise ResourceConflict(f"GPU or port already taken: {exc}") from None
+        run = self._new_run(launch)
+        self.registry.add(launch)
+        if not run.start():
+            raise Unavailable(launch.error or "vLLM could not be started")
+        return launch
+
+    def stop(self, launch_id: str) -> Launch:
+        """Begin stopping a launch; harmless for one that is stopping or has ended."""
+        launch = self.registry.get(launch_id)
+        run = self._runs.get(launch_id)
+        if run is not None:
+            run.stop()
+        return launch
+
+    async def wait_until_ended(self, launch_id: str, timeout: float) -> Launch:
+        launch = self.registry.get(launch_id)
+        run = self._runs.get(launch_id)
+        if run is not None:
+            await run.wait_ended(timeout)
+        return launch
+
+    # ----------------------------------------------------------------- start-up and exit
+
+    async def recover(self) -> None:
+        """Take over the launches a previous run of the control plane left live.
+
+        A launch whose vLLM process is still the one we started is re-adopted: it keeps its
+        GPUs and port and is watched as before. Any other is failed (or stopped, if it was
+        being stopped), after whatever is left of its process group has been killed.
+        """
+        for launch in self._store.load_all():
+            self.registry.add(launch)
+        for launch in self.registry.launches():
+            run = self._new_run(launch)
+            leader = recovery.find_leader(launch)
+            if leader is None:
+                await run.settle_vanished()
+            else:
+                run.adopt(leader)
+
+    async def shutdown(self) -> None:
+        """Stop every live launch and wait until each has ended.
+
+        With VLLM_BOOTSTRAP_DETACH_ON_EXIT=1 the launches are left running instead, for the
+        next start of the control plane to re-adopt.
+        """
+        live = list(self._live_runs())
+        if self.settings.detach_on_exit:
+            for run in live:
+                run.detach()
+            if live:
+                logger.info(
+                    "leaving %d launch(es) running for the next start to re-adopt "
+                    "(VLLM_BOOTSTRAP_DETACH_ON_EXIT): %s",
+                    len(live),
+                    ", ".join(run.launch.launch_id for run in live),
+                )
+            return
+        if live:
+            logger.info("stopping %d launch(es) before exit", len(live))
+        for run in live:
+            run.stop()
+        timeout = self.settings.stop_timeout_seconds + 10
+        await asyncio.gather(*(run.wait_ended(timeout) for run in live))
+
+    # ----------------------------------------------------------------- internals
+
+    def _new_run(self, launch: Launch) -> LaunchRun:
+        run = LaunchRun(launch, self.settings, self._publish)
+        self._runs[launch.launch_id] = run
+        return run
+
+    def _publish(self, launch: Launch) -> None:
+        """Every change of a launch: saved first, then told to the registry's subscribers."""
+        self._store.save(launch)
+        if launch.is_terminal:
+            self._runs.pop(launch.launch_id, None)
+        self.registry.changed(launch)
+
+    def _live_runs(self) -> list[LaunchRun]:
+        return [run for run in self._runs.values() if not run.launch.is_terminal]
+
+    async def _snapshot(self, check_gpu_users: bool) -> admission.Snapshot:
+        try:
+            gpus = await self.detect_gpus()
+        except GPUDiscoveryError as exc:
+            raise Unavailable(str(exc)) from None
+        users = await _gpu_users(gpus) if check_gpu_users else []
+        live = [run.launch for run in self._live_runs()]
+        return admission.Snapshot(
+            detected_gpus=[gpu.index for gpu in gpus],
+            gpu_owners={
+                gpu: f"{launch.launch_id} ({launch.state})"
+                for launch in live
+                for gpu in launch.gpu_ids
+            },
+            port_owners={launch.port: launch.launch_id for launch in live},
+            our_process_groups=frozenset(launch.pgid for launch in live if launch.pgid is not None),
+            gpu_users=users,
+        )
+
+
+async def _gpu_users(gpus: list[GPU]) -> list[admission.GPUUser]:
+    """The processes holding memory on our GPUs, with their process group and name."""
+    try:
+        users = await query_gpu_processes()
+    except GPUDiscoveryError as exc:
+        raise Unavailable(
+            f'{exc}; pass "force": true to launch without checking GPU users'
+        ) from None
+    index_of = {gpu.uuid: gpu.index for gpu in gpus}
+    return [
+        admission.GPUUser(
+            gpu_index=index_of[user.gpu_uuid],
+            pid=user.pid,
+            process_group=processes.process_group(user.pid),
+            name=processes.process_name(user.pid),
+            used_memory_mib=user.used_memory_mib,
+        )
+        for user in users
+        if user.gpu_uuid in index_of
+    ]

@@ -1,0 +1,177 @@
+"""One exchange on a connection: the response as it arrives, and who owns the connection.
+
+The response owns its connection until the body has been read to the end, when it hands a
+reusable connection back to its pool, or until it is closed (`aclose`, or leaving
+`async with`), when an unfinished one is closed: callers never handle connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
+
+import httptools
+
+if TYPE_CHECKING:
+    from vllm_bootstrap.upstream.connection import Connection
+
+# Response bytes buffered before the upstream is asked to pause, and resumed below a quarter.
+HIGH_WATER_BYTES = 1024 * 1024
+
+
+class UpstreamError(ConnectionError):
+    """The upstream refused, reset or broke the connection."""
+
+
+class UpstreamResponse:
+    """Status and raw headers once they arrived; the body as it arrives."""
+
+    def __init__(
+        self, connection: Connection, head_only: bool, release: Callable[[Connection], None]
+    ) -> None:
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.content_length: int | None = None
+        self.received_any = False
+        self._connection = connection
+        self._release = release
+        self._head_only = head_only
+        self._parser = httptools.HttpResponseParser(self)
+        self._headers_arrived = asyncio.get_running_loop().create_future()
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._complete = False
+        self._error: Exception | None = None
+        self._keep_alive = False
+        self._closed = False
+
+    # --- the caller's side ----------------------------------------------------------------
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            chunk = await self._next_chunk()
+            if chunk is None:
+                return
+            yield chunk
+
+    async def read(self) -> bytes:
+        return b"".join([chunk async for chunk in self.chunks()])
+
+    async def aclose(self) -> None:
+        self._close()
+
+    async def __aenter__(self) -> UpstreamResponse:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self._close()
+
+    async def headers_arrived(self) -> None:
+        await self._headers_arrived
+
+    async def _next_chunk(self) -> bytes | None:
+        while not self._chunks:
+            if self._error is not None:
+                raise self._error
+            if self._complete:
+                self._close()
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        chunk = self._chunks.popleft()
+        self._buffered -= len(chunk)
+        if self._buffered <= HIGH_WATER_BYTES // 4:
+            self._connection.resume_reading()
+        return chunk
+
+    def _close(self) -> None:
+        """Give the connection back if the exchange ended cleanly, else close it."""
+        if self._closed:
+            return
+        self._closed = True
+        connection = self._connection
+        connection.exchange = None
+        reusable = (
+            self._complete and self._error is None and self._keep_alive and connection.is_open
+        )
+        if reusable:
+            self._release(connection)
+        else:
+            connection.close()
+
+    # --- the connection's side ------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        self.received_any = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamError(f"malformed response from vLLM: {exc}"))
+            self._connection.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # Without a length or chunking, a body ends when the connection does.
+        if (
+            self.status
+            and not self._complete
+            and self.content_length is None
+            and not _is_chunked(self.headers)
+        ):
+            self._finish()
+            return
+        self._fail(UpstreamError(f"vLLM closed the connection ({exc or 'end of stream'})"))
+
+    # --- httptools callbacks --------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        if name.lower() == b"content-length" and value.strip().isdigit():
+            self.content_length = int(value)
+
+    def on_headers_complete(self) -> None:
+        self.status = self._parser.get_status_code()
+        # Asked now: once the message is complete the parser has reset and no longer knows.
+        self._keep_alive = self._parser.should_keep_alive()
+        if not self._headers_arrived.done():
+            self._headers_arrived.set_result(None)
+        if self._head_only:
+            # A HEAD response has no body whatever its headers say; the parser cannot be
+            # told so, and this connection is not reused.
+            self._keep_alive = False
+            self._finish()
+
+    def on_body(self, body: bytes) -> None:
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if self._buffered > HIGH_WATER_BYTES:
+            self._connection.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
+        self._complete = True
+        self._wake()
+
+    def _fail(self, error: Exception) -> None:
+        if self._complete:
+            return
+        self._error = error
+        if not self._headers_arrived.done():
+            self._headers_arrived.set_exception(error)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+def _is_chunked(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(
+        name.lower() == b"transfer-encoding" and b"chunked" in value.lower()
+        for name, value in headers
+    )

@@ -1,0 +1,60 @@
+"""The launch state machine: one table, the same in the code, its docstring and the README."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from vllm_bootstrap.launches import states
+from vllm_bootstrap.launches.states import (
+    TRANSITIONS,
+    InvalidTransition,
+    LaunchState,
+    check_transition,
+)
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def table_in(text: str) -> dict[LaunchState, frozenset[LaunchState]]:
+    """The "from / to" table as written in prose: one line per state that has moves."""
+    table = {}
+    for line in text.splitlines():
+        match = re.fullmatch(r"\s*([a-z]+)\s{2,}([a-z, ]+)", line)
+        if match and match.group(1) in LaunchState.__members__.values():
+            targets = [LaunchState(name.strip()) for name in match.group(2).split(",")]
+            table[LaunchState(match.group(1))] = frozenset(targets)
+    return table
+
+
+def moves_in_code() -> dict[LaunchState, frozenset[LaunchState]]:
+    return {state: targets for state, targets in TRANSITIONS.items() if targets}
+
+
+def test_the_docstring_draws_the_transition_table() -> None:
+    assert table_in(states.__doc__ or "") == moves_in_code()
+
+
+def test_the_readme_draws_the_transition_table() -> None:
+    assert table_in(README.read_text()) == moves_in_code()
+
+
+@pytest.mark.parametrize("current", list(LaunchState))
+def test_moves_outside_the_table_are_refused(current: LaunchState) -> None:
+    for wanted in LaunchState:
+        if wanted in TRANSITIONS[current]:
+            check_transition("x", current, wanted)
+        else:
+            with pytest.raises(InvalidTransition, match=f"{current} -> {wanted}"):
+                check_transition("x", current, wanted)
+
+
+def test_only_stopped_and_failed_are_terminal_and_only_the_backoff_runs_nothing() -> None:
+    assert {state for state in LaunchState if state.is_terminal} == {"stopped", "failed"}
+    assert {state for state in LaunchState if not state.is_running} == {
+        "stopped",
+        "failed",
+        "restarting",
+    }
