@@ -1,8 +1,9 @@
-"""Which HTTP client should the proxy use? Ours (upstream.py) against pooled aiohttp and httpx.
+"""Which HTTP client should the proxy use? Ours (upstream/) against pooled aiohttp and httpx.
 
-Each client, in one process on uvloop as the server runs, sends small completions to a
-stand-in vLLM for a few seconds from 1 task and from 32 concurrent tasks (the shape of the
-proxy's upstream traffic under load). Prints requests/s and the ratio to aiohttp.
+Each client, in one process on uvloop as the server runs, sends small completions to a fast
+upstream (nginx answering canned completions, canned_vllm.py) for a few seconds from 1 task
+and from 32 concurrent tasks (the shape of the proxy's upstream traffic under load). Prints
+requests/s and the ratio to aiohttp.
 
     uv run python bench/http_clients.py [--seconds 5]
 """
@@ -11,19 +12,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
-import tempfile
+import socket
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import aiohttp
 import httpx
 import uvloop
+from harness import canned_vllm_command, free_port
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.harness import Server, standin_env
 from vllm_bootstrap.upstream import UpstreamPool
 
 BODY = b'{"model": "bench", "prompt": "Say hi", "max_tokens": 4}'
@@ -63,11 +61,8 @@ async def with_ours(url: str, seconds: float, concurrency: int) -> float:
     headers = [(b"content-type", b"application/json")]
 
     async def send_one() -> None:
-        response, connection = await pool.request(
-            host, int(port), b"POST", b"/v1/completions", headers, BODY
-        )
+        response = await pool.request(host, int(port), b"POST", b"/v1/completions", headers, BODY)
         await response.read()
-        pool.release(host, int(port), connection)
 
     try:
         return await drive(send_one, seconds, concurrency)
@@ -86,27 +81,42 @@ async def with_httpx(url: str, seconds: float, concurrency: int) -> float:
         return await drive(send_one, seconds, concurrency)
 
 
+def wait_for_port(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        server = Server(standin_env(Path(tmp)), Path(tmp) / "server.log").start()
-        try:
-            launch = server.launch_ready(model="bench", gpu_ids=[0])
-            url = f"http://127.0.0.1:{launch['port']}/v1/completions"
-            results = {
-                (name, concurrency): uvloop.run(client(url, args.seconds, concurrency))
-                for concurrency in (1, 32)
-                for name, client in (
-                    ("aiohttp", with_aiohttp),
-                    ("httpx", with_httpx),
-                    ("ours", with_ours),
-                )
-            }
-        finally:
-            server.terminate()
-            server.client.close()
+    port = free_port()
+    upstream = subprocess.Popen(
+        [*canned_vllm_command().split(), "--model", "bench", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        url = f"http://127.0.0.1:{port}/v1/completions"
+        results = {
+            (name, concurrency): uvloop.run(client(url, args.seconds, concurrency))
+            for concurrency in (1, 32)
+            for name, client in (
+                ("aiohttp", with_aiohttp),
+                ("httpx", with_httpx),
+                ("ours", with_ours),
+            )
+        }
+    finally:
+        upstream.terminate()
+        upstream.wait()
     print(f"{'client':<10}{'tasks':>6}{'req/s':>10}{'x aiohttp':>11}")
     for (name, concurrency), rate in results.items():
         baseline = results[("aiohttp", concurrency)]

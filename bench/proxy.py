@@ -1,16 +1,22 @@
-"""Proxy overhead: the stand-in vLLM hit directly, through nginx, /proxy/{id} and /v1.
+"""Proxy overhead: a fast upstream hit directly, through nginx, /proxy/{id} and /v1.
 
-Starts the real server with one stand-in vLLM launch (no artificial latency) and nginx as a
-reference reverse proxy (keep-alive upstream, buffering off, one worker: our server is one
-process too), then measures every path in one run:
+The upstream is nginx answering canned completions (canned_vllm.py), launched by the real
+server as its vLLM, so every figure is the proxy's own ceiling rather than the upstream's.
+nginx is also the reference reverse proxy (keep-alive upstream, response buffering off, one
+worker: our server is one process too). Its request buffering stays on, as our proxy also
+forwards a small body whole; unbuffered, nginx drops client connections when the canned
+upstream answers before reading the body. Every path is measured in one run:
 
 - throughput: `wrk`, 32 connections, small non-streaming completions (POST);
 - latency: a sequential keep-alive client, p50 and p99 over many requests;
 - streaming: time to the first SSE event, compared with the direct path.
 
+`--compare-with DIR` also measures another checkout's server (its `src/`) in the same run,
+for before/after figures of a change.
+
 Needs `nginx` and `wrk` (apt-get install nginx wrk).
 
-    uv run python bench/proxy.py [--seconds 10] [--requests 2000]
+    uv run python bench/proxy.py [--seconds 10] [--requests 2000] [--compare-with DIR]
 """
 
 from __future__ import annotations
@@ -28,17 +34,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.harness import Server, free_port, standin_env
+from harness import BenchServer, canned_vllm_command, free_port
 
 BODY = json.dumps({"model": "bench", "prompt": "Say hi", "max_tokens": 4}).encode()
+STREAM_BODY = json.dumps(
+    {"model": "bench", "messages": [{"role": "user", "content": "x"}], "stream": True}
+).encode()
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{body}'
 """
-NGINX_CONF = """
+NGINX_PROXY_CONF = """
 worker_processes 1;
 pid {workdir}/nginx.pid;
 error_log {workdir}/nginx-error.log;
@@ -58,7 +65,6 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_buffering off;
-            proxy_request_buffering off;
         }}
     }}
 }}
@@ -94,12 +100,12 @@ def run_wrk(url: str, seconds: int, workdir: Path) -> tuple[float, float]:
     return rps, float(p50.group(1)) * scale
 
 
-def sequential(port: int, path: str, count: int, headers: dict[str, str]) -> tuple[float, float]:
+def sequential(port: int, path: str, count: int) -> tuple[float, float]:
     connection = http.client.HTTPConnection("127.0.0.1", port)
     timings = []
     for _ in range(count):
         started = time.perf_counter()
-        connection.request("POST", path, body=BODY, headers=headers)
+        connection.request("POST", path, body=BODY, headers={"Content-Type": "application/json"})
         response = connection.getresponse()
         response.read()
         timings.append((time.perf_counter() - started) * 1000)
@@ -109,15 +115,17 @@ def sequential(port: int, path: str, count: int, headers: dict[str, str]) -> tup
     return statistics.median(timings), timings[int(len(timings) * 0.99)]
 
 
-def first_event(port: int, path: str, count: int, headers: dict[str, str]) -> float:
+def first_event(port: int, path: str, count: int) -> float:
     """Median time from sending a streaming request to reading its first SSE event."""
-    body = json.dumps({"model": "bench", "prompt": "x", "max_tokens": 2, "stream": True})
     timings = []
     for _ in range(count):
         connection = http.client.HTTPConnection("127.0.0.1", port)
         started = time.perf_counter()
-        connection.request("POST", path, body=body, headers=headers)
+        connection.request(
+            "POST", path, body=STREAM_BODY, headers={"Content-Type": "application/json"}
+        )
         response = connection.getresponse()
+        assert response.status == 200, response.status
         while not response.readline().startswith(b"data:"):
             pass
         timings.append((time.perf_counter() - started) * 1000)
@@ -126,19 +134,22 @@ def first_event(port: int, path: str, count: int, headers: dict[str, str]) -> fl
     return statistics.median(timings)
 
 
-def measure(name: str, port: int, path: str, args: argparse.Namespace, workdir: Path) -> Result:
-    headers = {"Content-Type": "application/json"}
-    sequential(port, path, 200, headers)  # warm up pools and caches
-    rps, wrk_p50 = run_wrk(f"http://127.0.0.1:{port}{path}", args.seconds, workdir)
-    p50, p99 = sequential(port, path, args.requests, headers)
-    ttfe = first_event(port, path, 200, headers)
+def measure(name: str, port: int, prefix: str, args: argparse.Namespace, workdir: Path) -> Result:
+    completions, chat = f"{prefix}/v1/completions", f"{prefix}/v1/chat/completions"
+    sequential(port, completions, 200)  # warm up pools and caches
+    rps, wrk_p50 = run_wrk(f"http://127.0.0.1:{port}{completions}", args.seconds, workdir)
+    p50, p99 = sequential(port, completions, args.requests)
+    ttfe = first_event(port, chat, 200)
+    print(f"  measured {name}", file=sys.stderr)
     return Result(name, rps, wrk_p50, p50, p99, ttfe)
 
 
-def start_nginx(upstream_port: int, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_nginx_proxy(upstream_port: int, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     conf = workdir / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(workdir=workdir, upstream_port=upstream_port, port=port))
+    conf.write_text(
+        NGINX_PROXY_CONF.format(workdir=workdir, upstream_port=upstream_port, port=port)
+    )
     process = subprocess.Popen(["nginx", "-c", str(conf), "-g", "daemon off;"])
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -150,10 +161,23 @@ def start_nginx(upstream_port: int, workdir: Path) -> tuple[subprocess.Popen[byt
     raise RuntimeError("nginx did not start")
 
 
+def measure_server(
+    label: str, server: BenchServer, args: argparse.Namespace, workdir: Path
+) -> list[Result]:
+    launch = server.launched
+    return [
+        measure(
+            f"{label}/proxy/{{id}}", server.port, f"/proxy/{launch['launch_id']}", args, workdir
+        ),
+        measure(f"{label}/v1 (by model)", server.port, "", args, workdir),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per path")
     parser.add_argument("--requests", type=int, default=2000, help="sequential requests")
+    parser.add_argument("--compare-with", type=Path, help="another checkout to measure too")
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:
@@ -161,49 +185,48 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        server = Server(standin_env(workdir), workdir / "server.log").start()
+        servers = [("", BenchServer(workdir, canned_vllm_command()))]
+        if args.compare_with is not None:
+            servers.append(
+                ("before ", BenchServer(workdir, canned_vllm_command(), args.compare_with))
+            )
         nginx = None
         try:
-            launch = server.launch_ready(model="bench", gpu_ids=[0])
-            upstream = int(launch["port"])
-            nginx, nginx_port = start_nginx(upstream, workdir)
+            for _, server in servers:
+                server.launched = server.launch_ready(model="bench")
+            upstream = int(servers[0][1].launched["port"])
+            nginx, nginx_port = start_nginx_proxy(upstream, workdir)
             results = [
-                measure("direct (upstream)", upstream, "/v1/completions", args, workdir),
-                measure("nginx", nginx_port, "/v1/completions", args, workdir),
-                measure(
-                    "/proxy/{id}",
-                    server.port,
-                    f"/proxy/{launch['launch_id']}/v1/completions",
-                    args,
-                    workdir,
-                ),
-                measure("/v1 (by model)", server.port, "/v1/completions", args, workdir),
+                measure("direct (upstream)", upstream, "", args, workdir),
+                measure("nginx", nginx_port, "", args, workdir),
             ]
+            for label, server in servers:
+                results += measure_server(label, server, args, workdir)
         finally:
             if nginx is not None:
                 nginx.terminate()
                 nginx.wait()
-            server.terminate()
-            server.client.close()
+            for _, server in servers:
+                server.stop()
     report(results)
 
 
 def report(results: list[Result]) -> None:
     direct, nginx = results[0], results[1]
     print(
-        f"{'path':<20}{'req/s':>9}{'x nginx':>9}{'wrk p50':>9}{'seq p50':>9}{'+p50':>8}"
+        f"{'path':<26}{'req/s':>9}{'x nginx':>9}{'wrk p50':>9}{'seq p50':>9}{'+p50':>8}"
         f"{'seq p99':>9}{'1st SSE':>9}{'+1st':>8}"
     )
     for result in results:
         print(
-            f"{result.name:<20}{result.requests_per_second:>9.0f}"
+            f"{result.name:<26}{result.requests_per_second:>9.0f}"
             f"{result.requests_per_second / nginx.requests_per_second:>9.2f}"
             f"{result.wrk_p50_ms:>9.2f}{result.sequential_p50_ms:>9.3f}"
             f"{result.sequential_p50_ms - direct.sequential_p50_ms:>8.3f}"
             f"{result.sequential_p99_ms:>9.3f}{result.first_event_ms:>9.3f}"
             f"{result.first_event_ms - direct.first_event_ms:>8.3f}"
         )
-    print("times in ms; +p50 and +1st are added over the direct path")
+    print("times in ms; +p50 and +1st are added over the direct path (nginx's canned answers)")
 
 
 if __name__ == "__main__":

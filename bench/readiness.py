@@ -1,9 +1,10 @@
 """How fast does the control plane notice that vLLM answers?
 
-Starts the real server with the stand-in vLLM, launches it repeatedly and compares the
-launch's `ready_at` with the moment the stand-in started answering HTTP (it prints that
-instant). Both bind modes are measured: refusing connections while loading (current vLLM)
-and binding early with connections left hanging (older vLLM).
+Starts the real server with a slowly loading stand-in for vLLM (slow_vllm.py), launches it
+repeatedly and compares the launch's `ready_at` with the moment the stand-in started
+answering HTTP (it prints that instant). Both bind modes are measured: refusing
+connections while loading (current vLLM) and binding early with connections left hanging
+(older vLLM).
 
     uv run python bench/readiness.py [--rounds 10]
 """
@@ -11,6 +12,7 @@ and binding early with connections left hanging (older vLLM).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import sys
@@ -18,30 +20,26 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.harness import Server, standin_env
+from harness import BenchServer
 
 SINCE = re.compile(r"standin: answering HTTP since ([0-9.]+)")
 
 
 def measure(bind_early: bool, rounds: int, workdir: Path) -> list[float]:
-    overrides = {"FAKE_VLLM_LOAD_SECONDS": "1.5"}
-    if bind_early:
-        overrides["FAKE_VLLM_BIND_EARLY"] = "1"
-    env = standin_env(workdir, **overrides)
-    server = Server(env, workdir / "server.log").start()
+    os.environ["BENCH_LOAD_SECONDS"] = "1.5"
+    os.environ["BENCH_BIND_EARLY"] = "1" if bind_early else "0"
+    server = BenchServer(workdir, f"{sys.executable} {Path(__file__).parent / 'slow_vllm.py'}")
     lags = []
     try:
         for _ in range(rounds):
-            launch = server.launch_ready(model="bench", gpu_ids=[0])
-            since = float(SINCE.search(server.logs(launch["launch_id"])).group(1))  # type: ignore[union-attr]
+            launch = server.launch_ready(model="bench")
+            log = Path(launch["log_path"]).read_text()
+            since = float(SINCE.search(log).group(1))  # type: ignore[union-attr]
             ready_at = datetime.fromisoformat(launch["ready_at"]).timestamp()
             lags.append((ready_at - since) * 1000)
-            server.stop(launch["launch_id"])
+            server.request("POST", f"/stop/{launch['launch_id']}?wait=true")
     finally:
-        server.terminate()
-        server.client.close()
+        server.stop()
     return lags
 
 

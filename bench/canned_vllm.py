@@ -1,0 +1,88 @@
+"""A stand-in for vLLM that is faster than any proxy: nginx answering canned responses.
+
+Started by the server as its vLLM command (VLLM_BOOTSTRAP_VLLM_COMMAND), it reads the
+arguments vllm-bootstrap passes (--model, --host, --port), writes an nginx configuration and
+becomes nginx (exec), so the launch's process group is nginx's. It answers what a launch
+needs to be ready (GET /health, GET /v1/models) and two canned inference responses:
+
+- POST /v1/completions: a small non-streaming completion (JSON, with a length);
+- POST /v1/chat/completions: a short server-sent event stream.
+
+Used by bench/proxy.py and bench/http_clients.py so that their figures are the proxy's own
+ceiling, not the upstream's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+COMPLETION = {
+    "id": "cmpl-bench",
+    "object": "text_completion",
+    "created": 0,
+    "model": "{model}",
+    "choices": [{"index": 0, "text": " Hi there!", "finish_reason": "length"}],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+}
+CHUNK = {"id": "chat-bench", "object": "chat.completion.chunk", "model": "{model}"}
+
+CONFIG = """
+worker_processes 1;
+daemon off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/error.log;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {workdir}/body;
+    proxy_temp_path {workdir}/proxy;
+    fastcgi_temp_path {workdir}/fastcgi;
+    uwsgi_temp_path {workdir}/uwsgi;
+    scgi_temp_path {workdir}/scgi;
+    keepalive_requests 1000000;
+    server {{
+        listen {host}:{port} reuseport;
+        location = /health {{ return 200; }}
+        location = /v1/models {{ default_type application/json; return 200 '{models}'; }}
+        location = /v1/completions {{ default_type application/json; return 200 '{completion}'; }}
+        location = /v1/chat/completions {{
+            default_type text/event-stream;
+            return 200 'data: {chunk}\\n\\ndata: [DONE]\\n\\n';
+        }}
+    }}
+}}
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args, _ = parser.parse_known_args()  # --tensor-parallel-size and the like
+    workdir = Path(tempfile.mkdtemp(prefix="canned-vllm-"))
+    model = args.model
+
+    def text(payload: dict[str, object]) -> str:
+        return json.dumps(payload).replace("{model}", model).replace("'", "\\'")
+
+    models = {"object": "list", "data": [{"id": model, "object": "model", "root": model}]}
+    config = CONFIG.format(
+        workdir=workdir,
+        host=args.host,
+        port=args.port,
+        models=text(models),
+        completion=text(COMPLETION),
+        chunk=text(CHUNK),
+    )
+    (workdir / "nginx.conf").write_text(config)
+    print(f"canned vLLM: nginx on {args.host}:{args.port} serving {model!r}", flush=True)
+    os.execvp("nginx", ["nginx", "-c", str(workdir / "nginx.conf")])
+
+
+if __name__ == "__main__":
+    main()

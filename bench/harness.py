@@ -1,0 +1,117 @@
+"""Running the real server for benchmarks: its own fake nvidia-smi, a chosen vLLM command.
+
+Benchmarks import nothing from tests/: what they need to start a server is here.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+# One GPU for nvidia-smi to list, and no processes on it.
+FAKE_NVIDIA_SMI = """#!/bin/sh
+case "$*" in
+  *--query-gpu*) echo "0, GPU-00000000-bench, Bench GPU, 81559, 0" ;;
+esac
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def canned_vllm_command() -> str:
+    return f"{sys.executable} {BENCH / 'canned_vllm.py'}"
+
+
+class BenchServer:
+    """One `python -m vllm_bootstrap` on loopback; `source` runs another checkout's code."""
+
+    def __init__(self, workdir: Path, vllm_command: str, source: Path | None = None) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.launched: dict[str, Any] = {}  # the launch a benchmark made, once made
+        bin_dir = workdir / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        nvidia_smi = bin_dir / "nvidia-smi"
+        nvidia_smi.write_text(FAKE_NVIDIA_SMI)
+        nvidia_smi.chmod(0o755)
+        name = f"server-{self.port}"
+        env = {key: value for key, value in os.environ.items() if not key.startswith("VLLM_")}
+        env.update(
+            PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
+            PYTHONUNBUFFERED="1",
+            VLLM_BOOTSTRAP_STATE_DIR=str(workdir / name / "state"),
+            VLLM_BOOTSTRAP_LOG_DIR=str(workdir / name / "logs"),
+            VLLM_LAUNCH_PORT_START=str(20000 + self.port % 10000),
+            VLLM_LAUNCH_PORT_END=str(20000 + self.port % 10000 + 20),
+            VLLM_BOOTSTRAP_VLLM_COMMAND=vllm_command,
+        )
+        if source is not None:
+            env["PYTHONPATH"] = str(source / "src")
+        self.log = open(workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vllm_bootstrap",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self._wait_until_up()
+
+    def request(self, method: str, path: str, body: object | None = None) -> Any:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        payload = json.dumps(body).encode() if body is not None else None
+        connection.request(method, path, body=payload, headers={"content-type": "application/json"})
+        response = connection.getresponse()
+        data = response.read()
+        connection.close()
+        if response.status >= 400:
+            raise RuntimeError(f"{method} {path}: {response.status} {data.decode()}")
+        return json.loads(data)
+
+    def launch_ready(self, model: str, timeout: float = 30) -> dict[str, Any]:
+        launch = self.request("POST", "/launch", {"model": model, "gpu_ids": [0]})
+        deadline = time.monotonic() + timeout
+        while launch["state"] != "ready":
+            if time.monotonic() > deadline or launch["state"] in ("failed", "stopped"):
+                raise RuntimeError(f"launch did not become ready: {launch}")
+            time.sleep(0.02)
+            launch = self.request("GET", f"/status/{launch['launch_id']}")
+        return dict(launch)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(30)
+        self.log.close()
+
+    def _wait_until_up(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited; see {self.log.name}")
+            try:
+                self.request("GET", "/health")
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"server did not start; see {self.log.name}")
