@@ -11,12 +11,13 @@ upstream answers before reading the body. Every path is measured in one run:
 - latency: a sequential keep-alive client, p50 and p99 over many requests;
 - streaming: time to the first SSE event, compared with the direct path.
 
-`--compare-with DIR` also measures another checkout's server (its `src/`) in the same run,
+`--rounds N` measures every path N times, interleaved, and prints medians (the machine is
+noisy). `--compare-with DIR` also measures another checkout's server (its `src/`) in the same run,
 for before/after figures of a change.
 
 Needs `nginx` and `wrk` (apt-get install nginx wrk).
 
-    uv run python bench/proxy.py [--seconds 10] [--requests 2000] [--compare-with DIR]
+    uv run python bench/proxy.py [--seconds 10] [--requests 2000] [--rounds 3] [--compare-with DIR]
 """
 
 from __future__ import annotations
@@ -178,6 +179,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per path")
     parser.add_argument("--requests", type=int, default=2000, help="sequential requests")
     parser.add_argument("--compare-with", type=Path, help="another checkout to measure too")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="measure every path this often, interleaved; medians"
+    )
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:
@@ -196,19 +200,42 @@ def main() -> None:
                 server.launched = server.launch_ready(model="bench")
             upstream = int(servers[0][1].launched["port"])
             nginx, nginx_port = start_nginx_proxy(upstream, workdir)
-            results = [
-                measure("direct (upstream)", upstream, "", args, workdir),
-                measure("nginx", nginx_port, "", args, workdir),
-            ]
-            for label, server in servers:
-                results += measure_server(label, server, args, workdir)
+            rounds = []
+            for _ in range(args.rounds):
+                results = [
+                    measure("direct (upstream)", upstream, "", args, workdir),
+                    measure("nginx", nginx_port, "", args, workdir),
+                ]
+                for label, server in servers:
+                    results += measure_server(label, server, args, workdir)
+                rounds.append(results)
         finally:
             if nginx is not None:
                 nginx.terminate()
                 nginx.wait()
             for _, server in servers:
                 server.stop()
-    report(results)
+    report(medians(rounds))
+
+
+def medians(rounds: list[list[Result]]) -> list[Result]:
+    """Each path's median figures over the rounds (paths in the same order every round)."""
+    return [
+        Result(
+            runs[0].name,
+            *(
+                statistics.median(getattr(run, figure) for run in runs)
+                for figure in (
+                    "requests_per_second",
+                    "wrk_p50_ms",
+                    "sequential_p50_ms",
+                    "sequential_p99_ms",
+                    "first_event_ms",
+                )
+            ),
+        )
+        for runs in zip(*rounds, strict=True)
+    ]
 
 
 def report(results: list[Result]) -> None:

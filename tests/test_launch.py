@@ -227,3 +227,11 @@ def test_launches_are_recorded_in_sqlite(server: Server, tmp_path: Path) -> None
     assert row == ("m", "bootstrapping", launch["pid"])
     assert leases == [(1, launch["launch_id"])]
     assert pid_alive(launch["pid"])
+
+
+def test_user_text_in_the_server_log_is_escaped(server: Server) -> None:
+    launch = server.launch(model="m\nFORGED: a line of our own", gpu_ids=[0])
+    server.wait_for(launch["launch_id"], {"ready"})
+    server.client.get("/status/x%0AFORGED")  # the path arrives decoded, with its newline
+    assert "m\\nFORGED: a line of our own" in server.output()
+    assert not any(line.startswith("FORGED") for line in server.output().splitlines())

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 
@@ -65,8 +66,15 @@ def test_unknown_model_is_openai_404(two_models: tuple[Server, dict, dict]) -> N
 
 def test_missing_model_is_400(two_models: tuple[Server, dict, dict]) -> None:
     server, _, _ = two_models
-    for body in ({"prompt": "x"}, {"model": 3}, "not json"):
-        response = server.client.post("/v1/completions", content=str(body).encode())
+    bodies = [
+        json.dumps({"prompt": "x"}).encode(),
+        json.dumps({"model": 3}).encode(),
+        json.dumps(["model", "m"]).encode(),
+        b"not json",
+        b"[" * 100_000,  # nested too deep for the JSON parser's recursion
+    ]
+    for body in bodies:
+        response = server.client.post("/v1/completions", content=body)
         assert response.status_code == 400
         assert response.json()["error"]["code"] == "missing_model"
 
@@ -77,6 +85,17 @@ def test_loading_model_is_503_with_retry_after(start_server: ServerFactory) -> N
     response = server.client.post("/v1/completions", json={"model": "slow", "prompt": "x"})
     assert response.status_code == 503
     assert response.headers["retry-after"] == "10"
+    assert response.json()["error"]["code"] == "model_loading"
+
+
+def test_a_model_waiting_out_a_restart_backoff_is_loading(start_server: ServerFactory) -> None:
+    server = start_server()
+    launch = server.launch(
+        model="m-crash-on-start", gpu_ids=[0], restart="on-failure", restart_backoff_seconds=60
+    )
+    server.wait_for(launch["launch_id"], {"restarting"})
+    response = server.client.post("/v1/completions", json={"model": "m-crash-on-start"})
+    assert response.status_code == 503
     assert response.json()["error"]["code"] == "model_loading"
 
 

@@ -53,6 +53,31 @@ def test_lookups() -> None:
     assert registry.launches(include_terminal=True) == [live, ended]
 
 
+def test_the_balancer_rebuilds_only_when_a_change_is_announced() -> None:
+    registry = LaunchRegistry()
+    balancer = ModelBalancer(registry)
+    launch = a_launch("a", model="llama")
+    launch.served_models = ["llama"]
+    launch.move_to(LaunchState.READY)
+    registry.add(launch)
+    assert balancer.choose("llama") is launch
+    launch.move_to(LaunchState.STOPPING)  # not announced: the balancer does not poll
+    assert balancer.choose("llama") is launch
+    registry.changed(launch)
+    with pytest.raises(UnknownModel):
+        balancer.choose("llama")
+
+
+def test_a_launch_waiting_out_its_restart_backoff_is_loading() -> None:
+    registry = LaunchRegistry()
+    balancer = ModelBalancer(registry)
+    launch = a_launch("a", model="llama")
+    launch.move_to(LaunchState.RESTARTING)
+    registry.add(launch)
+    with pytest.raises(NoReadyReplica):
+        balancer.choose("llama")
+
+
 def test_the_balancer_follows_announced_changes() -> None:
     registry = LaunchRegistry()
     balancer = ModelBalancer(registry)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from vllm_bootstrap.upstream import UpstreamError, UpstreamPool, fetch_fresh
+from vllm_bootstrap.upstream.response import HIGH_WATER_BYTES
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
@@ -230,21 +231,61 @@ def test_closing_an_unfinished_response_closes_its_connection() -> None:
     assert connections == 2
 
 
-def test_fetch_fresh_uses_a_connection_of_its_own() -> None:
+def test_a_response_that_arrived_but_was_not_read_is_not_reused() -> None:
+    """Over the high-water mark, reading was paused: reusing that connection would hang."""
+    big = b"x" * (HIGH_WATER_BYTES + 100_000)
+    connections = 0
+
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            try:
+                await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(big), big))
+            await writer.drain()
+
+    async def scenario() -> None:
+        server, port = await serve(handler)
+        pool = UpstreamPool()
+        async with await pool.request("127.0.0.1", port, b"GET", b"/", [], b""):
+            await asyncio.sleep(0.3)  # it all arrives (reading paused past the mark), unread
+        assert pool.stats.read_pauses == 1
+        assert await fetch(pool, port) == (200, big)
+        assert pool.stats.opened == 2
+        pool.close()
+        server.close()
+
+    run(scenario)
+    assert connections == 2
+
+
+def test_fetch_fresh_uses_a_connection_of_its_own_and_closes_it() -> None:
+    closed_by_client = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal closed_by_client
         await read_request(reader)
         writer.write(OK)
         await writer.drain()
         await reader.read()  # returns once the client closed its side
+        closed_by_client += 1
         writer.close()
 
     async def scenario() -> None:
         server, port = await serve(handler)
         assert await fetch_fresh("127.0.0.1", port, b"/health", 2.0) == (200, b"ok")
         assert await fetch_fresh("127.0.0.1", port, b"/health", 2.0) == (200, b"ok")
+        for _ in range(100):
+            if closed_by_client == 2:
+                break
+            await asyncio.sleep(0.01)
         server.close()
 
     run(scenario)
+    assert closed_by_client == 2
 
 
 def test_fetch_fresh_gives_up_after_its_timeout() -> None:

@@ -6,6 +6,8 @@ import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vllm_bootstrap.log_text import escaped
+
 access_logger = logging.getLogger("vllm_bootstrap.access")
 
 
@@ -44,13 +46,8 @@ def _log(scope: Scope, status: int, level: int) -> None:
         level,
         '%s - "%s %s%s" %d',
         client[0],
-        _escaped(scope["method"]),
-        _escaped(scope["path"]),
-        f"?{_escaped(query)}" if query else "",
+        escaped(scope["method"]),
+        escaped(scope["path"]),
+        f"?{escaped(query)}" if query else "",
         status,
     )
-
-
-def _escaped(text: str) -> str:
-    """User text as one log line: newlines, control and non-ASCII characters escaped."""
-    return text.encode("unicode_escape").decode("ascii")

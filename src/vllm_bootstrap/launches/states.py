@@ -40,11 +40,6 @@ class LaunchState(StrEnum):
     def is_terminal(self) -> bool:
         return self in TERMINAL_STATES
 
-    @property
-    def is_running(self) -> bool:
-        """A vLLM process of this launch may be running (every live state but the backoff)."""
-        return not self.is_terminal and self is not LaunchState.RESTARTING
-
 
 TERMINAL_STATES = frozenset({LaunchState.STOPPED, LaunchState.FAILED})
 

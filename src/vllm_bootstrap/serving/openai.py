@@ -63,7 +63,7 @@ class OpenAIRouter:
 def model_of(body: bytes) -> str | None:
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # "[[[[..." nests too deep
         return None
     model = payload.get("model") if isinstance(payload, dict) else None
     return model if isinstance(model, str) else None

@@ -26,6 +26,7 @@ from vllm_bootstrap.config import Settings
 from vllm_bootstrap.launches.logs import last_error_line
 from vllm_bootstrap.launches.record import Launch, RestartPolicy
 from vllm_bootstrap.launches.states import LaunchState
+from vllm_bootstrap.log_text import escaped
 from vllm_bootstrap.supervision import child, processes, recovery
 from vllm_bootstrap.supervision.readiness import ReadinessProbe, wait_until_ready
 
@@ -67,7 +68,7 @@ class LaunchRun:
         logger.info(
             "launch %s: started %s on GPUs %s, port %d, pid %d",
             launch.launch_id,
-            launch.model,
+            escaped(launch.model),
             launch.gpu_ids,
             launch.port,
             process.pid,
@@ -215,7 +216,7 @@ class LaunchRun:
         logger.warning(
             "launch %s: %s; restart %d of %d in %g s",
             launch.launch_id,
-            error,
+            escaped(error),
             launch.restart_count,
             launch.max_restarts,
             delay,
@@ -239,7 +240,7 @@ class LaunchRun:
         if launch.is_terminal:
             self._ended.set()
         log = logger.warning if state in (_S.FAILING, _S.FAILED) else logger.info
-        log("launch %s: %s%s", launch.launch_id, state, f" ({error})" if error else "")
+        log("launch %s: %s%s", launch.launch_id, state, f" ({escaped(error)})" if error else "")
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

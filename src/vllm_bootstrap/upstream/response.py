@@ -2,7 +2,8 @@
 
 The response owns its connection until the body has been read to the end, when it hands a
 reusable connection back to its pool, or until it is closed (`aclose`, or leaving
-`async with`), when an unfinished one is closed: callers never handle connections.
+`async with`): a connection whose response was not read to the end is closed, never reused.
+Callers never handle connections.
 """
 
 from __future__ import annotations
@@ -10,12 +11,9 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import httptools
-
-if TYPE_CHECKING:
-    from vllm_bootstrap.upstream.connection import Connection
 
 # Response bytes buffered before the upstream is asked to pause, and resumed below a quarter.
 HIGH_WATER_BYTES = 1024 * 1024
@@ -23,6 +21,21 @@ HIGH_WATER_BYTES = 1024 * 1024
 
 class UpstreamError(ConnectionError):
     """The upstream refused, reset or broke the connection."""
+
+
+class Connection(Protocol):
+    """What an exchange needs of the connection it runs on (connection.py has the real one)."""
+
+    exchange: Any
+
+    @property
+    def is_open(self) -> bool: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class UpstreamResponse:
@@ -58,6 +71,12 @@ class UpstreamResponse:
             yield chunk
 
     async def read(self) -> bytes:
+        if self._complete and self._error is None:
+            # Small answers usually arrive whole with their headers: no waiting, no iterator.
+            body = b"".join(self._chunks)
+            self._chunks.clear()
+            self._close()
+            return body
         return b"".join([chunk async for chunk in self.chunks()])
 
     async def aclose(self) -> None:
@@ -94,10 +113,17 @@ class UpstreamResponse:
         self._closed = True
         connection = self._connection
         connection.exchange = None
+        # Reused only once everything that arrived was read: unread bytes mean an abandoned
+        # response, and its connection may still have reading paused.
         reusable = (
-            self._complete and self._error is None and self._keep_alive and connection.is_open
+            self._complete
+            and not self._chunks
+            and self._error is None
+            and self._keep_alive
+            and connection.is_open
         )
         if reusable:
+            connection.resume_reading()
             self._release(connection)
         else:
             connection.close()
