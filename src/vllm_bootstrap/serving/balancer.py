@@ -11,8 +11,6 @@ changed (it pushes every change to its subscribers), never per request.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from vllm_bootstrap.launches.record import Launch
@@ -50,19 +48,18 @@ class ModelBalancer:
         rotated = replicas[start:] + replicas[:start]
         return min(rotated, key=lambda launch: self._outstanding.get(launch.launch_id, 0))
 
-    @contextmanager
-    def outstanding(self, launch: Launch) -> Iterator[None]:
-        """Count a request against `launch` while it is in flight."""
+    def begin_request(self, launch: Launch) -> None:
+        """Count a request against `launch` while it is in flight (end it with end_request)."""
         launch_id = launch.launch_id
         self._outstanding[launch_id] = self._outstanding.get(launch_id, 0) + 1
-        try:
-            yield
-        finally:
-            remaining = self._outstanding[launch_id] - 1
-            if remaining:
-                self._outstanding[launch_id] = remaining
-            else:
-                del self._outstanding[launch_id]
+
+    def end_request(self, launch: Launch) -> None:
+        launch_id = launch.launch_id
+        remaining = self._outstanding[launch_id] - 1
+        if remaining:
+            self._outstanding[launch_id] = remaining
+        else:
+            del self._outstanding[launch_id]
 
     def ready_models(self) -> list[str]:
         return sorted(self._index())

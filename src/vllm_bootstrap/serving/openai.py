@@ -54,10 +54,13 @@ class OpenAIRouter:
             await openai_error(send, 503, message, "model_loading", retry_after=True)
             return
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
-        with self._balancer.outstanding(launch):
+        self._balancer.begin_request(launch)  # not a context manager: this is the hot path
+        try:
             await self._forwarder.forward(
                 scope, receive, send, launch, raw_path, body, openai_error
             )
+        finally:
+            self._balancer.end_request(launch)
 
 
 def model_of(body: bytes) -> str | None:
