@@ -201,13 +201,19 @@ def main() -> None:
             upstream = int(servers[0][1].launched["port"])
             nginx, nginx_port = start_nginx_proxy(upstream, workdir)
             rounds = []
-            for _ in range(args.rounds):
+            for round_number in range(args.rounds):
                 results = [
                     measure("direct (upstream)", upstream, "", args, workdir),
                     measure("nginx", nginx_port, "", args, workdir),
                 ]
-                for label, server in servers:
-                    results += measure_server(label, server, args, workdir)
+                # Every other round measures the servers in the opposite order, so that
+                # neither always runs right after wrk has left the machine warm or busy.
+                order = servers if round_number % 2 == 0 else servers[::-1]
+                measured = {
+                    label: measure_server(label, server, args, workdir) for label, server in order
+                }
+                for label, _ in servers:
+                    results += measured[label]
                 rounds.append(results)
         finally:
             if nginx is not None:

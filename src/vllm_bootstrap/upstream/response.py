@@ -38,6 +38,16 @@ class Connection(Protocol):
     def close(self) -> None: ...
 
 
+class _FinishedParser:
+    """Stands in for the parser once the exchange is over; any late bytes are an error."""
+
+    def feed_data(self, data: bytes) -> None:
+        raise httptools.HttpParserError("data after the exchange ended")
+
+
+_NO_PARSER = _FinishedParser()
+
+
 class UpstreamResponse:
     """Status and raw headers once they arrived; the body as it arrives."""
 
@@ -51,7 +61,9 @@ class UpstreamResponse:
         self._connection = connection
         self._release = release
         self._head_only = head_only
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser: httptools.HttpResponseParser | _FinishedParser = httptools.HttpResponseParser(
+            self
+        )
         self._headers_arrived = asyncio.get_running_loop().create_future()
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
@@ -111,6 +123,10 @@ class UpstreamResponse:
         if self._closed:
             return
         self._closed = True
+        # The parser calls back into this response: dropping it breaks that reference cycle,
+        # so a finished exchange is freed at once instead of waiting for the cyclic GC
+        # (it was 11 objects a request).
+        self._parser = _NO_PARSER
         connection = self._connection
         connection.exchange = None
         # Reused only once everything that arrived was read: unread bytes mean an abandoned
