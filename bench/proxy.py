@@ -2,18 +2,20 @@
 
 The upstream is nginx answering canned completions (canned_vllm.py), launched by the real
 server as its vLLM, so every figure is the proxy's own ceiling rather than the upstream's.
-nginx is also the reference reverse proxy (keep-alive upstream, response buffering off, one
-worker: our server is one process too). Its request buffering stays on, as our proxy also
-forwards a small body whole; unbuffered, nginx drops client connections when the canned
-upstream answers before reading the body. Every path is measured in one run:
+Beside our two paths, in the same run:
 
-- throughput: `wrk`, 32 connections, small non-streaming completions (POST);
-- latency: a sequential keep-alive client, p50 and p99 over many requests;
-- streaming: time to the first SSE event, compared with the direct path.
+- nginx as the reference reverse proxy (keep-alive upstream, response buffering off, one
+  worker: our server is one process too). Its request buffering stays on, as our proxy also
+  forwards a small body whole; unbuffered, nginx drops client connections when the canned
+  upstream answers before reading the body;
+- a bare ASGI app under uvicorn that answers every request itself (bare_asgi.py): the
+  ceiling of any proxy that uvicorn serves on this machine.
 
-`--rounds N` measures every path N times, interleaved, and prints medians (the machine is
-noisy). `--compare-with DIR` also measures another checkout's server (its `src/`) in the same run,
-for before/after figures of a change.
+Every path is measured for throughput (`wrk`, 32 connections, small non-streaming
+completions), latency (a sequential keep-alive client, p50 and p99) and time to the first
+SSE event. `--rounds N` measures every path N times, interleaved, and prints medians (the
+machine is noisy). `--compare-with DIR` also measures another checkout's server (its `src/`)
+in the same run, for before/after figures of a change.
 
 Needs `nginx` and `wrk` (apt-get install nginx wrk).
 
@@ -152,14 +154,28 @@ def start_nginx_proxy(upstream_port: int, workdir: Path) -> tuple[subprocess.Pop
         NGINX_PROXY_CONF.format(workdir=workdir, upstream_port=upstream_port, port=port)
     )
     process = subprocess.Popen(["nginx", "-c", str(conf), "-g", "daemon off;"])
+    wait_for_port(port)
+    return process, port
+
+
+def start_bare_uvicorn() -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "bare_asgi.py"), str(port)]
+    )
+    wait_for_port(port)
+    return process, port
+
+
+def wait_for_port(port: int) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
             http.client.HTTPConnection("127.0.0.1", port, timeout=1).connect()
-            return process, port
+            return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError("nginx did not start")
+    raise RuntimeError(f"nothing listens on port {port}")
 
 
 def measure_server(
@@ -194,17 +210,19 @@ def main() -> None:
             servers.append(
                 ("before ", BenchServer(workdir, canned_vllm_command(), args.compare_with))
             )
-        nginx = None
+        nginx = bare = None
         try:
             for _, server in servers:
                 server.launched = server.launch_ready(model="bench")
             upstream = int(servers[0][1].launched["port"])
             nginx, nginx_port = start_nginx_proxy(upstream, workdir)
+            bare, bare_port = start_bare_uvicorn()
             rounds = []
             for round_number in range(args.rounds):
                 results = [
                     measure("direct (upstream)", upstream, "", args, workdir),
                     measure("nginx", nginx_port, "", args, workdir),
+                    measure("bare uvicorn (no proxy)", bare_port, "", args, workdir),
                 ]
                 # Every other round measures the servers in the opposite order, so that
                 # neither always runs right after wrk has left the machine warm or busy.
@@ -216,9 +234,10 @@ def main() -> None:
                     results += measured[label]
                 rounds.append(results)
         finally:
-            if nginx is not None:
-                nginx.terminate()
-                nginx.wait()
+            for process in (nginx, bare):
+                if process is not None:
+                    process.terminate()
+                    process.wait()
             for _, server in servers:
                 server.stop()
     report(medians(rounds))
