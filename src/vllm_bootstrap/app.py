@@ -52,6 +52,7 @@ def create_app(settings: Settings) -> ASGIApp:
     api.include_router(router)
     errors.install(api)
     dispatcher = ServingDispatcher(AccessLog(BodySizeLimit(api, MAX_API_BODY_BYTES)))
+    # The lifespan fills in the dispatcher's data plane, so it is attached once both exist.
     api.router.lifespan_context = _lifespan(settings, dispatcher)
     return AccessKeyMiddleware(dispatcher, settings.access_key)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vllm_bootstrap.launches.states import LaunchState, check_transition
-from vllm_bootstrap.upstream.addresses import probe_host, url_host
+from vllm_bootstrap.upstream.addresses import probe_host
 
 
 class RestartPolicy(StrEnum):
@@ -92,12 +92,8 @@ class Launch:
         return self.state.is_terminal
 
     @property
-    def local_url(self) -> str:
-        """Where the control plane reaches this launch's vLLM server."""
-        return f"http://{url_host(self.local_host)}:{self.port}"
-
-    @property
     def local_host(self) -> str:
+        """The address at which the control plane reaches this launch's vLLM server."""
         return probe_host(self.host)
 
     @property

@@ -23,7 +23,7 @@ class UpstreamError(ConnectionError):
     """The upstream refused, reset or broke the connection."""
 
 
-class Connection(Protocol):
+class ExchangeConnection(Protocol):
     """What an exchange needs of the connection it runs on (connection.py has the real one)."""
 
     exchange: Any
@@ -52,7 +52,7 @@ class UpstreamResponse:
     """Status and raw headers once they arrived; the body as it arrives."""
 
     def __init__(
-        self, connection: Connection, head_only: bool, release: Callable[[Connection], None]
+        self, connection: ExchangeConnection, head_only: bool, release: Callable[[Any], None]
     ) -> None:
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
