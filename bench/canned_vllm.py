@@ -20,6 +20,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from harness import nginx_config
+
 COMPLETION = {
     "id": "cmpl-bench",
     "object": "text_completion",
@@ -30,19 +32,7 @@ COMPLETION = {
 }
 CHUNK = {"id": "chat-bench", "object": "chat.completion.chunk", "model": "{model}"}
 
-CONFIG = """
-worker_processes 1;
-daemon off;
-pid {workdir}/nginx.pid;
-error_log {workdir}/error.log;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {workdir}/body;
-    proxy_temp_path {workdir}/proxy;
-    fastcgi_temp_path {workdir}/fastcgi;
-    uwsgi_temp_path {workdir}/uwsgi;
-    scgi_temp_path {workdir}/scgi;
+HTTP_BLOCK = """
     keepalive_requests 1000000;
     server {{
         listen {host}:{port} reuseport;
@@ -54,7 +44,6 @@ http {{
             return 200 'data: {chunk}\\n\\ndata: [DONE]\\n\\n';
         }}
     }}
-}}
 """
 
 
@@ -71,17 +60,17 @@ def main() -> None:
         return json.dumps(payload).replace("{model}", model).replace("'", "\\'")
 
     models = {"object": "list", "data": [{"id": model, "object": "model", "root": model}]}
-    config = CONFIG.format(
-        workdir=workdir,
+    http_block = HTTP_BLOCK.format(
         host=args.host,
         port=args.port,
         models=text(models),
         completion=text(COMPLETION),
         chunk=text(CHUNK),
     )
-    (workdir / "nginx.conf").write_text(config)
+    (workdir / "nginx.conf").write_text(nginx_config(workdir, http_block))
     print(f"canned vLLM: nginx on {args.host}:{args.port} serving {model!r}", flush=True)
-    os.execvp("nginx", ["nginx", "-c", str(workdir / "nginx.conf")])
+    # In the foreground: nginx is the launch's process, as vLLM would be.
+    os.execvp("nginx", ["nginx", "-c", str(workdir / "nginx.conf"), "-g", "daemon off;"])
 
 
 if __name__ == "__main__":

@@ -26,6 +26,30 @@ esac
 """
 
 
+# What every nginx of the benchmarks shares: one worker, files in its own folder, no access log.
+NGINX_PREAMBLE = """
+worker_processes 1;
+pid {workdir}/nginx.pid;
+error_log {workdir}/error.log;
+events {{ worker_connections 4096; }}
+"""
+NGINX_HTTP_PREAMBLE = """
+    access_log off;
+    client_body_temp_path {workdir}/body;
+    proxy_temp_path {workdir}/proxy;
+    fastcgi_temp_path {workdir}/fastcgi;
+    uwsgi_temp_path {workdir}/uwsgi;
+    scgi_temp_path {workdir}/scgi;
+"""
+
+
+def nginx_config(workdir: Path, http_block: str) -> str:
+    """A whole nginx configuration around the given `http { }` contents."""
+    preamble = NGINX_PREAMBLE.format(workdir=workdir)
+    http_preamble = NGINX_HTTP_PREAMBLE.format(workdir=workdir)
+    return f"{preamble}http {{{http_preamble}{http_block}}}\n"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

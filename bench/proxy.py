@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import BenchServer, canned_vllm_command, free_port
+from harness import BenchServer, canned_vllm_command, free_port, nginx_config
 
 BODY = json.dumps({"model": "bench", "prompt": "Say hi", "max_tokens": 4}).encode()
 STREAM_BODY = json.dumps(
@@ -48,18 +48,7 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{body}'
 """
-NGINX_PROXY_CONF = """
-worker_processes 1;
-pid {workdir}/nginx.pid;
-error_log {workdir}/nginx-error.log;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {workdir}/body;
-    proxy_temp_path {workdir}/proxy;
-    fastcgi_temp_path {workdir}/fastcgi;
-    uwsgi_temp_path {workdir}/uwsgi;
-    scgi_temp_path {workdir}/scgi;
+NGINX_PROXY_HTTP_BLOCK = """
     upstream vllm {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
     server {{
         listen 127.0.0.1:{port};
@@ -70,7 +59,6 @@ http {{
             proxy_buffering off;
         }}
     }}
-}}
 """
 
 
@@ -150,9 +138,8 @@ def measure(name: str, port: int, prefix: str, args: argparse.Namespace, workdir
 def start_nginx_proxy(upstream_port: int, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     conf = workdir / "nginx.conf"
-    conf.write_text(
-        NGINX_PROXY_CONF.format(workdir=workdir, upstream_port=upstream_port, port=port)
-    )
+    http_block = NGINX_PROXY_HTTP_BLOCK.format(upstream_port=upstream_port, port=port)
+    conf.write_text(nginx_config(workdir, http_block))
     process = subprocess.Popen(["nginx", "-c", str(conf), "-g", "daemon off;"])
     wait_for_port(port)
     return process, port

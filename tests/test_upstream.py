@@ -29,6 +29,19 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
     return head
 
 
+async def answer_ok_until_closed(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Answer every request on the connection with OK until the client closes it."""
+    while True:
+        try:
+            await read_request(reader)
+        except asyncio.IncompleteReadError:
+            return
+        writer.write(OK)
+        await writer.drain()
+
+
 async def fetch(
     pool: UpstreamPool, port: int, method: bytes = b"GET", body: bytes = b""
 ) -> tuple[int, bytes]:
@@ -209,13 +222,7 @@ def test_closing_an_unfinished_response_closes_its_connection() -> None:
             await writer.drain()
             await reader.read()  # until the client closes the connection
             return
-        while True:
-            try:
-                await read_request(reader)
-            except asyncio.IncompleteReadError:
-                return
-            writer.write(OK)
-            await writer.drain()
+        await answer_ok_until_closed(reader, writer)
 
     async def scenario() -> None:
         server, port = await serve(handler)
@@ -266,17 +273,8 @@ def test_a_response_that_arrived_but_was_not_read_is_not_reused() -> None:
 def test_finished_exchanges_leave_no_garbage_for_the_cyclic_collector() -> None:
     """Freed by reference counting at once: no collector pauses on the proxy's hot path."""
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                await read_request(reader)
-            except asyncio.IncompleteReadError:
-                return
-            writer.write(OK)
-            await writer.drain()
-
     async def scenario() -> None:
-        server, port = await serve(handler)
+        server, port = await serve(answer_ok_until_closed)
         pool = UpstreamPool()
         assert await fetch(pool, port) == (200, b"ok")
         gc.collect()
