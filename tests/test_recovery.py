@@ -199,3 +199,45 @@ def test_a_stop_during_the_backoff_ends_the_launch(server: Server) -> None:
     assert server.client.post("/launch", json={"model": "x", "gpu_ids": [0]}).status_code == 409
     assert server.stop(launch["launch_id"])["state"] == "stopped"
     assert server.launch(model="x", gpu_ids=[0])["gpu_ids"] == [0]
+
+
+def test_a_pending_restart_survives_a_control_plane_restart(start_server: ServerFactory) -> None:
+    server = start_server()
+    launch = server.launch(
+        model="m-crash-on-start",
+        gpu_ids=[0],
+        restart="on-failure",
+        max_restarts=5,
+        restart_backoff_seconds=1,
+    )
+    launch_id = launch["launch_id"]
+    server.wait_for(launch_id, {"restarting"})
+    server.kill()
+    server = start_server()
+    status = server.status(launch_id)
+    assert status["state"] in ("restarting", "bootstrapping"), status
+    assert (status["restart"], status["max_restarts"]) == ("on-failure", 5)
+
+    def restarted_again() -> bool:
+        return int(server.status(launch_id)["restart_count"]) >= 2
+
+    eventually(restarted_again, timeout=20, message="the restart was not resumed")
+    assert server.status(launch_id)["state"] != "failed"
+    assert server.stop(launch_id)["state"] == "stopped"
+
+
+def test_a_launch_that_crashed_while_the_control_plane_was_away_is_restarted(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server()
+    ready = server.launch_ready(
+        model="m", gpu_ids=[0], restart="on-failure", restart_backoff_seconds=0.2
+    )
+    server.kill()
+    os.killpg(ready["pid"], signal.SIGKILL)
+    eventually(lambda: not pid_alive(ready["pid"]), message="the launch did not die")
+    server = start_server()
+    again = server.wait_for(ready["launch_id"], {"ready"}, timeout=30)
+    assert again["restart_count"] == 1
+    assert again["pid"] != ready["pid"]
+    assert "control plane restarted while the launch was ready" in again["last_error"]

@@ -97,9 +97,12 @@ class LaunchRequest(BaseModel):
     def _args_leave_our_flags_alone(cls, extra_args: list[str]) -> list[str]:
         for arg in extra_args:
             _reject_nul("extra_args", arg)
-            flag = arg.split("=", 1)[0]
-            if flag in RESERVED_FLAGS:
-                raise ValueError(f"extra_args must not contain {flag}: {RESERVED_FLAGS[flag]}")
+            reserved = reserved_flag(arg)
+            if reserved is not None:
+                raise ValueError(
+                    f"extra_args must not contain {arg.split('=', 1)[0]} (it would set "
+                    f"{reserved}): {RESERVED_FLAGS[reserved]}"
+                )
         return extra_args
 
     @field_validator("env")
@@ -115,6 +118,18 @@ class LaunchRequest(BaseModel):
                 raise ValueError(f"env must not set {name}: choose GPUs with gpu_ids")
             _reject_nul(f"env[{name!r}]", value)
         return env
+
+
+def reserved_flag(arg: str) -> str | None:
+    """The reserved flag `arg` would set, in any spelling vLLM's parser resolves to it:
+    exact, abbreviated (argparse takes any unambiguous prefix, "--ho" for "--host"), with
+    underscores for dashes, with or without "=value"."""
+    if not arg.startswith("--"):
+        return None
+    name = arg.split("=", 1)[0].replace("_", "-")
+    if len(name) <= 2:
+        return None
+    return next((flag for flag in RESERVED_FLAGS if flag.startswith(name)), None)
 
 
 def _reject_nul(field: str, value: str) -> None:

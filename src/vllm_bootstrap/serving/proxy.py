@@ -18,7 +18,11 @@ class LaunchProxy:
         self._forwarder = forwarder
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        launch_id, _, _ = scope["path"][len(PROXY_PREFIX) :].partition("/")
+        # The id is read from the raw path, the same bytes the upstream path is cut from: an
+        # id sent percent-encoded matches no launch instead of cutting the path wrong.
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        raw_id, _, _ = raw_path[len(PROXY_PREFIX) :].partition(b"/")
+        launch_id = raw_id.decode("latin-1")
         launch = self._directory.find(launch_id)
         if launch is None:
             await plain_error(send, 404, f"no launch with id {launch_id!r}")
@@ -28,8 +32,7 @@ class LaunchProxy:
                 send, 409, f"launch {launch_id} is {launch.state}, not ready: retry later"
             )
             return
-        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
-        upstream_path = raw_path[len(PROXY_PREFIX) + len(launch_id) :] or b"/"
+        upstream_path = raw_path[len(PROXY_PREFIX) + len(raw_id) :] or b"/"
         await self._forwarder.forward(
             scope, receive, send, launch, upstream_path, None, plain_error
         )

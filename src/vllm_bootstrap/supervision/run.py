@@ -87,7 +87,8 @@ class LaunchRun:
         self._watch(processes.wait_for_adopted_exit(leader, launch.process_start_ticks))
 
     async def settle_vanished(self) -> None:
-        """Its process died while the control plane was away: end what is left of it."""
+        """Its process died while the control plane was away: end what is left of it, then
+        finish what was under way (a stop, a failing start) or apply the restart policy."""
         if recovery.kill_remnants(self.launch.launch_id):
             await asyncio.sleep(0.1)  # SIGKILL is quick; let the kernel finish
         state = self.launch.state
@@ -95,12 +96,16 @@ class LaunchRun:
             self._move(_S.STOPPED)  # the stop finished while we were away
         elif state is _S.FAILING:
             self._move(_S.FAILED)  # so did the failing launch's stop
+        elif state is _S.RESTARTING:
+            self._resume_restart()  # the backoff goes on where it was
         else:
-            self._move(
-                _S.FAILED,
-                error=f"control plane restarted while the launch was {state}; its vLLM "
-                "process was gone",
+            error = (
+                f"control plane restarted while the launch was {state}; its vLLM process was gone"
             )
+            if self._may_restart():
+                self._restart_later(error)  # a crash while we were away is still a crash
+            else:
+                self._move(_S.FAILED, error=error)
 
     def stop(self) -> None:
         """Begin stopping; harmless for a launch that is already ending or has ended."""
@@ -186,6 +191,10 @@ class LaunchRun:
             # A crash: leftover EngineCore/workers have nothing to finish gracefully.
             processes.signal_group(launch.pgid, signal.SIGKILL)
             await processes.wait_for_group_exit(launch.pgid, REMNANT_KILL_WAIT_SECONDS)
+        # A process that left the group (setsid in a plugin, say) still carries the launch's
+        # marker: it must not outlive the launch and keep its GPU busy.
+        if recovery.kill_remnants(launch.launch_id):
+            logger.warning("launch %s: killed processes that had left its group", launch.launch_id)
         launch.return_code = return_code
         if launch.state is _S.STOPPING:
             self._move(_S.STOPPED)
@@ -223,6 +232,21 @@ class LaunchRun:
         )
         self._restart_timer = asyncio.create_task(
             self._restart_after(delay), name=f"restart-{launch.launch_id}"
+        )
+
+    def _resume_restart(self) -> None:
+        """Wait out what is left of a backoff that began before the control plane restarted."""
+        launch = self.launch
+        remaining = max(0.0, launch.updated_at + launch.next_restart_delay() - time.time())
+        logger.info(
+            "launch %s: restart %d of %d resumes in %.1f s",
+            launch.launch_id,
+            launch.restart_count,
+            launch.max_restarts,
+            remaining,
+        )
+        self._restart_timer = asyncio.create_task(
+            self._restart_after(remaining), name=f"restart-{launch.launch_id}"
         )
 
     async def _restart_after(self, delay: float) -> None:

@@ -38,6 +38,10 @@ class ExchangeConnection(Protocol):
     def close(self) -> None: ...
 
 
+class _UnrequestedResponse(Exception):
+    """Bytes of a response nobody asked for arrived on the connection."""
+
+
 class _FinishedParser:
     """Stands in for the parser once the exchange is over; any late bytes are an error."""
 
@@ -72,6 +76,7 @@ class UpstreamResponse:
         self._error: Exception | None = None
         self._keep_alive = False
         self._closed = False
+        self._message_began = False
 
     # --- the caller's side ----------------------------------------------------------------
 
@@ -151,6 +156,7 @@ class UpstreamResponse:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
+            self._keep_alive = False
             self._fail(UpstreamError(f"malformed response from vLLM: {exc}"))
             self._connection.close()
 
@@ -167,6 +173,13 @@ class UpstreamResponse:
         self._fail(UpstreamError(f"vLLM closed the connection ({exc or 'end of stream'})"))
 
     # --- httptools callbacks --------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._message_began:
+            # A second response on one request: the upstream's framing cannot be trusted.
+            # Parsing stops here and the connection is never reused.
+            raise _UnrequestedResponse
+        self._message_began = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))

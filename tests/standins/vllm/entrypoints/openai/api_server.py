@@ -16,7 +16,8 @@ Failures are chosen by the model name:
 - "crash-after-ready": serves, then dies with a CUDA out-of-memory error after
   FAKE_VLLM_CRASH_AFTER_SECONDS (default 1);
 - "ignore-sigterm": it and its EngineCore ignore SIGTERM;
-- "slow-start": loads for FAKE_VLLM_SLOW_LOAD_SECONDS (default 60).
+- "slow-start": loads for FAKE_VLLM_SLOW_LOAD_SECONDS (default 60);
+- "escape-group": starts a helper in a session of its own, outside the process group.
 
 Test-only extras: ANY /debug/echo/... describes the request it received;
 FAKE_VLLM_TOKEN_DELAY_SECONDS spaces streamed tokens out.
@@ -341,6 +342,14 @@ def start_engine_core(ignore_sigterm: bool) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "vllm.v1.engine.core"], env=env)
 
 
+def start_helper_outside_the_group() -> subprocess.Popen:
+    """A helper in a session of its own (as a plugin calling setsid() might start): only the
+    launch marker in its environment still ties it to the launch."""
+    return subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True
+    )
+
+
 async def serve(args: argparse.Namespace) -> None:
     model = args.model
     loop = asyncio.get_running_loop()
@@ -361,6 +370,9 @@ async def serve(args: argparse.Namespace) -> None:
 
     engine = start_engine_core(ignore_sigterm="ignore-sigterm" in model)
     log(f"Started engine process with PID {engine.pid}", "core_client.py:1")
+    if "escape-group" in model:
+        escaped = start_helper_outside_the_group()
+        log(f"helper left the process group: pid={escaped.pid}", "standin.py:1")
     log(
         f"Loading model {model} on {args.tensor_parallel_size} GPU(s) "
         f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')})",

@@ -1,0 +1,65 @@
+"""Attacks a client can make with well-formed requests, and what holds against each (issue 9).
+
+Each test names the attack; each fails against the code before its fix."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Server, eventually, pid_alive
+
+
+@pytest.mark.parametrize(
+    "arg",
+    ["--ho=0.0.0.0", "--hos", "--por=21050", "--po", "--mod=other", "--mo"],
+)
+def test_extra_args_cannot_rebind_vllm_with_an_abbreviated_flag(server: Server, arg: str) -> None:
+    response = server.client.post(
+        "/launch", json={"model": "m", "gpu_ids": [0], "extra_args": [arg]}
+    )
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert arg.split("=")[0] in detail
+    assert "it would set --" in detail
+    assert server.client.get("/launch").json() == []  # nothing was started
+
+
+def test_flags_that_merely_start_like_a_reserved_one_are_fine(server: Server) -> None:
+    launch = server.launch(
+        model="m", gpu_ids=[0], extra_args=["--model-impl", "auto", "--max-model-len=4096"]
+    )
+    assert launch["command"][-3:] == ["--model-impl", "auto", "--max-model-len=4096"]
+
+
+def test_a_percent_encoded_launch_id_matches_no_launch(server: Server) -> None:
+    ready = server.launch_ready(model="m", gpu_ids=[0])
+    encoded = "".join(f"%{ord(char):02X}" for char in ready["launch_id"])
+    response = server.client.get(f"/proxy/{encoded}/v1/models")
+    assert response.status_code == 404
+    assert "no launch with id" in response.json()["detail"]
+    # The plain id still forwards the path intact.
+    seen = server.client.get(f"/proxy/{ready['launch_id']}/debug/echo/a%2Fb?x=1").json()
+    assert seen["raw_path"] == "/debug/echo/a%2Fb?x=1"
+
+
+def test_a_newline_in_a_model_name_cannot_forge_a_log_line(server: Server, tmp_path: Path) -> None:
+    launch = server.launch(model="m\nFORGED: launch evil: ready", gpu_ids=[0])
+    server.wait_for(launch["launch_id"], {"ready"})
+    lines = server.output().splitlines()
+    assert not any(line.startswith("FORGED") for line in lines)
+    assert any(json.dumps("m")[1:-1] + "\\nFORGED" in line for line in lines)
+
+
+def test_a_process_that_left_the_launch_group_does_not_outlive_the_stop(server: Server) -> None:
+    ready = server.launch_ready(model="m-escape-group", gpu_ids=[0])
+    match = re.search(r"helper left the process group: pid=(\d+)", server.logs(ready["launch_id"]))
+    assert match is not None
+    escaped = int(match.group(1))
+    assert pid_alive(escaped)
+    assert server.stop(ready["launch_id"])["state"] == "stopped"
+    eventually(lambda: not pid_alive(escaped), timeout=5, message="the escaped helper lives on")
+    assert "killed processes that had left its group" in server.output()
