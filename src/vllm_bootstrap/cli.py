@@ -12,6 +12,7 @@ import uvicorn
 from vllm_bootstrap import __version__
 from vllm_bootstrap.app import create_app
 from vllm_bootstrap.config import ConfigError, load_settings
+from vllm_bootstrap.head_guard import head_guard_protocol
 
 # In-flight requests (long streams) get this long after SIGTERM before the launches stop.
 GRACEFUL_SHUTDOWN_SECONDS = 5
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
         port=settings.port,
         log_level=args.log_level,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        # uvicorn's httptools protocol with limits on the request head's size and time.
+        http=head_guard_protocol(settings),
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         # A log line per proxied request would cost a fifth of the proxy's throughput;
         # the API routes log their own requests (app.AccessLog).

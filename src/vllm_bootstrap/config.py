@@ -30,6 +30,8 @@ SETTING_VARIABLES = frozenset(
         "VLLM_STARTUP_TIMEOUT_SECONDS",
         "VLLM_BOOTSTRAP_VLLM_COMMAND",
         "VLLM_BOOTSTRAP_DETACH_ON_EXIT",
+        "VLLM_BOOTSTRAP_MAX_HEAD_BYTES",
+        "VLLM_BOOTSTRAP_HEAD_TIMEOUT_SECONDS",
     }
 )
 
@@ -52,6 +54,10 @@ class Settings:
     startup_timeout_seconds: float = 1800.0
     vllm_command: tuple[str, ...] = (sys.executable, "-m", "vllm.entrypoints.openai.api_server")
     detach_on_exit: bool = False
+    # What a client may make the server read before any route runs (nginx allows about as
+    # much): the request line and headers together, and the time to send them.
+    max_head_bytes: int = 64 * 1024
+    head_timeout_seconds: float = 30.0
 
     @property
     def uses_default_vllm_command(self) -> bool:
@@ -70,7 +76,8 @@ class Settings:
             f"log_dir={str(self.log_dir)!r}, state_dir={str(self.state_dir)!r}, access_key={key}, "
             f"stop_timeout={self.stop_timeout_seconds}, "
             f"startup_timeout={self.startup_timeout_seconds}, vllm_command={self.vllm_command!r}, "
-            f"detach_on_exit={self.detach_on_exit})"
+            f"detach_on_exit={self.detach_on_exit}, max_head_bytes={self.max_head_bytes}, "
+            f"head_timeout={self.head_timeout_seconds})"
         )
 
 
@@ -100,6 +107,10 @@ def load_settings(
         ),
         vllm_command=_command(env, "VLLM_BOOTSTRAP_VLLM_COMMAND", defaults.vllm_command),
         detach_on_exit=_flag(env, "VLLM_BOOTSTRAP_DETACH_ON_EXIT"),
+        max_head_bytes=_byte_count(env, "VLLM_BOOTSTRAP_MAX_HEAD_BYTES", defaults.max_head_bytes),
+        head_timeout_seconds=_seconds(
+            env, "VLLM_BOOTSTRAP_HEAD_TIMEOUT_SECONDS", defaults.head_timeout_seconds
+        ),
     )
     if settings.launch_port_start > settings.launch_port_end:
         raise ConfigError(
@@ -140,6 +151,15 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     if not value > 0 or value == float("inf"):
         raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
     return value
+
+
+def _byte_count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 1024 <= int(raw) <= 16 * 1024 * 1024:
+        raise ConfigError(f"{name} must be a number of bytes from 1024 to 16777216, got {raw!r}")
+    return int(raw)
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

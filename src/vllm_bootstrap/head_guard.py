@@ -1,0 +1,98 @@
+"""What a client can make the server do before any route runs: bounded in size and time.
+
+uvicorn reads a request's line and headers without a limit and waits for them forever; a
+single 100 MB header line froze the event loop for seconds, without the access key, and a
+connection that never finishes its head held a file descriptor for good. This protocol is
+uvicorn's own, with two limits on the request head (the request line and headers):
+
+- over `max_head_bytes` it answers 431 and closes the connection, so a head costs at most
+  the limit (plus one socket read) in memory and parsing;
+- a head not complete `head_timeout_seconds` after the connection opened, or after the
+  previous response, gets 408 and the connection is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from vllm_bootstrap.config import Settings
+
+
+class HeadGuardProtocol(HttpToolsProtocol):
+    max_head_bytes = 64 * 1024
+    head_timeout_seconds = 30.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_bytes = 0
+        self._reading_head = True
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._expect_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._reading_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self._reading_head and self._head_bytes > self.max_head_bytes:
+            self._refuse(431, f"request line and headers over {self.max_head_bytes} bytes")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if not self._reading_head:  # the next request on a kept-alive connection
+            self._expect_head()
+
+    def on_headers_complete(self) -> None:
+        self._reading_head = False
+        self._stop_head_timer()
+        super().on_headers_complete()
+
+    def _expect_head(self) -> None:
+        # Between requests uvicorn's keep-alive timeout covers the wait for the next first
+        # byte; this covers the rest of that request's head.
+        self._reading_head = True
+        self._head_bytes = 0
+        self._stop_head_timer()
+        self._head_timer = self.loop.call_later(self.head_timeout_seconds, self._head_too_slow)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self._reading_head:
+            self._refuse(408, f"request head not complete within {self.head_timeout_seconds:g} s")
+
+    def _refuse(self, status: int, message: str) -> None:
+        if self.transport.is_closing():
+            return
+        reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
+        body = message.encode()
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (status, reason, len(body), body)
+        )
+        self.transport.close()
+
+
+def head_guard_protocol(settings: Settings) -> type[HeadGuardProtocol]:
+    """The protocol class for uvicorn's `http` option, with the settings' limits."""
+    return type(
+        "HeadGuardProtocol",
+        (HeadGuardProtocol,),
+        {
+            "max_head_bytes": settings.max_head_bytes,
+            "head_timeout_seconds": settings.head_timeout_seconds,
+        },
+    )

@@ -1,0 +1,77 @@
+"""Attacks on the HTTP connection itself, before any route or the access key runs (issue 9):
+each costs the attacker's connection, never the server's responsiveness."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+
+from tests.conftest import ServerFactory
+from tests.harness import Server
+
+KEY = "connection-key"
+
+
+def raw_exchange(server: Server, data: bytes, timeout: float = 10) -> bytes:
+    """Send `data` on a fresh connection (the server may stop reading early); what came back."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock:
+        # Refused part-way, the server closes: its answer was written before the close.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(data)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except ConnectionResetError:
+            pass
+        return b"".join(chunks)
+
+
+def test_a_huge_header_is_refused_with_431_and_costs_only_the_limit(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(VLLM_ACCESS_KEY=KEY)
+    attack = b"GET /health HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * (20 * 1024 * 1024)
+    answers: list[bytes] = []
+    attacker = threading.Thread(target=lambda: answers.append(raw_exchange(server, attack)))
+    attacker.start()
+    attacker.join(30)
+    assert len(answers) == 1
+    # Refused at 64 KiB, before the key is even looked at (a parsed head would get 401).
+    assert answers[0].startswith(b"HTTP/1.1 431 "), answers[0][:200]
+    assert server.client.get("/health").json()["status"] == "ok"
+
+
+def test_a_head_just_under_the_limit_is_served(start_server: ServerFactory) -> None:
+    server = start_server()
+    request = b"GET /health HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"a" * 60_000 + b"\r\n\r\n"
+    assert raw_exchange(server, request).startswith(b"HTTP/1.1 200 ")
+
+
+def test_an_unfinished_head_is_cut_off_after_the_head_timeout(start_server: ServerFactory) -> None:
+    server = start_server(VLLM_BOOTSTRAP_HEAD_TIMEOUT_SECONDS="1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\n")  # and never the blank line
+        answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert sock.recv(65536) == b""  # closed
+    assert server.client.get("/health").status_code == 200
+
+
+def test_a_silent_connection_is_closed_after_the_head_timeout(start_server: ServerFactory) -> None:
+    server = start_server(VLLM_BOOTSTRAP_HEAD_TIMEOUT_SECONDS="1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        assert sock.recv(65536).startswith(b"HTTP/1.1 408 ")
+
+
+def test_kept_alive_connections_serve_many_requests_within_the_limits(server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        for _ in range(20):
+            sock.sendall(
+                b"GET /health HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"a" * 40_000 + b"\r\n\r\n"
+            )
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                answer += sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200 ")
