@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import ServerFactory
 from tests.harness import Server, eventually, pid_alive
 
 
@@ -63,3 +64,16 @@ def test_a_process_that_left_the_launch_group_does_not_outlive_the_stop(server: 
     assert server.stop(ready["launch_id"])["state"] == "stopped"
     eventually(lambda: not pid_alive(escaped), timeout=5, message="the escaped helper lives on")
     assert "killed processes that had left its group" in server.output()
+
+
+def test_a_huge_body_for_v1_is_refused_at_the_routed_body_limit(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(VLLM_BOOTSTRAP_MAX_ROUTED_BODY_BYTES=str(1024 * 1024))
+    server.launch_ready(model="m", gpu_ids=[0])
+    prompt = "x" * (2 * 1024 * 1024)
+    response = server.client.post("/v1/completions", json={"model": "m", "prompt": prompt})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+    small = server.client.post("/v1/completions", json={"model": "m", "prompt": "x" * 1000})
+    assert small.status_code == 200

@@ -66,7 +66,9 @@ def _lifespan(settings: Settings, dispatcher: ServingDispatcher):  # type: ignor
         pool = UpstreamPool()
         forwarder = Forwarder(pool, settings.access_key)
         dispatcher.proxy = LaunchProxy(supervisor.registry, forwarder)
-        dispatcher.openai = OpenAIRouter(ModelBalancer(supervisor.registry), forwarder)
+        dispatcher.openai = OpenAIRouter(
+            ModelBalancer(supervisor.registry), forwarder, settings.max_routed_body_bytes
+        )
         app.state.supervisor = supervisor
         app.state.loop_lag = LoopLagMonitor()
         app.state.loop_lag.start()

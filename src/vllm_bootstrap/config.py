@@ -32,6 +32,7 @@ SETTING_VARIABLES = frozenset(
         "VLLM_BOOTSTRAP_DETACH_ON_EXIT",
         "VLLM_BOOTSTRAP_MAX_HEAD_BYTES",
         "VLLM_BOOTSTRAP_HEAD_TIMEOUT_SECONDS",
+        "VLLM_BOOTSTRAP_MAX_ROUTED_BODY_BYTES",
     }
 )
 
@@ -58,6 +59,8 @@ class Settings:
     # much): the request line and headers together, and the time to send them.
     max_head_bytes: int = 64 * 1024
     head_timeout_seconds: float = 30.0
+    # /v1 reads a body whole to find its model: generous for long prompts and images.
+    max_routed_body_bytes: int = 64 * 1024 * 1024
 
     @property
     def uses_default_vllm_command(self) -> bool:
@@ -77,7 +80,8 @@ class Settings:
             f"stop_timeout={self.stop_timeout_seconds}, "
             f"startup_timeout={self.startup_timeout_seconds}, vllm_command={self.vllm_command!r}, "
             f"detach_on_exit={self.detach_on_exit}, max_head_bytes={self.max_head_bytes}, "
-            f"head_timeout={self.head_timeout_seconds})"
+            f"head_timeout={self.head_timeout_seconds}, "
+            f"max_routed_body_bytes={self.max_routed_body_bytes})"
         )
 
 
@@ -110,6 +114,12 @@ def load_settings(
         max_head_bytes=_byte_count(env, "VLLM_BOOTSTRAP_MAX_HEAD_BYTES", defaults.max_head_bytes),
         head_timeout_seconds=_seconds(
             env, "VLLM_BOOTSTRAP_HEAD_TIMEOUT_SECONDS", defaults.head_timeout_seconds
+        ),
+        max_routed_body_bytes=_byte_count(
+            env,
+            "VLLM_BOOTSTRAP_MAX_ROUTED_BODY_BYTES",
+            defaults.max_routed_body_bytes,
+            most=4 * 1024 * 1024 * 1024,
         ),
     )
     if settings.launch_port_start > settings.launch_port_end:
@@ -153,12 +163,14 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def _byte_count(env: Mapping[str, str], name: str, default: int) -> int:
+def _byte_count(
+    env: Mapping[str, str], name: str, default: int, most: int = 16 * 1024 * 1024
+) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    if not raw.isdigit() or not 1024 <= int(raw) <= 16 * 1024 * 1024:
-        raise ConfigError(f"{name} must be a number of bytes from 1024 to 16777216, got {raw!r}")
+    if not raw.isdigit() or not 1024 <= int(raw) <= most:
+        raise ConfigError(f"{name} must be a number of bytes from 1024 to {most}, got {raw!r}")
     return int(raw)
 
 

@@ -22,7 +22,7 @@ async def openai_error(
     send: Send, status: int, message: str, code: str, retry_after: bool = False
 ) -> None:
     """The error shape OpenAI's clients parse into NotFoundError, APIStatusError, ..."""
-    kind = {400: "invalid_request_error", 404: "invalid_request_error"}.get(status, "server_error")
+    kind = "invalid_request_error" if status in (400, 404, 413) else "server_error"
     headers = [(b"retry-after", RETRY_AFTER_SECONDS.encode())] if retry_after else []
     payload = {"error": {"message": message, "type": kind, "param": None, "code": code}}
     await send_json(send, status, payload, headers)

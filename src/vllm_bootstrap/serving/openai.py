@@ -11,7 +11,7 @@ import json
 
 from starlette.types import Receive, Scope, Send
 
-from vllm_bootstrap.asgi import ClientGone, read_body, send_json
+from vllm_bootstrap.asgi import BodyTooLarge, ClientGone, read_body, send_json
 from vllm_bootstrap.serving.balancer import ModelBalancer, NoReadyReplica, UnknownModel
 from vllm_bootstrap.serving.errors import openai_error
 from vllm_bootstrap.serving.forward import Forwarder
@@ -20,17 +20,25 @@ OPENAI_PREFIX = "/v1/"
 
 
 class OpenAIRouter:
-    def __init__(self, balancer: ModelBalancer, forwarder: Forwarder) -> None:
+    def __init__(self, balancer: ModelBalancer, forwarder: Forwarder, max_body_bytes: int) -> None:
         self._balancer = balancer
         self._forwarder = forwarder
+        self._max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] == "GET" and scope["path"] == "/v1/models":
             await send_json(send, 200, self._balancer.models_listing())
             return
         try:
-            body = await read_body(receive)
+            body = await read_body(receive, self._max_body_bytes)
         except ClientGone:
+            return
+        except BodyTooLarge:
+            message = (
+                f"request body over {self._max_body_bytes} bytes, the limit for requests routed "
+                "by model (VLLM_BOOTSTRAP_MAX_ROUTED_BODY_BYTES); /proxy/{launch_id}/... has none"
+            )
+            await openai_error(send, 413, message, "request_too_large")
             return
         model = model_of(body)
         if model is None:
