@@ -77,3 +77,14 @@ def test_a_huge_body_for_v1_is_refused_at_the_routed_body_limit(
     assert response.json()["error"]["code"] == "request_too_large"
     small = server.client.post("/v1/completions", json={"model": "m", "prompt": "x" * 1000})
     assert small.status_code == 200
+
+
+def test_a_header_the_client_names_in_connection_does_not_reach_vllm(server: Server) -> None:
+    ready = server.launch_ready(model="m", gpu_ids=[0])
+    response = server.client.get(
+        f"/proxy/{ready['launch_id']}/debug/echo",
+        headers={"Connection": "keep-alive, X-Hop-Secret", "X-Hop-Secret": "1", "X-Kept": "2"},
+    )
+    names = {name.lower() for name, _ in response.json()["headers"]}
+    assert "x-kept" in names
+    assert "x-hop-secret" not in names

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.test_upstream import OK, fetch, read_request, run, serve
+from vllm_bootstrap.serving.forward import end_to_end
 from vllm_bootstrap.upstream import UpstreamPool
 
 
@@ -60,3 +61,44 @@ def test_a_response_nobody_asked_for_arriving_late_discards_the_connection() -> 
         server.close()
 
     run(scenario)
+
+
+def test_an_interim_response_is_skipped_and_its_headers_are_not_merged() -> None:
+    async def early_hints_then_ok(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while True:
+            try:
+                await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n")
+            await writer.drain()
+            writer.write(b"HTTP/1.1 200 OK\r\nx-final: 1\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+
+    async def scenario() -> None:
+        server, port = await serve(early_hints_then_ok)
+        pool = UpstreamPool()
+        response = await pool.request("127.0.0.1", port, b"GET", b"/", [], b"")
+        assert response.status == 200
+        assert response.headers == [(b"x-final", b"1"), (b"content-length", b"2")]
+        assert await response.read() == b"ok"
+        assert await fetch(pool, port) == (200, b"ok")
+        assert (pool.stats.opened, pool.stats.reused) == (1, 1)  # framing stayed trusted
+        pool.close()
+        server.close()
+
+    run(scenario)
+
+
+def test_headers_named_in_connection_do_not_cross_the_proxy() -> None:
+    headers = [
+        (b"Connection", b"keep-alive, X-Hop-Secret"),
+        (b"X-Hop-Secret", b"for this hop only"),
+        (b"Keep-Alive", b"timeout=5"),
+        (b"X-End-To-End", b"kept"),
+    ]
+    assert end_to_end(headers, frozenset({b"connection", b"keep-alive"})) == [
+        (b"X-End-To-End", b"kept")
+    ]

@@ -113,14 +113,23 @@ class Forwarder:
             client_gone.stop()
 
     def _upstream_headers(self, raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        dropped = self._dropped_request_headers
-        return [(name, value) for name, value in raw if name not in dropped]
+        return end_to_end(raw, self._dropped_request_headers)
+
+
+def end_to_end(
+    headers: list[tuple[bytes, bytes]], dropped: frozenset[bytes]
+) -> list[tuple[bytes, bytes]]:
+    """The headers that may cross the proxy: not hop-by-hop, not in `dropped`, and not named
+    in a Connection header (RFC 9110 section 7.6.1: those are for this hop only)."""
+    for name, value in headers:
+        if name.lower() == b"connection":
+            named = {token.strip().lower() for token in value.split(b",")}
+            dropped = dropped | named
+    return [(name, value) for name, value in headers if name.lower() not in dropped]
 
 
 def _response_start(upstream: UpstreamResponse, launch: Launch) -> dict[str, object]:
-    headers = [
-        (name, value) for name, value in upstream.headers if name.lower() not in _DROP_FROM_RESPONSE
-    ]
+    headers = end_to_end(upstream.headers, _DROP_FROM_RESPONSE)
     headers.append((LAUNCH_ID_HEADER, launch.launch_id.encode()))
     return {"type": "http.response.start", "status": upstream.status, "headers": headers}
 

@@ -77,6 +77,7 @@ class UpstreamResponse:
         self._keep_alive = False
         self._closed = False
         self._message_began = False
+        self._interim = False
 
     # --- the caller's side ----------------------------------------------------------------
 
@@ -175,6 +176,9 @@ class UpstreamResponse:
     # --- httptools callbacks --------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self._interim:
+            self._interim = False  # the final response follows its 1xx
+            return
         if self._message_began:
             # A second response on one request: the upstream's framing cannot be trusted.
             # Parsing stops here and the connection is never reused.
@@ -187,7 +191,15 @@ class UpstreamResponse:
             self.content_length = int(value)
 
     def on_headers_complete(self) -> None:
-        self.status = self._parser.get_status_code()
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            # An interim response (103 Early Hints, 100 Continue): not ours to relay, and its
+            # headers are not the final response's.
+            self._interim = True
+            self.headers = []
+            self.content_length = None
+            return
+        self.status = status
         # Asked now: once the message is complete the parser has reset and no longer knows.
         self._keep_alive = self._parser.should_keep_alive()
         if not self._headers_arrived.done():
@@ -206,7 +218,8 @@ class UpstreamResponse:
         self._wake()
 
     def on_message_complete(self) -> None:
-        self._finish()
+        if not self._interim:
+            self._finish()
 
     def _finish(self) -> None:
         self._complete = True
