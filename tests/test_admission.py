@@ -69,6 +69,14 @@ def test_our_own_launches_processes_are_not_foreign() -> None:
     assert decide(Request([0], None, False), snapshot).gpu_ids == [0]
 
 
+def test_a_requested_port_must_be_in_the_launch_range() -> None:
+    snapshot = Snapshot(detected_gpus=[0], launch_ports=range(8001, 8100))
+    for port in (22, 8000, 8100):
+        with pytest.raises(InvalidLaunch, match=f"port {port} is outside .* \\(8001-8099\\)"):
+            decide(Request([0], port, False), snapshot)
+    assert decide(Request([0], 8099, False), snapshot).port == 8099
+
+
 def test_a_requested_port_must_be_unowned_and_free() -> None:
     snapshot = Snapshot(detected_gpus=[0], port_owners={8005: "abc"})
     with pytest.raises(ResourceConflict, match="port 8005 is used by launch abc"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,28 @@ def test_server_refuses_to_start_with_a_bad_value() -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "VLLM_LAUNCH_PORT_START (9000) is above VLLM_LAUNCH_PORT_END (8000)" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("key", "message"), [("", "set but empty"), (" sesame\n", "spaces or newlines around it")]
+)
+def test_an_empty_or_padded_access_key_is_a_configuration_error(key: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings({"VLLM_ACCESS_KEY": key})
+
+
+def test_the_server_refuses_to_start_with_an_empty_access_key(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("VLLM_")}
+    env["VLLM_ACCESS_KEY"] = ""
+    result = subprocess.run(
+        [sys.executable, "-m", "vllm_bootstrap", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "vllm-bootstrap: configuration error: VLLM_ACCESS_KEY is set but empty: give it a "
+        "value, or unset it to run without a key"
+    ]

@@ -88,3 +88,13 @@ def test_a_header_the_client_names_in_connection_does_not_reach_vllm(server: Ser
     names = {name.lower() for name, _ in response.json()["headers"]}
     assert "x-kept" in names
     assert "x-hop-secret" not in names
+
+
+@pytest.mark.parametrize("port", [22, 80, 65000])
+def test_a_port_outside_the_launch_range_is_refused(server: Server, port: int) -> None:
+    response = server.client.post("/launch", json={"model": "m", "gpu_ids": [0], "port": port})
+    assert response.status_code == 400
+    assert (
+        f"port {port} is outside VLLM_LAUNCH_PORT_START..VLLM_LAUNCH_PORT_END"
+        in (response.json()["detail"])
+    )

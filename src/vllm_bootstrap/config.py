@@ -102,7 +102,7 @@ def load_settings(
         launch_port_end=_port(env, "VLLM_LAUNCH_PORT_END", defaults.launch_port_end),
         log_dir=_path(env, "VLLM_BOOTSTRAP_LOG_DIR", defaults.log_dir),
         state_dir=_path(env, "VLLM_BOOTSTRAP_STATE_DIR", defaults.state_dir),
-        access_key=env.get("VLLM_ACCESS_KEY") or None,
+        access_key=_access_key(env),
         stop_timeout_seconds=_seconds(
             env, "VLLM_STOP_TIMEOUT_SECONDS", defaults.stop_timeout_seconds
         ),
@@ -130,6 +130,24 @@ def load_settings(
     if port is not None and not 1 <= port <= 65535:
         raise ConfigError(f"--port must be between 1 and 65535, got {port}")
     return settings
+
+
+def _access_key(env: Mapping[str, str]) -> str | None:
+    """The key, if set. Set but empty, or with spaces around it, is a mistake to report: an
+    empty key would silently open every route, and a padded one could never be presented."""
+    key = env.get("VLLM_ACCESS_KEY")
+    if key is None:
+        return None
+    if not key:
+        raise ConfigError(
+            "VLLM_ACCESS_KEY is set but empty: give it a value, or unset it to run without a key"
+        )
+    if key != key.strip():
+        raise ConfigError(
+            "VLLM_ACCESS_KEY has spaces or newlines around it, which no client can send in a "
+            "header: remove them"
+        )
+    return key
 
 
 def _text(env: Mapping[str, str], name: str, default: str) -> str:

@@ -34,6 +34,8 @@ class Snapshot:
     port_owners: dict[int, str] = field(default_factory=dict)
     our_process_groups: frozenset[int] = frozenset()
     gpu_users: list[GPUUser] = field(default_factory=list)
+    # VLLM_LAUNCH_PORT_START..END: the only ports a launch may have.
+    launch_ports: range = range(1024, 65536)
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ def admit(
     check_gpus_free(gpu_ids, snapshot.gpu_owners)
     if request.port is None:
         return Decision(gpu_ids, next_free_port(snapshot.port_owners.keys()))
-    check_port(request.port, snapshot.port_owners, port_is_free)
+    check_port(request.port, snapshot, port_is_free)
     return Decision(gpu_ids, request.port)
 
 
@@ -109,9 +111,15 @@ def check_gpus_free(gpu_ids: list[int], owners: dict[int, str]) -> None:
         raise ResourceConflict(f"GPUs already owned: {', '.join(taken)}; stop it first")
 
 
-def check_port(port: int, owners: dict[int, str], port_is_free: Callable[[int], bool]) -> None:
-    if port in owners:
-        raise ResourceConflict(f"port {port} is used by launch {owners[port]}")
+def check_port(port: int, snapshot: Snapshot, port_is_free: Callable[[int], bool]) -> None:
+    ports = snapshot.launch_ports
+    if port not in ports:
+        raise InvalidLaunch(
+            f"port {port} is outside VLLM_LAUNCH_PORT_START..VLLM_LAUNCH_PORT_END "
+            f"({ports.start}-{ports.stop - 1}): choose one inside it or leave `port` out"
+        )
+    if port in snapshot.port_owners:
+        raise ResourceConflict(f"port {port} is used by launch {snapshot.port_owners[port]}")
     if not port_is_free(port):
         raise InvalidLaunch(
             f"port {port} is busy: another process listens there; choose another port or "

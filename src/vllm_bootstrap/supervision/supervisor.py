@@ -175,6 +175,7 @@ class Supervisor:
             port_owners={launch.port: launch.launch_id for launch in live},
             our_process_groups=frozenset(launch.pgid for launch in live if launch.pgid is not None),
             gpu_users=users,
+            launch_ports=range(self.settings.launch_port_start, self.settings.launch_port_end + 1),
         )
 
 
