@@ -11,6 +11,7 @@ or the next state.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -50,6 +51,10 @@ class ResourceTaken(RuntimeError):
     """A GPU or port is already leased to a live launch."""
 
 
+class StateWriteFailed(RuntimeError):
+    """The database could not be written (a full disk, say); the message says why."""
+
+
 class StateStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -83,16 +88,26 @@ class StateStore:
                 )
         except sqlite3.IntegrityError as exc:
             raise ResourceTaken(str(exc)) from None
+        except sqlite3.Error as exc:
+            raise StateWriteFailed(self._write_failure(exc)) from None
 
     def save(self, launch: Launch) -> None:
         """Write a launch's current fields; a terminal launch gives its leases back."""
-        with self._transaction():
-            self._db.execute(
-                "UPDATE launches SET record = ? WHERE launch_id = ?",
-                (_document(launch), launch.launch_id),
-            )
-            if launch.is_terminal:
-                self._db.execute("DELETE FROM gpu_leases WHERE launch_id = ?", (launch.launch_id,))
+        try:
+            with self._transaction():
+                self._db.execute(
+                    "UPDATE launches SET record = ? WHERE launch_id = ?",
+                    (_document(launch), launch.launch_id),
+                )
+                if launch.is_terminal:
+                    self._db.execute(
+                        "DELETE FROM gpu_leases WHERE launch_id = ?", (launch.launch_id,)
+                    )
+        except sqlite3.Error as exc:
+            raise StateWriteFailed(self._write_failure(exc)) from None
+
+    def _write_failure(self, exc: sqlite3.Error) -> str:
+        return f"the state database {self.path} could not be written ({exc})"
 
     def load_all(self) -> list[Launch]:
         rows = self._db.execute("SELECT record FROM launches ORDER BY created_at").fetchall()
@@ -114,7 +129,19 @@ class _Transaction:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, *_: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is not None:
+            self._roll_back()
+            return
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            self._roll_back()  # a failed COMMIT (a full disk) leaves the transaction open
+            raise
+
+    def _roll_back(self) -> None:
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
 
 
 def _document(launch: Launch) -> str:

@@ -10,13 +10,14 @@ table backs that up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 
 from vllm_bootstrap.config import Settings
 from vllm_bootstrap.launches.record import Launch
 from vllm_bootstrap.launches.registry import LaunchRegistry
-from vllm_bootstrap.launches.store import ResourceTaken, StateStore
+from vllm_bootstrap.launches.store import ResourceTaken, StateStore, StateWriteFailed
 from vllm_bootstrap.supervision import admission, child, processes, recovery
 from vllm_bootstrap.supervision.errors import ResourceConflict, Unavailable
 from vllm_bootstrap.supervision.gpus import (
@@ -30,6 +31,7 @@ from vllm_bootstrap.supervision.run import LaunchRun
 from vllm_bootstrap.supervision.spec import LaunchSpec
 
 logger = logging.getLogger("vllm_bootstrap.supervisor")
+SAVE_RETRY_SECONDS = 1.0
 
 
 class Supervisor:
@@ -42,6 +44,9 @@ class Supervisor:
             settings.launch_host, settings.launch_port_start, settings.launch_port_end
         )
         self._gpus: list[GPU] | None = None
+        # Launches whose latest change could not be written yet, and the task retrying them.
+        self._unsaved: dict[str, Launch] = {}
+        self._save_retry: asyncio.Task[None] | None = None
 
     async def detect_gpus(self, refresh: bool = False) -> list[GPU]:
         """The GPUs this server may use; the first successful answer is kept."""
@@ -76,6 +81,8 @@ class Supervisor:
             self._store.insert(launch)
         except ResourceTaken as exc:
             raise ResourceConflict(f"GPU or port already taken: {exc}") from None
+        except StateWriteFailed as exc:
+            raise Unavailable(f"{exc}: nothing was started; free space there and retry") from None
         run = self._new_run(launch)
         self.registry.add(launch)
         if not run.start():
@@ -133,6 +140,7 @@ class Supervisor:
                     len(live),
                     ", ".join(run.launch.launch_id for run in live),
                 )
+            self._flush_unsaved()
             return
         if live:
             logger.info("stopping %d launch(es) before exit", len(live))
@@ -140,6 +148,22 @@ class Supervisor:
             run.stop()
         timeout = self.settings.stop_timeout_seconds + 10
         await asyncio.gather(*(run.wait_ended(timeout) for run in live))
+        self._flush_unsaved()
+
+    def _flush_unsaved(self) -> None:
+        """One last try to write what could not be written; say so if it still cannot."""
+        if self._save_retry is not None:
+            self._save_retry.cancel()
+        for launch in list(self._unsaved.values()):
+            try:
+                self._store.save(launch)
+            except StateWriteFailed as exc:
+                logger.error(
+                    "launch %s: its last state (%s) is lost: %s",
+                    launch.launch_id,
+                    launch.state,
+                    exc,
+                )
 
     # ----------------------------------------------------------------- internals
 
@@ -149,11 +173,36 @@ class Supervisor:
         return run
 
     def _publish(self, launch: Launch) -> None:
-        """Every change of a launch: saved first, then told to the registry's subscribers."""
-        self._store.save(launch)
+        """Every change of a launch: saved, then told to the registry's subscribers.
+
+        What happens to processes never waits on the database: a write that fails (a full
+        disk) is retried in the background until memory and database agree again.
+        """
+        self._save(launch)
         if launch.is_terminal:
             self._runs.pop(launch.launch_id, None)
         self.registry.changed(launch)
+
+    def _save(self, launch: Launch) -> None:
+        try:
+            self._store.save(launch)
+        except StateWriteFailed as exc:
+            if not self._unsaved:
+                logger.error("%s; launches go on, and their state is written once it can be", exc)
+            self._unsaved[launch.launch_id] = launch
+            if self._save_retry is None or self._save_retry.done():
+                self._save_retry = asyncio.create_task(self._retry_saves(), name="retry-saves")
+        else:
+            self._unsaved.pop(launch.launch_id, None)
+
+    async def _retry_saves(self) -> None:
+        while self._unsaved:
+            await asyncio.sleep(SAVE_RETRY_SECONDS)
+            for launch in list(self._unsaved.values()):
+                with contextlib.suppress(StateWriteFailed):
+                    self._store.save(launch)
+                    self._unsaved.pop(launch.launch_id, None)
+        logger.warning("the state database is written again; memory and database agree")
 
     def _live_runs(self) -> list[LaunchRun]:
         return [run for run in self._runs.values() if not run.launch.is_terminal]
