@@ -121,3 +121,25 @@ def test_the_server_refuses_to_start_with_an_empty_access_key(tmp_path: Path) ->
         "vllm-bootstrap: configuration error: VLLM_ACCESS_KEY is set but empty: give it a "
         "value, or unset it to run without a key"
     ]
+
+
+def test_the_server_refuses_to_start_on_a_state_file_that_is_not_a_database(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "state.sqlite3").write_bytes(b"this is not a database, " * 100)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("VLLM_")}
+    env["VLLM_BOOTSTRAP_STATE_DIR"] = str(state)
+    result = subprocess.run(
+        [sys.executable, "-m", "vllm_bootstrap", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"vllm-bootstrap: cannot use the state database {state / 'state.sqlite3'}: "
+        "file is not a database"
+    ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 
 from tests.conftest import ServerFactory
 from tests.harness import Server
@@ -75,3 +76,25 @@ def test_kept_alive_connections_serve_many_requests_within_the_limits(server: Se
             while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
                 answer += sock.recv(65536)
             assert answer.startswith(b"HTTP/1.1 200 ")
+
+
+def test_half_sent_requests_past_the_cap_are_refused_and_finished_ones_go_on(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(VLLM_BOOTSTRAP_MAX_PENDING_HEADS="5")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as established:
+        established.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert established.recv(65536).startswith(b"HTTP/1.1 200 ")
+        slow = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(5)]
+        try:
+            for sock in slow:
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\n")  # never finished
+            time.sleep(0.3)
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as extra:
+                assert extra.recv(65536).startswith(b"HTTP/1.1 503 ")
+            # A connection already past its head is not held up by them.
+            established.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert established.recv(65536).startswith(b"HTTP/1.1 200 ")
+        finally:
+            for sock in slow:
+                sock.close()

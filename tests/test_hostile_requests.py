@@ -98,3 +98,19 @@ def test_a_port_outside_the_launch_range_is_refused(server: Server, port: int) -
         f"port {port} is outside VLLM_LAUNCH_PORT_START..VLLM_LAUNCH_PORT_END"
         in (response.json()["detail"])
     )
+
+
+def test_refused_key_attempts_are_logged_without_the_key_and_without_flooding(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(VLLM_ACCESS_KEY="the-real-key")
+    for attempt in range(50):
+        response = server.client.get(
+            "/health", headers={"Authorization": f"Bearer guess-{attempt}"}
+        )
+        assert response.status_code == 401
+    lines = [line for line in server.output().splitlines() if "without a valid access key" in line]
+    assert len(lines) == 1  # the first at once; the rest are counted into the next line
+    assert "refused 1 request(s)" in lines[0]
+    assert "guess-" not in server.output()
+    assert "the-real-key" not in server.output()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import sqlite3
 import sys
+from pathlib import Path
 
 import uvicorn
 
@@ -13,6 +15,7 @@ from vllm_bootstrap import __version__
 from vllm_bootstrap.app import create_app
 from vllm_bootstrap.config import ConfigError, load_settings
 from vllm_bootstrap.head_guard import head_guard_protocol
+from vllm_bootstrap.launches.store import StateStore
 
 # In-flight requests (long streams) get this long after SIGTERM before the launches stop.
 GRACEFUL_SHUTDOWN_SECONDS = 5
@@ -34,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"vllm-bootstrap: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
+    check_state_database(settings.state_db_path)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -50,6 +54,16 @@ def main(argv: list[str] | None = None) -> None:
         # the API routes log their own requests (app.AccessLog).
         access_log=False,
     )
+
+
+def check_state_database(path: Path) -> None:
+    """Stop with one line, not a traceback, when the state database cannot be used: a file
+    that is not a database, a directory we may not write, a newer schema."""
+    try:
+        StateStore(path).close()
+    except (sqlite3.DatabaseError, OSError, RuntimeError) as exc:
+        print(f"vllm-bootstrap: cannot use the state database {path}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

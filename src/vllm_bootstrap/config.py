@@ -33,6 +33,7 @@ SETTING_VARIABLES = frozenset(
         "VLLM_BOOTSTRAP_MAX_HEAD_BYTES",
         "VLLM_BOOTSTRAP_HEAD_TIMEOUT_SECONDS",
         "VLLM_BOOTSTRAP_MAX_ROUTED_BODY_BYTES",
+        "VLLM_BOOTSTRAP_MAX_PENDING_HEADS",
     }
 )
 
@@ -59,6 +60,7 @@ class Settings:
     # much): the request line and headers together, and the time to send them.
     max_head_bytes: int = 64 * 1024
     head_timeout_seconds: float = 30.0
+    max_pending_heads: int = 512
     # /v1 reads a body whole to find its model: generous for long prompts and images.
     max_routed_body_bytes: int = 64 * 1024 * 1024
 
@@ -81,6 +83,7 @@ class Settings:
             f"startup_timeout={self.startup_timeout_seconds}, vllm_command={self.vllm_command!r}, "
             f"detach_on_exit={self.detach_on_exit}, max_head_bytes={self.max_head_bytes}, "
             f"head_timeout={self.head_timeout_seconds}, "
+            f"max_pending_heads={self.max_pending_heads}, "
             f"max_routed_body_bytes={self.max_routed_body_bytes})"
         )
 
@@ -114,6 +117,9 @@ def load_settings(
         max_head_bytes=_byte_count(env, "VLLM_BOOTSTRAP_MAX_HEAD_BYTES", defaults.max_head_bytes),
         head_timeout_seconds=_seconds(
             env, "VLLM_BOOTSTRAP_HEAD_TIMEOUT_SECONDS", defaults.head_timeout_seconds
+        ),
+        max_pending_heads=_count(
+            env, "VLLM_BOOTSTRAP_MAX_PENDING_HEADS", defaults.max_pending_heads
         ),
         max_routed_body_bytes=_byte_count(
             env,
@@ -189,6 +195,15 @@ def _byte_count(
         return default
     if not raw.isdigit() or not 1024 <= int(raw) <= most:
         raise ConfigError(f"{name} must be a number of bytes from 1024 to {most}, got {raw!r}")
+    return int(raw)
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= 1_000_000:
+        raise ConfigError(f"{name} must be a whole number from 1 to 1000000, got {raw!r}")
     return int(raw)
 
 

@@ -8,13 +8,15 @@ uvicorn's own, with two limits on the request head (the request line and headers
 - over `max_head_bytes` it answers 431 and closes the connection, so a head costs at most
   the limit (plus one socket read) in memory and parsing;
 - a head not complete `head_timeout_seconds` after the connection opened, or after the
-  previous response, gets 408 and the connection is closed.
+  previous response, gets 408 and the connection is closed;
+- at most `max_pending_heads` connections may be sending their head at once; more are
+  answered 503 and closed, so half-sent requests cannot use up the server's file descriptors.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -24,6 +26,11 @@ from vllm_bootstrap.config import Settings
 class HeadGuardProtocol(HttpToolsProtocol):
     max_head_bytes = 64 * 1024
     head_timeout_seconds = 30.0
+    max_pending_heads = 512
+    # Connections whose request head is not complete yet, across the whole server: past
+    # max_pending_heads a new one is refused at once, so unfinished heads (slowloris) cannot
+    # exhaust file descriptors, while connections already past their head keep working.
+    pending: ClassVar[set[HeadGuardProtocol]] = set()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -33,10 +40,14 @@ class HeadGuardProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if len(self.pending) >= self.max_pending_heads:
+            self._refuse(503, "too many connections are still sending their request; retry")
+            return
         self._expect_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
+        self.pending.discard(self)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -53,6 +64,7 @@ class HeadGuardProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._reading_head = False
+        self.pending.discard(self)
         self._stop_head_timer()
         super().on_headers_complete()
 
@@ -61,6 +73,7 @@ class HeadGuardProtocol(HttpToolsProtocol):
         # byte; this covers the rest of that request's head.
         self._reading_head = True
         self._head_bytes = 0
+        self.pending.add(self)
         self._stop_head_timer()
         self._head_timer = self.loop.call_later(self.head_timeout_seconds, self._head_too_slow)
 
@@ -77,7 +90,11 @@ class HeadGuardProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, message: str) -> None:
         if self.transport.is_closing():
             return
-        reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
+        reason = {
+            408: b"Request Timeout",
+            431: b"Request Header Fields Too Large",
+            503: b"Service Unavailable",
+        }[status]
         body = message.encode()
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -94,5 +111,7 @@ def head_guard_protocol(settings: Settings) -> type[HeadGuardProtocol]:
         {
             "max_head_bytes": settings.max_head_bytes,
             "head_timeout_seconds": settings.head_timeout_seconds,
+            "max_pending_heads": settings.max_pending_heads,
+            "pending": set(),
         },
     )

@@ -10,10 +10,16 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import logging
+import time
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vllm_bootstrap.asgi import send_json
+from vllm_bootstrap.log_text import escaped
+
+logger = logging.getLogger("vllm_bootstrap.auth")
+REFUSAL_LOG_SECONDS = 10.0
 
 _UNAUTHORIZED = {
     "detail": "missing or wrong access key: send 'Authorization: Bearer <VLLM_ACCESS_KEY>'"
@@ -38,12 +44,40 @@ def key_from_authorization(header: bytes) -> bytes | None:
     return None
 
 
+class RefusalLog:
+    """Requests refused for a missing or wrong key, logged without what they presented: the
+    first at once, then at most one line every REFUSAL_LOG_SECONDS with the count since,
+    so a flood of bad attempts cannot flood the log."""
+
+    def __init__(self) -> None:
+        self._last_logged = -REFUSAL_LOG_SECONDS
+        self._unlogged = 0
+
+    def note(self, scope: Scope) -> None:
+        now = time.monotonic()
+        self._unlogged += 1
+        if now - self._last_logged < REFUSAL_LOG_SECONDS:
+            return
+        client = (scope.get("client") or ("-", 0))[0]
+        logger.warning(
+            "refused %d request(s) without a valid access key in the last %g s; latest from "
+            "%s for %s",
+            self._unlogged,
+            REFUSAL_LOG_SECONDS,
+            escaped(str(client)),
+            escaped(scope.get("path", "")),
+        )
+        self._last_logged = now
+        self._unlogged = 0
+
+
 class AccessKeyMiddleware:
     """Pure ASGI middleware: cheap enough for the proxy's hot path."""
 
     def __init__(self, app: ASGIApp, access_key: str | None) -> None:
         self.app = app
         self._key = access_key.encode() if access_key else None
+        self._refusals = RefusalLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._key is None or scope["type"] not in ("http", "websocket"):
@@ -52,6 +86,7 @@ class AccessKeyMiddleware:
         if self.is_authorized(scope):
             await self.app(scope, receive, send)
             return
+        self._refusals.note(scope)
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
