@@ -1,6 +1,7 @@
-"""A hostile environment rather than a hostile client: a state disk that fills up (issue 9).
+"""A hostile environment rather than a hostile client: disks that fill up (issue 9).
 
-The state directory is a 1 MiB tmpfs of its own, filled on purpose while the server runs.
+The state or log directory is a 1 MiB tmpfs of its own, filled on purpose while the server
+runs.
 Mounting needs root (CI and the development machines run as root); elsewhere these skip."""
 
 from __future__ import annotations
@@ -17,17 +18,25 @@ from tests.conftest import ServerFactory
 from tests.harness import eventually, helper_pids, pid_alive
 
 
-@pytest.fixture
-def small_state_disk(tmp_path: Path) -> Iterator[Path]:
-    state = tmp_path / "state"
-    state.mkdir()
+def small_disk(folder: Path) -> Iterator[Path]:
+    folder.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(state)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True
     )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    yield state
-    subprocess.run(["umount", "-l", str(state)], check=False)
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture
+def small_state_disk(tmp_path: Path) -> Iterator[Path]:
+    yield from small_disk(tmp_path / "state")
+
+
+@pytest.fixture
+def small_log_disk(tmp_path: Path) -> Iterator[Path]:
+    yield from small_disk(tmp_path / "logs")
 
 
 def fill(disk: Path) -> Path:
@@ -95,3 +104,17 @@ def test_a_crash_on_a_full_state_disk_still_cleans_up_and_frees_the_gpu(
         timeout=10,
         message="the failure was never written",
     )
+
+
+def test_a_launch_on_a_full_log_disk_fails_and_says_so(
+    small_log_disk: Path, start_server: ServerFactory
+) -> None:
+    server = start_server()
+    fill(small_log_disk)
+    response = server.client.post("/launch", json={"model": "m", "gpu_ids": [0]})
+    assert response.status_code == 503
+    detail = response.json()["detail"]
+    assert f"the log directory {small_log_disk} is full" in detail
+    (failed,) = server.client.get("/launch", params={"all": True}).json()
+    assert failed["state"] == "failed"
+    assert server.launch(model="m", gpu_ids=[0], expect=503)  # nothing holds the GPU

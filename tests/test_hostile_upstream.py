@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
+import pytest
+
+from tests.harness import Server
 from tests.test_upstream import OK, fetch, read_request, run, serve
 from vllm_bootstrap.serving.forward import end_to_end
 from vllm_bootstrap.upstream import UpstreamPool
@@ -102,3 +106,24 @@ def test_headers_named_in_connection_do_not_cross_the_proxy() -> None:
     assert end_to_end(headers, frozenset({b"connection", b"keep-alive"})) == [
         (b"X-End-To-End", b"kept")
     ]
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_a_bodiless_status_is_forwarded_without_a_length(server: Server, status: int) -> None:
+    ready = server.launch_ready(model="m", gpu_ids=[0])
+    for _ in range(2):  # and the connections on both sides stay usable
+        response = server.client.get(f"/proxy/{ready['launch_id']}/debug/status/{status}")
+        assert response.status_code == status
+        assert "content-length" not in response.headers
+        assert response.content == b""
+
+
+def test_vllm_dying_mid_response_is_one_warning_not_a_traceback(server: Server) -> None:
+    ready = server.launch_ready(model="m", gpu_ids=[0])
+    url = f"/proxy/{ready['launch_id']}/debug/abort-mid-stream"
+    with server.client.stream("GET", url) as response:
+        assert response.status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError):
+            response.read()
+    assert f"launch {ready['launch_id']}: vLLM broke off a response" in server.output()
+    assert "Traceback" not in server.output()

@@ -10,6 +10,7 @@ generation.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from starlette.types import Receive, Scope, Send
 
@@ -38,13 +39,13 @@ _HOP_BY_HOP = frozenset(
 # already answered by our own server.
 _DROP_FROM_REQUEST = _HOP_BY_HOP | {b"host", b"content-length", b"expect"}
 _DROP_FROM_RESPONSE = _HOP_BY_HOP | {b"server", b"date"}
+# A 204 or 304 has no body, and a Content-Length on it would make our server expect one.
+_BODILESS = frozenset({204, 304})
+_DROP_FROM_BODILESS = _DROP_FROM_RESPONSE | {b"content-length"}
 WHOLE_BODY_MAX_BYTES = 256 * 1024
+logger = logging.getLogger("vllm_bootstrap.proxy")
 # Tells the client which launch answered: replicas are otherwise indistinguishable.
 LAUNCH_ID_HEADER = b"x-vllm-bootstrap-launch-id"
-
-
-class UpstreamBroke(RuntimeError):
-    """vLLM failed after the response had started: the client connection is cut off."""
 
 
 class Forwarder:
@@ -99,9 +100,10 @@ class Forwarder:
             return
         except UpstreamError as exc:
             if response_started:
-                raise UpstreamBroke(
-                    f"launch {launch.launch_id}: vLLM broke off the response: {exc}"
-                ) from exc
+                # Returning with the response unfinished makes uvicorn cut the client's
+                # connection, so the client sees a broken response, never a complete one.
+                logger.warning("launch %s: vLLM broke off a response: %s", launch.launch_id, exc)
+                return
             await error(
                 send,
                 502,
@@ -129,7 +131,8 @@ def end_to_end(
 
 
 def _response_start(upstream: UpstreamResponse, launch: Launch) -> dict[str, object]:
-    headers = end_to_end(upstream.headers, _DROP_FROM_RESPONSE)
+    dropped = _DROP_FROM_BODILESS if upstream.status in _BODILESS else _DROP_FROM_RESPONSE
+    headers = end_to_end(upstream.headers, dropped)
     headers.append((LAUNCH_ID_HEADER, launch.launch_id.encode()))
     return {"type": "http.response.start", "status": upstream.status, "headers": headers}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 import subprocess
@@ -19,11 +20,24 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 GROUP_POLL_SECONDS = 0.05
+MIN_FREE_LOG_BYTES = 1024 * 1024
 
 
 def spawn(argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Start `argv` (never through a shell) as a new session writing to `log_path`."""
+    """Start `argv` (never through a shell) as a new session writing to `log_path`.
+
+    Refused (OSError) when the log's disk is all but full: vLLM would run blind, its
+    errors lost, and the launch would fail later for no reason anyone could read.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    disk = os.statvfs(log_path.parent)
+    free = disk.f_bavail * disk.f_frsize
+    if free < MIN_FREE_LOG_BYTES:
+        raise OSError(
+            errno.ENOSPC,
+            f"the log directory {log_path.parent} is full ({free // 1024} KiB free); free "
+            "space there (VLLM_BOOTSTRAP_LOG_DIR) and launch again",
+        )
     with open(log_path, "ab") as log_file:
         return subprocess.Popen(
             list(argv),

@@ -19,7 +19,8 @@ Failures are chosen by the model name:
 - "slow-start": loads for FAKE_VLLM_SLOW_LOAD_SECONDS (default 60);
 - "escape-group": starts a helper in a session of its own, outside the process group.
 
-Test-only extras: ANY /debug/echo/... describes the request it received;
+Test-only extras: ANY /debug/echo/... describes the request it received; GET
+/debug/status/{code} answers that status with a Content-Length;
 FAKE_VLLM_TOKEN_DELAY_SECONDS spaces streamed tokens out.
 """
 
@@ -83,6 +84,7 @@ class StandinServer:
         app.router.add_route("*", "/debug/echo{tail:.*}", self.echo)
         app.router.add_get("/debug/reset", self.reset)
         app.router.add_get("/debug/abort-mid-stream", self.abort_mid_stream)
+        app.router.add_get("/debug/status/{code:\\d+}", self.status_with_length)
         app.router.add_post("/debug/stop-listening", self.stop_listening)
         return app
 
@@ -288,6 +290,13 @@ class StandinServer:
         await asyncio.sleep(0.2)
         assert request.transport is not None
         request.transport.abort()
+        return response
+
+    async def status_with_length(self, request: web.Request) -> web.StreamResponse:
+        """A bodiless status (204, 304) sent with a Content-Length, as some servers do."""
+        code = int(request.match_info["code"])
+        response = web.StreamResponse(status=code, headers={"Content-Length": "0"})
+        await response.prepare(request)
         return response
 
     async def stop_listening(self, request: web.Request) -> web.Response:
