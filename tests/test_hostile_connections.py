@@ -29,6 +29,22 @@ def raw_exchange(server: Server, data: bytes, timeout: float = 10) -> bytes:
         return b"".join(chunks)
 
 
+def read_response(sock: socket.socket) -> bytes:
+    """One whole response with a Content-Length (head and body may come in two writes)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
 def test_a_huge_header_is_refused_with_431_and_costs_only_the_limit(
     start_server: ServerFactory,
 ) -> None:
@@ -72,10 +88,7 @@ def test_kept_alive_connections_serve_many_requests_within_the_limits(server: Se
             sock.sendall(
                 b"GET /health HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"a" * 40_000 + b"\r\n\r\n"
             )
-            answer = b""
-            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
-                answer += sock.recv(65536)
-            assert answer.startswith(b"HTTP/1.1 200 ")
+            assert read_response(sock).startswith(b"HTTP/1.1 200 ")
 
 
 def test_half_sent_requests_past_the_cap_are_refused_and_finished_ones_go_on(
@@ -84,7 +97,7 @@ def test_half_sent_requests_past_the_cap_are_refused_and_finished_ones_go_on(
     server = start_server(VLLM_BOOTSTRAP_MAX_PENDING_HEADS="5")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as established:
         established.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
-        assert established.recv(65536).startswith(b"HTTP/1.1 200 ")
+        assert read_response(established).startswith(b"HTTP/1.1 200 ")
         slow = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(5)]
         try:
             for sock in slow:
@@ -94,7 +107,20 @@ def test_half_sent_requests_past_the_cap_are_refused_and_finished_ones_go_on(
                 assert extra.recv(65536).startswith(b"HTTP/1.1 503 ")
             # A connection already past its head is not held up by them.
             established.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
-            assert established.recv(65536).startswith(b"HTTP/1.1 200 ")
+            assert read_response(established).startswith(b"HTTP/1.1 200 ")
         finally:
             for sock in slow:
                 sock.close()
+
+
+def test_a_request_body_that_stops_arriving_is_cut_off(start_server: ServerFactory) -> None:
+    server = start_server(VLLM_BOOTSTRAP_BODY_IDLE_SECONDS="1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /launch HTTP/1.1\r\nHost: a\r\ncontent-type: application/json\r\n"
+            b'content-length: 100\r\n\r\n{"model": '  # and never the rest
+        )
+        answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert b"no request body bytes for 1 s" in answer
+    assert server.client.get("/launch").json() == []

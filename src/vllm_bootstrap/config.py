@@ -34,6 +34,7 @@ SETTING_VARIABLES = frozenset(
         "VLLM_BOOTSTRAP_HEAD_TIMEOUT_SECONDS",
         "VLLM_BOOTSTRAP_MAX_ROUTED_BODY_BYTES",
         "VLLM_BOOTSTRAP_MAX_PENDING_HEADS",
+        "VLLM_BOOTSTRAP_BODY_IDLE_SECONDS",
     }
 )
 
@@ -61,6 +62,7 @@ class Settings:
     max_head_bytes: int = 64 * 1024
     head_timeout_seconds: float = 30.0
     max_pending_heads: int = 512
+    body_idle_seconds: float = 60.0
     # /v1 reads a body whole to find its model: generous for long prompts and images.
     max_routed_body_bytes: int = 64 * 1024 * 1024
 
@@ -84,6 +86,7 @@ class Settings:
             f"detach_on_exit={self.detach_on_exit}, max_head_bytes={self.max_head_bytes}, "
             f"head_timeout={self.head_timeout_seconds}, "
             f"max_pending_heads={self.max_pending_heads}, "
+            f"body_idle={self.body_idle_seconds}, "
             f"max_routed_body_bytes={self.max_routed_body_bytes})"
         )
 
@@ -117,6 +120,9 @@ def load_settings(
         max_head_bytes=_byte_count(env, "VLLM_BOOTSTRAP_MAX_HEAD_BYTES", defaults.max_head_bytes),
         head_timeout_seconds=_seconds(
             env, "VLLM_BOOTSTRAP_HEAD_TIMEOUT_SECONDS", defaults.head_timeout_seconds
+        ),
+        body_idle_seconds=_seconds(
+            env, "VLLM_BOOTSTRAP_BODY_IDLE_SECONDS", defaults.body_idle_seconds
         ),
         max_pending_heads=_count(
             env, "VLLM_BOOTSTRAP_MAX_PENDING_HEADS", defaults.max_pending_heads

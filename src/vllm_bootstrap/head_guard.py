@@ -9,6 +9,8 @@ uvicorn's own, with two limits on the request head (the request line and headers
   the limit (plus one socket read) in memory and parsing;
 - a head not complete `head_timeout_seconds` after the connection opened, or after the
   previous response, gets 408 and the connection is closed;
+- a request body that stops arriving for `body_idle_seconds` gets 408 (or, once the response
+  has begun, its connection cut);
 - at most `max_pending_heads` connections may be sending their head at once; more are
   answered 503 and closed, so half-sent requests cannot use up the server's file descriptors.
 """
@@ -26,6 +28,7 @@ from vllm_bootstrap.config import Settings
 class HeadGuardProtocol(HttpToolsProtocol):
     max_head_bytes = 64 * 1024
     head_timeout_seconds = 30.0
+    body_idle_seconds = 60.0
     max_pending_heads = 512
     # Connections whose request head is not complete yet, across the whole server: past
     # max_pending_heads a new one is refused at once, so unfinished heads (slowloris) cannot
@@ -37,6 +40,8 @@ class HeadGuardProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._reading_head = True
         self._head_timer: asyncio.TimerHandle | None = None
+        self._reading_body = False
+        self._body_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -47,6 +52,7 @@ class HeadGuardProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
+        self._stop_body_timer()
         self.pending.discard(self)
         super().connection_lost(exc)
 
@@ -56,6 +62,11 @@ class HeadGuardProtocol(HttpToolsProtocol):
         super().data_received(data)
         if self._reading_head and self._head_bytes > self.max_head_bytes:
             self._refuse(431, f"request line and headers over {self.max_head_bytes} bytes")
+        elif self._reading_body:
+            # Armed only here, after the parser ran: a body that came with its head (nearly
+            # every request) never costs a timer.
+            self._stop_body_timer()
+            self._body_timer = self.loop.call_later(self.body_idle_seconds, self._body_stalled)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -64,9 +75,15 @@ class HeadGuardProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._reading_head = False
+        self._reading_body = True  # until the message is complete, at once for a GET
         self.pending.discard(self)
         self._stop_head_timer()
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._reading_body = False
+        self._stop_body_timer()
+        super().on_message_complete()
 
     def _expect_head(self) -> None:
         # Between requests uvicorn's keep-alive timeout covers the wait for the next first
@@ -81,6 +98,21 @@ class HeadGuardProtocol(HttpToolsProtocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+
+    def _stop_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_stalled(self) -> None:
+        self._body_timer = None
+        if not self._reading_body:
+            return
+        message = f"no request body bytes for {self.body_idle_seconds:g} s"
+        if self.cycle is not None and self.cycle.response_started:
+            self.transport.close()  # too late for a status: cutting the connection says it
+        else:
+            self._refuse(408, message)
 
     def _head_too_slow(self) -> None:
         self._head_timer = None
@@ -111,6 +143,7 @@ def head_guard_protocol(settings: Settings) -> type[HeadGuardProtocol]:
         {
             "max_head_bytes": settings.max_head_bytes,
             "head_timeout_seconds": settings.head_timeout_seconds,
+            "body_idle_seconds": settings.body_idle_seconds,
             "max_pending_heads": settings.max_pending_heads,
             "pending": set(),
         },
