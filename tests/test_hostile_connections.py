@@ -91,26 +91,49 @@ def test_kept_alive_connections_serve_many_requests_within_the_limits(server: Se
             assert read_response(sock).startswith(b"HTTP/1.1 200 ")
 
 
-def test_half_sent_requests_past_the_cap_are_refused_and_finished_ones_go_on(
+def test_half_sent_requests_past_the_cap_make_the_oldest_leave(
     start_server: ServerFactory,
 ) -> None:
     server = start_server(VLLM_BOOTSTRAP_MAX_PENDING_HEADS="5")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as established:
         established.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
         assert read_response(established).startswith(b"HTTP/1.1 200 ")
-        slow = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(5)]
+        slow = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(5)]
         try:
             for sock in slow:
                 sock.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\n")  # never finished
             time.sleep(0.3)
-            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as extra:
-                assert extra.recv(65536).startswith(b"HTTP/1.1 503 ")
+            # A newcomer is served; the oldest half-sent request makes room for it.
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as newcomer:
+                newcomer.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+                assert read_response(newcomer).startswith(b"HTTP/1.1 200 ")
+            assert slow[0].recv(65536).startswith(b"HTTP/1.1 408 ")
             # A connection already past its head is not held up by them.
             established.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
             assert read_response(established).startswith(b"HTTP/1.1 200 ")
         finally:
             for sock in slow:
                 sock.close()
+
+
+def test_a_huge_head_on_a_kept_alive_connection_is_refused_too(server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert read_response(sock).startswith(b"HTTP/1.1 200 ")
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 200_000)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 431 ")
+
+
+def test_a_client_without_the_key_cannot_keep_its_connection(start_server: ServerFactory) -> None:
+    server = start_server(VLLM_ACCESS_KEY=KEY)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        # A body announced but never sent: after the 401 the connection is closed at once.
+        sock.sendall(b"POST /launch HTTP/1.1\r\nHost: a\r\ncontent-length: 100000000\r\n\r\n{")
+        answer = read_response(sock)
+        assert answer.startswith(b"HTTP/1.1 401 ")
+        assert b"connection: close" in answer.lower()
+        assert sock.recv(65536) == b""
 
 
 def test_a_request_body_that_stops_arriving_is_cut_off(start_server: ServerFactory) -> None:

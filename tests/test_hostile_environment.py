@@ -74,7 +74,9 @@ def test_a_stop_on_a_full_state_disk_still_ends_the_processes_and_is_written_lat
     assert stored_state(small_state_disk, ready["launch_id"]) == ("ready", [0])  # not yet
     assert "could not be written (database or disk is full)" in server.output()
 
-    refused = server.client.post("/launch", json={"model": "m", "gpu_ids": [1]})
+    # The stopped launch's lease is still in the unwritten database: 503 with the reason,
+    # not a 409 for a GPU that is free.
+    refused = server.client.post("/launch", json={"model": "m", "gpu_ids": [0]})
     assert refused.status_code == 503
     assert "database or disk is full" in refused.json()["detail"]
 

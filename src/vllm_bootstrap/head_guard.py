@@ -11,8 +11,9 @@ uvicorn's own, with two limits on the request head (the request line and headers
   previous response, gets 408 and the connection is closed;
 - a request body that stops arriving for `body_idle_seconds` gets 408 (or, once the response
   has begun, its connection cut);
-- at most `max_pending_heads` connections may be sending their head at once; more are
-  answered 503 and closed, so half-sent requests cannot use up the server's file descriptors.
+- at most `max_pending_heads` connections may be sending their head at once; a newcomer past
+  that makes the oldest one leave (408), so half-sent requests can neither use up the
+  server's file descriptors nor lock anyone out.
 """
 
 from __future__ import annotations
@@ -30,14 +31,14 @@ class HeadGuardProtocol(HttpToolsProtocol):
     head_timeout_seconds = 30.0
     body_idle_seconds = 60.0
     max_pending_heads = 512
-    # Connections whose request head is not complete yet, across the whole server: past
-    # max_pending_heads a new one is refused at once, so unfinished heads (slowloris) cannot
-    # exhaust file descriptors, while connections already past their head keep working.
-    pending: ClassVar[set[HeadGuardProtocol]] = set()
+    # Connections whose request head is not complete yet, oldest first, across the server.
+    # Past max_pending_heads a new connection makes the oldest one leave (408): unfinished
+    # heads (slowloris) can neither exhaust file descriptors nor lock newcomers out.
+    pending: ClassVar[dict[HeadGuardProtocol, None]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._head_bytes = 0
+        self._head_bytes = 0  # bytes received since the last complete head, outside bodies
         self._reading_head = True
         self._head_timer: asyncio.TimerHandle | None = None
         self._reading_body = False
@@ -46,37 +47,42 @@ class HeadGuardProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.pending) >= self.max_pending_heads:
-            self._refuse(503, "too many connections are still sending their request; retry")
-            return
-        self._expect_head()
+            oldest = next(iter(self.pending))
+            oldest._refuse(408, "too many connections are sending their request head at once")
+            self.pending.pop(oldest, None)
+        self.pending[self] = None
+        self._arm_head_timer()  # a connection that never sends a byte is timed out too
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
         self._stop_body_timer()
-        self.pending.discard(self)
+        self.pending.pop(self, None)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._reading_head:
+        if not self._reading_body:
             self._head_bytes += len(data)
         super().data_received(data)
-        if self._reading_head and self._head_bytes > self.max_head_bytes:
-            self._refuse(431, f"request line and headers over {self.max_head_bytes} bytes")
+        if self._reading_head:
+            if self._head_bytes > self.max_head_bytes:
+                self._refuse(431, f"request line and headers over {self.max_head_bytes} bytes")
+            elif self._head_timer is None:
+                # Armed only when a head is still incomplete after a read: a request whose
+                # head comes in one piece (nearly all) never costs a timer.
+                self._arm_head_timer()
         elif self._reading_body:
-            # Armed only here, after the parser ran: a body that came with its head (nearly
-            # every request) never costs a timer.
             self._stop_body_timer()
             self._body_timer = self.loop.call_later(self.body_idle_seconds, self._body_stalled)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if not self._reading_head:  # the next request on a kept-alive connection
-            self._expect_head()
+        self._reading_head = True  # the next request on a kept-alive connection
 
     def on_headers_complete(self) -> None:
         self._reading_head = False
         self._reading_body = True  # until the message is complete, at once for a GET
-        self.pending.discard(self)
+        self._head_bytes = 0
+        self.pending.pop(self, None)
         self._stop_head_timer()
         super().on_headers_complete()
 
@@ -85,12 +91,7 @@ class HeadGuardProtocol(HttpToolsProtocol):
         self._stop_body_timer()
         super().on_message_complete()
 
-    def _expect_head(self) -> None:
-        # Between requests uvicorn's keep-alive timeout covers the wait for the next first
-        # byte; this covers the rest of that request's head.
-        self._reading_head = True
-        self._head_bytes = 0
-        self.pending.add(self)
+    def _arm_head_timer(self) -> None:
         self._stop_head_timer()
         self._head_timer = self.loop.call_later(self.head_timeout_seconds, self._head_too_slow)
 
@@ -104,28 +105,36 @@ class HeadGuardProtocol(HttpToolsProtocol):
             self._body_timer.cancel()
             self._body_timer = None
 
-    def _body_stalled(self) -> None:
-        self._body_timer = None
-        if not self._reading_body:
-            return
-        message = f"no request body bytes for {self.body_idle_seconds:g} s"
-        if self.cycle is not None and self.cycle.response_started:
-            self.transport.close()  # too late for a status: cutting the connection says it
-        else:
-            self._refuse(408, message)
-
     def _head_too_slow(self) -> None:
         self._head_timer = None
-        if self._reading_head:
-            self._refuse(408, f"request head not complete within {self.head_timeout_seconds:g} s")
+        if not self._reading_head:
+            return
+        if self._responding():
+            # A pipelined request's head while the previous response still streams (a long
+            # generation): its time starts once that response is done.
+            self._arm_head_timer()
+            return
+        self._refuse(408, f"request head not complete within {self.head_timeout_seconds:g} s")
+
+    def _body_stalled(self) -> None:
+        self._body_timer = None
+        if self._reading_body:
+            self._refuse(408, f"no request body bytes for {self.body_idle_seconds:g} s")
+
+    def _responding(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
 
     def _refuse(self, status: int, message: str) -> None:
+        """Answer `status` and close; with a response under way, close only (writing a status
+        line into its body would corrupt it, and the cut says enough)."""
         if self.transport.is_closing():
+            return
+        if self._responding() and self.cycle.response_started:
+            self.transport.close()
             return
         reason = {
             408: b"Request Timeout",
             431: b"Request Header Fields Too Large",
-            503: b"Service Unavailable",
         }[status]
         body = message.encode()
         self.transport.write(
@@ -145,6 +154,6 @@ def head_guard_protocol(settings: Settings) -> type[HeadGuardProtocol]:
             "head_timeout_seconds": settings.head_timeout_seconds,
             "body_idle_seconds": settings.body_idle_seconds,
             "max_pending_heads": settings.max_pending_heads,
-            "pending": set(),
+            "pending": {},
         },
     )

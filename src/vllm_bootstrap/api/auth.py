@@ -24,7 +24,12 @@ REFUSAL_LOG_SECONDS = 10.0
 _UNAUTHORIZED = {
     "detail": "missing or wrong access key: send 'Authorization: Bearer <VLLM_ACCESS_KEY>'"
 }
-_CHALLENGE = [(b"www-authenticate", b'Basic realm="vllm-bootstrap", charset="UTF-8"')]
+# The connection is closed after a 401, so a client without the key cannot hold it open
+# (with an endless body trickling in, say).
+_CHALLENGE = [
+    (b"www-authenticate", b'Basic realm="vllm-bootstrap", charset="UTF-8"'),
+    (b"connection", b"close"),
+]
 
 
 def key_from_authorization(header: bytes) -> bytes | None:
@@ -60,10 +65,9 @@ class RefusalLog:
             return
         client = (scope.get("client") or ("-", 0))[0]
         logger.warning(
-            "refused %d request(s) without a valid access key in the last %g s; latest from "
-            "%s for %s",
+            "refused %d request(s) without a valid access key since the last such line; "
+            "latest from %s for %s",
             self._unlogged,
-            REFUSAL_LOG_SECONDS,
             escaped(str(client)),
             escaped(scope.get("path", "")),
         )

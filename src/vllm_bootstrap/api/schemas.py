@@ -123,10 +123,11 @@ class LaunchRequest(BaseModel):
 def reserved_flag(arg: str) -> str | None:
     """The reserved flag `arg` would set, in any spelling vLLM's parser resolves to it:
     exact, abbreviated (argparse takes any unambiguous prefix, "--ho" for "--host"), with
-    underscores for dashes, with or without "=value"."""
+    underscores for dashes, dotted ("--host.x"), with or without "=value"."""
     if not arg.startswith("--"):
         return None
-    name = arg.split("=", 1)[0].replace("_", "-")
+    # vLLM also reads "--host.key=value" as a JSON value for --host.
+    name = arg.split("=", 1)[0].split(".", 1)[0].replace("_", "-")
     if len(name) <= 2:
         return None
     return next((flag for flag in RESERVED_FLAGS if flag.startswith(name)), None)

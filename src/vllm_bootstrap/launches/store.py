@@ -66,7 +66,9 @@ class StateStore:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
-        self._db.execute("PRAGMA busy_timeout = 5000")
+        # Only this process writes; a lock held by another (an operator's sqlite3 shell) must
+        # not stall the event loop for long: the write fails fast and is retried later.
+        self._db.execute("PRAGMA busy_timeout = 200")
         with self._transaction():
             migrations.migrate(self._db, path, SCHEMA_VERSION, SCHEMA)
         self._db.execute("PRAGMA foreign_keys = ON")

@@ -78,6 +78,7 @@ class Supervisor:
             settings=self.settings,
         )
         try:
+            self._write_unsaved()  # an ended launch's unwritten state still holds its leases
             self._store.insert(launch)
         except ResourceTaken as exc:
             raise ResourceConflict(f"GPU or port already taken: {exc}") from None
@@ -198,11 +199,15 @@ class Supervisor:
     async def _retry_saves(self) -> None:
         while self._unsaved:
             await asyncio.sleep(SAVE_RETRY_SECONDS)
-            for launch in list(self._unsaved.values()):
-                with contextlib.suppress(StateWriteFailed):
-                    self._store.save(launch)
-                    self._unsaved.pop(launch.launch_id, None)
+            with contextlib.suppress(StateWriteFailed):
+                self._write_unsaved()
         logger.warning("the state database is written again; memory and database agree")
+
+    def _write_unsaved(self) -> None:
+        """Write every change that could not be written yet; StateWriteFailed if one fails."""
+        for launch in list(self._unsaved.values()):
+            self._store.save(launch)
+            self._unsaved.pop(launch.launch_id, None)
 
     def _live_runs(self) -> list[LaunchRun]:
         return [run for run in self._runs.values() if not run.launch.is_terminal]
