@@ -106,9 +106,10 @@ def test_an_empty_or_padded_access_key_is_a_configuration_error(key: str, messag
         load_settings({"VLLM_ACCESS_KEY": key})
 
 
-def test_the_server_refuses_to_start_with_an_empty_access_key(tmp_path: Path) -> None:
+def refused_start(**variables: str) -> list[str]:
+    """Start the real server with these settings; it must exit 2. Its stderr lines."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("VLLM_")}
-    env["VLLM_ACCESS_KEY"] = ""
+    env.update(variables)
     result = subprocess.run(
         [sys.executable, "-m", "vllm_bootstrap", "--port", "1"],
         env=env,
@@ -116,8 +117,12 @@ def test_the_server_refuses_to_start_with_an_empty_access_key(tmp_path: Path) ->
         text=True,
         timeout=60,
     )
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
+    assert result.returncode == 2, result.stderr
+    return result.stderr.strip().splitlines()
+
+
+def test_the_server_refuses_to_start_with_an_empty_access_key() -> None:
+    assert refused_start(VLLM_ACCESS_KEY="") == [
         "vllm-bootstrap: configuration error: VLLM_ACCESS_KEY is set but empty: give it a "
         "value, or unset it to run without a key"
     ]
@@ -129,17 +134,7 @@ def test_the_server_refuses_to_start_on_a_state_file_that_is_not_a_database(
     state = tmp_path / "state"
     state.mkdir()
     (state / "state.sqlite3").write_bytes(b"this is not a database, " * 100)
-    env = {key: value for key, value in os.environ.items() if not key.startswith("VLLM_")}
-    env["VLLM_BOOTSTRAP_STATE_DIR"] = str(state)
-    result = subprocess.run(
-        [sys.executable, "-m", "vllm_bootstrap", "--port", "1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
+    assert refused_start(VLLM_BOOTSTRAP_STATE_DIR=str(state)) == [
         f"vllm-bootstrap: cannot use the state database {state / 'state.sqlite3'}: "
         "file is not a database"
     ]
