@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.harness import Server
-from tests.test_upstream import OK, fetch, read_request, run, serve
+from tests.test_upstream import OK, answer_until_closed, fetch, read_request, run, serve
 from vllm_bootstrap.serving.forward import end_to_end
 from vllm_bootstrap.upstream import UpstreamPool
 
@@ -22,13 +22,7 @@ def test_a_response_nobody_asked_for_is_never_given_to_the_next_request() -> Non
         await read_request(reader)
         writer.write(OK + evil)  # one response too many, in the same packet
         await writer.drain()
-        while True:
-            try:
-                await read_request(reader)
-            except asyncio.IncompleteReadError:
-                return
-            writer.write(OK)
-            await writer.drain()
+        await answer_until_closed(reader, writer, OK)
 
     async def scenario() -> None:
         server, port = await serve(answer_twice_then_normally)
@@ -71,15 +65,12 @@ def test_an_interim_response_is_skipped_and_its_headers_are_not_merged() -> None
     async def early_hints_then_ok(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        while True:
-            try:
-                await read_request(reader)
-            except asyncio.IncompleteReadError:
-                return
-            writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n")
-            await writer.drain()
-            writer.write(b"HTTP/1.1 200 OK\r\nx-final: 1\r\ncontent-length: 2\r\n\r\nok")
-            await writer.drain()
+        await answer_until_closed(
+            reader,
+            writer,
+            b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nx-final: 1\r\ncontent-length: 2\r\n\r\nok",
+        )
 
     async def scenario() -> None:
         server, port = await serve(early_hints_then_ok)

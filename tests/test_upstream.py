@@ -29,17 +29,25 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
     return head
 
 
-async def answer_ok_until_closed(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+async def answer_until_closed(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *replies: bytes
 ) -> None:
-    """Answer every request on the connection with OK until the client closes it."""
+    """Answer every request on the connection with `replies`, written one after the other,
+    until the client closes it."""
     while True:
         try:
             await read_request(reader)
         except asyncio.IncompleteReadError:
             return
-        writer.write(OK)
-        await writer.drain()
+        for reply in replies:
+            writer.write(reply)
+            await writer.drain()
+
+
+async def answer_ok_until_closed(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    await answer_until_closed(reader, writer, OK)
 
 
 async def fetch(
@@ -247,13 +255,8 @@ def test_a_response_that_arrived_but_was_not_read_is_not_reused() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal connections
         connections += 1
-        while True:
-            try:
-                await read_request(reader)
-            except asyncio.IncompleteReadError:
-                return
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(big), big))
-            await writer.drain()
+        reply = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(big), big)
+        await answer_until_closed(reader, writer, reply)
 
     async def scenario() -> None:
         server, port = await serve(handler)

@@ -123,11 +123,12 @@ def end_to_end(
 ) -> list[tuple[bytes, bytes]]:
     """The headers that may cross the proxy: not hop-by-hop, not in `dropped`, and not named
     in a Connection header (RFC 9110 section 7.6.1: those are for this hop only)."""
-    for name, value in headers:
-        if name.lower() == b"connection":
-            named = {token.strip().lower() for token in value.split(b",")}
-            dropped = dropped | named
-    return [(name, value) for name, value in headers if name.lower() not in dropped]
+    names = [name.lower() for name, _ in headers]  # once each: this runs for every request
+    if b"connection" in names:
+        for name, (_, value) in zip(names, headers, strict=True):
+            if name == b"connection":
+                dropped = dropped | {token.strip().lower() for token in value.split(b",")}
+    return [pair for name, pair in zip(names, headers, strict=True) if name not in dropped]
 
 
 def _response_start(upstream: UpstreamResponse, launch: Launch) -> dict[str, object]:
