@@ -58,7 +58,7 @@ def test_the_standin_lists_compute_apps_in_the_real_shape(tmp_path: Path) -> Non
     real = _fields(RECORDED["apps-busy"]["stdout"])
     fake = _fields(standin.stdout)
     assert [len(row) for row in fake] == [len(row) for row in real] == [3]
-    assert fake[0][0] == real[0][0] and fake[0][2] == real[0][2]
+    assert (fake[0][0], fake[0][2]) == (real[0][0], real[0][2])
 
 
 def test_no_compute_apps_is_empty_output_like_the_real_one() -> None:
