@@ -3,11 +3,14 @@
 request -> AccessKeyMiddleware -> ServingDispatcher
              /proxy/{id}/... -> LaunchProxy   --+--> Forwarder -> UpstreamPool -> vLLM
              /v1/...         -> OpenAIRouter  --+
+             /v1/files, /v1/batches -> AccessLog -> batch API (batches/: runs through the
+                                       same balancer and upstream pool)
              anything else   -> AccessLog -> BodySizeLimit -> FastAPI routes
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,10 +22,18 @@ from vllm_bootstrap import __version__
 from vllm_bootstrap.api import errors
 from vllm_bootstrap.api.access_log import AccessLog
 from vllm_bootstrap.api.auth import AccessKeyMiddleware
+from vllm_bootstrap.api.batch_routes import batch_api
 from vllm_bootstrap.api.body_limit import BodySizeLimit
 from vllm_bootstrap.api.loop_lag import LoopLagMonitor
 from vllm_bootstrap.api.routes import router
+from vllm_bootstrap.batches.files import FileDirectory
+from vllm_bootstrap.batches.gates import ModelGates
+from vllm_bootstrap.batches.requests import RequestSender
+from vllm_bootstrap.batches.runner import RunSettings
+from vllm_bootstrap.batches.service import Batches
+from vllm_bootstrap.batches.store import BatchStore
 from vllm_bootstrap.config import Settings
+from vllm_bootstrap.launches.registry import LaunchDirectory
 from vllm_bootstrap.launches.store import StateStore
 from vllm_bootstrap.serving.balancer import ModelBalancer
 from vllm_bootstrap.serving.dispatch import ServingDispatcher
@@ -65,24 +76,50 @@ def _lifespan(settings: Settings, dispatcher: ServingDispatcher):  # type: ignor
         supervisor = Supervisor(settings, store)
         pool = UpstreamPool()
         forwarder = Forwarder(pool, settings.access_key)
+        balancer = ModelBalancer(supervisor.registry)
         dispatcher.proxy = LaunchProxy(supervisor.registry, forwarder)
-        dispatcher.openai = OpenAIRouter(
-            ModelBalancer(supervisor.registry), forwarder, settings.max_routed_body_bytes
-        )
+        dispatcher.openai = OpenAIRouter(balancer, forwarder, settings.max_routed_body_bytes)
+        batch_store = BatchStore(settings.batch_db_path)
+        batches = _batch_service(settings, batch_store, pool, balancer, supervisor.registry)
+        dispatcher.batches = AccessLog(batch_api(batches, batches.files))
         app.state.supervisor = supervisor
         app.state.loop_lag = LoopLagMonitor()
         app.state.loop_lag.start()
         await supervisor.recover()
         await _report_environment(supervisor)
+        batches.resume()
         try:
             yield
         finally:
+            await batches.shutdown()
             await supervisor.shutdown()
             await app.state.loop_lag.stop()
             pool.close()
             store.close()
+            batch_store.close()
 
     return lifespan
+
+
+def _batch_service(
+    settings: Settings,
+    store: BatchStore,
+    pool: UpstreamPool,
+    balancer: ModelBalancer,
+    directory: LaunchDirectory,
+) -> Batches:
+    files = FileDirectory(store, settings.state_dir / "files", settings.max_file_bytes)
+    gates = ModelGates(balancer, settings.batch_in_flight_per_launch)
+    # After the balancer's own subscription, so it has seen the change when gates look.
+    directory.subscribe(
+        lambda _launch: asyncio.get_running_loop().call_soon(gates.launches_changed)
+    )
+    run_settings = RunSettings(
+        folder=settings.state_dir / "batches",
+        model_wait_seconds=settings.batch_model_wait_seconds,
+        max_line_bytes=settings.max_routed_body_bytes,
+    )
+    return Batches(store, files, gates, RequestSender(pool, balancer), run_settings)
 
 
 async def _report_environment(supervisor: Supervisor) -> None:

@@ -35,6 +35,9 @@ SETTING_VARIABLES = frozenset(
         "VLLM_BOOTSTRAP_MAX_ROUTED_BODY_BYTES",
         "VLLM_BOOTSTRAP_MAX_PENDING_HEADS",
         "VLLM_BOOTSTRAP_BODY_IDLE_SECONDS",
+        "VLLM_BOOTSTRAP_MAX_FILE_BYTES",
+        "VLLM_BATCH_MODEL_WAIT_SECONDS",
+        "VLLM_BATCH_IN_FLIGHT_PER_LAUNCH",
     }
 )
 
@@ -65,6 +68,11 @@ class Settings:
     body_idle_seconds: float = 60.0
     # /v1 reads a body whole to find its model: generous for long prompts and images.
     max_routed_body_bytes: int = 64 * 1024 * 1024
+    # Batch jobs: the largest upload, how long a batch waits for a model nobody serves, and
+    # requests kept in flight per launch (twice vLLM's default max_num_seqs, as run-batch).
+    max_file_bytes: int = 8 * 1024 * 1024 * 1024
+    batch_model_wait_seconds: float = 600.0
+    batch_in_flight_per_launch: int = 512
 
     @property
     def uses_default_vllm_command(self) -> bool:
@@ -73,6 +81,10 @@ class Settings:
     @property
     def state_db_path(self) -> Path:
         return self.state_dir / "state.sqlite3"
+
+    @property
+    def batch_db_path(self) -> Path:
+        return self.state_dir / "batches.sqlite3"
 
     def __repr__(self) -> str:
         # The access key must never reach a log line through a stray repr().
@@ -87,7 +99,10 @@ class Settings:
             f"head_timeout={self.head_timeout_seconds}, "
             f"max_pending_heads={self.max_pending_heads}, "
             f"body_idle={self.body_idle_seconds}, "
-            f"max_routed_body_bytes={self.max_routed_body_bytes})"
+            f"max_routed_body_bytes={self.max_routed_body_bytes}, "
+            f"max_file_bytes={self.max_file_bytes}, "
+            f"batch_model_wait={self.batch_model_wait_seconds}, "
+            f"batch_in_flight_per_launch={self.batch_in_flight_per_launch})"
         )
 
 
@@ -132,6 +147,15 @@ def load_settings(
             "VLLM_BOOTSTRAP_MAX_ROUTED_BODY_BYTES",
             defaults.max_routed_body_bytes,
             most=4 * 1024 * 1024 * 1024,
+        ),
+        max_file_bytes=_byte_count(
+            env, "VLLM_BOOTSTRAP_MAX_FILE_BYTES", defaults.max_file_bytes, most=1024**4
+        ),
+        batch_model_wait_seconds=_seconds(
+            env, "VLLM_BATCH_MODEL_WAIT_SECONDS", defaults.batch_model_wait_seconds
+        ),
+        batch_in_flight_per_launch=_count(
+            env, "VLLM_BATCH_IN_FLIGHT_PER_LAUNCH", defaults.batch_in_flight_per_launch
         ),
     )
     if settings.launch_port_start > settings.launch_port_end:

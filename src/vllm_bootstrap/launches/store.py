@@ -11,15 +11,14 @@ or the next state.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sqlite3
 from pathlib import Path
 
 from vllm_bootstrap.launches import migrations
 from vllm_bootstrap.launches.record import Launch
 from vllm_bootstrap.launches.states import TERMINAL_STATES
+from vllm_bootstrap.sqlite import Transaction, open_private
 
 SCHEMA_VERSION = 3
 
@@ -57,18 +56,9 @@ class StateWriteFailed(RuntimeError):
 
 class StateStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Launch environments can hold tokens: keep the database private to this user.
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-        os.close(fd)
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        # Only this process writes; a lock held by another (an operator's sqlite3 shell) must
-        # not stall the event loop for long: the write fails fast and is retried later.
-        self._db.execute("PRAGMA busy_timeout = 200")
+        # Launch environments can hold tokens: the database is private to this user.
+        self._db = open_private(path)
         with self._transaction():
             migrations.migrate(self._db, path, SCHEMA_VERSION, SCHEMA)
         self._db.execute("PRAGMA foreign_keys = ON")
@@ -119,31 +109,8 @@ class StateStore:
         rows = self._db.execute("SELECT gpu_index, launch_id FROM gpu_leases").fetchall()
         return {row["gpu_index"]: row["launch_id"] for row in rows}
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
-
-
-class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        if exc_type is not None:
-            self._roll_back()
-            return
-        try:
-            self._db.execute("COMMIT")
-        except sqlite3.Error:
-            self._roll_back()  # a failed COMMIT (a full disk) leaves the transaction open
-            raise
-
-    def _roll_back(self) -> None:
-        if self._db.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
+    def _transaction(self) -> Transaction:
+        return Transaction(self._db)
 
 
 def _document(launch: Launch) -> str:

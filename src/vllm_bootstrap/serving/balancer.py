@@ -61,6 +61,14 @@ class ModelBalancer:
         else:
             del self._outstanding[launch_id]
 
+    def replica_count(self, model: str) -> int:
+        return len(self._index().get(model, ()))
+
+    def is_loading(self, model: str) -> bool:
+        """A launch that will serve `model` is starting (or restarting)."""
+        self._index()
+        return model in self._loading
+
     def ready_models(self) -> list[str]:
         return sorted(self._index())
 

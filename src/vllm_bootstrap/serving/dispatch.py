@@ -11,6 +11,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from vllm_bootstrap.serving.openai import OPENAI_PREFIX, OpenAIRouter
 from vllm_bootstrap.serving.proxy import PROXY_PREFIX, LaunchProxy
 
+# Served by the batch API; /v1/filesX is not theirs, so each is matched as a whole segment.
+BATCH_PREFIXES = ("/v1/files/", "/v1/batches/")
+
 
 class ServingDispatcher:
     def __init__(self, api: ASGIApp) -> None:
@@ -18,12 +21,18 @@ class ServingDispatcher:
         # Set once the lifespan has built them; until then nothing is served but the API.
         self.proxy: LaunchProxy | None = None
         self.openai: OpenAIRouter | None = None
+        self.batches: ASGIApp | None = None  # OpenAI's Files and Batches API
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
             if path.startswith(PROXY_PREFIX) and self.proxy is not None:
                 await self.proxy(scope, receive, send)
+                return
+            if self.batches is not None and (
+                path.startswith(BATCH_PREFIXES) or path in ("/v1/files", "/v1/batches")
+            ):
+                await self.batches(scope, receive, send)
                 return
             if path.startswith(OPENAI_PREFIX) and self.openai is not None:
                 await self.openai(scope, receive, send)

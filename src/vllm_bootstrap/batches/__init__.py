@@ -1,0 +1,12 @@
+"""Batch jobs: OpenAI's Files and Batches API, run on this box's launches, resumable.
+
+files.py       uploaded and produced files: where their bytes live, their records
+multipart.py   streaming a multipart upload straight to disk
+record.py      a batch's fields and statuses, and its OpenAI shape
+store.py       the batch database (files, batches, one row per request line)
+validation.py  checking an input file, all or nothing, with line numbers
+gates.py       how many requests each model may have in flight, shared fairly
+requests.py    sending one request line, with retries; its output line
+results.py     appending results and recording progress, together
+runner.py      running, cancelling, expiring and resuming batches
+"""

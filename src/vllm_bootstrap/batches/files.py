@@ -1,0 +1,110 @@
+"""Files: uploads (`purpose=batch`) and the output and error files batches produce.
+
+A file's bytes live in `<state dir>/files/<id>`; its record in the batch database. An
+upload is written under a temporary name and renamed into place only once complete, so a
+crash mid-upload never leaves a file that looks whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import secrets
+import time
+from pathlib import Path
+
+from python_multipart.exceptions import MultipartParseError
+from starlette.types import Receive
+
+from vllm_bootstrap.batches.multipart import (
+    StorageFull,
+    UploadRefused,
+    boundary_of,
+    receive_upload,
+)
+from vllm_bootstrap.batches.store import BatchStore, FileRecord, Page
+
+UPLOAD_PURPOSES = ("batch",)
+OUTPUT_PURPOSE = "batch_output"
+
+
+class FileInUse(RuntimeError):
+    """The file is the input of a batch that has not ended."""
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+class FileDirectory:
+    def __init__(self, store: BatchStore, folder: Path, max_bytes: int) -> None:
+        self._store = store
+        self.folder = folder
+        self.max_bytes = max_bytes
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for leftover in folder.glob("*.partial"):  # uploads cut off by a crash
+            leftover.unlink(missing_ok=True)
+
+    async def upload(self, receive: Receive, content_type: bytes) -> FileRecord:
+        """Take a multipart upload; raises UploadRefused saying what to fix."""
+        boundary = boundary_of(content_type)
+        file_id = new_id("file")
+        partial = self.folder / f"{file_id}.partial"
+        try:
+            upload = await receive_upload(receive, boundary, partial, self.max_bytes)
+        except MultipartParseError as exc:
+            raise UploadRefused(f"malformed multipart body: {exc}") from None
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull("no space left on the server's disk for the file") from None
+            raise
+        try:
+            purpose = _check(upload.fields.get("purpose"), upload.filename)
+            record = FileRecord(
+                file_id,
+                purpose,
+                upload.filename or "",
+                upload.bytes,
+                int(time.time()),
+                self.folder / file_id,
+            )
+            partial.rename(record.path)
+            self._store.add_file(record)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        return record
+
+    def add_output(self, file_id: str, path: Path, filename: str) -> FileRecord:
+        """Register a file a batch wrote (its id is chosen by the batch, so this is
+        idempotent: finalizing again after a crash registers the same file)."""
+        record = FileRecord(
+            file_id, OUTPUT_PURPOSE, filename, path.stat().st_size, int(time.time()), path
+        )
+        self._store.add_file(record)
+        return record
+
+    def get(self, file_id: str) -> FileRecord | None:
+        return self._store.file(file_id)
+
+    def list(self, purpose: str | None, limit: int, after: str | None, newest_first: bool) -> Page:
+        return self._store.files(purpose, limit, after, newest_first)
+
+    def delete(self, file_id: str) -> None:
+        if self._store.file_in_use(file_id):
+            raise FileInUse(file_id)
+        record = self._store.file(file_id)
+        self._store.delete_file(file_id)
+        if record is not None:
+            with contextlib.suppress(FileNotFoundError):
+                record.path.unlink()
+
+
+def _check(purpose: str | None, filename: str | None) -> str:
+    if filename is None:
+        raise UploadRefused("the form has no `file` field")
+    if purpose is None:
+        raise UploadRefused("the form has no `purpose` field: use purpose=batch")
+    if purpose not in UPLOAD_PURPOSES:
+        raise UploadRefused(f"purpose {purpose!r} is not supported here: use purpose=batch")
+    return purpose

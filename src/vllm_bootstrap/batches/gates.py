@@ -1,0 +1,97 @@
+"""How many batch requests each model may have in flight, shared fairly between batches.
+
+A model's capacity is `VLLM_BATCH_IN_FLIGHT_PER_LAUNCH` for each ready launch serving it:
+enough that vLLM's scheduler always has a full queue (its default max_num_seqs is 256), so
+a launch never idles between results. Batches wanting the same model take turns: a slot
+freed goes to the next waiting batch in rotation, so a new batch is not starved behind a
+large one. Interactive /v1 requests do not take slots; they share the launches through the
+balancer, which counts batch requests too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict, deque
+
+from vllm_bootstrap.serving.balancer import ModelBalancer
+
+RECHECK_SECONDS = 1.0
+
+
+class ModelMissing(LookupError):
+    """No launch has served or been loading the model for the whole wait."""
+
+
+class _Gate:
+    def __init__(self) -> None:
+        self.in_use = 0
+        # Waiting batches in turn order, each with its own queue of waiters.
+        self.waiting: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
+
+    def enqueue(self, owner: str) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting.setdefault(owner, deque()).append(future)
+        return future
+
+    def grant(self, capacity: int) -> None:
+        while self.in_use < capacity and self.waiting:
+            owner, queue = self.waiting.popitem(last=False)
+            future = queue.popleft()
+            if queue:
+                self.waiting[owner] = queue  # to the back of the rotation
+            if not future.done():
+                future.set_result(None)
+                self.in_use += 1
+
+
+class ModelGates:
+    def __init__(self, balancer: ModelBalancer, per_launch: int) -> None:
+        self._balancer = balancer
+        self._per_launch = per_launch
+        self._gates: dict[str, _Gate] = {}
+
+    def capacity(self, model: str) -> int:
+        return self._balancer.replica_count(model) * self._per_launch
+
+    def in_flight(self, model: str) -> int:
+        gate = self._gates.get(model)
+        return gate.in_use if gate else 0
+
+    def launches_changed(self) -> None:
+        """Capacity may have grown: hand out what is free now."""
+        for model, gate in self._gates.items():
+            gate.grant(self.capacity(model))
+
+    async def acquire(self, model: str, owner: str, missing_wait: float) -> None:
+        """Wait for a slot for `model`; ModelMissing once no launch has served or been loading
+        it for `missing_wait` seconds in a row."""
+        gate = self._gates.setdefault(model, _Gate())
+        if not gate.waiting and gate.in_use < self.capacity(model):
+            gate.in_use += 1
+            return
+        future = gate.enqueue(owner)
+        gate.grant(self.capacity(model))
+        missing_since: float | None = None
+        try:
+            while not future.done():
+                if self._balancer.replica_count(model) or self._balancer.is_loading(model):
+                    missing_since = None
+                else:
+                    missing_since = missing_since or time.monotonic()
+                    if time.monotonic() - missing_since >= missing_wait:
+                        future.cancel()
+                        raise ModelMissing(model)
+                # Capacity changes are pushed (launches_changed); the recheck only notices a
+                # model that stopped loading without ever becoming ready.
+                await asyncio.wait([future], timeout=min(RECHECK_SECONDS, missing_wait))
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release(model)
+            future.cancel()
+            raise
+
+    def release(self, model: str) -> None:
+        gate = self._gates[model]
+        gate.in_use -= 1
+        gate.grant(self.capacity(model))

@@ -1,0 +1,127 @@
+"""A batch's fields and status transitions, and the object OpenAI's clients expect.
+
+    validating -> in_progress -> finalizing -> completed
+         |              |
+         +-> failed     +-> cancelling -> cancelled      (POST /v1/batches/{id}/cancel)
+                        +-> expired                      (past its completion window)
+
+A batch still `validating` may be cancelled too; one that cannot write its results (a full
+disk) fails from wherever it is. `expired` keeps what finished, like `cancelled`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class BatchStatus(StrEnum):
+    VALIDATING = "validating"
+    IN_PROGRESS = "in_progress"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+_S = BatchStatus
+TRANSITIONS: dict[BatchStatus, frozenset[BatchStatus]] = {
+    _S.VALIDATING: frozenset({_S.IN_PROGRESS, _S.FAILED, _S.CANCELLING}),
+    _S.IN_PROGRESS: frozenset({_S.FINALIZING, _S.CANCELLING, _S.EXPIRED, _S.FAILED}),
+    _S.FINALIZING: frozenset({_S.COMPLETED, _S.FAILED}),
+    _S.CANCELLING: frozenset({_S.CANCELLED, _S.FAILED}),
+    _S.COMPLETED: frozenset(),
+    _S.FAILED: frozenset(),
+    _S.CANCELLED: frozenset(),
+    _S.EXPIRED: frozenset(),
+}
+TERMINAL = frozenset(status for status, nexts in TRANSITIONS.items() if not nexts)
+# The timestamp OpenAI's batch object sets on entering each status.
+_STAMPS = {
+    _S.IN_PROGRESS: "in_progress_at",
+    _S.FINALIZING: "finalizing_at",
+    _S.COMPLETED: "completed_at",
+    _S.FAILED: "failed_at",
+    _S.CANCELLING: "cancelling_at",
+    _S.CANCELLED: "cancelled_at",
+    _S.EXPIRED: "expired_at",
+}
+COMPLETION_WINDOWS = {"24h": 24 * 3600.0}
+
+
+class InvalidTransition(RuntimeError):
+    pass
+
+
+@dataclass
+class Batch:
+    id: str
+    input_file_id: str
+    endpoint: str
+    completion_window: str
+    metadata: dict[str, str] | None
+    created_at: int
+    expires_at: int
+    status: BatchStatus = BatchStatus.VALIDATING
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    errors: list[dict[str, Any]] | None = None
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    # Bytes of the output and error files that are recorded as written: on resume, anything
+    # past these offsets was written after the last recorded progress and is cut off.
+    output_bytes: int = 0
+    error_bytes: int = 0
+    stamps: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def move_to(self, status: BatchStatus) -> None:
+        if status not in TRANSITIONS[self.status]:
+            raise InvalidTransition(f"batch {self.id}: {self.status} -> {status}")
+        self.status = status
+        if status in _STAMPS:
+            self.stamps[_STAMPS[status]] = int(time.time())
+
+    def to_document(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> Batch:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {key: value for key, value in document.items() if key in known}
+        values["status"] = BatchStatus(values["status"])
+        return cls(**values)
+
+    def to_public(self) -> dict[str, Any]:
+        """The batch object of OpenAI's API, as its clients parse it."""
+        public: dict[str, Any] = {
+            "id": self.id,
+            "object": "batch",
+            "endpoint": self.endpoint,
+            "errors": {"object": "list", "data": self.errors} if self.errors else None,
+            "input_file_id": self.input_file_id,
+            "completion_window": self.completion_window,
+            "status": self.status.value,
+            "output_file_id": self.output_file_id,
+            "error_file_id": self.error_file_id,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "request_counts": {
+                "total": self.total,
+                "completed": self.completed,
+                "failed": self.failed,
+            },
+            "metadata": self.metadata,
+        }
+        for stamp in _STAMPS.values():
+            public[stamp] = self.stamps.get(stamp)
+        return public

@@ -1,0 +1,137 @@
+"""Sending one request line of a batch to a launch, with retries; the line it leaves behind.
+
+A request goes to a ready launch of its model through the same balancer as /v1 (so the
+least busy replica gets it, and interactive traffic sees the batch's load). Failures that
+say nothing about the request itself (connection refused or reset, 429, 502, 503, 504, or
+no ready launch for a moment) are retried with backoff; any other answer is final.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets
+from dataclasses import dataclass
+
+from vllm_bootstrap.serving.balancer import ModelBalancer, NoReadyReplica, UnknownModel
+from vllm_bootstrap.upstream import UpstreamError, UpstreamPool
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+ATTEMPTS = 5
+FIRST_BACKOFF_SECONDS = 0.5
+MAX_BACKOFF_SECONDS = 8.0
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+_JSON_HEADERS = [(b"content-type", b"application/json"), (b"accept", b"application/json")]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The JSON line for the output file (`ok`) or the error file."""
+
+    line: bytes
+    ok: bool
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Nothing final was learnt: send again later. `counts` is False when the request never
+    reached a launch (none was ready), which costs no attempt."""
+
+    code: str
+    message: str
+    counts: bool = True
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class RequestSender:
+    def __init__(self, pool: UpstreamPool, balancer: ModelBalancer) -> None:
+        self._pool = pool
+        self._balancer = balancer
+
+    async def attempt(
+        self, custom_id: str, model: str, url: str, body: bytes, request_id: str, final: bool
+    ) -> Outcome | Retry:
+        """Send once. A retryable answer is final when `final` (the last attempt)."""
+        try:
+            launch = self._balancer.choose(model)
+        except (UnknownModel, NoReadyReplica):
+            return Retry("model_not_found", f"no ready launch serves {model!r}", counts=False)
+        headers = [*_JSON_HEADERS, (b"x-request-id", request_id.encode())]
+        self._balancer.begin_request(launch)
+        try:
+            response = await self._pool.request(
+                launch.local_host, launch.port, b"POST", url.encode(), headers, body
+            )
+            async with response:
+                status, payload = response.status, await _read_capped(response)
+        except UpstreamError as exc:
+            return Retry("upstream_unavailable", f"launch {launch.launch_id}: {exc}")
+        except _TooLarge:
+            message = f"the response was over {MAX_RESPONSE_BYTES} bytes"
+            return error_outcome(request_id, custom_id, "response_too_large", message)
+        finally:
+            self._balancer.end_request(launch)
+        if status in RETRY_STATUSES and not final:
+            return Retry("upstream_unavailable", f"launch {launch.launch_id} answered {status}")
+        return response_outcome(request_id, custom_id, status, payload)
+
+
+async def _read_capped(response) -> bytes:  # type: ignore[no-untyped-def]
+    if response.content_length is not None and response.content_length > MAX_RESPONSE_BYTES:
+        raise _TooLarge
+    parts, size = [], 0
+    async for chunk in response.chunks():
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise _TooLarge
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before attempt number `attempt` (1 = the first retry), jittered."""
+    delay = min(FIRST_BACKOFF_SECONDS * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
+    return delay * random.uniform(0.75, 1.25)
+
+
+def response_outcome(request_id: str, custom_id: str, status: int, payload: bytes) -> Outcome:
+    """OpenAI's result line for an answer; the body spliced in as vLLM wrote it when it is
+    one line of JSON (parsing it checks that; writing it again would cost as much again)."""
+    try:
+        parsed = json.loads(payload)
+        body = payload if b"\n" not in payload else json.dumps(parsed).encode()
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        body = json.dumps(payload.decode(errors="replace")).encode()
+    line = b"".join(
+        (
+            b'{"id":"',
+            request_id.encode(),
+            b'","custom_id":',
+            json.dumps(custom_id).encode(),
+            b',"response":{"status_code":',
+            str(status).encode(),
+            b',"request_id":"',
+            request_id.encode(),
+            b'","body":',
+            body,
+            b'},"error":null}\n',
+        )
+    )
+    return Outcome(line, 200 <= status < 300)
+
+
+def error_outcome(request_id: str, custom_id: str, code: str, message: str) -> Outcome:
+    line = {
+        "id": request_id,
+        "custom_id": custom_id,
+        "response": None,
+        "error": {"code": code, "message": message},
+    }
+    return Outcome(json.dumps(line).encode() + b"\n", False)
+
+
+def new_request_id() -> str:
+    return f"batch_req_{secrets.token_hex(12)}"

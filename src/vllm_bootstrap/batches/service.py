@@ -1,0 +1,180 @@
+"""The batch service: create, look up, list and cancel batches; resume them at start-up.
+
+It owns one BatchRun task per unfinished batch. At shutdown the tasks are stopped without
+changing any status, and `resume()` at the next start picks every unfinished batch up
+where its recorded progress ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import Any
+
+from vllm_bootstrap.batches.files import FileDirectory
+from vllm_bootstrap.batches.gates import ModelGates
+from vllm_bootstrap.batches.record import COMPLETION_WINDOWS, Batch, BatchStatus
+from vllm_bootstrap.batches.requests import RequestSender
+from vllm_bootstrap.batches.runner import BatchRun, RunSettings
+from vllm_bootstrap.batches.store import BatchStore, Page
+
+# The endpoints a batch may target: OpenAI's three, and what else vLLM serves that makes
+# sense in a batch, passed through as they are.
+ENDPOINTS = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/responses",
+    "/v1/score",
+    "/v1/rerank",
+)
+MAX_METADATA_PAIRS = 16
+logger = logging.getLogger("vllm_bootstrap.batches")
+
+
+class BatchRefused(ValueError):
+    """A batch request that cannot be taken: `param` names the field to fix."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.param = message, param
+
+
+class InputFileNotFound(BatchRefused):
+    pass
+
+
+class NotCancellable(BatchRefused):
+    """The batch has already ended (or is finishing) on its own."""
+
+
+class BatchNotFound(LookupError):
+    pass
+
+
+class Batches:
+    def __init__(
+        self,
+        store: BatchStore,
+        files: FileDirectory,
+        gates: ModelGates,
+        sender: RequestSender,
+        settings: RunSettings,
+    ) -> None:
+        self._store = store
+        self.files = files
+        self._gates = gates
+        self._sender = sender
+        self._settings = settings
+        self._runs: dict[str, BatchRun] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def create(
+        self,
+        input_file_id: str,
+        endpoint: str,
+        completion_window: str,
+        metadata: dict[str, Any] | None,
+    ) -> Batch:
+        _check(endpoint, completion_window, metadata)
+        input_file = self.files.get(input_file_id)
+        if input_file is None:
+            raise InputFileNotFound(f"no file {input_file_id!r}", "input_file_id")
+        if input_file.purpose != "batch":
+            raise BatchRefused(
+                f"file {input_file_id} has purpose {input_file.purpose!r}; upload the input "
+                "with purpose=batch",
+                "input_file_id",
+            )
+        now = int(time.time())
+        batch = Batch(
+            id=f"batch_{secrets.token_hex(12)}",
+            input_file_id=input_file_id,
+            endpoint=endpoint,
+            completion_window=completion_window,
+            metadata=metadata,
+            created_at=now,
+            expires_at=now + int(COMPLETION_WINDOWS[completion_window]),
+        )
+        self._store.add_batch(batch)
+        self._start(batch)
+        return batch
+
+    def get(self, batch_id: str) -> Batch:
+        run = self._runs.get(batch_id)
+        if run is not None:
+            return run.batch
+        batch = self._store.batch(batch_id)
+        if batch is None:
+            raise BatchNotFound(batch_id)
+        return batch
+
+    def list(self, limit: int, after: str | None) -> Page:
+        page = self._store.batches(limit, after)
+        live = [self._runs[b.id].batch if b.id in self._runs else b for b in page.items]
+        return Page(live, page.has_more)
+
+    def cancel(self, batch_id: str) -> Batch:
+        batch = self.get(batch_id)
+        run = self._runs.get(batch_id)
+        if run is None or batch.status not in (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS):
+            if batch.status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
+                return batch
+            raise NotCancellable(
+                f"batch {batch_id} is {batch.status.value}: only a validating or in-progress "
+                "batch can be cancelled"
+            )
+        batch.move_to(BatchStatus.CANCELLING)
+        self._store.save_batch(batch)
+        run.stop(BatchStatus.CANCELLED)
+        return batch
+
+    def resume(self) -> None:
+        """Start every batch the last run left unfinished."""
+        for batch in self._store.unfinished_batches():
+            logger.info("batch %s: resuming (%s)", batch.id, batch.status.value)
+            self._start(batch)
+
+    async def shutdown(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    def _start(self, batch: Batch) -> None:
+        run = BatchRun(batch, self._store, self.files, self._gates, self._sender, self._settings)
+        self._runs[batch.id] = run
+        task = asyncio.create_task(run.run(), name=f"batch {batch.id}")
+        self._tasks[batch.id] = task
+        task.add_done_callback(lambda _: self._ended(batch.id))
+
+    def _ended(self, batch_id: str) -> None:
+        self._runs.pop(batch_id, None)
+        self._tasks.pop(batch_id, None)
+
+
+def _check(endpoint: str, completion_window: str, metadata: dict[str, Any] | None) -> None:
+    if endpoint not in ENDPOINTS:
+        raise BatchRefused(
+            f"endpoint {endpoint!r} is not supported; use one of {', '.join(ENDPOINTS)}",
+            "endpoint",
+        )
+    if completion_window not in COMPLETION_WINDOWS:
+        raise BatchRefused(
+            f"completion_window must be one of {', '.join(COMPLETION_WINDOWS)}",
+            "completion_window",
+        )
+    if metadata is None:
+        return
+    if len(metadata) > MAX_METADATA_PAIRS or not all(
+        isinstance(key, str) and isinstance(value, str) and len(key) <= 64 and len(value) <= 512
+        for key, value in metadata.items()
+    ):
+        raise BatchRefused(
+            f"metadata: at most {MAX_METADATA_PAIRS} string pairs, keys up to 64 characters, "
+            "values up to 512",
+            "metadata",
+        )

@@ -1,0 +1,295 @@
+"""The batch database: file records, batch records, and one row per request line.
+
+A separate SQLite file beside the launch database (`batches.sqlite3`). Each request line of
+a batch has a row (its place in the input file, its model, its custom_id) with a `done`
+flag. Dispatching reads pending rows a page at a time and results flip the flag in the same
+transaction that records the output files' new lengths, so after a kill -9 a batch resumes
+with exactly the lines that had no recorded result.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from vllm_bootstrap.batches.record import TERMINAL, Batch
+from vllm_bootstrap.sqlite import Transaction, open_private
+
+SCHEMA_VERSION = 1
+_TERMINAL_LIST = ", ".join(f"'{status.value}'" for status in TERMINAL)
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS files (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    purpose TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    path TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batches (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    input_file_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    document TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS live_batch_inputs ON batches(input_file_id)
+    WHERE status NOT IN ({_TERMINAL_LIST});
+CREATE TABLE IF NOT EXISTS batch_requests (
+    batch_id TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    custom_id TEXT NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (batch_id, line)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS batch_custom_ids ON batch_requests(batch_id, custom_id);
+CREATE INDEX IF NOT EXISTS pending_requests ON batch_requests(batch_id, model, line)
+    WHERE done = 0;
+"""
+
+
+class BatchWriteFailed(RuntimeError):
+    """The batch database could not be written (a full disk, say); the message says why."""
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    id: str
+    purpose: str
+    filename: str
+    bytes: int
+    created_at: int
+    path: Path
+
+    def to_public(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "object": "file",
+            "bytes": self.bytes,
+            "created_at": self.created_at,
+            "expires_at": None,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": "processed",
+            "status_details": None,
+        }
+
+
+@dataclass(frozen=True)
+class RequestRow:
+    line: int
+    offset: int
+    length: int
+    model: str
+    custom_id: str
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing, in OpenAI's cursor style."""
+
+    items: list
+    has_more: bool
+
+
+class BatchStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = open_private(path)
+        with Transaction(self._db):
+            found = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if found > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"the batch database {path} was written by a newer vllm-bootstrap "
+                    f"(schema {found}, this one knows {SCHEMA_VERSION})"
+                )
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- files -----------------------------------------------------------------------
+
+    def add_file(self, record: FileRecord) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO files (id, purpose, filename, bytes, created_at, path) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                record.id,
+                record.purpose,
+                record.filename,
+                record.bytes,
+                record.created_at,
+                str(record.path),
+            ),
+        )
+
+    def file(self, file_id: str) -> FileRecord | None:
+        row = self._db.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
+        return _file(row) if row else None
+
+    def files(self, purpose: str | None, limit: int, after: str | None, newest_first: bool) -> Page:
+        where, params = ["1"], []
+        if purpose is not None:
+            where.append("purpose = ?")
+            params.append(purpose)
+        rows = self._page("files", where, params, limit, after, newest_first)
+        return Page([_file(row) for row in rows[:limit]], len(rows) > limit)
+
+    def delete_file(self, file_id: str) -> None:
+        self._write("DELETE FROM files WHERE id = ?", (file_id,))
+
+    def file_in_use(self, file_id: str) -> bool:
+        row = self._db.execute(
+            f"SELECT 1 FROM batches WHERE input_file_id = ? AND status NOT IN ({_TERMINAL_LIST})",
+            (file_id,),
+        ).fetchone()
+        return row is not None
+
+    # --- batches ---------------------------------------------------------------------
+
+    def add_batch(self, batch: Batch) -> None:
+        self._write(
+            "INSERT INTO batches (id, input_file_id, status, document) VALUES (?, ?, ?, ?)",
+            (batch.id, batch.input_file_id, batch.status.value, _document(batch)),
+        )
+
+    def save_batch(self, batch: Batch, done_lines: Iterable[int] = ()) -> None:
+        """Write the batch's fields and mark `done_lines` done, in one transaction."""
+        try:
+            with Transaction(self._db):
+                self._db.executemany(
+                    "UPDATE batch_requests SET done = 1 WHERE batch_id = ? AND line = ?",
+                    ((batch.id, line) for line in done_lines),
+                )
+                self._db.execute(
+                    "UPDATE batches SET status = ?, document = ? WHERE id = ?",
+                    (batch.status.value, _document(batch), batch.id),
+                )
+        except sqlite3.Error as exc:
+            raise BatchWriteFailed(self._failure(exc)) from None
+
+    def batch(self, batch_id: str) -> Batch | None:
+        row = self._db.execute("SELECT document FROM batches WHERE id = ?", (batch_id,)).fetchone()
+        return Batch.from_document(json.loads(row["document"])) if row else None
+
+    def batches(self, limit: int, after: str | None) -> Page:
+        rows = self._page("batches", ["1"], [], limit, after, newest_first=True)
+        return Page(
+            [Batch.from_document(json.loads(row["document"])) for row in rows[:limit]],
+            len(rows) > limit,
+        )
+
+    def unfinished_batches(self) -> list[Batch]:
+        rows = self._db.execute(
+            f"SELECT document FROM batches WHERE status NOT IN ({_TERMINAL_LIST}) ORDER BY seq"
+        ).fetchall()
+        return [Batch.from_document(json.loads(row["document"])) for row in rows]
+
+    # --- request lines ---------------------------------------------------------------
+
+    def add_requests(self, batch_id: str, rows: list[RequestRow]) -> list[int]:
+        """Record request lines; the lines whose custom_id was already taken (not recorded)."""
+        repeats = []
+        try:
+            with Transaction(self._db):
+                for r in rows:
+                    cursor = self._db.execute(
+                        "INSERT OR IGNORE INTO batch_requests (batch_id, line, offset, length, "
+                        "model, custom_id) VALUES (?, ?, ?, ?, ?, ?)",
+                        (batch_id, r.line, r.offset, r.length, r.model, r.custom_id),
+                    )
+                    if cursor.rowcount == 0:
+                        repeats.append(r.line)
+        except sqlite3.Error as exc:
+            raise BatchWriteFailed(self._failure(exc)) from None
+        return repeats
+
+    def clear_requests(self, batch_id: str) -> None:
+        self._write("DELETE FROM batch_requests WHERE batch_id = ?", (batch_id,))
+
+    def pending_models(self, batch_id: str) -> list[str]:
+        rows = self._db.execute(
+            "SELECT DISTINCT model FROM batch_requests WHERE batch_id = ? AND done = 0",
+            (batch_id,),
+        ).fetchall()
+        return sorted(row["model"] for row in rows)
+
+    def pending(self, batch_id: str, model: str | None, after_line: int, limit: int) -> list:
+        """Up to `limit` lines without a result, after `after_line`, in file order."""
+        model_clause = "AND model = ?" if model is not None else ""
+        params = (
+            (batch_id, model, after_line, limit)
+            if model is not None
+            else (
+                batch_id,
+                after_line,
+                limit,
+            )
+        )
+        rows = self._db.execute(
+            "SELECT line, offset, length, model, custom_id FROM batch_requests "
+            f"WHERE batch_id = ? {model_clause} AND done = 0 AND line > ? "
+            "ORDER BY line LIMIT ?",
+            params,
+        ).fetchall()
+        return [RequestRow(**dict(row)) for row in rows]
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _page(
+        self,
+        table: str,
+        where: list[str],
+        params: list,
+        limit: int,
+        after: str | None,
+        newest_first: bool,
+    ) -> list[sqlite3.Row]:
+        if after is not None:
+            where.append(
+                f"seq {'<' if newest_first else '>'} "
+                f"coalesce((SELECT seq FROM {table} WHERE id = ?), "
+                f"{'-1' if newest_first else '1e18'})"
+            )
+            params.append(after)
+        order = "DESC" if newest_first else "ASC"
+        return self._db.execute(
+            f"SELECT * FROM {table} WHERE {' AND '.join(where)} ORDER BY seq {order} LIMIT ?",
+            (*params, limit + 1),
+        ).fetchall()
+
+    def _write(self, statement: str, params: tuple) -> None:
+        try:
+            with Transaction(self._db):
+                self._db.execute(statement, params)
+        except sqlite3.Error as exc:
+            raise BatchWriteFailed(self._failure(exc)) from None
+
+    def _failure(self, exc: sqlite3.Error) -> str:
+        return f"the batch database {self.path} could not be written ({exc})"
+
+
+def _file(row: sqlite3.Row) -> FileRecord:
+    return FileRecord(
+        row["id"],
+        row["purpose"],
+        row["filename"],
+        row["bytes"],
+        row["created_at"],
+        Path(row["path"]),
+    )
+
+
+def _document(batch: Batch) -> str:
+    return json.dumps(batch.to_document(), separators=(",", ":"))

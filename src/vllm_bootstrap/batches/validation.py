@@ -1,0 +1,134 @@
+"""Checking a batch's input file before anything is sent: all or nothing.
+
+Each line must be `{"custom_id": str, "method": "POST", "url": <the batch's endpoint>,
+"body": {"model": str, ...}}`, with custom_ids unique and no `stream: true`. The file is read
+a line at a time (a line longer than the limit is skipped over, not read into memory) and
+every valid line is recorded as a request row; uniqueness is checked by the database, so
+memory stays flat whatever the file's size. Errors carry 1-based line numbers, as OpenAI's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from vllm_bootstrap.batches.store import BatchStore, RequestRow
+
+MAX_ERRORS = 100
+ROWS_PER_CHUNK = 1000
+
+
+@dataclass
+class Validation:
+    total: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def fail(self, line: int, code: str, message: str, param: str | None = None) -> None:
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append({"code": code, "message": message, "param": param, "line": line})
+
+
+class _LineError(ValueError):
+    def __init__(self, code: str, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.param = code, message, param
+
+
+async def validate(
+    store: BatchStore, batch_id: str, path: Path, endpoint: str, max_line_bytes: int
+) -> Validation:
+    """Record every line of `path` as a request row of `batch_id`, or say why not."""
+    result = Validation()
+    chunk: list[RequestRow] = []
+    with path.open("rb") as source:
+        for number, offset, raw in _lines(source, max_line_bytes):
+            if len(result.errors) >= MAX_ERRORS:
+                break
+            if raw is None:
+                result.fail(number, "line_too_long", f"line over {max_line_bytes} bytes")
+                continue
+            try:
+                chunk.append(_request_row(number, offset, raw, endpoint))
+            except _LineError as bad:
+                result.fail(number, bad.code, bad.message, bad.param)
+            if len(chunk) >= ROWS_PER_CHUNK:
+                _record(store, batch_id, chunk, result)
+                chunk = []
+                await asyncio.sleep(0)  # a large file must not hold up the event loop
+    _record(store, batch_id, chunk, result)
+    if result.total == 0 and not result.errors:
+        result.fail(1, "empty_file", "the input file has no request lines")
+    if result.errors:
+        store.clear_requests(batch_id)
+    return result
+
+
+def _record(store: BatchStore, batch_id: str, rows: list[RequestRow], result: Validation) -> None:
+    if not rows:
+        return
+    repeated = store.add_requests(batch_id, rows)
+    by_line = {row.line: row for row in rows}
+    for line in repeated:
+        result.fail(
+            line,
+            "duplicate_custom_id",
+            f"custom_id {by_line[line].custom_id!r} is used earlier",
+            "custom_id",
+        )
+    result.total += len(rows) - len(repeated)
+
+
+def _lines(source: BinaryIO, max_bytes: int):  # type: ignore[no-untyped-def]
+    """(line number, offset, bytes or None when too long) for each non-blank line."""
+    number, offset = 0, 0
+    while True:
+        raw = source.readline(max_bytes + 1)
+        if not raw:
+            return
+        number += 1
+        start, offset = offset, offset + len(raw)
+        if len(raw) > max_bytes and not raw.endswith(b"\n"):
+            offset += _skip_rest_of_line(source)
+            yield number, start, None
+            continue
+        if raw.strip():
+            yield number, start, raw
+
+
+def _skip_rest_of_line(source: BinaryIO) -> int:
+    skipped = 0
+    while True:
+        piece = source.readline(64 * 1024)
+        skipped += len(piece)
+        if not piece or piece.endswith(b"\n"):
+            return skipped
+
+
+def _request_row(number: int, offset: int, raw: bytes, endpoint: str) -> RequestRow:
+    try:
+        request = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise _LineError("invalid_json_line", "the line is not valid JSON") from None
+    if not isinstance(request, dict):
+        raise _LineError("invalid_json_line", "the line is not a JSON object")
+    custom_id = request.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id:
+        raise _LineError("missing_custom_id", "`custom_id` must be a non-empty string", "custom_id")
+    if request.get("method") != "POST":
+        raise _LineError("invalid_method", '`method` must be "POST"', "method")
+    if request.get("url") != endpoint:
+        raise _LineError("mismatched_url", f"`url` must be the batch's endpoint, {endpoint}", "url")
+    body = request.get("body")
+    if not isinstance(body, dict):
+        raise _LineError("invalid_body", "`body` must be a JSON object", "body")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _LineError("missing_model", "`body.model` must name a model", "body.model")
+    if body.get("stream"):
+        raise _LineError(
+            "unsupported_stream", "`body.stream` must not be true in a batch", "body.stream"
+        )
+    return RequestRow(number, offset, len(raw), model, custom_id)
