@@ -21,7 +21,11 @@ Failures are chosen by the model name:
 
 Test-only extras: ANY /debug/echo/... describes the request it received; GET
 /debug/status/{code} answers that status with a Content-Length;
-FAKE_VLLM_TOKEN_DELAY_SECONDS spaces streamed tokens out.
+FAKE_VLLM_TOKEN_DELAY_SECONDS spaces streamed tokens out; FAKE_VLLM_LATENCY_SECONDS makes
+every non-streaming answer take that long (given up when the client goes, as vLLM aborts);
+GET /debug/stats says how many requests ran at once at most, finished, and were aborted,
+and how often each prompt was seen (a prompt is the request's last message or its prompt);
+a model named "flaky..." answers 503 to the first two tries of each X-Request-Id.
 """
 
 from __future__ import annotations
@@ -68,8 +72,13 @@ class StandinServer:
         self.model = args.model
         self.names = args.served_model_name or [args.model]
         self.token_delay = float(os.environ.get("FAKE_VLLM_TOKEN_DELAY_SECONDS", "0"))
+        self.latency = float(os.environ.get("FAKE_VLLM_LATENCY_SECONDS", "0"))
         self.requests_total = 0
         self.running = 0
+        self.peak_running = 0
+        self.aborted = 0
+        self.prompts: dict[str, int] = {}
+        self.tries: dict[str, int] = {}
         self.site: web.BaseSite | None = None
         self.background: set[asyncio.Task] = set()
 
@@ -83,6 +92,7 @@ class StandinServer:
         app.router.add_get("/metrics", self.metrics)
         app.router.add_route("*", "/debug/echo{tail:.*}", self.echo)
         app.router.add_get("/debug/reset", self.reset)
+        app.router.add_get("/debug/stats", self.stats)
         app.router.add_get("/debug/abort-mid-stream", self.abort_mid_stream)
         app.router.add_get("/debug/status/{code:\\d+}", self.status_with_length)
         app.router.add_post("/debug/stop-listening", self.stop_listening)
@@ -141,7 +151,7 @@ class StandinServer:
         body = await self._body(request)
         if isinstance(body, web.Response):
             return body
-        if (error := self._model_error(body)) is not None:
+        if (error := self._model_error(body) or self._note(request, body)) is not None:
             return error
         tokens = self._tokens(body)
         if body.get("stream"):
@@ -173,7 +183,7 @@ class StandinServer:
         body = await self._body(request)
         if isinstance(body, web.Response):
             return body
-        if (error := self._model_error(body)) is not None:
+        if (error := self._model_error(body) or self._note(request, body)) is not None:
             return error
         tokens = self._tokens(body)
         if body.get("stream"):
@@ -183,6 +193,8 @@ class StandinServer:
                 tokens,
                 lambda t, f: {"delta": {"role": "assistant", "content": t}, "finish_reason": f},
             )
+        if not await self._generate(request, len(tokens)):
+            return web.Response(status=499)
         self.requests_total += 1
         return web.json_response(
             {
@@ -202,20 +214,52 @@ class StandinServer:
         )
 
     async def _generate(self, request: web.Request, token_count: int) -> bool:
-        """Take token_delay per token, as a non-streaming generation does; like vLLM, give
-        up as soon as the client has gone. False when it went away."""
-        if not self.token_delay:
-            return True
+        """Take FAKE_VLLM_LATENCY_SECONDS, then token_delay per token, as a non-streaming
+        generation does; like vLLM, give up as soon as the client has gone. False when it
+        went away."""
+        steps = [self.latency] if self.latency else []
+        steps += [self.token_delay] * token_count if self.token_delay else []
         self.running += 1
+        self.peak_running = max(self.peak_running, self.running)
         try:
-            for _ in range(token_count):
+            for step in steps:
                 transport = request.transport
                 if transport is None or transport.is_closing():
+                    self.aborted += 1
                     return False
-                await asyncio.sleep(self.token_delay)
+                await _sleep_watching(request, step)
+            transport = request.transport
+            if steps and (transport is None or transport.is_closing()):
+                self.aborted += 1
+                return False
             return True
         finally:
             self.running -= 1
+
+    def _note(self, request: web.Request, body: dict) -> web.Response | None:
+        """Count the prompt; for a "flaky" model, refuse the first two tries of a request."""
+        messages = body.get("messages")
+        prompt = messages[-1].get("content") if isinstance(messages, list) and messages else None
+        prompt = prompt if prompt is not None else body.get("prompt", body.get("input"))
+        key = json.dumps(prompt)
+        self.prompts[key] = self.prompts.get(key, 0) + 1
+        if "flaky" in self.model:
+            request_id = request.headers.get("X-Request-Id", "")
+            self.tries[request_id] = self.tries.get(request_id, 0) + 1
+            if self.tries[request_id] <= 2:
+                return web.json_response({"error": {"message": "busy", "code": 503}}, status=503)
+        return None
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "peak_running": self.peak_running,
+                "running": self.running,
+                "requests_total": self.requests_total,
+                "aborted": self.aborted,
+                "prompts": self.prompts,
+            }
+        )
 
     async def _stream(self, request, object_name, tokens, choice) -> web.StreamResponse:
         self.requests_total += 1
@@ -248,8 +292,11 @@ class StandinServer:
         body = await self._body(request)
         if isinstance(body, web.Response):
             return body
-        if (error := self._model_error(body)) is not None:
+        if (error := self._model_error(body) or self._note(request, body)) is not None:
             return error
+        if not await self._generate(request, 0):
+            return web.Response(status=499)
+        self.requests_total += 1
         inputs = body.get("input", "")
         inputs = inputs if isinstance(inputs, list) else [inputs]
         data = [
@@ -328,6 +375,16 @@ class StandinServer:
             },
             headers={"X-Standin-Echo": "1"},
         )
+
+
+async def _sleep_watching(request: web.Request, seconds: float) -> None:
+    """Sleep, waking early when the client's connection closes."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return
+        await asyncio.sleep(min(left, 0.05))
 
 
 def _usage(prompt: object, tokens: list[str]) -> dict[str, int]:

@@ -1,0 +1,122 @@
+"""Batches survive the control plane: a kill -9 mid-batch and a restart lose nothing and
+repeat nothing; an unfinished batch past its window expires on resume, keeping its results."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections import Counter
+from pathlib import Path
+
+from tests.batch_helpers import (
+    chat_line,
+    client_for,
+    jsonl,
+    result_lines,
+    standin_stats,
+    submit,
+    wait_for_batch,
+)
+from tests.conftest import ServerFactory
+from tests.harness import Server, eventually
+
+IN_FLIGHT = 8
+
+
+def _restart(server: Server) -> Server:
+    server.kill()  # SIGKILL: no shutdown code runs
+    return Server(server.env, server.log_path.with_suffix(".restarted.log")).start()
+
+
+def test_a_kill_9_mid_batch_loses_and_repeats_nothing(start_server: ServerFactory) -> None:
+    server = start_server(
+        VLLM_BATCH_IN_FLIGHT_PER_LAUNCH=str(IN_FLIGHT), FAKE_VLLM_LATENCY_SECONDS="0.1"
+    )
+    launch = server.launch_ready(model="org/alpha", gpu_ids=[0])
+    client = client_for(server)
+    total = 300
+    batch = submit(client, jsonl([chat_line(f"r{i}", "org/alpha") for i in range(total)]))
+    eventually(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 60)  # type: ignore[union-attr]
+
+    restarted = _restart(server)
+    client = client_for(restarted)
+    resumed = client.batches.retrieve(batch.id)
+    assert resumed.status == "in_progress"
+    assert resumed.request_counts is not None
+    assert resumed.request_counts.completed >= 60  # recorded progress survived
+
+    done = wait_for_batch(client, batch.id)
+    assert done.status == "completed"
+    output = result_lines(client, done.output_file_id)
+    assert Counter(line["custom_id"] for line in output) == Counter(f"r{i}" for i in range(total))
+    # Only requests in flight (or answered but not yet recorded) at the kill were sent again.
+    prompts = standin_stats(restarted, launch["launch_id"])["prompts"]
+    assert len(prompts) == total
+    sent_again = sum(count - 1 for count in prompts.values())
+    assert 0 < sent_again <= 2 * IN_FLIGHT
+    assert "resuming (in_progress)" in restarted.output()
+
+
+def test_a_validation_cut_off_by_a_kill_is_done_again(start_server: ServerFactory) -> None:
+    server = start_server(FAKE_VLLM_LATENCY_SECONDS="0.2")
+    server.launch_ready(model="org/alpha", gpu_ids=[0])
+    client = client_for(server)
+    batch = submit(client, jsonl([chat_line(f"r{i}", "org/alpha") for i in range(50)]))
+    wait_for_batch(client, batch.id, {"in_progress"})
+    server.kill()
+    # As the database stood mid-validation: status validating, some rows already recorded.
+    state_dir = Path(server.env["VLLM_BOOTSTRAP_STATE_DIR"])
+    _edit_batch(state_dir, batch.id, status="validating", completed=0, output_bytes=0)
+    with sqlite3.connect(state_dir / "batches.sqlite3") as db:
+        db.execute("DELETE FROM batch_requests WHERE line > 20")
+        db.execute("UPDATE batch_requests SET done = 0")
+
+    restarted = Server(server.env, server.log_path.with_suffix(".restarted.log")).start()
+    client = client_for(restarted)
+    done = wait_for_batch(client, batch.id)
+
+    assert "resuming (validating)" in restarted.output()
+    assert done.status == "completed"
+    assert done.request_counts is not None
+    assert (done.request_counts.total, done.request_counts.completed) == (50, 50)
+    output = result_lines(client, done.output_file_id)
+    assert sorted(line["custom_id"] for line in output) == sorted(f"r{i}" for i in range(50))
+
+
+def test_a_batch_past_its_window_expires_on_resume_with_what_finished(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(VLLM_BATCH_IN_FLIGHT_PER_LAUNCH="2", FAKE_VLLM_LATENCY_SECONDS="0.2")
+    server.launch_ready(model="org/alpha", gpu_ids=[0])
+    client = client_for(server)
+    batch = submit(client, jsonl([chat_line(f"r{i}", "org/alpha") for i in range(200)]))
+    eventually(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 4)  # type: ignore[union-attr]
+    server.kill()
+    state_dir = Path(server.env["VLLM_BOOTSTRAP_STATE_DIR"])
+    _edit_batch(state_dir, batch.id, expires_at=int(time.time()) + 1)
+
+    restarted = Server(server.env, server.log_path.with_suffix(".restarted.log")).start()
+    client = client_for(restarted)
+    done = wait_for_batch(client, batch.id, timeout=30)
+
+    assert done.status == "expired"
+    assert done.expired_at is not None
+    output = result_lines(client, done.output_file_id)
+    errors = result_lines(client, done.error_file_id)
+    assert len(output) >= 4
+    assert {e["error"]["code"] for e in errors} == {"batch_expired"}
+    assert len(output) + len(errors) == 200
+
+
+def _edit_batch(state_dir: Path, batch_id: str, **fields: object) -> None:
+    """Change a batch's recorded fields, as an operator editing the database would."""
+    with sqlite3.connect(state_dir / "batches.sqlite3") as db:
+        (document,) = db.execute(
+            "SELECT document FROM batches WHERE id = ?", (batch_id,)
+        ).fetchone()
+        record = {**json.loads(document), **fields}
+        db.execute(
+            "UPDATE batches SET status = ?, document = ? WHERE id = ?",
+            (record["status"], json.dumps(record), batch_id),
+        )

@@ -1,0 +1,223 @@
+"""Batch jobs end to end with the official `openai` client: upload, create, poll, download,
+list, cancel; unknown models, embeddings, bad files, retries, saturation, late models."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.batch_helpers import (
+    chat_line,
+    client_for,
+    jsonl,
+    raw_upload,
+    result_lines,
+    standin_stats,
+    submit,
+    wait_for_batch,
+)
+from tests.conftest import ServerFactory
+from tests.harness import eventually
+
+KEY = "batch-key"
+
+
+def test_a_batch_runs_end_to_end_with_the_openai_client(start_server: ServerFactory) -> None:
+    server = start_server(VLLM_ACCESS_KEY=KEY, VLLM_BATCH_MODEL_WAIT_SECONDS="1")
+    server.launch_ready(model="org/alpha", gpu_ids=[0])
+    client = client_for(server)
+    lines = [chat_line(f"req-{i}", "org/alpha") for i in range(20)]
+    lines[7] = chat_line("req-7", "no-such-model")
+    batch = submit(client, jsonl(lines))
+    assert batch.status == "validating"
+
+    done = wait_for_batch(client, batch.id)
+
+    assert done.status == "completed"
+    assert done.request_counts is not None
+    assert (done.request_counts.total, done.request_counts.completed) == (20, 19)
+    assert done.request_counts.failed == 1
+    assert None not in (done.in_progress_at, done.finalizing_at, done.completed_at)
+    output = result_lines(client, done.output_file_id)
+    errors = result_lines(client, done.error_file_id)
+    assert sorted(line["custom_id"] for line in output + errors) == sorted(
+        f"req-{i}" for i in range(20)
+    )
+    answer = next(line for line in output if line["custom_id"] == "req-3")
+    assert answer["error"] is None
+    assert answer["response"]["status_code"] == 200
+    assert answer["response"]["body"]["choices"][0]["message"]["content"] == " tok0 tok1"
+    assert [(e["custom_id"], e["error"]["code"]) for e in errors] == [("req-7", "model_not_found")]
+    assert client.batches.list().data[0].id == batch.id
+    listed = {file.id: file.purpose for file in client.files.list()}
+    assert listed[done.output_file_id] == "batch_output"
+    assert listed[batch.input_file_id] == "batch"
+
+
+def test_an_embeddings_batch(start_server: ServerFactory) -> None:
+    server = start_server()
+    server.launch_ready(model="org/embed", gpu_ids=[0])
+    client = client_for(server)
+    lines = [
+        {
+            "custom_id": f"e{i}",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": "org/embed", "input": f"text {i}"},
+        }
+        for i in range(5)
+    ]
+    done = wait_for_batch(client, submit(client, jsonl(lines), "/v1/embeddings").id)
+    assert done.status == "completed"
+    output = result_lines(client, done.output_file_id)
+    assert len(output) == 5
+    assert all(len(o["response"]["body"]["data"][0]["embedding"]) == 8 for o in output)
+
+
+def test_a_malformed_file_fails_with_line_numbers(start_server: ServerFactory) -> None:
+    server = start_server()
+    client = client_for(server)
+    good = json.dumps(chat_line("a", "m"))
+    content = "\n".join(
+        [
+            good,
+            "{not json",
+            json.dumps({**chat_line("b", "m"), "url": "/v1/completions"}),
+            json.dumps(chat_line("a", "m")),
+            json.dumps(chat_line("c", "m", stream=True)),
+            json.dumps(
+                {
+                    "custom_id": "d",
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": {"messages": []},
+                }
+            ),
+            json.dumps({**chat_line("e", "m"), "method": "GET"}),
+        ]
+    ).encode()
+    done = wait_for_batch(client, submit(client, content).id)
+    assert done.status == "failed"
+    assert done.errors is not None
+    found = [(error.line, error.code) for error in done.errors.data or []]
+    assert found == [
+        (2, "invalid_json_line"),
+        (3, "mismatched_url"),
+        (5, "unsupported_stream"),
+        (6, "missing_model"),
+        (7, "invalid_method"),
+        (4, "duplicate_custom_id"),
+    ]
+    assert done.failed_at is not None
+
+
+def test_an_empty_file_fails(start_server: ServerFactory) -> None:
+    server = start_server()
+    client = client_for(server)
+    done = wait_for_batch(client, submit(client, b"\n\n").id)
+    assert done.status == "failed"
+    assert done.errors is not None
+    assert [error.code for error in done.errors.data or []] == ["empty_file"]
+
+
+def test_transient_answers_are_retried(start_server: ServerFactory) -> None:
+    server = start_server()
+    launch = server.launch_ready(model="org/flaky", gpu_ids=[0])
+    client = client_for(server)
+    done = wait_for_batch(client, submit(client, jsonl([chat_line("x", "org/flaky")])).id)
+    assert done.status == "completed"
+    assert result_lines(client, done.output_file_id)[0]["response"]["status_code"] == 200
+    assert standin_stats(server, launch["launch_id"])["prompts"] == {'"x"': 3}
+
+
+def test_each_launch_is_kept_at_its_in_flight_limit(start_server: ServerFactory) -> None:
+    server = start_server(VLLM_BATCH_IN_FLIGHT_PER_LAUNCH="12", FAKE_VLLM_LATENCY_SECONDS="0.3")
+    replicas = [server.launch_ready(model="org/alpha", gpu_ids=[gpu]) for gpu in (0, 1)]
+    client = client_for(server)
+    lines = [chat_line(f"r{i}", "org/alpha") for i in range(120)]
+    done = wait_for_batch(client, submit(client, jsonl(lines)).id)
+    assert done.status == "completed"
+    for replica in replicas:
+        stats = standin_stats(server, replica["launch_id"])
+        assert stats["peak_running"] == 12
+        assert stats["requests_total"] == 60
+
+
+def test_a_batch_waits_for_a_model_that_becomes_ready_later(start_server: ServerFactory) -> None:
+    server = start_server(FAKE_VLLM_LOAD_SECONDS="1.5")
+    client = client_for(server)
+    batch = submit(client, jsonl([chat_line(f"r{i}", "org/late") for i in range(5)]))
+    wait_for_batch(client, batch.id, {"in_progress"})
+    server.launch(model="org/late", gpu_ids=[0])
+    done = wait_for_batch(client, batch.id)
+    assert done.status == "completed"
+    assert done.request_counts is not None
+    assert done.request_counts.completed == 5
+
+
+def test_cancel_aborts_in_flight_requests_and_keeps_what_finished(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(VLLM_BATCH_IN_FLIGHT_PER_LAUNCH="4", FAKE_VLLM_LATENCY_SECONDS="0.4")
+    launch = server.launch_ready(model="org/alpha", gpu_ids=[0])
+    client = client_for(server)
+    batch = submit(client, jsonl([chat_line(f"r{i}", "org/alpha") for i in range(40)]))
+    eventually(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 4)  # type: ignore[union-attr]
+
+    cancelling = client.batches.cancel(batch.id)
+
+    assert cancelling.status == "cancelling"
+    done = wait_for_batch(client, batch.id)
+    assert done.status == "cancelled"
+    assert done.cancelled_at is not None
+    output = result_lines(client, done.output_file_id)
+    errors = result_lines(client, done.error_file_id)
+    assert 4 <= len(output) < 40
+    assert {e["error"]["code"] for e in errors} == {"batch_cancelled"}
+    assert Counter(line["custom_id"] for line in output + errors) == Counter(
+        f"r{i}" for i in range(40)
+    )
+    eventually(lambda: standin_stats(server, launch["launch_id"])["aborted"] >= 1)
+    assert standin_stats(server, launch["launch_id"])["running"] == 0
+    with pytest.raises(openai.ConflictError):
+        client.batches.cancel(wait_for_batch(client, submit(client, jsonl([])).id).id)
+
+
+def test_the_input_of_a_running_batch_cannot_be_deleted(start_server: ServerFactory) -> None:
+    server = start_server(FAKE_VLLM_LATENCY_SECONDS="0.5")
+    server.launch_ready(model="org/alpha", gpu_ids=[0])
+    client = client_for(server)
+    batch = submit(client, jsonl([chat_line("r", "org/alpha")]))
+    with pytest.raises(openai.ConflictError, match="cancel it first"):
+        client.files.delete(batch.input_file_id)
+    wait_for_batch(client, batch.id)
+    assert client.files.delete(batch.input_file_id).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(batch.input_file_id)
+
+
+def test_two_batches_share_a_model_fairly(start_server: ServerFactory) -> None:
+    server = start_server(VLLM_BATCH_IN_FLIGHT_PER_LAUNCH="4", FAKE_VLLM_LATENCY_SECONDS="0.1")
+    server.launch_ready(model="org/alpha", gpu_ids=[0])
+    client = client_for(server)
+    large = submit(client, jsonl([chat_line(f"a{i}", "org/alpha") for i in range(200)]))
+    wait_for_batch(client, large.id, {"in_progress"})
+    small = submit(client, jsonl([chat_line(f"b{i}", "org/alpha") for i in range(20)]))
+    assert wait_for_batch(client, small.id).status == "completed"
+    # Taking turns, the small batch finished after about 40 of the large one's requests.
+    still_running = client.batches.retrieve(large.id)
+    assert still_running.status == "in_progress"
+    assert still_running.request_counts is not None
+    assert still_running.request_counts.completed < 150
+
+
+def test_an_upload_over_the_file_limit_is_refused(start_server: ServerFactory) -> None:
+    server = start_server(VLLM_BOOTSTRAP_MAX_FILE_BYTES="2048")
+    response = raw_upload(server, b"x" * 4096)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "file_too_large"
+    assert list((Path(server.env["VLLM_BOOTSTRAP_STATE_DIR"]) / "files").iterdir()) == []
