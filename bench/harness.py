@@ -18,10 +18,11 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-# One GPU for nvidia-smi to list, and no processes on it.
+# The GPUs for nvidia-smi to list (one unless asked), and no processes on them.
 FAKE_NVIDIA_SMI = """#!/bin/sh
 case "$*" in
-  *--query-gpu*) echo "0, GPU-00000000-bench, Bench GPU, 81559, 0" ;;
+  *--query-gpu*)
+    for i in $(seq 0 {last}); do echo "$i, GPU-0000000$i-bench, Bench GPU, 81559, 0"; done ;;
 esac
 """
 
@@ -63,14 +64,21 @@ def canned_vllm_command() -> str:
 class BenchServer:
     """One `python -m vllm_bootstrap` on loopback; `source` runs another checkout's code."""
 
-    def __init__(self, workdir: Path, vllm_command: str, source: Path | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        vllm_command: str,
+        source: Path | None = None,
+        gpus: int = 1,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.workdir = workdir
         self.launched: dict[str, Any] = {}  # the launch a benchmark made, once made
         bin_dir = workdir / "bin"
         bin_dir.mkdir(exist_ok=True)
         nvidia_smi = bin_dir / "nvidia-smi"
-        nvidia_smi.write_text(FAKE_NVIDIA_SMI)
+        nvidia_smi.write_text(FAKE_NVIDIA_SMI.format(last=gpus - 1))
         nvidia_smi.chmod(0o755)
         name = f"server-{self.port}"
         env = {key: value for key, value in os.environ.items() if not key.startswith("VLLM_")}
@@ -85,6 +93,7 @@ class BenchServer:
         )
         if source is not None:
             env["PYTHONPATH"] = str(source / "src")
+        env.update(extra_env or {})
         self.log = open(workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [
@@ -113,8 +122,8 @@ class BenchServer:
             raise RuntimeError(f"{method} {path}: {response.status} {data.decode()}")
         return json.loads(data)
 
-    def launch_ready(self, model: str, timeout: float = 30) -> dict[str, Any]:
-        launch = self.request("POST", "/launch", {"model": model, "gpu_ids": [0]})
+    def launch_ready(self, model: str, timeout: float = 30, gpu: int = 0) -> dict[str, Any]:
+        launch = self.request("POST", "/launch", {"model": model, "gpu_ids": [gpu]})
         deadline = time.monotonic() + timeout
         while launch["state"] != "ready":
             if time.monotonic() > deadline or launch["state"] in ("failed", "stopped"):
