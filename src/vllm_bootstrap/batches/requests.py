@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import secrets
 from dataclasses import dataclass
 
 from vllm_bootstrap.serving.balancer import ModelBalancer, NoReadyReplica, UnknownModel
@@ -133,5 +132,6 @@ def error_outcome(request_id: str, custom_id: str, code: str, message: str) -> O
     return Outcome(json.dumps(line).encode() + b"\n", False)
 
 
-def new_request_id() -> str:
-    return f"batch_req_{secrets.token_hex(12)}"
+def request_id(batch_id: str, line: int) -> str:
+    """The id of a batch's request line: unique, and the same when it is sent again."""
+    return f"batch_req_{batch_id.removeprefix('batch_')}_{line}"

@@ -28,7 +28,7 @@ from vllm_bootstrap.batches.requests import (
     RequestSender,
     backoff,
     error_outcome,
-    new_request_id,
+    request_id,
 )
 from vllm_bootstrap.batches.results import ResultsUnwritable, ResultWriter
 from vllm_bootstrap.batches.store import BatchStore, BatchWriteFailed, RequestRow
@@ -163,7 +163,7 @@ class BatchRun:
                         except ModelMissing:
                             missing = True
                     if missing:
-                        self._record(row, _model_missing(row, model))
+                        self._record(row, _model_missing(self.batch.id, row, model))
                         continue
                     task = asyncio.create_task(self._request(row, model))
                     in_flight.add(task)
@@ -178,13 +178,13 @@ class BatchRun:
 
     async def _request(self, row: RequestRow, model: str) -> None:
         """Send one request line (holding a slot) until it has a final outcome."""
-        request_id = new_request_id()
+        this_id = request_id(self.batch.id, row.line)
         try:
             body = self._read_body(row)
         except (OSError, ValueError, KeyError, TypeError) as exc:  # the input changed on disk
             self._gates.release(model)
             message = f"line {row.line} of the input file could not be read again: {exc}"
-            self._record(row, error_outcome(request_id, row.custom_id, "invalid_line", message))
+            self._record(row, error_outcome(this_id, row.custom_id, "invalid_line", message))
             return
         attempts = 0
         holding = True
@@ -195,7 +195,7 @@ class BatchRun:
                     model,
                     self.batch.endpoint,
                     body,
-                    request_id,
+                    this_id,
                     final=attempts == ATTEMPTS - 1,
                 )
                 self._gates.release(model)
@@ -208,7 +208,7 @@ class BatchRun:
                 try:
                     await self._gates.acquire(model, self.batch.id, self._wait())
                 except ModelMissing:
-                    self._record(row, _model_missing(row, model))
+                    self._record(row, _model_missing(self.batch.id, row, model))
                     return
                 holding = True
         finally:
@@ -239,7 +239,10 @@ class BatchRun:
                 for row in rows:
                     message = f"the batch was {status.value} before this request finished"
                     writer.add(
-                        row.line, error_outcome(new_request_id(), row.custom_id, code, message)
+                        row.line,
+                        error_outcome(
+                            request_id(self.batch.id, row.line), row.custom_id, code, message
+                        ),
                     )
                 writer.flush()
                 if writer.failure is not None:
@@ -285,6 +288,6 @@ class BatchRun:
         self._store.save_batch(self.batch)
 
 
-def _model_missing(row: RequestRow, model: str) -> Outcome:
+def _model_missing(batch_id: str, row: RequestRow, model: str) -> Outcome:
     message = f"no launch served the model {model!r} in time: launch one, then retry the batch"
-    return error_outcome(new_request_id(), row.custom_id, "model_not_found", message)
+    return error_outcome(request_id(batch_id, row.line), row.custom_id, "model_not_found", message)
