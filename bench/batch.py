@@ -107,15 +107,13 @@ def upload(server: BenchServer, content: bytes) -> str:
     return str(payload["id"])
 
 
-def run_batch(server: BenchServer, file_id: str, on_poll=None) -> tuple[float, dict]:  # type: ignore[no-untyped-def]
+def run_batch(
+    server: BenchServer, file_id: str, endpoint: str = "/v1/completions"
+) -> tuple[float, dict]:
     started = time.perf_counter()
-    batch = server.request(
-        "POST", "/v1/batches", {"input_file_id": file_id, "endpoint": "/v1/completions"}
-    )
+    batch = server.request("POST", "/v1/batches", {"input_file_id": file_id, "endpoint": endpoint})
     while batch["status"] not in ("completed", "failed", "cancelled", "expired"):
         time.sleep(0.05)
-        if on_poll is not None:
-            on_poll()
         batch = server.request("GET", f"/v1/batches/{batch['id']}")
     elapsed = time.perf_counter() - started
     if batch["status"] != "completed" or batch["request_counts"]["failed"]:

@@ -7,6 +7,7 @@ start-up, log lines, process tree, HTTP server and shutdown.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from tests.batch_helpers import client_for, jsonl, result_lines, submit, wait_for_batch
 from tests.harness import Server, eventually, standin_env
 from tests.real_vllm import build_env
 from vllm_bootstrap.supervision.processes import group_members
@@ -46,6 +48,7 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         VLLM_CPU_KVCACHE_SPACE="1",
         HF_HUB_OFFLINE="1",
         VLLM_CACHE_ROOT=str(build_env.cache_root() / "vllm-cache"),
+        VLLM_BATCH_MODEL_WAIT_SECONDS="3",
     )
     server = Server(env, workdir / "server.log").start()
     yield server
@@ -111,6 +114,38 @@ def test_openai_client(real_server: Server, ready_launch: dict, way_in: str) -> 
     assert completion.choices[0].finish_reason in ("length", "stop")
 
     assert SERVED_NAME in [model.id for model in client.models.list()]
+
+
+def test_a_batch_runs_through_real_vllm(real_server: Server, ready_launch: dict) -> None:
+    client = client_for(real_server)
+    lines = [
+        {
+            "custom_id": f"r{index}",
+            "method": "POST",
+            "url": "/v1/completions",
+            "body": {"model": SERVED_NAME, "prompt": f"Count {index}:", "max_tokens": 4},
+        }
+        for index in range(12)
+    ]
+    lines.append({**lines[0], "custom_id": "unknown", "body": {"model": "nope", "prompt": "x"}})
+    lines.append(
+        {**lines[0], "custom_id": "too-long", "body": {**lines[0]["body"], "max_tokens": 9999}}
+    )
+    batch = submit(client, jsonl(lines), endpoint="/v1/completions")
+
+    done = wait_for_batch(client, batch.id, timeout=300)
+
+    assert done.status == "completed"
+    assert done.request_counts is not None
+    assert (done.request_counts.completed, done.request_counts.failed) == (12, 2)
+    output = result_lines(client, done.output_file_id)
+    assert sorted(line["custom_id"] for line in output) == sorted(f"r{i}" for i in range(12))
+    assert all(line["response"]["body"]["choices"][0]["text"] for line in output)
+    errors = {line["custom_id"]: line for line in result_lines(client, done.error_file_id)}
+    assert errors["unknown"]["error"]["code"] == "model_not_found"
+    # vLLM's own 400 (longer than max-model-len) is kept as it answered.
+    assert errors["too-long"]["response"]["status_code"] == 400
+    assert "max" in json.dumps(errors["too-long"]["response"]["body"]).lower()
 
 
 def test_missing_model_fails_with_vllms_message(real_server: Server, ready_launch: dict) -> None:

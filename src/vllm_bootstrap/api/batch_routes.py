@@ -43,6 +43,8 @@ class BatchRequest(BaseModel):
     endpoint: str
     completion_window: str = "24h"
     metadata: dict[str, Any] | None = None
+    # Accepted for OpenAI clients that send it; results are kept until deleted.
+    output_expires_after: dict[str, Any] | None = None
 
 
 def _files(request: Request) -> FileDirectory:
