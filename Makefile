@@ -1,5 +1,5 @@
 .PHONY: lint lint-verify test test-real-vllm real-vllm-env validate bench-proxy \
-	bench-http-clients bench-readiness
+	bench-http-clients bench-readiness bench-batch bench-batch-real-vllm
 
 lint:
 	uv run ruff format .
@@ -28,3 +28,9 @@ bench-http-clients:
 
 bench-readiness:
 	uv run python bench/readiness.py
+
+bench-batch:
+	uv run python bench/batch.py
+
+bench-batch-real-vllm: real-vllm-env
+	uv run python bench/batch_real_vllm.py

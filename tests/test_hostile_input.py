@@ -3,7 +3,9 @@ rejected request never changes state."""
 
 from __future__ import annotations
 
+import json
 import string
+import time
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -56,7 +58,13 @@ launch_ids = st.text(min_size=1, max_size=40) | st.sampled_from(
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     workdir = tmp_path_factory.mktemp("fuzz")
-    env = standin_env(workdir, VLLM_ACCESS_KEY=KEY, FAKE_GPU_COUNT="1", FAKE_VLLM_LOAD_SECONDS="30")
+    env = standin_env(
+        workdir,
+        VLLM_ACCESS_KEY=KEY,
+        FAKE_GPU_COUNT="1",
+        FAKE_VLLM_LOAD_SECONDS="30",
+        VLLM_BATCH_MODEL_WAIT_SECONDS="0.2",
+    )
     server = Server(env, workdir / "server.log").start()
     server.client.timeout = httpx.Timeout(10)
     yield server
@@ -107,6 +115,11 @@ def test_path_ids(fuzzed: Server, launch_id: str) -> None:
         ("GET", f"/logs/{encoded}"),
         ("POST", f"/stop/{encoded}"),
         ("GET", f"/proxy/{encoded}/v1/models"),
+        ("GET", f"/v1/files/{encoded}"),
+        ("GET", f"/v1/files/{encoded}/content"),
+        ("DELETE", f"/v1/files/{encoded}"),
+        ("GET", f"/v1/batches/{encoded}"),
+        ("POST", f"/v1/batches/{encoded}/cancel"),
     ):
         response = fuzzed.client.request(method, path)
         assert response.status_code in (404, 405, 409, 422), (method, path, response.text)
@@ -155,6 +168,68 @@ def test_pathological_bodies(fuzzed: Server, body: bytes, status: int) -> None:
     )
     assert response.status_code == status, response.text[:300]
     assert launch_count(fuzzed) == before
+
+
+batch_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "input_file_id": st.text(max_size=20) | json_values,
+        "endpoint": st.sampled_from(["/v1/chat/completions", "/v1/x"]) | json_values,
+        "completion_window": st.sampled_from(["24h", "1h"]) | json_values,
+        "metadata": st.dictionaries(st.text(max_size=70), st.text(max_size=9), max_size=20)
+        | json_values,
+        "unexpected": json_values,
+    },
+)
+
+
+@FUZZ
+@given(body=batch_bodies)
+def test_batch_bodies(fuzzed: Server, body: dict[str, object]) -> None:
+    before = fuzzed.client.get("/v1/batches", params={"limit": 100}).json()["data"]
+    response = fuzzed.client.post("/v1/batches", json=body)
+    assert response.status_code in (400, 404), response.text
+    assert fuzzed.client.get("/v1/batches", params={"limit": 100}).json()["data"] == before
+
+
+jsonl_lines = st.lists(
+    st.binary(max_size=40)
+    | json_values.map(lambda value: json.dumps(value).encode())
+    | st.fixed_dictionaries(
+        {
+            "custom_id": st.text(max_size=5),
+            "method": st.just("POST"),
+            "url": st.just("/v1/completions"),
+        },
+        optional={"body": st.fixed_dictionaries({"model": st.text(max_size=5)}) | json_values},
+    ).map(lambda line: json.dumps(line).encode()),
+    max_size=6,
+)
+
+
+@settings(FUZZ, max_examples=25)
+@given(lines=jsonl_lines)
+def test_batch_input_files(fuzzed: Server, lines: list[bytes]) -> None:
+    """Any file ends its batch (failed, or completed with each line's error): never stuck."""
+    uploaded = fuzzed.client.post(
+        "/v1/files", files={"file": ("f", b"\n".join(lines))}, data={"purpose": "batch"}
+    )
+    assert uploaded.status_code == 200, uploaded.text
+    created = fuzzed.client.post(
+        "/v1/batches",
+        json={"input_file_id": uploaded.json()["id"], "endpoint": "/v1/completions"},
+    )
+    assert created.status_code == 200, created.text
+    batch_id = created.json()["id"]
+    deadline = time.monotonic() + 20
+    while (batch := fuzzed.client.get(f"/v1/batches/{batch_id}").json())["status"] not in (
+        "failed",
+        "completed",
+    ):
+        assert time.monotonic() < deadline, batch
+        time.sleep(0.05)
+    counts = batch["request_counts"]
+    assert counts["completed"] + counts["failed"] == counts["total"]
 
 
 def test_server_survived(fuzzed: Server) -> None:
