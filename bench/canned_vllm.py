@@ -14,13 +14,12 @@ ceiling, not the upstream's.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
 from pathlib import Path
 
-from harness import nginx_config
+from harness import nginx_config, vllm_arguments
 
 COMPLETION = {
     "id": "cmpl-bench",
@@ -48,11 +47,7 @@ HTTP_BLOCK = """
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args, _ = parser.parse_known_args()  # --tensor-parallel-size and the like
+    args = vllm_arguments()
     workdir = Path(tempfile.mkdtemp(prefix="canned-vllm-"))
     model = args.model
 

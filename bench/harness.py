@@ -5,6 +5,7 @@ Benchmarks import nothing from tests/: what they need to start a server is here.
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
 import os
@@ -49,6 +50,18 @@ def nginx_config(workdir: Path, http_block: str) -> str:
     preamble = NGINX_PREAMBLE.format(workdir=workdir)
     http_preamble = NGINX_HTTP_PREAMBLE.format(workdir=workdir)
     return f"{preamble}http {{{http_preamble}{http_block}}}\n"
+
+
+def vllm_arguments() -> argparse.Namespace:
+    """What an upstream started as the server's vLLM command needs of its arguments: the
+    model, host and port the control plane passes (the rest, --tensor-parallel-size and
+    the like, is ignored)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args, _ = parser.parse_known_args()
+    return args
 
 
 def free_port() -> int:

@@ -8,12 +8,12 @@ control plane as its vLLM command; BENCH_LATENCY_SECONDS sets the latency (defau
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
 
 import httptools
+from harness import vllm_arguments
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
 
@@ -78,11 +78,7 @@ async def serve(host: str, port: int, model: str, latency: float) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args, _ = parser.parse_known_args()
+    args = vllm_arguments()
     latency = float(os.environ.get("BENCH_LATENCY_SECONDS", "0.5"))
     try:
         import uvloop

@@ -9,12 +9,13 @@ loaded, as older vLLM builds did; otherwise connections are refused while loadin
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
 import socket
 import time
+
+from harness import vllm_arguments
 
 HEALTH = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
 
@@ -43,11 +44,7 @@ async def serve(sock: socket.socket, model: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args, _ = parser.parse_known_args()
+    args = vllm_arguments()
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if os.environ.get("BENCH_BIND_EARLY") == "1":

@@ -29,7 +29,7 @@ from vllm_bootstrap.api.routes import router
 from vllm_bootstrap.batches.files import FileDirectory
 from vllm_bootstrap.batches.gates import ModelGates
 from vllm_bootstrap.batches.requests import RequestSender
-from vllm_bootstrap.batches.runner import RunSettings
+from vllm_bootstrap.batches.runner import RunContext, RunSettings
 from vllm_bootstrap.batches.service import Batches
 from vllm_bootstrap.batches.store import BatchStore
 from vllm_bootstrap.config import Settings
@@ -119,7 +119,7 @@ def _batch_service(
         model_wait_seconds=settings.batch_model_wait_seconds,
         max_line_bytes=settings.max_routed_body_bytes,
     )
-    return Batches(store, files, gates, RequestSender(pool, balancer), run_settings)
+    return Batches(RunContext(store, files, gates, RequestSender(pool, balancer), run_settings))
 
 
 async def _report_environment(supervisor: Supervisor) -> None:

@@ -45,22 +45,25 @@ class RunSettings:
     max_line_bytes: int
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """What every batch's run shares."""
+
+    store: BatchStore
+    files: FileDirectory
+    gates: ModelGates
+    sender: RequestSender
+    settings: RunSettings
+
+
 class BatchRun:
-    def __init__(
-        self,
-        batch: Batch,
-        store: BatchStore,
-        files: FileDirectory,
-        gates: ModelGates,
-        sender: RequestSender,
-        settings: RunSettings,
-    ) -> None:
+    def __init__(self, batch: Batch, context: RunContext) -> None:
         self.batch = batch
-        self._store = store
-        self._files = files
-        self._gates = gates
-        self._sender = sender
-        self._settings = settings
+        self._store = context.store
+        self._files = context.files
+        self._gates = context.gates
+        self._sender = context.sender
+        self._settings = context.settings
         self._stop_as: BatchStatus | None = None
         self._work: asyncio.Task[None] | None = None
         self._writer: ResultWriter | None = None

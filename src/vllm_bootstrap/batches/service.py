@@ -13,12 +13,9 @@ import secrets
 import time
 from typing import Any
 
-from vllm_bootstrap.batches.files import FileDirectory
-from vllm_bootstrap.batches.gates import ModelGates
 from vllm_bootstrap.batches.record import COMPLETION_WINDOWS, Batch, BatchStatus
-from vllm_bootstrap.batches.requests import RequestSender
-from vllm_bootstrap.batches.runner import BatchRun, RunSettings
-from vllm_bootstrap.batches.store import BatchStore, Page
+from vllm_bootstrap.batches.runner import BatchRun, RunContext
+from vllm_bootstrap.batches.store import Page
 
 # The endpoints a batch may target: OpenAI's three, and what else vLLM serves that makes
 # sense in a batch, passed through as they are.
@@ -55,19 +52,10 @@ class BatchNotFound(LookupError):
 
 
 class Batches:
-    def __init__(
-        self,
-        store: BatchStore,
-        files: FileDirectory,
-        gates: ModelGates,
-        sender: RequestSender,
-        settings: RunSettings,
-    ) -> None:
-        self._store = store
-        self.files = files
-        self._gates = gates
-        self._sender = sender
-        self._settings = settings
+    def __init__(self, context: RunContext) -> None:
+        self._context = context
+        self._store = context.store
+        self.files = context.files
         self._runs: dict[str, BatchRun] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -145,7 +133,7 @@ class Batches:
             await asyncio.wait(tasks)
 
     def _start(self, batch: Batch) -> None:
-        run = BatchRun(batch, self._store, self.files, self._gates, self._sender, self._settings)
+        run = BatchRun(batch, self._context)
         self._runs[batch.id] = run
         task = asyncio.create_task(run.run(), name=f"batch {batch.id}")
         self._tasks[batch.id] = task
