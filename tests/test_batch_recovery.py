@@ -120,3 +120,71 @@ def _edit_batch(state_dir: Path, batch_id: str, **fields: object) -> None:
             "UPDATE batches SET status = ?, document = ? WHERE id = ?",
             (record["status"], json.dumps(record), batch_id),
         )
+
+
+def test_result_lines_written_but_not_recorded_are_cut_off_on_resume(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(VLLM_BATCH_IN_FLIGHT_PER_LAUNCH="4", FAKE_VLLM_LATENCY_SECONDS="0.1")
+    server.launch_ready(model="org/alpha", gpu_ids=[0])
+    client = client_for(server)
+    batch = submit(client, jsonl([chat_line(f"r{i}", "org/alpha") for i in range(100)]))
+    eventually(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 8)  # type: ignore[union-attr]
+    server.kill()
+    # As a kill between appending results and recording them leaves it: lines on disk, for
+    # requests that the database still counts as unanswered.
+    output = Path(server.env["VLLM_BOOTSTRAP_STATE_DIR"]) / "batches" / batch.id / "output.jsonl"
+    with output.open("ab") as appended:
+        appended.write(output.read_bytes().splitlines(keepends=True)[0] * 3)
+
+    restarted = Server(server.env, server.log_path.with_suffix(".restarted.log")).start()
+    client = client_for(restarted)
+    done = wait_for_batch(client, batch.id)
+
+    lines = result_lines(client, done.output_file_id)
+    assert Counter(line["custom_id"] for line in lines) == Counter(f"r{i}" for i in range(100))
+
+
+def test_a_locked_database_delays_a_batch_but_loses_and_repeats_nothing(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(VLLM_BATCH_IN_FLIGHT_PER_LAUNCH="8", FAKE_VLLM_LATENCY_SECONDS="0.05")
+    server.launch_ready(model="org/alpha", gpu_ids=[0])
+    client = client_for(server)
+    batch = submit(client, jsonl([chat_line(f"r{i}", "org/alpha") for i in range(300)]))
+    eventually(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 20)  # type: ignore[union-attr]
+
+    database = Path(server.env["VLLM_BOOTSTRAP_STATE_DIR"]) / "batches.sqlite3"
+    with sqlite3.connect(database, isolation_level=None) as operator:
+        operator.execute("BEGIN EXCLUSIVE")  # an operator's shell holding the write lock
+        refused = server.client.post(
+            "/v1/batches",
+            json={"input_file_id": batch.input_file_id, "endpoint": "/v1/chat/completions"},
+        )
+        time.sleep(1.5)
+        operator.execute("COMMIT")
+
+    done = wait_for_batch(client, batch.id)
+    assert done.status == "completed"
+    assert done.request_counts is not None
+    assert (done.request_counts.completed, done.request_counts.failed) == (300, 0)
+    lines = result_lines(client, done.output_file_id)
+    assert Counter(line["custom_id"] for line in lines) == Counter(f"r{i}" for i in range(300))
+    assert "results not recorded yet, retrying" in server.output()
+    assert refused.status_code == 503
+    assert "retry shortly" in refused.json()["error"]["message"]
+    assert [b.id for b in client.batches.list().data] == [batch.id]  # none was half-made
+
+
+def test_cancel_during_validation_ends_cancelled_with_no_results(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server()
+    client = client_for(server)
+    batch = submit(client, jsonl([chat_line(f"r{i}", "org/alpha") for i in range(100_000)]))
+    cancelling = client.batches.cancel(batch.id)
+    done = wait_for_batch(client, batch.id)
+    assert cancelling.status == "cancelling"
+    assert done.status == "cancelled"
+    assert (done.output_file_id, done.error_file_id) == (None, None)
+    assert done.in_progress_at is None  # it never got past validation

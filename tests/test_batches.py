@@ -134,6 +134,18 @@ def test_transient_answers_are_retried(start_server: ServerFactory) -> None:
     assert standin_stats(server, launch["launch_id"])["prompts"] == {'"x"': 3}
 
 
+def test_dropped_connections_are_retried_then_reported(start_server: ServerFactory) -> None:
+    server = start_server()
+    launch = server.launch_ready(model="org/resets", gpu_ids=[0])
+    client = client_for(server)
+    done = wait_for_batch(client, submit(client, jsonl([chat_line("x", "org/resets")])).id)
+    assert done.status == "completed"
+    (error,) = result_lines(client, done.error_file_id)
+    assert error["error"]["code"] == "upstream_unavailable"
+    assert "5 tries" in error["error"]["message"]
+    assert standin_stats(server, launch["launch_id"])["prompts"] == {'"x"': 5}
+
+
 def test_each_launch_is_kept_at_its_in_flight_limit(start_server: ServerFactory) -> None:
     server = start_server(VLLM_BATCH_IN_FLIGHT_PER_LAUNCH="12", FAKE_VLLM_LATENCY_SECONDS="0.3")
     replicas = [server.launch_ready(model="org/alpha", gpu_ids=[gpu]) for gpu in (0, 1)]

@@ -24,7 +24,7 @@ from vllm_bootstrap.batches.service import (
     InputFileNotFound,
     NotCancellable,
 )
-from vllm_bootstrap.batches.store import Page
+from vllm_bootstrap.batches.store import BatchWriteFailed, Page
 
 MAX_JSON_BODY_BYTES = 64 * 1024
 router = APIRouter(prefix="/v1")
@@ -37,14 +37,13 @@ class OpenAIError(Exception):
 
 
 class BatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Fields OpenAI adds later are accepted and ignored, as the official client may send them.
+    model_config = ConfigDict(extra="ignore")
 
     input_file_id: str
     endpoint: str
     completion_window: str = "24h"
     metadata: dict[str, Any] | None = None
-    # Accepted for OpenAI clients that send it; results are kept until deleted.
-    output_expires_after: dict[str, Any] | None = None
 
 
 def _files(request: Request) -> FileDirectory:
@@ -99,6 +98,8 @@ async def get_file(file_id: str, request: Request) -> dict[str, Any]:
 @router.get("/files/{file_id}/content")
 async def file_content(file_id: str, request: Request) -> FileResponse:
     record = _file_or_404(request, file_id)
+    if not record.path.is_file():  # deleted from disk by hand
+        raise OpenAIError(404, f"the content of file {file_id} is gone", "file_not_found")
     return FileResponse(record.path, media_type="application/jsonl", filename=record.filename)
 
 
@@ -198,6 +199,11 @@ def _install_errors(app: FastAPI) -> None:
     async def batch_refused(_request: Request, exc: BatchRefused) -> JSONResponse:
         code = "not_found" if isinstance(exc, InputFileNotFound) else "invalid_request"
         return _error(_status_of(exc), exc.message, code, exc.param)
+
+    @app.exception_handler(BatchWriteFailed)
+    async def storage_busy(_request: Request, exc: BatchWriteFailed) -> JSONResponse:
+        message = f"{exc}; nothing was changed, retry shortly"
+        return _error(503, message, "storage_unavailable")
 
     @app.exception_handler(BatchNotFound)
     async def batch_not_found(_request: Request, exc: BatchNotFound) -> JSONResponse:

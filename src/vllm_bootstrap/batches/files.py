@@ -13,7 +13,7 @@ import secrets
 import time
 from pathlib import Path
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from starlette.types import Receive
 
 from vllm_bootstrap.batches.multipart import (
@@ -52,7 +52,7 @@ class FileDirectory:
         partial = self.folder / f"{file_id}.partial"
         try:
             upload = await receive_upload(receive, boundary, partial, self.max_bytes)
-        except MultipartParseError as exc:
+        except FormParserError as exc:  # the body, or its boundary, is malformed
             raise UploadRefused(f"malformed multipart body: {exc}") from None
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -72,6 +72,7 @@ class FileDirectory:
             self._store.add_file(record)
         except BaseException:
             partial.unlink(missing_ok=True)
+            (self.folder / file_id).unlink(missing_ok=True)
             raise
         return record
 

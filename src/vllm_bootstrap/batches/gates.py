@@ -81,6 +81,7 @@ class ModelGates:
                     missing_since = missing_since or time.monotonic()
                     if time.monotonic() - missing_since >= missing_wait:
                         future.cancel()
+                        self._forget_if_idle(model, gate)
                         raise ModelMissing(model)
                 # Capacity changes are pushed (launches_changed); the recheck only notices a
                 # model that stopped loading without ever becoming ready.
@@ -95,3 +96,14 @@ class ModelGates:
         gate = self._gates[model]
         gate.in_use -= 1
         gate.grant(self.capacity(model))
+        self._forget_if_idle(model, gate)
+
+    def _forget_if_idle(self, model: str, gate: _Gate) -> None:
+        """A gate nobody holds or waits for goes: models come and go over a server's life."""
+        if gate.in_use:
+            return
+        for owner, queue in list(gate.waiting.items()):
+            if all(future.done() for future in queue):
+                del gate.waiting[owner]
+        if not gate.waiting and self._gates.get(model) is gate:
+            del self._gates[model]

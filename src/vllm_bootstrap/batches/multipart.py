@@ -65,6 +65,7 @@ class _Sink:
         self.part = _Part()
         self.header_name = bytearray()
         self.header_value = bytearray()
+        self.ended = False  # the closing boundary arrived
 
     def callbacks(self) -> dict[str, object]:
         return {
@@ -75,6 +76,7 @@ class _Sink:
             "on_headers_finished": self.headers_finished,
             "on_part_data": self.part_data,
             "on_part_end": self.part_end,
+            "on_end": self.end,
         }
 
     def part_begin(self) -> None:
@@ -111,6 +113,9 @@ class _Sink:
         if len(self.part.value) > MAX_FIELD_BYTES:
             raise UploadRefused(f"form field `{self.part.name}` over {MAX_FIELD_BYTES} bytes")
 
+    def end(self) -> None:
+        self.ended = True
+
     def part_end(self) -> None:
         if not self.part.is_file and self.part.name:
             self.upload.fields[self.part.name] = self.part.value.decode(errors="replace")
@@ -140,6 +145,10 @@ async def receive_upload(receive: Receive, boundary: bytes, path: Path, max_byte
             parser.write(message.get("body", b""))
             more = message.get("more_body", False)
         parser.finalize()
+        if not sink.ended:
+            raise UploadRefused(
+                "the multipart body ended before its closing boundary: the upload was cut off"
+            )
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):

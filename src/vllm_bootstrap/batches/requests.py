@@ -67,7 +67,11 @@ class RequestSender:
             async with response:
                 status, payload = response.status, await _read_capped(response)
         except UpstreamError as exc:
-            return Retry("upstream_unavailable", f"launch {launch.launch_id}: {exc}")
+            message = f"launch {launch.launch_id} did not answer: {exc}"
+            if final:
+                message = f"{message} ({ATTEMPTS} tries)"
+                return error_outcome(request_id, custom_id, "upstream_unavailable", message)
+            return Retry("upstream_unavailable", message)
         except _TooLarge:
             message = f"the response was over {MAX_RESPONSE_BYTES} bytes"
             return error_outcome(request_id, custom_id, "response_too_large", message)

@@ -23,6 +23,7 @@ FLUSH_SECONDS = 0.1
 FLUSH_LINES = 512
 # A batch whose results cannot be recorded for this long fails, rather than piling them up.
 GIVE_UP_SECONDS = 30.0
+RETRY_SECONDS = 0.25
 logger = logging.getLogger("vllm_bootstrap.batches")
 
 
@@ -38,27 +39,69 @@ class ResultWriter:
         self.output_path = folder / "output.jsonl"
         self.error_path = folder / "errors.jsonl"
         self._output = _open_at(self.output_path, batch.output_bytes)
-        self._errors = _open_at(self.error_path, batch.error_bytes)
+        try:
+            self._errors = _open_at(self.error_path, batch.error_bytes)
+        except OSError:
+            os.close(self._output)
+            raise
         self._pending: list[tuple[int, Outcome]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._failing_since: float | None = None
+        self._closed = False
         self.failure: ResultsUnwritable | None = None
+        # Cleared while results cannot be recorded: senders wait on it, so unrecorded
+        # results do not pile up in memory.
+        self.writable = asyncio.Event()
+        self.writable.set()
 
     def add(self, line: int, outcome: Outcome) -> None:
         self._pending.append((line, outcome))
+        if self._failing_since is not None:
+            return  # the retry timer flushes
         if len(self._pending) >= FLUSH_LINES:
             self.flush()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
 
-    def flush(self) -> None:
-        """Write and record what is pending; on failure keep it for the next try."""
+    def flush(self) -> bool:
+        """Write and record what is pending; True once nothing is left unrecorded. On a
+        failure the lines stay pending, and a timer tries again."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._pending or self.failure is not None:
-            return
-        pending = self._pending
+        if self._closed or self.failure is not None:
+            return not self._pending
+        if self._pending:
+            try:
+                self._write(self._pending)
+            except (OSError, BatchWriteFailed) as exc:
+                self._note_failure(exc)
+                return False
+            self._pending = []
+        self._failing_since = None
+        self.writable.set()
+        return True
+
+    async def drain(self) -> None:
+        """Record everything pending, retrying; ResultsUnwritable once that has failed for
+        GIVE_UP_SECONDS."""
+        while not self.flush():
+            if self.failure is not None:
+                raise self.failure
+            await asyncio.sleep(RETRY_SECONDS)
+
+    async def close(self) -> None:
+        """Drain, then close the files (also when draining gave up)."""
+        try:
+            await self.drain()
+        finally:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+            os.close(self._output)
+            os.close(self._errors)
+
+    def _write(self, pending: list[tuple[int, Outcome]]) -> None:
         ok = b"".join(outcome.line for _, outcome in pending if outcome.ok)
         failed = b"".join(outcome.line for _, outcome in pending if not outcome.ok)
         succeeded = sum(1 for _, outcome in pending if outcome.ok)
@@ -71,14 +114,14 @@ class ResultWriter:
             except BatchWriteFailed:
                 self._count(-len(ok), -len(failed), -succeeded, succeeded - len(pending))
                 raise
-        except (OSError, BatchWriteFailed) as exc:
+        except (OSError, BatchWriteFailed):
             # Back to what is recorded, so the same lines can be written again later.
-            os.ftruncate(self._output, self._batch.output_bytes)
-            os.ftruncate(self._errors, self._batch.error_bytes)
-            self._note_failure(exc)
-            return
-        self._pending = []
-        self._failing_since = None
+            try:
+                os.ftruncate(self._output, self._batch.output_bytes)
+                os.ftruncate(self._errors, self._batch.error_bytes)
+            except OSError as exc:
+                self.failure = ResultsUnwritable(f"the result files cannot be cut back: {exc}")
+            raise
 
     def _count(self, ok_bytes: int, failed_bytes: int, succeeded: int, failed: int) -> None:
         self._batch.output_bytes += ok_bytes
@@ -86,19 +129,18 @@ class ResultWriter:
         self._batch.completed += succeeded
         self._batch.failed += failed
 
-    def close(self) -> None:
-        self.flush()
-        os.close(self._output)
-        os.close(self._errors)
-
     def _note_failure(self, exc: Exception) -> None:
         now = time.monotonic()
-        self._failing_since = self._failing_since or now
-        logger.warning("batch %s: results not recorded yet: %s", self._batch.id, exc)
-        if now - self._failing_since >= GIVE_UP_SECONDS:
+        if self._failing_since is None:
+            self._failing_since = now
+            self.writable.clear()
+            logger.warning("batch %s: results not recorded yet, retrying: %s", self._batch.id, exc)
+        if self.failure is None and now - self._failing_since >= GIVE_UP_SECONDS:
             self.failure = ResultsUnwritable(f"results could not be recorded: {exc}")
+        if self.failure is not None:
+            self.writable.set()  # nothing will be recorded: let the senders see the failure
         elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(1.0, self.flush)
+            self._timer = asyncio.get_running_loop().call_later(RETRY_SECONDS, self.flush)
 
 
 def _open_at(path: Path, length: int) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 
 from vllm_bootstrap.batches.record import COMPLETION_WINDOWS, Batch, BatchStatus
 from vllm_bootstrap.batches.runner import BatchRun, RunContext
-from vllm_bootstrap.batches.store import Page
+from vllm_bootstrap.batches.store import BatchWriteFailed, Page
 
 # The endpoints a batch may target: OpenAI's three, and what else vLLM serves that makes
 # sense in a batch, passed through as they are.
@@ -107,15 +107,27 @@ class Batches:
     def cancel(self, batch_id: str) -> Batch:
         batch = self.get(batch_id)
         run = self._runs.get(batch_id)
-        if run is None or batch.status not in (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS):
-            if batch.status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
-                return batch
+        if batch.status is BatchStatus.CANCELLING or (
+            run is not None and run.stopping_as is BatchStatus.CANCELLED
+        ):
+            return batch  # already on its way
+        if (
+            run is None
+            or run.stopping_as is not None
+            or batch.status not in (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS)
+        ):
+            state = "expiring" if run is not None and run.stopping_as else batch.status.value
             raise NotCancellable(
-                f"batch {batch_id} is {batch.status.value}: only a validating or in-progress "
-                "batch can be cancelled"
+                f"batch {batch_id} is {state}: only a validating or in-progress batch can be "
+                "cancelled"
             )
+        previous, stamps = batch.status, dict(batch.stamps)
         batch.move_to(BatchStatus.CANCELLING)
-        self._store.save_batch(batch)
+        try:
+            self._store.save_batch(batch)
+        except BatchWriteFailed:
+            batch.status, batch.stamps = previous, stamps  # as it was: the run goes on
+            raise
         run.stop(BatchStatus.CANCELLED)
         return batch
 

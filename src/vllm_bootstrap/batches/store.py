@@ -121,9 +121,11 @@ class BatchStore:
     # --- files -----------------------------------------------------------------------
 
     def add_file(self, record: FileRecord) -> None:
+        """Record a file; one recorded before under the same id keeps its place and date
+        (a batch finalized again after a crash registers its files again)."""
         self._write(
-            "INSERT OR REPLACE INTO files (id, purpose, filename, bytes, created_at, path) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO files (id, purpose, filename, bytes, created_at, path) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET bytes = excluded.bytes",
             (
                 record.id,
                 record.purpose,

@@ -19,6 +19,14 @@ from vllm_bootstrap.batches.store import BatchStore, RequestRow
 
 MAX_ERRORS = 100
 ROWS_PER_CHUNK = 1000
+# The event loop gets a turn at least this often, whatever the lines are (blank, bad, long).
+YIELD_EVERY_LINES = 1000
+YIELD_EVERY_BYTES = 4 * 1024 * 1024
+# Lines larger than this are decoded in a thread, off the event loop.
+DECODE_IN_THREAD_BYTES = 1024 * 1024
+MAX_CUSTOM_ID_CHARS = 512
+# Each model is a lane with its own task: a batch may name this many.
+MAX_MODELS = 64
 
 
 @dataclass
@@ -43,27 +51,64 @@ async def validate(
     """Record every line of `path` as a request row of `batch_id`, or say why not."""
     result = Validation()
     chunk: list[RequestRow] = []
+    models: set[str] = set()
+    pace = _Pace()
     with path.open("rb") as source:
         for number, offset, raw in _lines(source, max_line_bytes):
+            await pace.step(offset)
             if len(result.errors) >= MAX_ERRORS:
                 break
             if raw is None:
                 result.fail(number, "line_too_long", f"line over {max_line_bytes} bytes")
                 continue
             try:
-                chunk.append(_request_row(number, offset, raw, endpoint))
+                row = _request_row(number, offset, raw, endpoint, await _decode(raw))
+                _check_models(models, row.model)
+                chunk.append(row)
             except _LineError as bad:
                 result.fail(number, bad.code, bad.message, bad.param)
             if len(chunk) >= ROWS_PER_CHUNK:
                 _record(store, batch_id, chunk, result)
                 chunk = []
-                await asyncio.sleep(0)  # a large file must not hold up the event loop
     _record(store, batch_id, chunk, result)
     if result.total == 0 and not result.errors:
         result.fail(1, "empty_file", "the input file has no request lines")
     if result.errors:
         store.clear_requests(batch_id)
     return result
+
+
+class _Pace:
+    """Gives the event loop a turn every so many lines or bytes."""
+
+    def __init__(self) -> None:
+        self.lines = 0
+        self.next_offset = YIELD_EVERY_BYTES
+
+    async def step(self, offset: int) -> None:
+        self.lines += 1
+        if self.lines % YIELD_EVERY_LINES == 0 or offset >= self.next_offset:
+            self.next_offset = offset + YIELD_EVERY_BYTES
+            await asyncio.sleep(0)
+
+
+async def _decode(raw: bytes) -> Any:
+    """The line's JSON value, or _LineError."""
+    try:
+        if len(raw) > DECODE_IN_THREAD_BYTES:
+            return await asyncio.to_thread(json.loads, raw)
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise _LineError("invalid_json_line", "the line is not valid JSON") from None
+
+
+def _check_models(models: set[str], model: str) -> None:
+    if model not in models:
+        if len(models) >= MAX_MODELS:
+            raise _LineError(
+                "too_many_models", f"a batch may name at most {MAX_MODELS} models", "body.model"
+            )
+        models.add(model)
 
 
 def _record(store: BatchStore, batch_id: str, rows: list[RequestRow], result: Validation) -> None:
@@ -75,7 +120,7 @@ def _record(store: BatchStore, batch_id: str, rows: list[RequestRow], result: Va
         result.fail(
             line,
             "duplicate_custom_id",
-            f"custom_id {by_line[line].custom_id!r} is used earlier",
+            f"custom_id {_shown(by_line[line].custom_id)} is used earlier",
             "custom_id",
         )
     result.total += len(rows) - len(repeated)
@@ -107,16 +152,21 @@ def _skip_rest_of_line(source: BinaryIO) -> int:
             return skipped
 
 
-def _request_row(number: int, offset: int, raw: bytes, endpoint: str) -> RequestRow:
-    try:
-        request = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise _LineError("invalid_json_line", "the line is not valid JSON") from None
+def _shown(text: str) -> str:
+    """User text quoted in an error, cut short: errors are stored and listed."""
+    return repr(text) if len(text) <= 64 else repr(text[:64]) + "..."
+
+
+def _request_row(number: int, offset: int, raw: bytes, endpoint: str, request: Any) -> RequestRow:
     if not isinstance(request, dict):
         raise _LineError("invalid_json_line", "the line is not a JSON object")
     custom_id = request.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id:
         raise _LineError("missing_custom_id", "`custom_id` must be a non-empty string", "custom_id")
+    if len(custom_id) > MAX_CUSTOM_ID_CHARS:
+        raise _LineError(
+            "invalid_custom_id", f"`custom_id` over {MAX_CUSTOM_ID_CHARS} characters", "custom_id"
+        )
     if request.get("method") != "POST":
         raise _LineError("invalid_method", '`method` must be "POST"', "method")
     if request.get("url") != endpoint:

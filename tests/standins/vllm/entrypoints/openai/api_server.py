@@ -25,7 +25,8 @@ FAKE_VLLM_TOKEN_DELAY_SECONDS spaces streamed tokens out; FAKE_VLLM_LATENCY_SECO
 every non-streaming answer take that long (given up when the client goes, as vLLM aborts);
 GET /debug/stats says how many requests ran at once at most, finished, and were aborted,
 and how often each prompt was seen (a prompt is the request's last message or its prompt);
-a model named "flaky..." answers 503 to the first two tries of each X-Request-Id.
+a model named "flaky..." answers 503 to the first two tries of each X-Request-Id, and one
+named "resets..." drops the connection of every inference request unanswered.
 """
 
 from __future__ import annotations
@@ -243,6 +244,9 @@ class StandinServer:
         prompt = prompt if prompt is not None else body.get("prompt", body.get("input"))
         key = json.dumps(prompt)
         self.prompts[key] = self.prompts.get(key, 0) + 1
+        if "resets" in self.model and request.transport is not None:
+            request.transport.abort()
+            return web.Response(status=500)  # never sent: the connection is gone
         if "flaky" in self.model:
             request_id = request.headers.get("X-Request-Id", "")
             self.tries[request_id] = self.tries.get(request_id, 0) + 1

@@ -1,0 +1,156 @@
+"""Sending a batch's pending requests: one lane per model, each keeping its model's slots
+full.
+
+A lane reads the pending rows of its model in file order, a page at a time, and starts a
+request as soon as the model's gate gives it a slot, so the in-flight count per launch
+stays at its limit while results stream back. A request that must be retried gives its slot
+back while it waits. A model that no launch serves within the wait fails only its own lane's
+rows. Cancelling the lanes' task aborts every request in flight: closing their connections
+makes vLLM drop them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+
+from vllm_bootstrap.batches.gates import ModelGates, ModelMissing
+from vllm_bootstrap.batches.record import Batch
+from vllm_bootstrap.batches.requests import (
+    ATTEMPTS,
+    Outcome,
+    RequestSender,
+    backoff,
+    error_outcome,
+    request_id,
+)
+from vllm_bootstrap.batches.results import ResultWriter
+from vllm_bootstrap.batches.store import BatchStore, RequestRow
+
+PAGE_ROWS = 256
+# Request lines larger than this are decoded off the event loop.
+DECODE_IN_THREAD_BYTES = 1024 * 1024
+logger = logging.getLogger("vllm_bootstrap.batches")
+
+
+class Lanes:
+    def __init__(
+        self,
+        batch: Batch,
+        store: BatchStore,
+        gates: ModelGates,
+        sender: RequestSender,
+        writer: ResultWriter,
+        input_fd: int,
+        model_wait_seconds: float,
+    ) -> None:
+        self._batch = batch
+        self._store = store
+        self._gates = gates
+        self._sender = sender
+        self._writer = writer
+        self._input_fd = input_fd
+        self._model_wait = model_wait_seconds
+
+    async def run(self) -> None:
+        """Send every pending request of the batch; returns when each has an outcome."""
+        async with asyncio.TaskGroup() as group:
+            for model in self._store.pending_models(self._batch.id):
+                group.create_task(self._lane(model))
+
+    async def _lane(self, model: str) -> None:
+        in_flight: set[asyncio.Task[None]] = set()
+        missing = False
+        after = 0
+        try:
+            while rows := self._store.pending(self._batch.id, model, after, PAGE_ROWS):
+                for row in rows:
+                    after = row.line
+                    await self._writer.writable.wait()
+                    if self._writer.failure is not None:
+                        return  # results can no longer be kept: stop sending
+                    if not missing:
+                        try:
+                            await self._gates.acquire(model, self._batch.id, self._model_wait)
+                        except ModelMissing:
+                            missing = True
+                    if missing:
+                        self._record(row, _model_missing(self._batch.id, row, model))
+                        continue
+                    task = asyncio.create_task(self._request(row, model))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                await asyncio.sleep(0)  # a page recorded without sending must not hog the loop
+            if in_flight:
+                await asyncio.wait(in_flight)
+        finally:
+            for task in in_flight:
+                task.cancel()
+            if in_flight:
+                await asyncio.wait(in_flight)
+
+    async def _request(self, row: RequestRow, model: str) -> None:
+        """One request line, holding a slot, until it has a final outcome."""
+        try:
+            outcome = await self._attempts(row, model)
+        except Exception as exc:  # a bug must cost this line an error, not its result
+            logger.exception("batch %s: line %d failed", self._batch.id, row.line)
+            message = f"{type(exc).__name__}: {exc}"
+            outcome = error_outcome(
+                request_id(self._batch.id, row.line), row.custom_id, "internal_error", message
+            )
+        self._record(row, outcome)
+
+    async def _attempts(self, row: RequestRow, model: str) -> Outcome:
+        this_id = request_id(self._batch.id, row.line)
+        holding = True
+        try:
+            try:
+                body = await self._read_body(row)
+            except (OSError, ValueError, KeyError, TypeError) as exc:  # the input changed
+                message = f"line {row.line} of the input file could not be read again: {exc}"
+                return error_outcome(this_id, row.custom_id, "invalid_line", message)
+            attempts = 0
+            while True:
+                outcome = await self._sender.attempt(
+                    row.custom_id,
+                    model,
+                    self._batch.endpoint,
+                    body,
+                    this_id,
+                    final=attempts >= ATTEMPTS - 1,
+                )
+                self._gates.release(model)
+                holding = False
+                if isinstance(outcome, Outcome):
+                    return outcome
+                attempts += outcome.counts
+                await asyncio.sleep(backoff(attempts) if outcome.counts else 0.05)
+                try:
+                    await self._gates.acquire(model, self._batch.id, self._model_wait)
+                except ModelMissing:
+                    return _model_missing(self._batch.id, row, model)
+                holding = True
+        finally:
+            if holding:
+                self._gates.release(model)
+
+    async def _read_body(self, row: RequestRow) -> bytes:
+        raw = os.pread(self._input_fd, row.length, row.offset)
+        if len(raw) > DECODE_IN_THREAD_BYTES:
+            return await asyncio.to_thread(_body_of, raw)
+        return _body_of(raw)
+
+    def _record(self, row: RequestRow, outcome: Outcome) -> None:
+        self._writer.add(row.line, outcome)
+
+
+def _body_of(raw: bytes) -> bytes:
+    return json.dumps(json.loads(raw)["body"], separators=(",", ":")).encode()
+
+
+def _model_missing(batch_id: str, row: RequestRow, model: str) -> Outcome:
+    message = f"no launch served the model {model!r} in time: launch one, then retry the batch"
+    return error_outcome(request_id(batch_id, row.line), row.custom_id, "model_not_found", message)
