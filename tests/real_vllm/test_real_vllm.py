@@ -140,7 +140,10 @@ def test_a_batch_runs_through_real_vllm(real_server: Server, ready_launch: dict)
     assert (done.request_counts.completed, done.request_counts.failed) == (12, 2)
     output = result_lines(client, done.output_file_id)
     assert sorted(line["custom_id"] for line in output) == sorted(f"r{i}" for i in range(12))
-    assert all(line["response"]["body"]["choices"][0]["text"] for line in output)
+    # A random tiny model may stop at once: the answer's shape is what is checked.
+    choices = [line["response"]["body"]["choices"][0] for line in output]
+    assert all(choice["finish_reason"] in ("length", "stop") for choice in choices)
+    assert all(isinstance(choice["text"], str) for choice in choices)
     errors = {line["custom_id"]: line for line in result_lines(client, done.error_file_id)}
     assert errors["unknown"]["error"]["code"] == "model_not_found"
     # vLLM's own 400 (longer than max-model-len) is kept as it answered.
