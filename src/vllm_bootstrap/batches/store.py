@@ -1,8 +1,8 @@
 """The batch database: file records, batch records, and one row per request line.
 
 A separate SQLite file beside the launch database (`batches.sqlite3`). Each request line of
-a batch has a row (its place in the input file, its model, its custom_id) with a `done`
-flag. Dispatching reads pending rows a page at a time and results flip the flag in the same
+a batch has a row (where its body lies in the input file, its model, its custom_id) with a
+`done` flag. Dispatching reads pending rows a page at a time and results flip the flag in the same
 transaction that records the output files' new lengths, so after a kill -9 a batch resumes
 with exactly the lines that had no recorded result.
 """

@@ -4,17 +4,19 @@ Each line must be `{"custom_id": str, "method": "POST", "url": <the batch's endp
 "body": {"model": str, ...}}`, with custom_ids unique and no `stream: true`. The file is read
 a line at a time (a line longer than the limit is skipped over, not read into memory) and
 every valid line is recorded as a request row; uniqueness is checked by the database, so
-memory stays flat whatever the file's size. Errors carry 1-based line numbers, as OpenAI's.
+memory stays flat whatever the file's size. A row records where the line's `body` lies in
+the file, so that it is sent as written (jsonl.py). Errors carry 1-based line numbers, as
+OpenAI's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from vllm_bootstrap.batches.jsonl import InvalidLine, parse_line
 from vllm_bootstrap.batches.store import BatchStore, RequestRow
 
 MAX_ERRORS = 100
@@ -62,7 +64,8 @@ async def validate(
                 result.fail(number, "line_too_long", f"line over {max_line_bytes} bytes")
                 continue
             try:
-                row = _request_row(number, offset, raw, endpoint, await _decode(raw))
+                request, spans = await _decode(raw)
+                row = _request_row(number, offset, endpoint, request, spans)
                 _check_models(models, row.model)
                 chunk.append(row)
             except _LineError as bad:
@@ -92,14 +95,14 @@ class _Pace:
             await asyncio.sleep(0)
 
 
-async def _decode(raw: bytes) -> Any:
-    """The line's JSON value, or _LineError."""
+async def _decode(raw: bytes) -> tuple[Any, dict[str, tuple[int, int]]]:
+    """The line's JSON value and its members' spans, or _LineError."""
     try:
         if len(raw) > DECODE_IN_THREAD_BYTES:
-            return await asyncio.to_thread(json.loads, raw)
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise _LineError("invalid_json_line", "the line is not valid JSON") from None
+            return await asyncio.to_thread(parse_line, raw)
+        return parse_line(raw)
+    except InvalidLine as invalid:
+        raise _LineError("invalid_json_line", str(invalid)) from None
 
 
 def _check_models(models: set[str], model: str) -> None:
@@ -157,7 +160,9 @@ def _shown(text: str) -> str:
     return repr(text) if len(text) <= 64 else repr(text[:64]) + "..."
 
 
-def _request_row(number: int, offset: int, raw: bytes, endpoint: str, request: Any) -> RequestRow:
+def _request_row(
+    number: int, offset: int, endpoint: str, request: Any, spans: dict[str, tuple[int, int]]
+) -> RequestRow:
     if not isinstance(request, dict):
         raise _LineError("invalid_json_line", "the line is not a JSON object")
     custom_id = request.get("custom_id")
@@ -181,4 +186,5 @@ def _request_row(number: int, offset: int, raw: bytes, endpoint: str, request: A
         raise _LineError(
             "unsupported_stream", "`body.stream` must not be true in a batch", "body.stream"
         )
-    return RequestRow(number, offset, len(raw), model, custom_id)
+    start, end = spans["body"]
+    return RequestRow(number, offset + start, end - start, model, custom_id)
