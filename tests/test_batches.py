@@ -195,8 +195,21 @@ def test_cancel_aborts_in_flight_requests_and_keeps_what_finished(
     )
     eventually(lambda: standin_stats(server, launch["launch_id"])["aborted"] >= 1)
     assert standin_stats(server, launch["launch_id"])["running"] == 0
+    assert client.batches.cancel(batch.id).status == "cancelled"  # a retried cancel is fine
     with pytest.raises(openai.ConflictError):
         client.batches.cancel(wait_for_batch(client, submit(client, jsonl([])).id).id)
+
+
+def test_cancel_gives_every_slot_back(start_server: ServerFactory) -> None:
+    server = start_server(VLLM_BATCH_IN_FLIGHT_PER_LAUNCH="4", FAKE_VLLM_LATENCY_SECONDS="0.5")
+    launch = server.launch_ready(model="org/alpha", gpu_ids=[0])
+    client = client_for(server)
+    for attempt in range(3):
+        lines = [chat_line(f"{attempt}-{i}", "org/alpha") for i in range(40)]
+        batch = submit(client, jsonl(lines))
+        eventually(lambda: standin_stats(server, launch["launch_id"])["running"] == 4)
+        client.batches.cancel(batch.id)
+        assert wait_for_batch(client, batch.id).status == "cancelled"
 
 
 def test_the_input_of_a_running_batch_cannot_be_deleted(start_server: ServerFactory) -> None:

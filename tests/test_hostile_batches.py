@@ -222,6 +222,15 @@ def test_overlong_custom_ids_and_too_many_models_are_line_errors(server: Server)
     ]
 
 
+def test_a_file_that_starts_with_a_byte_order_mark_is_read(server: Server) -> None:
+    server.launch_ready(model="m", gpu_ids=[0])
+    client = client_for(server)
+    done = wait_for_batch(client, submit(client, b"\xef\xbb\xbf" + jsonl([chat_line("a", "m")])).id)
+    assert done.status == "completed"
+    assert done.request_counts is not None
+    assert done.request_counts.completed == 1
+
+
 def test_the_batch_api_needs_the_key(start_server) -> None:  # type: ignore[no-untyped-def]
     server = start_server(VLLM_ACCESS_KEY="k")
     for method, path in (("POST", "/v1/files"), ("GET", "/v1/batches"), ("GET", "/v1/files")):

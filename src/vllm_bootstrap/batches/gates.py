@@ -86,10 +86,12 @@ class ModelGates:
                 # Capacity changes are pushed (launches_changed); the recheck only notices a
                 # model that stopped loading without ever becoming ready.
                 await asyncio.wait([future], timeout=min(RECHECK_SECONDS, missing_wait))
-        except asyncio.CancelledError:
+        except BaseException:  # cancelled, or anything else: no slot stays taken
             if future.done() and not future.cancelled():
                 self.release(model)
-            future.cancel()
+            else:
+                future.cancel()
+                self._forget_if_idle(model, gate)
             raise
 
     def release(self, model: str) -> None:

@@ -76,9 +76,12 @@ class Lanes:
                     if missing:
                         self._record(row, _model_missing(self._batch.id, row, model))
                         continue
-                    task = asyncio.create_task(self._request(row, model))
+                    slot = _Slot(self._gates, model, self._batch.id, self._model_wait)
+                    task = asyncio.create_task(self._request(row, slot))
                     in_flight.add(task)
                     task.add_done_callback(in_flight.discard)
+                    # Also for a task cancelled before it ran a line: the slot goes back.
+                    task.add_done_callback(slot.release_if_held)
                 await asyncio.sleep(0)  # a page recorded without sending must not hog the loop
             if in_flight:
                 await asyncio.wait(in_flight)
@@ -88,10 +91,10 @@ class Lanes:
             if in_flight:
                 await asyncio.wait(in_flight)
 
-    async def _request(self, row: RequestRow, model: str) -> None:
+    async def _request(self, row: RequestRow, slot: _Slot) -> None:
         """One request line, holding a slot, until it has a final outcome."""
         try:
-            outcome = await self._attempts(row, model)
+            outcome = await self._attempts(row, slot)
         except Exception as exc:  # a bug must cost this line an error, not its result
             logger.exception("batch %s: line %d failed", self._batch.id, row.line)
             message = f"{type(exc).__name__}: {exc}"
@@ -100,39 +103,32 @@ class Lanes:
             )
         self._record(row, outcome)
 
-    async def _attempts(self, row: RequestRow, model: str) -> Outcome:
+    async def _attempts(self, row: RequestRow, slot: _Slot) -> Outcome:
         this_id = request_id(self._batch.id, row.line)
-        holding = True
         try:
+            body = self._read_body(row)
+        except (OSError, ValueError) as exc:  # the input file changed on disk
+            message = f"line {row.line} of the input file could not be read again: {exc}"
+            return error_outcome(this_id, row.custom_id, "invalid_line", message)
+        attempts = 0
+        while True:
+            outcome = await self._sender.attempt(
+                row.custom_id,
+                slot.model,
+                self._batch.endpoint,
+                body,
+                this_id,
+                final=attempts >= ATTEMPTS - 1,
+            )
+            slot.release_if_held()
+            if isinstance(outcome, Outcome):
+                return outcome
+            attempts += outcome.counts
+            await asyncio.sleep(backoff(attempts) if outcome.counts else 0.05)
             try:
-                body = self._read_body(row)
-            except (OSError, ValueError) as exc:  # the input file changed on disk
-                message = f"line {row.line} of the input file could not be read again: {exc}"
-                return error_outcome(this_id, row.custom_id, "invalid_line", message)
-            attempts = 0
-            while True:
-                outcome = await self._sender.attempt(
-                    row.custom_id,
-                    model,
-                    self._batch.endpoint,
-                    body,
-                    this_id,
-                    final=attempts >= ATTEMPTS - 1,
-                )
-                self._gates.release(model)
-                holding = False
-                if isinstance(outcome, Outcome):
-                    return outcome
-                attempts += outcome.counts
-                await asyncio.sleep(backoff(attempts) if outcome.counts else 0.05)
-                try:
-                    await self._gates.acquire(model, self._batch.id, self._model_wait)
-                except ModelMissing:
-                    return _model_missing(self._batch.id, row, model)
-                holding = True
-        finally:
-            if holding:
-                self._gates.release(model)
+                await slot.take_again()
+            except ModelMissing:
+                return _model_missing(self._batch.id, row, slot.model)
 
     def _read_body(self, row: RequestRow) -> bytes:
         """The request's body, as the input file has it (validation found where)."""
@@ -143,6 +139,26 @@ class Lanes:
 
     def _record(self, row: RequestRow, outcome: Outcome) -> None:
         self._writer.add(row.line, outcome)
+
+
+class _Slot:
+    """One request's place in its model's gate: taken by the lane, given back once."""
+
+    def __init__(self, gates: ModelGates, model: str, owner: str, model_wait: float) -> None:
+        self._gates = gates
+        self.model = model
+        self._owner = owner
+        self._model_wait = model_wait
+        self.held = True
+
+    def release_if_held(self, _task: object = None) -> None:
+        if self.held:
+            self.held = False
+            self._gates.release(self.model)
+
+    async def take_again(self) -> None:
+        await self._gates.acquire(self.model, self._owner, self._model_wait)
+        self.held = True
 
 
 def _model_missing(batch_id: str, row: RequestRow, model: str) -> Outcome:

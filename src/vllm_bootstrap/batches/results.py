@@ -111,10 +111,10 @@ class ResultWriter:
             self._count(len(ok), len(failed), succeeded, len(pending) - succeeded)
             try:
                 self._store.save_batch(self._batch, (line for line, _ in pending))
-            except BatchWriteFailed:
+            except BaseException:
                 self._count(-len(ok), -len(failed), -succeeded, succeeded - len(pending))
                 raise
-        except (OSError, BatchWriteFailed):
+        except BaseException:
             # Back to what is recorded, so the same lines can be written again later.
             try:
                 os.ftruncate(self._output, self._batch.output_bytes)
@@ -146,7 +146,11 @@ class ResultWriter:
 def _open_at(path: Path, length: int) -> int:
     """Open for appending, cut back to `length` (what progress recorded as written)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.ftruncate(fd, length)
+    try:
+        os.ftruncate(fd, length)
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
 
 

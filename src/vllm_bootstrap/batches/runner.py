@@ -4,18 +4,18 @@ A run is a task. Cancelling or expiring stops the work in progress (validation, 
 lanes, whose in-flight requests are aborted) and keeps what finished: every request without
 a result then gets an error line, so each custom_id is in exactly one of the two files. A
 server shutdown stops the task without changing the batch's status, so the next start
-resumes it. Every status change is retried for a while when the database is busy, and a
-batch that cannot go on ends `failed`, with the reason in `errors`: never left running.
+resumes it. Every write waits for the database when it is locked or full (until_written),
+and a batch that cannot go on ends `failed`, with the reason in `errors`: never left
+running.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,11 +26,9 @@ from vllm_bootstrap.batches.lanes import PAGE_ROWS, Lanes
 from vllm_bootstrap.batches.record import Batch, BatchStatus, InvalidTransition
 from vllm_bootstrap.batches.requests import RequestSender, error_outcome, request_id
 from vllm_bootstrap.batches.results import ResultsUnwritable, ResultWriter
-from vllm_bootstrap.batches.store import BatchStore, BatchWriteFailed
+from vllm_bootstrap.batches.store import BatchStore, until_written
 from vllm_bootstrap.batches.validation import validate
 
-# How long a status change keeps being retried while the database is busy or failing.
-SAVE_RETRY_SECONDS = 30.0
 logger = logging.getLogger("vllm_bootstrap.batches")
 
 
@@ -64,12 +62,14 @@ class BatchRun:
     async def run(self) -> None:
         try:
             await self._run()
-        except (BatchWriteFailed, ResultsUnwritable, OSError) as exc:
-            logger.error("batch %s failed: %s", self.batch.id, exc)
-            await self._fail("storage_error", str(exc))
-        except Exception as exc:  # a bug must end the batch visibly, not leave it running
-            logger.exception("batch %s failed", self.batch.id)
-            await self._fail("internal_error", f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # whatever it is, the batch must end visibly
+            cause = _first_cause(exc)
+            if isinstance(cause, (ResultsUnwritable, OSError)):
+                logger.error("batch %s failed: %s", self.batch.id, cause)
+                await self._fail("storage_error", str(cause))
+            else:  # a bug
+                logger.exception("batch %s failed", self.batch.id)
+                await self._fail("internal_error", f"{type(cause).__name__}: {cause}")
 
     def stop(self, status: BatchStatus) -> None:
         """Stop early, ending as `status` (cancelled or expired) with what finished."""
@@ -98,21 +98,22 @@ class BatchRun:
         return bool(self._store.pending(self.batch.id, None, 0, 1))
 
     async def _stoppable(self, work: Coroutine[Any, Any, Any]) -> None:
-        """Run `work` so that stop() cancels it; a shutdown's cancel goes on up."""
+        """Run `work` so that stop() cancels it. A cancel of this run itself (the server
+        shutting down) goes on up, so the batch resumes at the next start."""
         self._work = asyncio.create_task(work)
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await self._work
-        if self.stopping_as is None and self._work.cancelled():
-            raise asyncio.CancelledError  # the server is shutting down: resume at next start
-        if not self._work.cancelled() and self._work.exception() is not None:
-            raise self._work.exception()  # type: ignore[misc]
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self.stopping_as is None or (current is not None and current.cancelling()):
+                raise
 
     async def _validate(self) -> None:
         input_file = self._context.files.get(self.batch.input_file_id)
         if input_file is None:
             await self._fail("file_not_found", f"input file {self.batch.input_file_id} is gone")
             return
-        self._store.clear_requests(self.batch.id)  # a validation cut off by a restart
+        await self._write(lambda: self._store.clear_requests(self.batch.id))  # one cut off
         result = await validate(
             self._store,
             self.batch.id,
@@ -163,8 +164,8 @@ class BatchRun:
     async def _wrap_up_early(self, status: BatchStatus) -> None:
         """Cancelled or expired: every request without a result gets an error line, so
         each custom_id is in exactly one of the two files, then the files are delivered."""
-        if self.batch.total == 0:
-            self._store.clear_requests(self.batch.id)  # stopped before validation finished
+        if self.batch.total == 0:  # stopped before validation finished
+            await self._write(lambda: self._store.clear_requests(self.batch.id))
         writer = ResultWriter(self._store, self.batch, self._folder())
         code = "batch_cancelled" if status is BatchStatus.CANCELLED else "batch_expired"
         message = f"the batch was {status.value} before this request finished"
@@ -178,7 +179,7 @@ class BatchRun:
                 await writer.drain()
         finally:
             await writer.close()
-        self._deliver()
+        await self._deliver()
         if status is BatchStatus.CANCELLED and self.batch.status is not BatchStatus.CANCELLING:
             await self._move(BatchStatus.CANCELLING)
         await self._move(status)
@@ -186,23 +187,22 @@ class BatchRun:
     async def _finalize(self) -> None:
         if self.batch.status is BatchStatus.IN_PROGRESS:
             await self._move(BatchStatus.FINALIZING)
-        self._deliver()
+        await self._deliver()
         await self._move(BatchStatus.COMPLETED)
 
-    def _deliver(self) -> None:
+    async def _deliver(self) -> None:
         """Register the output and error files (idempotent: ids follow from the batch's)."""
-        folder, suffix = self._folder(), self.batch.id.removeprefix("batch_")
-        files = self._context.files
+        suffix = self.batch.id.removeprefix("batch_")
         if self.batch.output_bytes:
             self.batch.output_file_id = f"file-{suffix}-output"
-            files.add_output(
-                self.batch.output_file_id, folder / "output.jsonl", f"{self.batch.id}_output.jsonl"
-            )
+            await self._register(self.batch.output_file_id, "output")
         if self.batch.error_bytes:
             self.batch.error_file_id = f"file-{suffix}-errors"
-            files.add_output(
-                self.batch.error_file_id, folder / "errors.jsonl", f"{self.batch.id}_errors.jsonl"
-            )
+            await self._register(self.batch.error_file_id, "errors")
+
+    async def _register(self, file_id: str, kind: str) -> None:
+        path, name = self._folder() / f"{kind}.jsonl", f"{self.batch.id}_{kind}.jsonl"
+        await self._write(lambda: self._context.files.add_output(file_id, path, name))
 
     def _folder(self) -> Path:
         return self._settings.folder / self.batch.id
@@ -211,17 +211,20 @@ class BatchRun:
         self.batch.errors = [{"code": code, "message": message, "param": None, "line": None}]
         try:
             await self._move(BatchStatus.FAILED)
-        except (BatchWriteFailed, InvalidTransition) as exc:
+        except InvalidTransition as exc:  # it had ended already
             logger.error("batch %s: could not record its failure: %s", self.batch.id, exc)
 
     async def _move(self, status: BatchStatus) -> None:
+        """Change status; the record is written before the run goes on (until_written)."""
         self.batch.move_to(status)
-        deadline = time.monotonic() + SAVE_RETRY_SECONDS
-        while True:
-            try:
-                self._store.save_batch(self.batch)
-                return
-            except BatchWriteFailed:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.25)
+        await self._write(lambda: self._store.save_batch(self.batch))
+
+    async def _write(self, write: Callable[[], object]) -> None:
+        await until_written(write, self.batch.id)
+
+
+def _first_cause(exc: BaseException) -> BaseException:
+    """The exception itself, or the first one inside a group (from the lanes' TaskGroup)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc

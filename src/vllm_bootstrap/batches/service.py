@@ -107,10 +107,10 @@ class Batches:
     def cancel(self, batch_id: str) -> Batch:
         batch = self.get(batch_id)
         run = self._runs.get(batch_id)
-        if batch.status is BatchStatus.CANCELLING or (
+        if batch.status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED) or (
             run is not None and run.stopping_as is BatchStatus.CANCELLED
         ):
-            return batch  # already on its way
+            return batch  # already on its way, or done: a retried cancel is not an error
         if (
             run is None
             or run.stopping_as is not None

@@ -9,16 +9,22 @@ with exactly the lines that had no recorded result.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from vllm_bootstrap.batches.record import TERMINAL, Batch
 from vllm_bootstrap.sqlite import Transaction, open_private
 
 SCHEMA_VERSION = 1
+WRITE_RETRY_SECONDS = 0.25
+T = TypeVar("T")
+logger = logging.getLogger("vllm_bootstrap.batches")
 _TERMINAL_LIST = ", ".join(f"'{status.value}'" for status in TERMINAL)
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS files (
@@ -57,6 +63,20 @@ CREATE INDEX IF NOT EXISTS pending_requests ON batch_requests(batch_id, model, l
 
 class BatchWriteFailed(RuntimeError):
     """The batch database could not be written (a full disk, say); the message says why."""
+
+
+async def until_written(write: Callable[[], T], batch_id: str) -> T:
+    """`write()`, tried again until the database takes it: a locked or full database delays
+    a batch, it does not end it (a server shutdown cancels the wait)."""
+    warned = False
+    while True:
+        try:
+            return write()
+        except BatchWriteFailed as exc:
+            if not warned:
+                logger.warning("batch %s: waiting for the database: %s", batch_id, exc)
+                warned = True
+        await asyncio.sleep(WRITE_RETRY_SECONDS)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from vllm_bootstrap.batches.jsonl import InvalidLine, parse_line
-from vllm_bootstrap.batches.store import BatchStore, RequestRow
+from vllm_bootstrap.batches.store import BatchStore, RequestRow, until_written
 
 MAX_ERRORS = 100
 ROWS_PER_CHUNK = 1000
@@ -29,6 +29,7 @@ DECODE_IN_THREAD_BYTES = 1024 * 1024
 MAX_CUSTOM_ID_CHARS = 512
 # Each model is a lane with its own task: a batch may name this many.
 MAX_MODELS = 64
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass
@@ -56,7 +57,7 @@ async def validate(
     models: set[str] = set()
     pace = _Pace()
     with path.open("rb") as source:
-        for number, offset, raw in _lines(source, max_line_bytes):
+        async for number, offset, raw in _lines(source, max_line_bytes):
             await pace.step(offset)
             if len(result.errors) >= MAX_ERRORS:
                 break
@@ -71,13 +72,13 @@ async def validate(
             except _LineError as bad:
                 result.fail(number, bad.code, bad.message, bad.param)
             if len(chunk) >= ROWS_PER_CHUNK:
-                _record(store, batch_id, chunk, result)
+                await _record(store, batch_id, chunk, result)
                 chunk = []
-    _record(store, batch_id, chunk, result)
+    await _record(store, batch_id, chunk, result)
     if result.total == 0 and not result.errors:
         result.fail(1, "empty_file", "the input file has no request lines")
     if result.errors:
-        store.clear_requests(batch_id)
+        await until_written(lambda: store.clear_requests(batch_id), batch_id)
     return result
 
 
@@ -114,10 +115,12 @@ def _check_models(models: set[str], model: str) -> None:
         models.add(model)
 
 
-def _record(store: BatchStore, batch_id: str, rows: list[RequestRow], result: Validation) -> None:
+async def _record(
+    store: BatchStore, batch_id: str, rows: list[RequestRow], result: Validation
+) -> None:
     if not rows:
         return
-    repeated = store.add_requests(batch_id, rows)
+    repeated = await until_written(lambda: store.add_requests(batch_id, rows), batch_id)
     by_line = {row.line: row for row in rows}
     for line in repeated:
         result.fail(
@@ -129,7 +132,7 @@ def _record(store: BatchStore, batch_id: str, rows: list[RequestRow], result: Va
     result.total += len(rows) - len(repeated)
 
 
-def _lines(source: BinaryIO, max_bytes: int):  # type: ignore[no-untyped-def]
+async def _lines(source: BinaryIO, max_bytes: int):  # type: ignore[no-untyped-def]
     """(line number, offset, bytes or None when too long) for each non-blank line."""
     number, offset = 0, 0
     while True:
@@ -138,21 +141,25 @@ def _lines(source: BinaryIO, max_bytes: int):  # type: ignore[no-untyped-def]
             return
         number += 1
         start, offset = offset, offset + len(raw)
+        if number == 1 and raw.startswith(UTF8_BOM):  # as Windows tools write files
+            raw, start = raw[len(UTF8_BOM) :], start + len(UTF8_BOM)
         if len(raw) > max_bytes and not raw.endswith(b"\n"):
-            offset += _skip_rest_of_line(source)
+            offset += await _skip_rest_of_line(source)
             yield number, start, None
             continue
         if raw.strip():
             yield number, start, raw
 
 
-def _skip_rest_of_line(source: BinaryIO) -> int:
+async def _skip_rest_of_line(source: BinaryIO) -> int:
     skipped = 0
     while True:
-        piece = source.readline(64 * 1024)
-        skipped += len(piece)
-        if not piece or piece.endswith(b"\n"):
-            return skipped
+        for _ in range(64):  # 4 MiB, then the event loop gets a turn
+            piece = source.readline(64 * 1024)
+            skipped += len(piece)
+            if not piece or piece.endswith(b"\n"):
+                return skipped
+        await asyncio.sleep(0)
 
 
 def _shown(text: str) -> str:
