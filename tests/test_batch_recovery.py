@@ -9,6 +9,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import openai
+from openai.types import Batch
+
 from tests.batch_helpers import (
     chat_line,
     client_for,
@@ -26,18 +29,37 @@ IN_FLIGHT = 8
 
 def _restart(server: Server) -> Server:
     server.kill()  # SIGKILL: no shutdown code runs
+    return _start_again(server)
+
+
+def _start_again(server: Server) -> Server:
+    """A new server process on the killed one's state directory."""
     return Server(server.env, server.log_path.with_suffix(".restarted.log")).start()
 
 
-def test_a_kill_9_mid_batch_loses_and_repeats_nothing(start_server: ServerFactory) -> None:
+def _batch_under_way(
+    start_server: ServerFactory, lines: int, in_flight: int, latency: float, done_at_least: int
+) -> tuple[Server, dict, Batch]:
+    """A server with one ready launch, and a batch of `lines` requests on it that has
+    recorded at least `done_at_least` results."""
     server = start_server(
-        VLLM_BATCH_IN_FLIGHT_PER_LAUNCH=str(IN_FLIGHT), FAKE_VLLM_LATENCY_SECONDS="0.1"
+        VLLM_BATCH_IN_FLIGHT_PER_LAUNCH=str(in_flight), FAKE_VLLM_LATENCY_SECONDS=str(latency)
     )
     launch = server.launch_ready(model="org/alpha", gpu_ids=[0])
     client = client_for(server)
+    batch = submit(client, jsonl([chat_line(f"r{i}", "org/alpha") for i in range(lines)]))
+    eventually(lambda: _completed(client_for(server), batch.id) >= done_at_least)
+    return server, launch, batch
+
+
+def _completed(client: openai.OpenAI, batch_id: str) -> int:
+    counts = client.batches.retrieve(batch_id).request_counts
+    return counts.completed if counts else 0
+
+
+def test_a_kill_9_mid_batch_loses_and_repeats_nothing(start_server: ServerFactory) -> None:
     total = 300
-    batch = submit(client, jsonl([chat_line(f"r{i}", "org/alpha") for i in range(total)]))
-    eventually(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 60)  # type: ignore[union-attr]
+    server, launch, batch = _batch_under_way(start_server, total, IN_FLIGHT, 0.1, 60)
 
     restarted = _restart(server)
     client = client_for(restarted)
@@ -72,7 +94,7 @@ def test_a_validation_cut_off_by_a_kill_is_done_again(start_server: ServerFactor
         db.execute("DELETE FROM batch_requests WHERE line > 20")
         db.execute("UPDATE batch_requests SET done = 0")
 
-    restarted = Server(server.env, server.log_path.with_suffix(".restarted.log")).start()
+    restarted = _start_again(server)
     client = client_for(restarted)
     done = wait_for_batch(client, batch.id)
 
@@ -87,16 +109,12 @@ def test_a_validation_cut_off_by_a_kill_is_done_again(start_server: ServerFactor
 def test_a_batch_past_its_window_expires_on_resume_with_what_finished(
     start_server: ServerFactory,
 ) -> None:
-    server = start_server(VLLM_BATCH_IN_FLIGHT_PER_LAUNCH="2", FAKE_VLLM_LATENCY_SECONDS="0.2")
-    server.launch_ready(model="org/alpha", gpu_ids=[0])
-    client = client_for(server)
-    batch = submit(client, jsonl([chat_line(f"r{i}", "org/alpha") for i in range(200)]))
-    eventually(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 4)  # type: ignore[union-attr]
+    server, _, batch = _batch_under_way(start_server, 200, 2, 0.2, 4)
     server.kill()
     state_dir = Path(server.env["VLLM_BOOTSTRAP_STATE_DIR"])
     _edit_batch(state_dir, batch.id, expires_at=int(time.time()) + 1)
 
-    restarted = Server(server.env, server.log_path.with_suffix(".restarted.log")).start()
+    restarted = _start_again(server)
     client = client_for(restarted)
     done = wait_for_batch(client, batch.id, timeout=30)
 
@@ -125,11 +143,7 @@ def _edit_batch(state_dir: Path, batch_id: str, **fields: object) -> None:
 def test_result_lines_written_but_not_recorded_are_cut_off_on_resume(
     start_server: ServerFactory,
 ) -> None:
-    server = start_server(VLLM_BATCH_IN_FLIGHT_PER_LAUNCH="4", FAKE_VLLM_LATENCY_SECONDS="0.1")
-    server.launch_ready(model="org/alpha", gpu_ids=[0])
-    client = client_for(server)
-    batch = submit(client, jsonl([chat_line(f"r{i}", "org/alpha") for i in range(100)]))
-    eventually(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 8)  # type: ignore[union-attr]
+    server, _, batch = _batch_under_way(start_server, 100, 4, 0.1, 8)
     server.kill()
     # As a kill between appending results and recording them leaves it: lines on disk, for
     # requests that the database still counts as unanswered.
@@ -137,7 +151,7 @@ def test_result_lines_written_but_not_recorded_are_cut_off_on_resume(
     with output.open("ab") as appended:
         appended.write(output.read_bytes().splitlines(keepends=True)[0] * 3)
 
-    restarted = Server(server.env, server.log_path.with_suffix(".restarted.log")).start()
+    restarted = _start_again(server)
     client = client_for(restarted)
     done = wait_for_batch(client, batch.id)
 
@@ -148,11 +162,8 @@ def test_result_lines_written_but_not_recorded_are_cut_off_on_resume(
 def test_a_locked_database_delays_a_batch_but_loses_and_repeats_nothing(
     start_server: ServerFactory,
 ) -> None:
-    server = start_server(VLLM_BATCH_IN_FLIGHT_PER_LAUNCH="8", FAKE_VLLM_LATENCY_SECONDS="0.05")
-    server.launch_ready(model="org/alpha", gpu_ids=[0])
+    server, _, batch = _batch_under_way(start_server, 300, 8, 0.05, 20)
     client = client_for(server)
-    batch = submit(client, jsonl([chat_line(f"r{i}", "org/alpha") for i in range(300)]))
-    eventually(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 20)  # type: ignore[union-attr]
 
     database = Path(server.env["VLLM_BOOTSTRAP_STATE_DIR"]) / "batches.sqlite3"
     with sqlite3.connect(database, isolation_level=None) as operator:
