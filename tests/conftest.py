@@ -16,11 +16,13 @@ ServerFactory = Callable[..., Server]
 
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
-    """Start real servers (stand-in GPUs and vLLM); environment overrides as keywords."""
+    """Start real servers (stand-in GPUs and vLLM); environment overrides as keywords. Every
+    server started here is stopped at the end of the test, restarted ones included."""
     servers: list[Server] = []
 
-    def start(**overrides: str) -> Server:
-        env = standin_env(tmp_path, **overrides)
+    def start(env: dict[str, str] | None = None, **overrides: str) -> Server:
+        """A new server; `env` reuses another's whole environment (a restart on its state)."""
+        env = env if env is not None else standin_env(tmp_path, **overrides)
         server = Server(env, tmp_path / f"server-{len(servers)}.log").start()
         servers.append(server)
         return server

@@ -27,14 +27,9 @@ from tests.harness import Server, eventually
 IN_FLIGHT = 8
 
 
-def _restart(server: Server) -> Server:
+def _restart(start_server: ServerFactory, server: Server) -> Server:
     server.kill()  # SIGKILL: no shutdown code runs
-    return _start_again(server)
-
-
-def _start_again(server: Server) -> Server:
-    """A new server process on the killed one's state directory."""
-    return Server(server.env, server.log_path.with_suffix(".restarted.log")).start()
+    return start_server(env=server.env)  # on the same state directory
 
 
 def _batch_under_way(
@@ -61,7 +56,7 @@ def test_a_kill_9_mid_batch_loses_and_repeats_nothing(start_server: ServerFactor
     total = 300
     server, launch, batch = _batch_under_way(start_server, total, IN_FLIGHT, 0.1, 60)
 
-    restarted = _restart(server)
+    restarted = _restart(start_server, server)
     client = client_for(restarted)
     resumed = client.batches.retrieve(batch.id)
     assert resumed.status == "in_progress"
@@ -94,7 +89,7 @@ def test_a_validation_cut_off_by_a_kill_is_done_again(start_server: ServerFactor
         db.execute("DELETE FROM batch_requests WHERE line > 20")
         db.execute("UPDATE batch_requests SET done = 0")
 
-    restarted = _start_again(server)
+    restarted = start_server(env=server.env)
     client = client_for(restarted)
     done = wait_for_batch(client, batch.id)
 
@@ -114,7 +109,7 @@ def test_a_batch_past_its_window_expires_on_resume_with_what_finished(
     state_dir = Path(server.env["VLLM_BOOTSTRAP_STATE_DIR"])
     _edit_batch(state_dir, batch.id, expires_at=int(time.time()) + 1)
 
-    restarted = _start_again(server)
+    restarted = start_server(env=server.env)
     client = client_for(restarted)
     done = wait_for_batch(client, batch.id, timeout=30)
 
@@ -151,7 +146,7 @@ def test_result_lines_written_but_not_recorded_are_cut_off_on_resume(
     with output.open("ab") as appended:
         appended.write(output.read_bytes().splitlines(keepends=True)[0] * 3)
 
-    restarted = _start_again(server)
+    restarted = start_server(env=server.env)
     client = client_for(restarted)
     done = wait_for_batch(client, batch.id)
 
