@@ -42,7 +42,7 @@ from vllm_bootstrap.serving.openai import OpenAIRouter
 from vllm_bootstrap.serving.proxy import LaunchProxy
 from vllm_bootstrap.supervision import child
 from vllm_bootstrap.supervision.errors import LaunchRefused
-from vllm_bootstrap.supervision.gpus import GPUDiscoveryError
+from vllm_bootstrap.supervision.gpus import GPUDiscoveryError, NoNvidiaSmi
 from vllm_bootstrap.supervision.supervisor import Supervisor
 from vllm_bootstrap.upstream import UpstreamPool
 
@@ -128,6 +128,8 @@ async def _report_environment(supervisor: Supervisor) -> None:
     try:
         gpus = await supervisor.detect_gpus()
         logger.info("GPUs: %s", ", ".join(f"{gpu.index} ({gpu.name})" for gpu in gpus) or "none")
+    except NoNvidiaSmi:
+        logger.info("GPUs: none (no nvidia-smi): launches run on the CPU, with vLLM's CPU build")
     except GPUDiscoveryError as exc:
         logger.warning("%s; POST /launch will answer 503 until this is fixed", exc)
     try:

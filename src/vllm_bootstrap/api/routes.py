@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request, status
 
 from vllm_bootstrap.api.schemas import LaunchRequest
 from vllm_bootstrap.launches.logs import MAX_CHUNK_BYTES, read_chunk
+from vllm_bootstrap.supervision.gpus import NoNvidiaSmi
 from vllm_bootstrap.supervision.supervisor import Supervisor
 
 router = APIRouter()
@@ -79,7 +80,10 @@ async def stop_launch(
 async def list_gpus(request: Request) -> list[dict[str, Any]]:
     """The GPUs this server may use, live from nvidia-smi, with the launch owning each."""
     supervisor = _supervisor(request)
-    gpus = await supervisor.detect_gpus(refresh=True)
+    try:
+        gpus = await supervisor.detect_gpus(refresh=True)
+    except NoNvidiaSmi:
+        return []  # a CPU-only box: launches run on the CPU
     owners = supervisor.gpu_owners()
     return [{**gpu.to_dict(), "launch_id": owners.get(gpu.index)} for gpu in gpus]
 

@@ -35,9 +35,11 @@ class LaunchRequest(BaseModel):
     )
     gpu_ids: list[GpuIndex] | None = Field(
         default=None,
-        min_length=1,
         max_length=1024,
-        description="nvidia-smi indices of the GPUs to use; all detected GPUs when left out.",
+        description=(
+            "nvidia-smi indices of the GPUs to use; all detected GPUs when left out. On a box "
+            "without nvidia-smi, leave it out (or []) to launch on the CPU."
+        ),
     )
     port: int | None = Field(default=None, ge=1, le=65535, description="Port for vLLM.")
     extra_args: list[Annotated[str, Field(max_length=65536)]] = Field(

@@ -34,6 +34,8 @@ class Snapshot:
     port_owners: dict[int, str] = field(default_factory=dict)
     our_process_groups: frozenset[int] = frozenset()
     gpu_users: list[GPUUser] = field(default_factory=list)
+    # No nvidia-smi on this box: launches run on the CPU (vLLM's CPU build), owning no GPU.
+    cpu_only: bool = False
     # VLLM_LAUNCH_PORT_START..END: the only ports a launch may have.
     launch_ports: range = range(1024, 65536)
 
@@ -59,7 +61,7 @@ def admit(
 ) -> Decision:
     """`next_free_port(taken)` picks a port (or raises Unavailable); `port_is_free(port)`
     says whether nothing listens on a requested one."""
-    gpu_ids = choose_gpus(request.gpu_ids, snapshot.detected_gpus)
+    gpu_ids = choose_gpus(request.gpu_ids, snapshot.detected_gpus, snapshot.cpu_only)
     if not request.force:
         check_no_foreign_users(gpu_ids, snapshot)
     check_gpus_free(gpu_ids, snapshot.gpu_owners)
@@ -69,7 +71,20 @@ def admit(
     return Decision(gpu_ids, request.port)
 
 
-def choose_gpus(requested: list[int] | None, detected: list[int]) -> list[int]:
+def choose_gpus(requested: list[int] | None, detected: list[int], cpu_only: bool) -> list[int]:
+    """The launch's GPUs: those requested, or all detected; none on a CPU-only box."""
+    if cpu_only:
+        if requested:
+            raise InvalidLaunch(
+                f"gpu_ids {requested}: this box has no nvidia-smi, so no GPUs; leave gpu_ids "
+                "out (or pass []) to launch on the CPU"
+            )
+        return []
+    if requested == []:
+        raise InvalidLaunch(
+            "gpu_ids []: a launch without GPUs runs on the CPU, which only a box without "
+            "nvidia-smi does; name GPUs, or leave gpu_ids out for all of them"
+        )
     if requested is None:
         if not detected:
             raise Unavailable("no GPUs are available: nvidia-smi lists none" + _visible_note())

@@ -37,7 +37,7 @@ def command(
         "--port",
         str(port),
     ]
-    if not any(_is_flag(arg, PARALLEL_FLAGS) for arg in extra_args):
+    if gpu_ids and not any(_is_flag(arg, PARALLEL_FLAGS) for arg in extra_args):
         argv += ["--tensor-parallel-size", str(len(gpu_ids))]
     return argv + list(extra_args)
 

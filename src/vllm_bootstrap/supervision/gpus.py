@@ -23,6 +23,10 @@ class GPUDiscoveryError(RuntimeError):
     """The GPUs could not be listed; the message says why."""
 
 
+class NoNvidiaSmi(GPUDiscoveryError):
+    """nvidia-smi is not installed: a box without NVIDIA GPUs, where launches run on the CPU."""
+
+
 @dataclass(frozen=True)
 class GPU:
     index: int
@@ -128,7 +132,7 @@ async def _run_nvidia_smi(*args: str) -> str:
             stderr=asyncio.subprocess.PIPE,
         )
     except FileNotFoundError:
-        raise GPUDiscoveryError(
+        raise NoNvidiaSmi(
             "GPUs could not be detected: nvidia-smi is not installed or not on PATH "
             "(is this a GPU machine with the NVIDIA driver?)"
         ) from None

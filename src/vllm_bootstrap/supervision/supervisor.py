@@ -23,6 +23,7 @@ from vllm_bootstrap.supervision.errors import ResourceConflict, Unavailable
 from vllm_bootstrap.supervision.gpus import (
     GPU,
     GPUDiscoveryError,
+    NoNvidiaSmi,
     query_gpu_processes,
     query_gpus,
 )
@@ -213,11 +214,14 @@ class Supervisor:
         return [run for run in self._runs.values() if not run.launch.is_terminal]
 
     async def _snapshot(self, check_gpu_users: bool) -> admission.Snapshot:
+        cpu_only = False
         try:
             gpus = await self.detect_gpus()
+        except NoNvidiaSmi:
+            gpus, cpu_only = [], True
         except GPUDiscoveryError as exc:
             raise Unavailable(str(exc)) from None
-        users = await _gpu_users(gpus) if check_gpu_users else []
+        users = await _gpu_users(gpus) if check_gpu_users and gpus else []
         live = [run.launch for run in self._live_runs()]
         return admission.Snapshot(
             detected_gpus=[gpu.index for gpu in gpus],
@@ -230,6 +234,7 @@ class Supervisor:
             our_process_groups=frozenset(launch.pgid for launch in live if launch.pgid is not None),
             gpu_users=users,
             launch_ports=range(self.settings.launch_port_start, self.settings.launch_port_end + 1),
+            cpu_only=cpu_only,
         )
 
 
