@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import ServerFactory
 from tests.harness import Server, free_port_range, pid_alive
+from vllm_bootstrap.supervision.child import shared_memory_warning
 
 
 def child_environ(pid: int) -> dict[str, str]:
@@ -234,3 +235,17 @@ def test_user_text_in_the_server_log_is_escaped(server: Server) -> None:
     server.client.get("/status/x%0AFORGED")  # the path arrives decoded, with its newline
     assert "m\\nFORGED: a line of our own" in server.output()
     assert not any(line.startswith("FORGED") for line in server.output().splitlines())
+
+
+def test_a_launch_that_fails_on_a_small_dev_shm_says_how_to_fix_it(server: Server) -> None:
+    launch = server.launch(model="org/small-shm", gpu_ids=[0])
+    failed = server.wait_for(launch["launch_id"], {"failed"})
+    assert "Insufficient space in /dev/shm" in failed["error"]
+    assert "--ipc=host or --shm-size" in failed["error"]
+
+
+def test_a_small_dev_shm_is_reported(tmp_path: Path) -> None:
+    warning = shared_memory_warning(tmp_path, minimum=2**62)
+    assert warning is not None
+    assert "--ipc=host" in warning
+    assert shared_memory_warning(tmp_path, minimum=1) is None

@@ -132,6 +132,8 @@ async def _report_environment(supervisor: Supervisor) -> None:
         logger.info("GPUs: none (no nvidia-smi): launches run on the CPU, with vLLM's CPU build")
     except GPUDiscoveryError as exc:
         logger.warning("%s; POST /launch will answer 503 until this is fixed", exc)
+    if (warning := child.shared_memory_warning()) is not None:
+        logger.warning("%s", warning)
     try:
         child.check_vllm_available(settings)
     except LaunchRefused as refused:

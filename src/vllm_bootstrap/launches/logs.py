@@ -69,6 +69,25 @@ def _sequence_length(lead: int) -> int:
     return 1
 
 
+# Failures whose fix lies outside vLLM, and what to tell the user.
+_KNOWN_CAUSES = (
+    (
+        re.compile(r"/dev/shm|shared[- ]memory", re.IGNORECASE),
+        "the container's /dev/shm is too small for vLLM: run it with --ipc=host or "
+        "--shm-size=16g (docker compose: `ipc: host` or `shm_size`)",
+    ),
+)
+
+
+def known_cause(path: Path) -> str | None:
+    """Advice for a failure whose cause is known to lie outside vLLM, from the log's tail."""
+    lines = _tail_lines(path)
+    for pattern, advice in _KNOWN_CAUSES:
+        if any(pattern.search(line) for line in lines):
+            return advice
+    return None
+
+
 def last_error_line(path: Path) -> str | None:
     """The log line that best explains why the process ended (the exception, the OOM)."""
     lines = _tail_lines(path)

@@ -6,6 +6,7 @@ import importlib.util
 import os
 import shutil
 from collections.abc import Iterable
+from pathlib import Path
 
 from vllm_bootstrap.config import SETTING_VARIABLES, Settings
 from vllm_bootstrap.launches.record import Launch
@@ -52,6 +53,28 @@ def environment(launch: Launch) -> dict[str, str]:
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in launch.gpu_ids)
     env[LAUNCH_MARKER_ENV] = launch.launch_id
     return env
+
+
+# vLLM's processes share tensors through /dev/shm; Docker gives a container 64 MiB.
+SHARED_MEMORY = Path("/dev/shm")
+MIN_SHARED_MEMORY_BYTES = 1024**3
+
+
+def shared_memory_warning(
+    path: Path = SHARED_MEMORY, minimum: int = MIN_SHARED_MEMORY_BYTES
+) -> str | None:
+    """What to say at start-up when /dev/shm is too small for vLLM (None when it is not)."""
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        return None  # no /dev/shm at all (not Linux): nothing to say
+    if free >= minimum:
+        return None
+    return (
+        f"{path} has {free // 2**20} MiB free; vLLM needs more and fails at start-up with "
+        "'Insufficient space in /dev/shm': run the container with --ipc=host or "
+        "--shm-size=16g"
+    )
 
 
 def check_vllm_available(settings: Settings) -> None:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from vllm_bootstrap.config import Settings
-from vllm_bootstrap.launches.logs import last_error_line
+from vllm_bootstrap.launches.logs import known_cause, last_error_line
 from vllm_bootstrap.launches.record import Launch, RestartPolicy
 from vllm_bootstrap.launches.states import LaunchState
 from vllm_bootstrap.log_text import escaped
@@ -283,7 +283,9 @@ def _exit_error(launch: Launch) -> str:
     if launch.state is _S.READY:
         how = f"{how} after it was ready"
     line = last_error_line(launch.log_path)
-    return f"vLLM {how}: {line}" if line else f"vLLM {how} (its log is empty)"
+    error = f"vLLM {how}: {line}" if line else f"vLLM {how} (its log is empty)"
+    advice = known_cause(launch.log_path)
+    return f"{error}. Likely fix: {advice}" if advice else error
 
 
 def _signal_name(number: int) -> str:

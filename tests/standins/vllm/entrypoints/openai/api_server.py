@@ -17,7 +17,8 @@ Failures are chosen by the model name:
   FAKE_VLLM_CRASH_AFTER_SECONDS (default 1);
 - "ignore-sigterm": it and its EngineCore ignore SIGTERM;
 - "slow-start": loads for FAKE_VLLM_SLOW_LOAD_SECONDS (default 60);
-- "escape-group": starts a helper in a session of its own, outside the process group.
+- "escape-group": starts a helper in a session of its own, outside the process group;
+- "small-shm": dies at start-up as vLLM does in a container with a 64 MiB /dev/shm.
 
 Test-only extras: ANY /debug/echo/... describes the request it received; GET
 /debug/status/{code} answers that status with a Content-Length;
@@ -453,6 +454,13 @@ async def serve(args: argparse.Namespace) -> None:
         load_seconds = float(os.environ.get("FAKE_VLLM_SLOW_LOAD_SECONDS", "60"))
     else:
         load_seconds = float(os.environ.get("FAKE_VLLM_LOAD_SECONDS", "1"))
+    if "small-shm" in model:
+        print(
+            "RuntimeError: Insufficient space in /dev/shm for shared-memory allocation: "
+            "160 MiB required, 62 MiB free",
+            flush=True,
+        )
+        sys.exit(1)
     if "crash-on-start" in model:
         await asyncio.sleep(min(load_seconds, 0.3))
         raise RuntimeError("stand-in crash during start-up (the model name asked for it)")
