@@ -1,5 +1,5 @@
 .PHONY: lint lint-verify test test-real-vllm real-vllm-env validate bench-proxy \
-	bench-http-clients bench-readiness bench-batch bench-batch-real-vllm
+	bench-http-clients bench-readiness bench-batch bench-batch-real-vllm test-container
 
 lint:
 	uv run ruff format .
@@ -8,6 +8,7 @@ lint:
 lint-verify:
 	uv run ruff format --check .
 	uv run ruff check .
+	uv run hadolint Dockerfile
 
 test:
 	uv run pytest
@@ -31,6 +32,9 @@ bench-readiness:
 
 bench-batch:
 	uv run python bench/batch.py
+
+test-container: real-vllm-env
+	uv run pytest -m container
 
 bench-batch-real-vllm: real-vllm-env
 	uv run python bench/batch_real_vllm.py

@@ -1,0 +1,44 @@
+# vllm-bootstrap on top of a vLLM image: the control plane in a virtual environment of its
+# own, vLLM untouched in the base image's Python (vLLM pins its own FastAPI, pydantic,
+# uvicorn...). Build with another vLLM release or flavour:
+#   docker build --build-arg VLLM_BASE_IMAGE=vllm/vllm-openai:v0.32.0 -t vllm-bootstrap:cuda12-local .
+ARG VLLM_BASE_IMAGE=vllm/vllm-openai:v0.32.0
+FROM ${VLLM_BASE_IMAGE}
+
+SHELL ["/bin/sh", "-eu", "-c"]
+
+# uv, in a throwaway environment: it installs the control plane exactly as uv.lock says.
+ARG UV_VERSION=0.13.9
+RUN python3 -m venv /opt/uv \
+    && /opt/uv/bin/python -m pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}"
+
+WORKDIR /opt/vllm-bootstrap/source
+COPY pyproject.toml uv.lock README.md ./
+COPY src ./src
+# The control plane's environment: frozen to uv.lock, no dev dependencies, not editable,
+# on the base image's python3 (so its Python matches the image) but apart from its packages.
+ENV UV_PROJECT_ENVIRONMENT=/opt/vllm-bootstrap/venv \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy
+RUN /opt/uv/bin/uv venv --python "$(command -v python3)" /opt/vllm-bootstrap/venv \
+    && /opt/uv/bin/uv sync --frozen --no-dev --no-editable --no-cache \
+    && rm -rf /opt/uv
+
+# Everything that should outlive the container lives under one root: mount a volume there
+# (Runpod mounts its network volume at /workspace).
+ENV VLLM_BOOTSTRAP_HOST=0.0.0.0 \
+    VLLM_BOOTSTRAP_PORT=8000 \
+    VLLM_BOOTSTRAP_STATE_DIR=/workspace/vllm-bootstrap/state \
+    VLLM_BOOTSTRAP_LOG_DIR=/workspace/vllm-bootstrap/logs \
+    HF_HOME=/workspace/huggingface \
+    VLLM_BOOTSTRAP_VLLM_COMMAND="python3 -m vllm.entrypoints.openai.api_server"
+
+WORKDIR /workspace
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
+    CMD ["/opt/vllm-bootstrap/venv/bin/python", "-m", "vllm_bootstrap.healthcheck"]
+# Exec form: the server is PID 1 (or tini's child with --init) and gets SIGTERM itself, then
+# stops every launch within VLLM_STOP_TIMEOUT_SECONDS.
+ENTRYPOINT ["/opt/vllm-bootstrap/venv/bin/vllm-bootstrap"]
+CMD []
