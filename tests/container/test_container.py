@@ -59,7 +59,8 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> str:
     (config / "pip.conf").write_text("[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n")
     started = time.monotonic()
     podman(
-        "build", *RUNTIME, "--network", "host",
+        # Docker's image format: OCI images carry no HEALTHCHECK.
+        "build", *RUNTIME, "--format", "docker", "--network", "host",
         "-v", "/etc/ssl/certs:/etc/ssl/certs:ro",
         "-v", f"{config / 'uv.toml'}:/etc/uv/uv.toml:ro",
         "-v", f"{config / 'pip.conf'}:/etc/pip.conf:ro",
