@@ -7,23 +7,33 @@ FROM ${VLLM_BASE_IMAGE}
 
 SHELL ["/bin/sh", "-eu", "-c"]
 
-# uv, in a throwaway environment: it installs the control plane exactly as uv.lock says.
-ARG UV_VERSION=0.13.9
-RUN python3 -m venv /opt/uv \
-    && /opt/uv/bin/python -m pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}"
+# tini as PID 1: it forwards SIGTERM to the server and reaps the processes that vLLM's
+# children leave behind (Runpod offers no --init).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tini \
+    && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/vllm-bootstrap/source
 COPY pyproject.toml uv.lock README.md ./
 COPY src ./src
 # The control plane's environment: frozen to uv.lock, no dev dependencies, not editable,
 # on the base image's python3 (so its Python matches the image) but apart from its packages.
+# uv itself lives in a throwaway folder of its own (vLLM's CPU image keeps its Python under
+# /opt/uv: nothing of the base image is touched).
+ARG UV_VERSION=0.13.9
 ENV UV_PROJECT_ENVIRONMENT=/opt/vllm-bootstrap/venv \
     UV_PYTHON_DOWNLOADS=never \
     UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy
-RUN /opt/uv/bin/uv venv --python "$(command -v python3)" /opt/vllm-bootstrap/venv \
-    && /opt/uv/bin/uv sync --frozen --no-dev --no-editable --no-cache \
-    && rm -rf /opt/uv
+RUN tools="$(mktemp -d)" \
+    && python3 -m venv "$tools" \
+    && "$tools/bin/python" -m pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}" \
+    && "$tools/bin/uv" venv --python "$(command -v python3)" /opt/vllm-bootstrap/venv \
+    && "$tools/bin/uv" sync --frozen --no-dev --no-editable --no-cache \
+    && rm -rf "$tools" \
+    && /opt/vllm-bootstrap/venv/bin/vllm-bootstrap --version \
+    && python3 -c "import vllm"
 
 # Everything that should outlive the container lives under one root: mount a volume there
 # (Runpod mounts its network volume at /workspace).
@@ -32,13 +42,14 @@ ENV VLLM_BOOTSTRAP_HOST=0.0.0.0 \
     VLLM_BOOTSTRAP_STATE_DIR=/workspace/vllm-bootstrap/state \
     VLLM_BOOTSTRAP_LOG_DIR=/workspace/vllm-bootstrap/logs \
     HF_HOME=/workspace/huggingface \
+    VLLM_CACHE_ROOT=/workspace/vllm-cache \
     VLLM_BOOTSTRAP_VLLM_COMMAND="python3 -m vllm.entrypoints.openai.api_server"
 
 WORKDIR /workspace
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
     CMD ["/opt/vllm-bootstrap/venv/bin/python", "-m", "vllm_bootstrap.healthcheck"]
-# Exec form: the server is PID 1 (or tini's child with --init) and gets SIGTERM itself, then
-# stops every launch within VLLM_STOP_TIMEOUT_SECONDS.
-ENTRYPOINT ["/opt/vllm-bootstrap/venv/bin/vllm-bootstrap"]
+# tini passes SIGTERM on to the server, which stops every launch within
+# VLLM_STOP_TIMEOUT_SECONDS and exits.
+ENTRYPOINT ["tini", "--", "/opt/vllm-bootstrap/venv/bin/vllm-bootstrap"]
 CMD []

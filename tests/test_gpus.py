@@ -71,7 +71,21 @@ def test_query_reports_a_driver_failure(monkeypatch: pytest.MonkeyPatch) -> None
         asyncio.run(query_gpus(visible_devices=None))
 
 
-def test_query_without_nvidia_smi(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_query_without_nvidia_smi_means_a_cpu_box(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(GPUDiscoveryError, match="nvidia-smi is not installed"):
+    monkeypatch.setattr(gpus, "NVIDIA_DRIVER_MARKERS", (tmp_path / "no-driver",))
+    with pytest.raises(gpus.NoNvidiaSmi, match="nvidia-smi is not installed"):
         asyncio.run(query_gpus(visible_devices=None))
+
+
+def test_a_loaded_driver_without_nvidia_smi_is_not_a_cpu_box(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A container started without --gpus all on a GPU box: say so, never fall back to CPU."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(gpus, "NVIDIA_DRIVER_MARKERS", (tmp_path,))  # exists: a driver
+    with pytest.raises(GPUDiscoveryError, match="without --gpus all") as raised:
+        asyncio.run(query_gpus(visible_devices=None))
+    assert not isinstance(raised.value, gpus.NoNvidiaSmi)

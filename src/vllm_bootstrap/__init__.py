@@ -1,3 +1,6 @@
 """vllm-bootstrap: turn a GPU box into a generic vLLM inference endpoint."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+# The version lives in pyproject.toml alone (the release workflow checks the tag against it).
+__version__ = version("vllm-bootstrap")

@@ -179,7 +179,7 @@ def test_a_cpu_launch_serves_the_openai_client(container: Container, ready_launc
     assert chat.choices[0].finish_reason in ("length", "stop")
 
 
-def test_stop_ends_every_launch_in_time_and_state_survives(
+def test_stop_ends_the_launch_cleanly_in_time_and_state_survives(
     image: str, container: Container, ready_launch: dict, data: Path
 ) -> None:
     started = time.monotonic()
@@ -187,7 +187,8 @@ def test_stop_ends_every_launch_in_time_and_state_survives(
     stopped_in = time.monotonic() - started
     exit_code = podman("inspect", "-f", "{{.State.ExitCode}}", container.name).stdout.strip()
     logs = container.logs()
-    assert exit_code == "0", logs[-3000:]  # a clean exit, not a SIGKILL (137)
+    # The server's own clean exit (tini passes on its SIGTERM status), not a SIGKILL (137).
+    assert exit_code in ("0", "143"), logs[-3000:]
     assert stopped_in < STOP_TIMEOUT, logs[-3000:]
     assert f"launch {ready_launch['launch_id']}: stopped" in logs
     print(f"\npodman stop took {stopped_in:.1f} s")
@@ -198,5 +199,7 @@ def test_stop_ends_every_launch_in_time_and_state_survives(
         assert [(each["launch_id"], each["state"]) for each in launches] == [
             (ready_launch["launch_id"], "stopped")
         ]
+        # vLLM ended on its SIGTERM within the stop timeout: never SIGKILLed.
+        assert launches[0]["return_code"] != -9, launches[0]
     finally:
         second.remove()

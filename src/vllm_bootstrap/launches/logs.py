@@ -72,7 +72,8 @@ def _sequence_length(lead: int) -> int:
 # Failures whose fix lies outside vLLM, and what to tell the user.
 _KNOWN_CAUSES = (
     (
-        re.compile(r"/dev/shm|shared[- ]memory", re.IGNORECASE),
+        # vLLM's own message, and NCCL's when it cannot make its segment in /dev/shm.
+        re.compile(r"Insufficient space in /dev/shm|/dev/shm/nccl|NCCL.*shared memory segment"),
         "the container's /dev/shm is too small for vLLM: run it with --ipc=host or "
         "--shm-size=16g (docker compose: `ipc: host` or `shm_size`)",
     ),

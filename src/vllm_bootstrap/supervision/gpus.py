@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 NVIDIA_SMI = "nvidia-smi"
@@ -24,7 +25,12 @@ class GPUDiscoveryError(RuntimeError):
 
 
 class NoNvidiaSmi(GPUDiscoveryError):
-    """nvidia-smi is not installed: a box without NVIDIA GPUs, where launches run on the CPU."""
+    """nvidia-smi is not installed and no NVIDIA driver is loaded: a box without NVIDIA GPUs,
+    where launches run on the CPU."""
+
+
+# Present when the NVIDIA driver is loaded, in a container too (it is the host's kernel).
+NVIDIA_DRIVER_MARKERS = (Path("/proc/driver/nvidia"), Path("/dev/nvidiactl"))
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,11 @@ async def _run_nvidia_smi(*args: str) -> str:
             stderr=asyncio.subprocess.PIPE,
         )
     except FileNotFoundError:
+        if any(marker.exists() for marker in NVIDIA_DRIVER_MARKERS):
+            raise GPUDiscoveryError(
+                "GPUs could not be detected: the NVIDIA driver is loaded but nvidia-smi is not "
+                "on PATH (a container started without --gpus all?)"
+            ) from None
         raise NoNvidiaSmi(
             "GPUs could not be detected: nvidia-smi is not installed or not on PATH "
             "(is this a GPU machine with the NVIDIA driver?)"
