@@ -25,6 +25,7 @@ from vllm_bootstrap.api.auth import AccessKeyMiddleware
 from vllm_bootstrap.api.batch_routes import batch_api
 from vllm_bootstrap.api.body_limit import BodySizeLimit
 from vllm_bootstrap.api.loop_lag import LoopLagMonitor
+from vllm_bootstrap.api.model_routes import router as model_router
 from vllm_bootstrap.api.routes import router
 from vllm_bootstrap.batches.files import FileDirectory
 from vllm_bootstrap.batches.gates import ModelGates
@@ -35,6 +36,8 @@ from vllm_bootstrap.batches.store import BatchStore
 from vllm_bootstrap.config import Settings
 from vllm_bootstrap.launches.registry import LaunchDirectory
 from vllm_bootstrap.launches.store import StateStore
+from vllm_bootstrap.models.file import load_profiles
+from vllm_bootstrap.models.store import ProfileStore
 from vllm_bootstrap.serving.balancer import ModelBalancer
 from vllm_bootstrap.serving.dispatch import ServingDispatcher
 from vllm_bootstrap.serving.forward import Forwarder
@@ -61,6 +64,7 @@ def create_app(settings: Settings) -> ASGIApp:
         redirect_slashes=False,
     )
     api.include_router(router)
+    api.include_router(model_router)
     errors.install(api)
     dispatcher = ServingDispatcher(AccessLog(BodySizeLimit(api, MAX_API_BODY_BYTES)))
     # The lifespan fills in the dispatcher's data plane, so it is attached once both exist.
@@ -79,6 +83,10 @@ def _lifespan(settings: Settings, dispatcher: ServingDispatcher):  # type: ignor
         balancer = ModelBalancer(supervisor.registry)
         dispatcher.proxy = LaunchProxy(supervisor.registry, forwarder)
         dispatcher.openai = OpenAIRouter(balancer, forwarder, settings.max_routed_body_bytes)
+        profiles = ProfileStore(settings.state_db_path)
+        for profile in load_profiles(settings.models_file) if settings.models_file else []:
+            profiles.put(profile, source="file")
+        app.state.profiles = profiles
         batch_store = BatchStore(settings.batch_db_path)
         batches = _batch_service(settings, batch_store, pool, balancer, supervisor.registry)
         dispatcher.batches = AccessLog(batch_api(batches, batches.files))
@@ -97,6 +105,7 @@ def _lifespan(settings: Settings, dispatcher: ServingDispatcher):  # type: ignor
             pool.close()
             store.close()
             batch_store.close()
+            profiles.close()
 
     return lifespan
 

@@ -16,6 +16,7 @@ from vllm_bootstrap.app import create_app
 from vllm_bootstrap.config import ConfigError, load_settings
 from vllm_bootstrap.head_guard import head_guard_protocol
 from vllm_bootstrap.launches.store import StateStore
+from vllm_bootstrap.models.file import ProfileFileError, load_profiles
 
 # In-flight requests (long streams) get this long after SIGTERM before the launches stop.
 GRACEFUL_SHUTDOWN_SECONDS = 5
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
 
     check_state_database(settings.state_db_path)
+    if settings.models_file is not None:
+        check_models_file(settings.models_file)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -54,6 +57,15 @@ def main(argv: list[str] | None = None) -> None:
         # the API routes log their own requests (app.AccessLog).
         access_log=False,
     )
+
+
+def check_models_file(path: Path) -> None:
+    """Stop with one line when the models file has an error: which profile, which field."""
+    try:
+        load_profiles(path)
+    except ProfileFileError as exc:
+        print(f"vllm-bootstrap: models file: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def check_state_database(path: Path) -> None:

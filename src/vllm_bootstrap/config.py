@@ -38,6 +38,7 @@ SETTING_VARIABLES = frozenset(
         "VLLM_BOOTSTRAP_MAX_FILE_BYTES",
         "VLLM_BATCH_MODEL_WAIT_SECONDS",
         "VLLM_BATCH_IN_FLIGHT_PER_LAUNCH",
+        "VLLM_BOOTSTRAP_MODELS_FILE",
     }
 )
 
@@ -73,6 +74,8 @@ class Settings:
     max_file_bytes: int = 8 * 1024 * 1024 * 1024
     batch_model_wait_seconds: float = 600.0
     batch_in_flight_per_launch: int = 512
+    # Model profiles declared in a file (YAML or JSON), read at start-up.
+    models_file: Path | None = None
 
     @property
     def uses_default_vllm_command(self) -> bool:
@@ -102,7 +105,8 @@ class Settings:
             f"max_routed_body_bytes={self.max_routed_body_bytes}, "
             f"max_file_bytes={self.max_file_bytes}, "
             f"batch_model_wait={self.batch_model_wait_seconds}, "
-            f"batch_in_flight_per_launch={self.batch_in_flight_per_launch})"
+            f"batch_in_flight_per_launch={self.batch_in_flight_per_launch}, "
+            f"models_file={str(self.models_file) if self.models_file else None!r})"
         )
 
 
@@ -157,6 +161,7 @@ def load_settings(
         batch_in_flight_per_launch=_count(
             env, "VLLM_BATCH_IN_FLIGHT_PER_LAUNCH", defaults.batch_in_flight_per_launch
         ),
+        models_file=_optional_path(env, "VLLM_BOOTSTRAP_MODELS_FILE"),
     )
     if settings.launch_port_start > settings.launch_port_end:
         raise ConfigError(
@@ -249,6 +254,11 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
 def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
     raw = env.get(name, "").strip()
     return Path(raw).expanduser() if raw else default
+
+
+def _optional_path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    return Path(raw).expanduser() if raw else None
 
 
 def _command(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -13,16 +12,7 @@ from vllm_bootstrap.launches.record import (
     DEFAULT_RESTART_POLICY,
     RestartPolicy,
 )
-from vllm_bootstrap.supervision.spec import LaunchSpec
-
-# Flags we set ourselves from the request; passing them in extra_args would silently win
-# over ours (argparse keeps the last) and leave the launch unreachable.
-RESERVED_FLAGS = {
-    "--model": "set `model` instead",
-    "--host": "the bind address comes from VLLM_LAUNCH_HOST",
-    "--port": "set `port` instead",
-}
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+from vllm_bootstrap.supervision.spec import LaunchSpec, check_env, check_extra_args, check_text
 
 GpuIndex = Annotated[int, Field(ge=0, le=1023, strict=True)]
 
@@ -82,10 +72,7 @@ class LaunchRequest(BaseModel):
     @field_validator("model")
     @classmethod
     def _model_is_text(cls, model: str) -> str:
-        if not model.strip():
-            raise ValueError("model must not be blank")
-        _reject_nul("model", model)
-        return model
+        return check_text("model", model)
 
     @field_validator("gpu_ids")
     @classmethod
@@ -97,44 +84,9 @@ class LaunchRequest(BaseModel):
     @field_validator("extra_args")
     @classmethod
     def _args_leave_our_flags_alone(cls, extra_args: list[str]) -> list[str]:
-        for arg in extra_args:
-            _reject_nul("extra_args", arg)
-            reserved = reserved_flag(arg)
-            if reserved is not None:
-                raise ValueError(
-                    f"extra_args must not contain {arg.split('=', 1)[0]} (it would set "
-                    f"{reserved}): {RESERVED_FLAGS[reserved]}"
-                )
-        return extra_args
+        return check_extra_args(extra_args)
 
     @field_validator("env")
     @classmethod
     def _env_names_are_valid(cls, env: dict[str, str]) -> dict[str, str]:
-        for name, value in env.items():
-            if not _ENV_NAME.fullmatch(name):
-                raise ValueError(
-                    f"env name {name!r} is not a valid variable name "
-                    "(letters, digits and underscores, not starting with a digit)"
-                )
-            if name in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"):
-                raise ValueError(f"env must not set {name}: choose GPUs with gpu_ids")
-            _reject_nul(f"env[{name!r}]", value)
-        return env
-
-
-def reserved_flag(arg: str) -> str | None:
-    """The reserved flag `arg` would set, in any spelling vLLM's parser resolves to it:
-    exact, abbreviated (argparse takes any unambiguous prefix, "--ho" for "--host"), with
-    underscores for dashes, dotted ("--host.x"), with or without "=value"."""
-    if not arg.startswith("--"):
-        return None
-    # vLLM also reads "--host.key=value" as a JSON value for --host.
-    name = arg.split("=", 1)[0].split(".", 1)[0].replace("_", "-")
-    if len(name) <= 2:
-        return None
-    return next((flag for flag in RESERVED_FLAGS if flag.startswith(name)), None)
-
-
-def _reject_nul(field: str, value: str) -> None:
-    if "\x00" in value:
-        raise ValueError(f"{field} must not contain NUL characters")
+        return check_env(env)

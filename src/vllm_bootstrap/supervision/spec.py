@@ -1,7 +1,10 @@
-"""What a caller asks for when launching, with the one set of launch defaults."""
+"""What a caller asks for when launching, with the one set of launch defaults, and the rules
+its arguments follow (shared by POST /launch and model profiles)."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from vllm_bootstrap.config import Settings
@@ -45,3 +48,65 @@ class LaunchSpec:
             max_restarts=self.max_restarts,
             restart_backoff_seconds=self.restart_backoff_seconds,
         )
+
+
+# Flags we set ourselves; passing them in extra_args would silently win over ours
+# (argparse keeps the last) and leave the launch unreachable.
+RESERVED_FLAGS = {
+    "--model": "set `model` instead",
+    "--host": "the bind address comes from VLLM_LAUNCH_HOST",
+    "--port": "set `port` instead",
+}
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_text(field_name: str, value: str) -> str:
+    if not value.strip():
+        raise ValueError(f"{field_name} must not be blank")
+    _reject_nul(field_name, value)
+    return value
+
+
+def check_extra_args(extra_args: list[str], also_reserved: Iterable[str] = ()) -> list[str]:
+    """Refuse arguments that would set what we set ourselves, in any spelling."""
+    reserved_here = {**RESERVED_FLAGS, **{flag: "the profile sets it" for flag in also_reserved}}
+    for arg in extra_args:
+        _reject_nul("extra_args", arg)
+        reserved = reserved_flag(arg, reserved_here)
+        if reserved is not None:
+            raise ValueError(
+                f"extra_args must not contain {arg.split('=', 1)[0]} (it would set "
+                f"{reserved}): {reserved_here[reserved]}"
+            )
+    return extra_args
+
+
+def check_env(env: dict[str, str]) -> dict[str, str]:
+    for name, value in env.items():
+        if not _ENV_NAME.fullmatch(name):
+            raise ValueError(
+                f"env name {name!r} is not a valid variable name "
+                "(letters, digits and underscores, not starting with a digit)"
+            )
+        if name in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"):
+            raise ValueError(f"env must not set {name}: choose GPUs with gpu_ids")
+        _reject_nul(f"env[{name!r}]", value)
+    return env
+
+
+def reserved_flag(arg: str, reserved: Iterable[str] = RESERVED_FLAGS) -> str | None:
+    """The reserved flag `arg` would set, in any spelling vLLM's parser resolves to it:
+    exact, abbreviated (argparse takes any unambiguous prefix, "--ho" for "--host"), with
+    underscores for dashes, dotted ("--host.x"), with or without "=value"."""
+    if not arg.startswith("--"):
+        return None
+    # vLLM also reads "--host.key=value" as a JSON value for --host.
+    name = arg.split("=", 1)[0].split(".", 1)[0].replace("_", "-")
+    if len(name) <= 2:
+        return None
+    return next((flag for flag in reserved if flag.startswith(name)), None)
+
+
+def _reject_nul(field_name: str, value: str) -> None:
+    if "\x00" in value:
+        raise ValueError(f"{field_name} must not contain NUL characters")

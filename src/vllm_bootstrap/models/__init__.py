@@ -1,0 +1,1 @@
+"""Model profiles: named recipes for launches that /v1 and batches load on demand."""

@@ -1,0 +1,67 @@
+"""A model profile: what clients call a model, and how to launch it.
+
+name              what clients put in "model" (also vLLM's --served-model-name)
+model             the weights, passed as --model
+gpu_count         how many free GPUs to take, or
+gpu_ids           exactly which ones (neither: one GPU)
+extra_args, env   as for POST /launch
+idle_ttl_seconds  stop (or put to sleep) after this long without requests; none: never
+sleep             swap out with vLLM's sleep mode instead of stopping
+pinned            never evicted to make room for another profile
+preload           launched when the server starts
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from vllm_bootstrap.supervision.spec import check_env, check_extra_args, check_text
+
+GpuIndex = Annotated[int, Field(ge=0, le=1023, strict=True)]
+
+
+class ModelProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    name: str = Field(min_length=1, max_length=256)
+    model: str = Field(min_length=1, max_length=4096)
+    gpu_count: int | None = Field(default=None, ge=1, le=1024)
+    gpu_ids: list[GpuIndex] | None = Field(default=None, min_length=1, max_length=1024)
+    extra_args: list[Annotated[str, Field(max_length=65536)]] = Field(
+        default_factory=list, max_length=1024
+    )
+    env: dict[str, Annotated[str, Field(max_length=65536)]] = Field(
+        default_factory=dict, max_length=1024
+    )
+    idle_ttl_seconds: float | None = Field(default=None, gt=0, le=365 * 24 * 3600)
+    sleep: bool = False
+    pinned: bool = False
+    preload: bool = False
+
+    @field_validator("name", "model")
+    @classmethod
+    def _text(cls, value: str, info: Any) -> str:
+        return check_text(info.field_name, value)
+
+    @field_validator("extra_args")
+    @classmethod
+    def _args(cls, extra_args: list[str]) -> list[str]:
+        return check_extra_args(extra_args, also_reserved=("--served-model-name",))
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, env: dict[str, str]) -> dict[str, str]:
+        return check_env(env)
+
+    @model_validator(mode="after")
+    def _one_way_to_choose_gpus(self) -> ModelProfile:
+        if self.gpu_count is not None and self.gpu_ids is not None:
+            raise ValueError("give gpu_count or gpu_ids, not both")
+        if self.gpu_ids is not None and len(set(self.gpu_ids)) != len(self.gpu_ids):
+            raise ValueError(f"gpu_ids must not repeat a GPU, got {self.gpu_ids}")
+        return self
+
+    def to_document(self) -> dict[str, Any]:
+        return self.model_dump()

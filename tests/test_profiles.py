@@ -1,0 +1,82 @@
+"""Model profiles: stored by name through the API, declared in a file read at start-up,
+refused with a message that names the field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ServerFactory
+from tests.harness import Server, standin_env
+
+
+def test_a_profile_is_stored_listed_and_deleted(server: Server) -> None:
+    body = {"model": "Qwen/Qwen3-8B", "gpu_count": 1, "idle_ttl_seconds": 600, "pinned": True}
+    put = server.client.put("/models/qwen3-8b", json=body)
+    assert put.status_code == 200, put.text
+    assert put.json()["name"] == "qwen3-8b"
+    assert server.client.get("/models/qwen3-8b").json()["idle_ttl_seconds"] == 600
+    assert [p["name"] for p in server.client.get("/models").json()] == ["qwen3-8b"]
+    assert server.client.delete("/models/qwen3-8b").json() == {"name": "qwen3-8b", "deleted": True}
+    assert server.client.get("/models/qwen3-8b").status_code == 404
+
+
+def test_a_name_with_a_slash_is_one_profile(server: Server) -> None:
+    assert server.client.put("/models/org/model", json={"model": "org/model"}).status_code == 200
+    assert server.client.get("/models/org/model").json()["model"] == "org/model"
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({}, "body.model: Field required"),
+        ({"model": "m", "gpu_count": 1, "gpu_ids": [0]}, "gpu_count or gpu_ids, not both"),
+        ({"model": "m", "gpu_count": 0}, "body.gpu_count"),
+        ({"model": "m", "extra_args": ["--served-model-name", "x"]}, "the profile sets it"),
+        ({"model": "m", "extra_args": ["--port", "1"]}, "set `port` instead"),
+        ({"model": "m", "idle_ttl_seconds": -1}, "body.idle_ttl_seconds"),
+        ({"model": "m", "sleep": "yes"}, "body.sleep"),
+        ({"model": "m", "unknown": 1}, "Extra inputs are not permitted"),
+    ],
+)
+def test_a_bad_profile_names_the_field(server: Server, body: dict, fragment: str) -> None:
+    response = server.client.put("/models/p", json=body)
+    assert response.status_code == 422, response.text
+    assert fragment in response.json()["detail"]
+    assert server.client.get("/models").json() == []
+
+
+def test_profiles_from_the_file_are_loaded_at_start_up(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    models = tmp_path / "models.yaml"
+    models.write_text("models:\n  - name: small\n    model: org/small\n    preload: true\n")
+    server = start_server(VLLM_BOOTSTRAP_MODELS_FILE=str(models))
+    assert server.client.get("/models/small").json()["preload"] is True
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("models:\n  - name: a\n    model: m\n    gpu_count: zero\n", "profile 1 ('a'): gpu_count"),
+        ("- {name: a, model: m}\n- {name: a, model: n}\n", "the name 'a' repeats"),
+        ("models: [", "not valid YAML"),
+        ("42\n", "expected a list of profiles"),
+    ],
+)
+def test_a_bad_models_file_stops_start_up_with_one_line(
+    tmp_path: Path, content: str, fragment: str
+) -> None:
+    models = tmp_path / "models.yaml"
+    models.write_text(content)
+    env = standin_env(tmp_path, VLLM_BOOTSTRAP_MODELS_FILE=str(models))
+    result = subprocess.run(
+        [sys.executable, "-m", "vllm_bootstrap", "--port", "1"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert fragment in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
