@@ -11,8 +11,12 @@ from pathlib import Path
 def open_private(path: Path) -> sqlite3.Connection:
     """A database only this user may read (it can hold tokens), in WAL mode, autocommit."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    os.close(fd)
+    if not path.exists():
+        # Made private before SQLite creates it. Never open and close a database file that
+        # is already open: closing any descriptor of a file drops every POSIX lock this
+        # process holds on it, those of the connections already open included.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.row_factory = sqlite3.Row
     db.execute("PRAGMA journal_mode = WAL")
