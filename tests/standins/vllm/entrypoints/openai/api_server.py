@@ -20,6 +20,12 @@ Failures are chosen by the model name:
 - "escape-group": starts a helper in a session of its own, outside the process group;
 - "small-shm": dies at start-up as vLLM does in a container with a 64 MiB /dev/shm.
 
+Sleep mode as vLLM 0.32 has it: with --enable-sleep-mode and VLLM_SERVER_DEV_MODE=1, POST
+/sleep?level=1|2&mode=abort (FAKE_VLLM_SLEEP_SECONDS, default 0.1), POST /wake_up
+(FAKE_VLLM_WAKE_SECONDS, default 0.3) and GET /is_sleeping. Without VLLM_SERVER_DEV_MODE
+those routes do not exist (404); without --enable-sleep-mode /sleep fails as vLLM's engine
+does. While asleep, inference requests are refused with 503.
+
 Test-only extras: ANY /debug/echo/... describes the request it received; GET
 /debug/status/{code} answers that status with a Content-Length;
 FAKE_VLLM_TOKEN_DELAY_SECONDS spaces streamed tokens out; FAKE_VLLM_LATENCY_SECONDS makes
@@ -64,6 +70,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
     parser.add_argument("--served-model-name", nargs="+")
+    parser.add_argument("--enable-sleep-mode", action="store_true")
     args, _unknown = parser.parse_known_args(argv)
     return args
 
@@ -83,6 +90,9 @@ class StandinServer:
         self.tries: dict[str, int] = {}
         self.site: web.BaseSite | None = None
         self.background: set[asyncio.Task] = set()
+        self.sleeping_level = 0  # 0: awake
+        self.sleeps = 0
+        self.wakes = 0
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1024**3)
@@ -98,7 +108,60 @@ class StandinServer:
         app.router.add_get("/debug/abort-mid-stream", self.abort_mid_stream)
         app.router.add_get("/debug/status/{code:\\d+}", self.status_with_length)
         app.router.add_post("/debug/stop-listening", self.stop_listening)
+        if os.environ.get("VLLM_SERVER_DEV_MODE") == "1":
+            app.router.add_post("/sleep", self.sleep)
+            app.router.add_post("/wake_up", self.wake_up)
+            app.router.add_get("/is_sleeping", self.is_sleeping)
         return app
+
+    async def sleep(self, request: web.Request) -> web.Response:
+        try:
+            level = int(request.query.get("level", "1"))
+        except ValueError:
+            level = -1
+        if level not in (0, 1, 2):
+            return web.json_response({"detail": "level must be 0, 1 or 2"}, status=422)
+        if not self.args.enable_sleep_mode:
+            return web.json_response(
+                {
+                    "error": {
+                        "message": "Sleep mode is not enabled: pass --enable-sleep-mode",
+                        "type": "InternalServerError",
+                        "code": 500,
+                    }
+                },
+                status=500,
+            )
+        await asyncio.sleep(float(os.environ.get("FAKE_VLLM_SLEEP_SECONDS", "0.1")))
+        self.sleeping_level = max(level, 1)
+        self.sleeps += 1
+        log(f"It took 0.10 seconds to fall asleep (level {level}).", "gpu_worker.py:1")
+        return web.json_response({"status": "sleeping", "level": level})
+
+    async def wake_up(self, request: web.Request) -> web.Response:
+        if self.sleeping_level:
+            await asyncio.sleep(float(os.environ.get("FAKE_VLLM_WAKE_SECONDS", "0.3")))
+            self.sleeping_level = 0
+            self.wakes += 1
+            log("It took 0.30 seconds to wake up tags ['weights', 'kv_cache'].", "gpu_worker.py:2")
+        return web.json_response({"status": "awake", "tags": None})
+
+    async def is_sleeping(self, request: web.Request) -> web.Response:
+        return web.json_response({"is_sleeping": bool(self.sleeping_level)})
+
+    def _asleep(self) -> web.Response | None:
+        if not self.sleeping_level:
+            return None
+        return web.json_response(
+            {
+                "error": {
+                    "message": "the engine is sleeping",
+                    "type": "ServiceUnavailable",
+                    "code": 503,
+                }
+            },
+            status=503,
+        )
 
     async def health(self, request: web.Request) -> web.Response:
         return web.Response(status=200)
@@ -153,7 +216,9 @@ class StandinServer:
         body = await self._body(request)
         if isinstance(body, web.Response):
             return body
-        if (error := self._model_error(body) or self._note(request, body)) is not None:
+        if (
+            error := self._asleep() or self._model_error(body) or self._note(request, body)
+        ) is not None:
             return error
         tokens = self._tokens(body)
         if body.get("stream"):
@@ -185,7 +250,9 @@ class StandinServer:
         body = await self._body(request)
         if isinstance(body, web.Response):
             return body
-        if (error := self._model_error(body) or self._note(request, body)) is not None:
+        if (
+            error := self._asleep() or self._model_error(body) or self._note(request, body)
+        ) is not None:
             return error
         tokens = self._tokens(body)
         if body.get("stream"):
@@ -263,6 +330,9 @@ class StandinServer:
                 "requests_total": self.requests_total,
                 "aborted": self.aborted,
                 "prompts": self.prompts,
+                "sleeps": self.sleeps,
+                "wakes": self.wakes,
+                "pid": os.getpid(),
             }
         )
 
@@ -297,7 +367,9 @@ class StandinServer:
         body = await self._body(request)
         if isinstance(body, web.Response):
             return body
-        if (error := self._model_error(body) or self._note(request, body)) is not None:
+        if (
+            error := self._asleep() or self._model_error(body) or self._note(request, body)
+        ) is not None:
             return error
         if not await self._generate(request, 0):
             return web.Response(status=499)
