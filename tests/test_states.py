@@ -44,12 +44,19 @@ def test_the_readme_draws_the_transition_table() -> None:
 def test_the_table_is_the_specified_one() -> None:
     assert moves_in_code() == {
         "bootstrapping": {"ready", "stopping", "failing", "restarting", "failed"},
-        "ready": {"stopping", "restarting", "failed"},
+        "ready": {"stopping", "restarting", "failed", "sleeping"},
+        "sleeping": {"waking", "stopping", "restarting", "failed"},
+        "waking": {"ready", "stopping", "restarting", "failed"},
         "stopping": {"stopped"},
         "failing": {"failed"},
         "restarting": {"bootstrapping", "stopped", "failed"},
     }
     assert {state for state in LaunchState if state.is_terminal} == {"stopped", "failed"}
+    assert {state for state in LaunchState if not state.holds_gpus} == {
+        "stopped",
+        "failed",
+        "sleeping",
+    }
 
 
 @pytest.mark.parametrize("current", list(LaunchState))

@@ -83,6 +83,12 @@ class Launch:
     restart_count: int = 0
     last_error: str | None = None
     spawned_at: float | None = field(default=None, metadata=_HIDDEN)
+    # The model profile this launch was started for (None: started by hand, POST /launch),
+    # and what asked for it ("a /v1 request", "preload", ...).
+    profile: str | None = None
+    reason: str | None = None
+    # When a request through /v1 or a batch last finished on it: the idle clock of profiles.
+    last_request_at: float | None = field(default=None, metadata=_shown(show=_iso))
     # True when this run of the control plane took the process over from a previous one
     # (its exit code will then be unknown).
     adopted: bool = field(default=False, metadata=_RUNTIME)
@@ -90,6 +96,16 @@ class Launch:
     @property
     def is_terminal(self) -> bool:
         return self.state.is_terminal
+
+    @property
+    def holds_gpus(self) -> bool:
+        """Its GPUs are its own: live and not asleep (a sleeping launch holds them softly)."""
+        return self.state.holds_gpus
+
+    @property
+    def last_used(self) -> float:
+        """When it was last used: its last request, or when it became ready."""
+        return max(self.last_request_at or 0.0, self.ready_at or 0.0, self.created_at)
 
     @property
     def local_host(self) -> str:

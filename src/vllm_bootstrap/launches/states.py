@@ -4,7 +4,9 @@ The usual life is bootstrapping -> ready -> stopping -> stopped; this table is e
 
     from            to
     bootstrapping   ready, stopping, failing, restarting, failed
-    ready           stopping, restarting, failed
+    ready           stopping, restarting, failed, sleeping
+    sleeping        waking, stopping, restarting, failed
+    waking          ready, stopping, restarting, failed
     stopping        stopped
     failing         failed
     restarting      bootstrapping, stopped, failed
@@ -15,11 +17,15 @@ The usual life is bootstrapping -> ready -> stopping -> stopped; this table is e
 - failing: it did not become ready in time; it is being stopped and will end failed.
 - restarting: it crashed under restart policy "on-failure"; nothing runs while the backoff
   timer waits, and the launch keeps its GPUs and port. A stop ends it at once (stopped).
+- sleeping: a profile launch put to sleep with vLLM's sleep mode (models/): its process and
+  port live on, its weights wait in CPU memory, and its GPUs are free for another launch.
+- waking: it holds its GPUs again while vLLM's /wake_up runs; ready once that answered.
 - failed: the process exited on its own (a crash past the restart limit), could not be
   started, or was stopped after failing.
 - stopped, failed: ended; GPUs and port are free again.
 
-Every state but stopped and failed owns the launch's GPUs and port.
+Every state but stopped and failed owns the launch's port; all of those but sleeping own
+its GPUs too.
 """
 
 from __future__ import annotations
@@ -33,12 +39,18 @@ class LaunchState(StrEnum):
     STOPPING = "stopping"
     FAILING = "failing"
     RESTARTING = "restarting"
+    SLEEPING = "sleeping"
+    WAKING = "waking"
     STOPPED = "stopped"
     FAILED = "failed"
 
     @property
     def is_terminal(self) -> bool:
         return self in TERMINAL_STATES
+
+    @property
+    def holds_gpus(self) -> bool:
+        return self not in TERMINAL_STATES and self is not LaunchState.SLEEPING
 
 
 TERMINAL_STATES = frozenset({LaunchState.STOPPED, LaunchState.FAILED})
@@ -47,7 +59,10 @@ _S = LaunchState
 TRANSITIONS: dict[LaunchState, frozenset[LaunchState]] = {
     # failed straight from bootstrapping: the process exited, or could not be started.
     _S.BOOTSTRAPPING: frozenset({_S.READY, _S.STOPPING, _S.FAILING, _S.RESTARTING, _S.FAILED}),
-    _S.READY: frozenset({_S.STOPPING, _S.RESTARTING, _S.FAILED}),
+    _S.READY: frozenset({_S.STOPPING, _S.RESTARTING, _S.FAILED, _S.SLEEPING}),
+    # A crash while asleep or waking is a crash like any other.
+    _S.SLEEPING: frozenset({_S.WAKING, _S.STOPPING, _S.RESTARTING, _S.FAILED}),
+    _S.WAKING: frozenset({_S.READY, _S.STOPPING, _S.RESTARTING, _S.FAILED}),
     _S.STOPPING: frozenset({_S.STOPPED}),
     _S.FAILING: frozenset({_S.FAILED}),
     # The backoff ends by starting vLLM again, or a stop ends it at once (nothing runs).

@@ -84,17 +84,32 @@ class StateStore:
             raise StateWriteFailed(self._write_failure(exc)) from None
 
     def save(self, launch: Launch) -> None:
-        """Write a launch's current fields; a terminal launch gives its leases back."""
+        """Write a launch's current fields; a launch that ended or fell asleep gives its GPU
+        leases back."""
         try:
             with self._transaction():
                 self._db.execute(
                     "UPDATE launches SET record = ? WHERE launch_id = ?",
                     (_document(launch), launch.launch_id),
                 )
-                if launch.is_terminal:
+                if not launch.holds_gpus:
                     self._db.execute(
                         "DELETE FROM gpu_leases WHERE launch_id = ?", (launch.launch_id,)
                     )
+        except sqlite3.Error as exc:
+            raise StateWriteFailed(self._write_failure(exc)) from None
+
+    def lease(self, launch: Launch) -> None:
+        """Lease a waking launch's GPUs again; ResourceTaken if another launch has one."""
+        try:
+            with self._transaction():
+                self._db.execute("DELETE FROM gpu_leases WHERE launch_id = ?", (launch.launch_id,))
+                self._db.executemany(
+                    "INSERT INTO gpu_leases (gpu_index, launch_id) VALUES (?, ?)",
+                    [(gpu, launch.launch_id) for gpu in launch.gpu_ids],
+                )
+        except sqlite3.IntegrityError as exc:
+            raise ResourceTaken(str(exc)) from None
         except sqlite3.Error as exc:
             raise StateWriteFailed(self._write_failure(exc)) from None
 

@@ -114,9 +114,14 @@ class LaunchRun:
             if self._restart_timer is not None:
                 self._restart_timer.cancel()  # nothing runs between a crash and its restart
             self._move(_S.STOPPED)
-        elif state in (_S.BOOTSTRAPPING, _S.READY):
+        elif state in (_S.BOOTSTRAPPING, _S.READY, _S.SLEEPING, _S.WAKING):
             self._move(_S.STOPPING)
             self._terminate()
+
+    def move_by_sleep_mode(self, state: LaunchState, reason: str) -> None:
+        """ready -> sleeping -> waking -> ready, as the model swapper drives vLLM's sleep mode
+        (the state table refuses any other move)."""
+        self._move(state, note=reason)
 
     def detach(self) -> None:
         """Stop watching and leave the process running, for the next start to re-adopt."""
@@ -257,14 +262,15 @@ class LaunchRun:
 
     # ----------------------------------------------------------------- state
 
-    def _move(self, state: LaunchState, error: str | None = None) -> None:
+    def _move(self, state: LaunchState, error: str | None = None, note: str = "") -> None:
         launch = self.launch
         launch.move_to(state, error=error)
         self._publish(launch)
         if launch.is_terminal:
             self._ended.set()
         log = logger.warning if state in (_S.FAILING, _S.FAILED) else logger.info
-        log("launch %s: %s%s", launch.launch_id, state, f" ({escaped(error)})" if error else "")
+        why = error or note
+        log("launch %s: %s%s", launch.launch_id, state, f" ({escaped(why)})" if why else "")
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

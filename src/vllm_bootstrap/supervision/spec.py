@@ -29,6 +29,9 @@ class LaunchSpec:
     restart_policy: RestartPolicy = DEFAULT_RESTART_POLICY
     max_restarts: int = DEFAULT_MAX_RESTARTS
     restart_backoff_seconds: float = DEFAULT_RESTART_BACKOFF_SECONDS
+    # Set for launches of model profiles: which profile, and what asked for it.
+    profile: str | None = None
+    reason: str | None = None
 
     def to_launch(
         self, launch_id: str, gpu_ids: list[int], port: int, settings: Settings
@@ -47,6 +50,8 @@ class LaunchSpec:
             restart_policy=self.restart_policy,
             max_restarts=self.max_restarts,
             restart_backoff_seconds=self.restart_backoff_seconds,
+            profile=self.profile,
+            reason=self.reason,
         )
 
 

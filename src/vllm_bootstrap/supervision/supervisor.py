@@ -17,6 +17,7 @@ import secrets
 from vllm_bootstrap.config import Settings
 from vllm_bootstrap.launches.record import Launch
 from vllm_bootstrap.launches.registry import LaunchRegistry
+from vllm_bootstrap.launches.states import LaunchState
 from vllm_bootstrap.launches.store import ResourceTaken, StateStore, StateWriteFailed
 from vllm_bootstrap.supervision import admission, child, processes, recovery
 from vllm_bootstrap.supervision.errors import ResourceConflict, Unavailable
@@ -56,9 +57,8 @@ class Supervisor:
         return self._gpus
 
     def gpu_owners(self) -> dict[int, str]:
-        return {
-            gpu: run.launch.launch_id for run in self._live_runs() for gpu in run.launch.gpu_ids
-        }
+        """GPU index -> the launch holding it (a sleeping launch holds none)."""
+        return {gpu: launch.launch_id for launch in self._holding_gpus() for gpu in launch.gpu_ids}
 
     # ----------------------------------------------------------------- launch and stop
 
@@ -98,6 +98,35 @@ class Supervisor:
         if run is not None:
             run.stop()
         return launch
+
+    def fall_asleep(self, launch_id: str, reason: str) -> None:
+        """Record that vLLM's sleep mode is taking `launch_id` off its GPUs (ready -> sleeping)."""
+        self._runs[launch_id].move_by_sleep_mode(LaunchState.SLEEPING, reason)
+
+    def begin_waking(self, launch_id: str, reason: str) -> None:
+        """Give a sleeping launch its GPUs back (sleeping -> waking); ResourceConflict when
+        another launch holds one of them now."""
+        run = self._runs[launch_id]
+        owners = self.gpu_owners()
+        taken = [gpu for gpu in run.launch.gpu_ids if gpu in owners]
+        if taken:
+            raise ResourceConflict(f"GPUs {taken} are held by {sorted({owners[g] for g in taken})}")
+        try:
+            self._store.lease(run.launch)
+        except ResourceTaken as exc:
+            raise ResourceConflict(f"GPU already taken: {exc}") from None
+        except StateWriteFailed as exc:
+            raise Unavailable(str(exc)) from None
+        run.move_by_sleep_mode(LaunchState.WAKING, reason)
+
+    def finish_waking(self, launch_id: str) -> None:
+        self._runs[launch_id].move_by_sleep_mode(LaunchState.READY, "awake")
+
+    def note_use(self, launch: Launch) -> None:
+        """Write a launch's idle clock (last_request_at) so a restart keeps it; best effort."""
+        with contextlib.suppress(StateWriteFailed):
+            if launch.launch_id not in self._unsaved:
+                self._store.save(launch)
 
     async def wait_until_ended(self, launch_id: str, timeout: float) -> Launch:
         launch = self.registry.get(launch_id)
@@ -213,6 +242,9 @@ class Supervisor:
     def _live_runs(self) -> list[LaunchRun]:
         return [run for run in self._runs.values() if not run.launch.is_terminal]
 
+    def _holding_gpus(self) -> list[Launch]:
+        return [run.launch for run in self._runs.values() if run.launch.holds_gpus]
+
     async def _snapshot(self, check_gpu_users: bool) -> admission.Snapshot:
         cpu_only = False
         try:
@@ -227,7 +259,7 @@ class Supervisor:
             detected_gpus=[gpu.index for gpu in gpus],
             gpu_owners={
                 gpu: f"{launch.launch_id} ({launch.state})"
-                for launch in live
+                for launch in self._holding_gpus()
                 for gpu in launch.gpu_ids
             },
             port_owners={launch.port: launch.launch_id for launch in live},
