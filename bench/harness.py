@@ -60,6 +60,7 @@ def vllm_arguments() -> argparse.Namespace:
     parser.add_argument("--model", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--served-model-name", nargs="+")
     args, _ = parser.parse_known_args()
     return args
 

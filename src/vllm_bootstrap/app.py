@@ -2,7 +2,8 @@
 
 request -> AccessKeyMiddleware -> ServingDispatcher
              /proxy/{id}/... -> LaunchProxy   --+--> Forwarder -> UpstreamPool -> vLLM
-             /v1/...         -> OpenAIRouter  --+
+             /v1/...         -> OpenAIRouter  --+   (a profile no launch serves: models/
+                                                     swapper.py loads it, evicting if it must)
              /v1/files, /v1/batches -> AccessLog -> batch API (batches/: runs through the
                                        same balancer and upstream pool)
              anything else   -> AccessLog -> BodySizeLimit -> FastAPI routes
@@ -28,7 +29,7 @@ from vllm_bootstrap.api.loop_lag import LoopLagMonitor
 from vllm_bootstrap.api.model_routes import router as model_router
 from vllm_bootstrap.api.routes import router
 from vllm_bootstrap.batches.files import FileDirectory
-from vllm_bootstrap.batches.gates import ModelGates
+from vllm_bootstrap.batches.gates import ModelGates, OnDemand
 from vllm_bootstrap.batches.requests import RequestSender
 from vllm_bootstrap.batches.runner import RunContext, RunSettings
 from vllm_bootstrap.batches.service import Batches
@@ -37,7 +38,9 @@ from vllm_bootstrap.config import Settings
 from vllm_bootstrap.launches.registry import LaunchDirectory
 from vllm_bootstrap.launches.store import StateStore
 from vllm_bootstrap.models.file import load_profiles
+from vllm_bootstrap.models.idle import IdleWatch
 from vllm_bootstrap.models.store import ProfileStore
+from vllm_bootstrap.models.swapper import ModelSwapper
 from vllm_bootstrap.serving.balancer import ModelBalancer
 from vllm_bootstrap.serving.dispatch import ServingDispatcher
 from vllm_bootstrap.serving.forward import Forwarder
@@ -81,25 +84,36 @@ def _lifespan(settings: Settings, dispatcher: ServingDispatcher):  # type: ignor
         pool = UpstreamPool()
         forwarder = Forwarder(pool, settings.access_key)
         balancer = ModelBalancer(supervisor.registry)
-        dispatcher.proxy = LaunchProxy(supervisor.registry, forwarder)
-        dispatcher.openai = OpenAIRouter(balancer, forwarder, settings.max_routed_body_bytes)
         profiles = ProfileStore(settings.state_db_path)
         for profile in load_profiles(settings.models_file) if settings.models_file else []:
             profiles.put(profile, source="file")
-        app.state.profiles = profiles
+        swapper = ModelSwapper(supervisor, profiles, balancer, pool, settings)
+        idle_watch = IdleWatch(swapper)
+        dispatcher.proxy = LaunchProxy(supervisor.registry, forwarder)
+        dispatcher.openai = OpenAIRouter(
+            balancer, forwarder, settings.max_routed_body_bytes, on_demand=swapper
+        )
         batch_store = BatchStore(settings.batch_db_path)
-        batches = _batch_service(settings, batch_store, pool, balancer, supervisor.registry)
+        batches = _batch_service(
+            settings, batch_store, pool, balancer, supervisor.registry, swapper
+        )
         dispatcher.batches = AccessLog(batch_api(batches, batches.files))
         app.state.supervisor = supervisor
+        app.state.balancer = balancer
+        app.state.profiles = profiles
+        app.state.swapper = swapper
         app.state.loop_lag = LoopLagMonitor()
         app.state.loop_lag.start()
         await supervisor.recover()
         await _report_environment(supervisor)
+        idle_watch.start()
+        swapper.start()
         batches.resume()
         try:
             yield
         finally:
             await batches.shutdown()
+            await idle_watch.stop()
             await supervisor.shutdown()
             await app.state.loop_lag.stop()
             pool.close()
@@ -116,9 +130,11 @@ def _batch_service(
     pool: UpstreamPool,
     balancer: ModelBalancer,
     directory: LaunchDirectory,
+    on_demand: OnDemand,
 ) -> Batches:
     files = FileDirectory(store, settings.state_dir / "files", settings.max_file_bytes)
     gates = ModelGates(balancer, settings.batch_in_flight_per_launch)
+    gates.on_demand = on_demand
     # After the balancer's own subscription, so it has seen the change when gates look.
     directory.subscribe(
         lambda _launch: asyncio.get_running_loop().call_soon(gates.launches_changed)

@@ -39,6 +39,7 @@ SETTING_VARIABLES = frozenset(
         "VLLM_BATCH_MODEL_WAIT_SECONDS",
         "VLLM_BATCH_IN_FLIGHT_PER_LAUNCH",
         "VLLM_BOOTSTRAP_MODELS_FILE",
+        "VLLM_BOOTSTRAP_MODEL_QUEUE_LIMIT",
     }
 )
 
@@ -76,6 +77,8 @@ class Settings:
     batch_in_flight_per_launch: int = 512
     # Model profiles declared in a file (YAML or JSON), read at start-up.
     models_file: Path | None = None
+    # Requests that may wait at once for profiles to load (each holds its body); past it, 429.
+    model_queue_limit: int = 512
 
     @property
     def uses_default_vllm_command(self) -> bool:
@@ -106,7 +109,8 @@ class Settings:
             f"max_file_bytes={self.max_file_bytes}, "
             f"batch_model_wait={self.batch_model_wait_seconds}, "
             f"batch_in_flight_per_launch={self.batch_in_flight_per_launch}, "
-            f"models_file={str(self.models_file) if self.models_file else None!r})"
+            f"models_file={str(self.models_file) if self.models_file else None!r}, "
+            f"model_queue_limit={self.model_queue_limit})"
         )
 
 
@@ -162,6 +166,9 @@ def load_settings(
             env, "VLLM_BATCH_IN_FLIGHT_PER_LAUNCH", defaults.batch_in_flight_per_launch
         ),
         models_file=_optional_path(env, "VLLM_BOOTSTRAP_MODELS_FILE"),
+        model_queue_limit=_count(
+            env, "VLLM_BOOTSTRAP_MODEL_QUEUE_LIMIT", defaults.model_queue_limit
+        ),
     )
     if settings.launch_port_start > settings.launch_port_end:
         raise ConfigError(

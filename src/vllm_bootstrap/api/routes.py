@@ -8,6 +8,8 @@ from fastapi import APIRouter, Query, Request, status
 
 from vllm_bootstrap.api.schemas import LaunchRequest
 from vllm_bootstrap.launches.logs import MAX_CHUNK_BYTES, read_chunk
+from vllm_bootstrap.launches.record import Launch
+from vllm_bootstrap.serving.balancer import ModelBalancer
 from vllm_bootstrap.supervision.gpus import NoNvidiaSmi
 from vllm_bootstrap.supervision.supervisor import Supervisor
 
@@ -19,11 +21,17 @@ def _supervisor(request: Request) -> Supervisor:
     return supervisor
 
 
+def _view(request: Request, launch: Launch) -> dict[str, Any]:
+    """A launch as the API shows it, with the requests through /v1 and batches in flight."""
+    balancer: ModelBalancer = request.app.state.balancer
+    return {**launch.to_public(), "in_flight": balancer.in_flight(launch.launch_id)}
+
+
 @router.post("/launch", status_code=status.HTTP_201_CREATED)
 async def create_launch(body: LaunchRequest, request: Request) -> dict[str, Any]:
     """Start a vLLM server; it answers at once, in state `bootstrapping`."""
     launch = await _supervisor(request).launch(body.to_spec())
-    return launch.to_public()
+    return _view(request, launch)
 
 
 @router.get("/launch")
@@ -32,12 +40,12 @@ async def list_launches(
     all: Annotated[bool, Query(description="Include stopped and failed launches.")] = False,
 ) -> list[dict[str, Any]]:
     launches = _supervisor(request).registry.launches(include_terminal=all)
-    return [launch.to_public() for launch in launches]
+    return [_view(request, launch) for launch in launches]
 
 
 @router.get("/status/{launch_id}")
 async def launch_status(launch_id: str, request: Request) -> dict[str, Any]:
-    return _supervisor(request).registry.get(launch_id).to_public()
+    return _view(request, _supervisor(request).registry.get(launch_id))
 
 
 @router.get("/logs/{launch_id}")
@@ -73,7 +81,7 @@ async def stop_launch(
     if wait:
         timeout = supervisor.settings.stop_timeout_seconds + 10
         launch = await supervisor.wait_until_ended(launch_id, timeout)
-    return launch.to_public()
+    return _view(request, launch)
 
 
 @router.get("/gpus")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict, deque
+from typing import Protocol
 
 from vllm_bootstrap.serving.balancer import ModelBalancer
 
@@ -21,6 +22,19 @@ RECHECK_SECONDS = 1.0
 
 class ModelMissing(LookupError):
     """No launch has served or been loading the model for the whole wait."""
+
+
+class OnDemand(Protocol):
+    """Model profiles loaded when a batch needs them (models/swapper.py)."""
+
+    def demand(self, name: str, reason: str) -> bool:
+        """Start loading profile `name` unless it is loading; False if it is no profile (or
+        cannot be loaded)."""
+        ...
+
+    async def batch_order(self, models: list[str]) -> tuple[list[str], list[str]]:
+        """The models a batch may run at once, and those to run one after another."""
+        ...
 
 
 class _Gate:
@@ -50,6 +64,12 @@ class ModelGates:
         self._balancer = balancer
         self._per_launch = per_launch
         self._gates: dict[str, _Gate] = {}
+        self.on_demand: OnDemand | None = None
+
+    async def batch_order(self, models: list[str]) -> tuple[list[str], list[str]]:
+        if self.on_demand is None:
+            return models, []
+        return await self.on_demand.batch_order(models)
 
     def capacity(self, model: str) -> int:
         return self._balancer.replica_count(model) * self._per_launch
@@ -75,7 +95,7 @@ class ModelGates:
         missing_since: float | None = None
         try:
             while not future.done():
-                if self._balancer.replica_count(model) or self._balancer.is_loading(model):
+                if self._is_coming(model, owner):
                     missing_since = None
                 else:
                     missing_since = missing_since or time.monotonic()
@@ -93,6 +113,14 @@ class ModelGates:
                 future.cancel()
                 self._forget_if_idle(model, gate)
             raise
+
+    def _is_coming(self, model: str, owner: str) -> bool:
+        """A launch serves the model, is loading it, or a profile of that name will be."""
+        return bool(
+            self._balancer.replica_count(model)
+            or self._balancer.is_loading(model)
+            or (self.on_demand is not None and self.on_demand.demand(model, f"batch {owner}"))
+        )
 
     def release(self, model: str) -> None:
         gate = self._gates[model]

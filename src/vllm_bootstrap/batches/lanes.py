@@ -27,6 +27,7 @@ from vllm_bootstrap.batches.requests import (
 )
 from vllm_bootstrap.batches.results import ResultWriter
 from vllm_bootstrap.batches.store import BatchStore, RequestRow
+from vllm_bootstrap.log_text import escaped
 
 PAGE_ROWS = 256
 logger = logging.getLogger("vllm_bootstrap.batches")
@@ -52,10 +53,29 @@ class Lanes:
         self._model_wait = model_wait_seconds
 
     async def run(self) -> None:
-        """Send every pending request of the batch; returns when each has an outcome."""
+        """Send every pending request of the batch; returns when each has an outcome.
+
+        Models that cannot all be loaded together (profiles needing more GPUs than are
+        free) run one after another, so the swapper does not thrash between them.
+        """
+        together, in_turn = await self._gates.batch_order(
+            self._store.pending_models(self._batch.id)
+        )
+        if in_turn:
+            logger.info(
+                "batch %s: models %s do not fit on the GPUs together; running them one by one",
+                self._batch.id,
+                ", ".join(escaped(model) for model in in_turn),
+            )
         async with asyncio.TaskGroup() as group:
-            for model in self._store.pending_models(self._batch.id):
+            for model in together:
                 group.create_task(self._lane(model))
+            if in_turn:
+                group.create_task(self._one_by_one(in_turn))
+
+    async def _one_by_one(self, models: list[str]) -> None:
+        for model in models:
+            await self._lane(model)
 
     async def _lane(self, model: str) -> None:
         in_flight: set[asyncio.Task[None]] = set()

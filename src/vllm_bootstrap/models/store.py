@@ -28,6 +28,8 @@ class ProfileStore:
         self._db = open_private(path)
         with Transaction(self._db):
             self._db.execute(SCHEMA)
+        # /v1 asks for a profile on every request for a model no launch serves: from memory.
+        self._cache = {profile.name: profile for profile in self._load_all()}
 
     def close(self) -> None:
         self._db.close()
@@ -40,6 +42,7 @@ class ProfileStore:
             "source = excluded.source",
             (profile.name, json.dumps(profile.to_document()), source),
         )
+        self._cache[profile.name] = profile
 
     def delete(self, name: str) -> bool:
         try:
@@ -47,15 +50,16 @@ class ProfileStore:
                 cursor = self._db.execute("DELETE FROM model_profiles WHERE name = ?", (name,))
         except sqlite3.Error as exc:
             raise ProfileWriteFailed(self._failure(exc)) from None
+        self._cache.pop(name, None)
         return cursor.rowcount > 0
 
     def get(self, name: str) -> ModelProfile | None:
-        row = self._db.execute(
-            "SELECT document FROM model_profiles WHERE name = ?", (name,)
-        ).fetchone()
-        return ModelProfile.model_validate(json.loads(row["document"])) if row else None
+        return self._cache.get(name)
 
     def all(self) -> list[ModelProfile]:
+        return [self._cache[name] for name in sorted(self._cache)]
+
+    def _load_all(self) -> list[ModelProfile]:
         rows = self._db.execute("SELECT document FROM model_profiles ORDER BY name").fetchall()
         return [ModelProfile.model_validate(json.loads(row["document"])) for row in rows]
 

@@ -11,6 +11,8 @@ changed (it pushes every change to its subscribers), never per request.
 from __future__ import annotations
 
 import itertools
+import time
+from collections.abc import Callable
 from typing import Any
 
 from vllm_bootstrap.launches.record import Launch
@@ -34,6 +36,8 @@ class ModelBalancer:
         self._ready: dict[str, list[Launch]] = {}
         self._loading: set[str] = set()
         self._stale = True
+        # Told when a launch's last request in flight ended (the model swapper listens).
+        self.idle_listeners: list[Callable[[Launch], None]] = []
         directory.subscribe(self._launch_changed)
 
     def choose(self, model: str) -> Launch:
@@ -55,11 +59,18 @@ class ModelBalancer:
 
     def end_request(self, launch: Launch) -> None:
         launch_id = launch.launch_id
+        launch.last_request_at = time.time()
         remaining = self._outstanding[launch_id] - 1
         if remaining:
             self._outstanding[launch_id] = remaining
         else:
             del self._outstanding[launch_id]
+            for listener in self.idle_listeners:
+                listener(launch)
+
+    def in_flight(self, launch_id: str) -> int:
+        """Requests through /v1 and batches that `launch_id` is answering now."""
+        return self._outstanding.get(launch_id, 0)
 
     def replica_count(self, model: str) -> int:
         return len(self._index().get(model, ()))
@@ -103,10 +114,13 @@ class ModelBalancer:
             if launch.state is LaunchState.READY:
                 for name in launch.served_models:
                     ready.setdefault(name, []).append(launch)
-            elif launch.state in (LaunchState.BOOTSTRAPPING, LaunchState.RESTARTING):
+            elif launch.state in _LOADING:
                 loading.update(expected_names(launch))
         self._ready, self._loading = ready, loading
         self._stale = False
+
+
+_LOADING = (LaunchState.BOOTSTRAPPING, LaunchState.RESTARTING, LaunchState.WAKING)
 
 
 def expected_names(launch: Launch) -> list[str]:

@@ -9,6 +9,12 @@ from starlette.types import Send
 from vllm_bootstrap.asgi import send_json
 
 RETRY_AFTER_SECONDS = "10"
+_KINDS = {
+    400: "invalid_request_error",
+    404: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
 
 ErrorResponder = Callable[[Send, int, str, str], Awaitable[None]]
 
@@ -22,7 +28,7 @@ async def openai_error(
     send: Send, status: int, message: str, code: str, retry_after: bool = False
 ) -> None:
     """The error shape OpenAI's clients parse into NotFoundError, APIStatusError, ..."""
-    kind = "invalid_request_error" if status in (400, 404, 413) else "server_error"
+    kind = _KINDS.get(status, "server_error")
     headers = [(b"retry-after", RETRY_AFTER_SECONDS.encode())] if retry_after else []
     payload = {"error": {"message": message, "type": kind, "param": None, "code": code}}
     await send_json(send, status, payload, headers)

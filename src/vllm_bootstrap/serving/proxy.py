@@ -27,6 +27,14 @@ class LaunchProxy:
         if launch is None:
             await plain_error(send, 404, f"no launch with id {launch_id!r}")
             return
+        if launch.state is LaunchState.SLEEPING:
+            # Its GPUs may be another launch's now: a /wake_up sent past us would collide.
+            message = (
+                f"launch {launch_id} is asleep (vLLM's sleep mode): wake it with "
+                f"POST /models/{launch.profile}/load, or send a /v1 request for it"
+            )
+            await plain_error(send, 409, message)
+            return
         if launch.state is not LaunchState.READY:
             await plain_error(
                 send, 409, f"launch {launch_id} is {launch.state}, not ready: retry later"

@@ -1,0 +1,311 @@
+"""On-demand loading of model profiles through /v1: cold starts, sharing, eviction, idle
+unloading, the queue, and vLLM's sleep mode (with the stand-in vLLM and GPUs)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+
+from tests.conftest import ServerFactory
+from tests.harness import Server, eventually
+
+
+def _put(server: Server, name: str, **body: Any) -> None:
+    body.setdefault("model", f"org/{name}")
+    response = server.client.put(f"/models/{name}", json=body)
+    assert response.status_code == 200, response.text
+
+
+def _complete(server: Server, model: str, timeout: float = 60) -> httpx.Response:
+    return server.client.post(
+        "/v1/completions",
+        json={"model": model, "prompt": "hi", "max_tokens": 2},
+        timeout=timeout,
+    )
+
+
+def _profile_launches(server: Server, all: bool = False) -> list[dict[str, Any]]:
+    launches = server.client.get("/launch", params={"all": all}).json()
+    return [launch for launch in launches if launch["profile"] is not None]
+
+
+def _status(server: Server, name: str) -> dict[str, Any]:
+    return server.client.get(f"/models/{name}").json()["status"]
+
+
+def test_a_cold_request_loads_its_profile_and_gets_the_answer(server: Server) -> None:
+    _put(server, "small")
+    assert _status(server, "small")["state"] == "not loaded"
+    response = _complete(server, "small")
+    assert response.status_code == 200, response.text
+    assert response.json()["model"] == "small"
+    [launch] = _profile_launches(server)
+    assert launch["profile"] == "small"
+    assert launch["reason"] == "a /v1 request"
+    assert launch["served_models"] == ["small"]
+    status = _status(server, "small")
+    assert status["state"] == "loaded"
+    assert status["launch_id"] == launch["launch_id"]
+    assert status["last_request_at"] is not None
+    assert "model small: loading on GPUs [0] (a /v1 request)" in server.output()
+
+
+def test_fifty_concurrent_cold_requests_share_one_launch(start_server: ServerFactory) -> None:
+    server = start_server(FAKE_VLLM_LOAD_SECONDS="2")
+    _put(server, "shared")
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+
+    def ask(index: int) -> str:
+        if index % 5 == 0:  # some stream: nothing arrives until the model is ready
+            stream = client.completions.create(
+                model="shared", prompt=f"p{index}", max_tokens=3, stream=True
+            )
+            return "".join(chunk.choices[0].text for chunk in stream)
+        answer = client.completions.create(model="shared", prompt=f"p{index}", max_tokens=3)
+        return answer.choices[0].text
+
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        answers = list(pool.map(ask, range(50)))
+    assert answers == [" tok0 tok1 tok2"] * 50
+    assert len(_profile_launches(server, all=True)) == 1
+
+
+def test_the_idle_least_recently_used_launch_is_evicted(start_server: ServerFactory) -> None:
+    server = start_server(FAKE_GPU_COUNT="2")
+    for name in ("first", "second", "third"):
+        _put(server, name)
+    assert _complete(server, "first").status_code == 200
+    assert _complete(server, "second").status_code == 200
+    time.sleep(1.2)  # past the eviction grace
+    assert _complete(server, "first").status_code == 200  # "second" is now the LRU
+    time.sleep(1.2)
+    assert _complete(server, "third").status_code == 200
+    live = {launch["profile"]: launch for launch in _profile_launches(server)}
+    assert set(live) == {"first", "third"}
+    assert live["third"]["gpu_ids"] == [1]  # the GPU "second" had
+    assert "model second: evicting launch" in server.output()
+
+
+def test_a_launch_with_requests_in_flight_is_not_evicted(start_server: ServerFactory) -> None:
+    server = start_server(FAKE_GPU_COUNT="2")
+    _put(server, "busy", env={"FAKE_VLLM_LATENCY_SECONDS": "4"})
+    _put(server, "idle")
+    _put(server, "newcomer")
+    assert _complete(server, "busy").status_code == 200  # busy is the least recently used
+    assert _complete(server, "idle").status_code == 200
+    time.sleep(1.2)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        long_request = pool.submit(_complete, server, "busy")
+        eventually(lambda: _status(server, "busy")["in_flight"] == 1)
+        assert _complete(server, "newcomer").status_code == 200
+        assert long_request.result().status_code == 200
+    assert {launch["profile"] for launch in _profile_launches(server)} == {"busy", "newcomer"}
+
+
+def test_a_pinned_launch_is_never_evicted(start_server: ServerFactory) -> None:
+    server = start_server(FAKE_GPU_COUNT="2")
+    _put(server, "pinned", pinned=True)
+    _put(server, "other")
+    _put(server, "newcomer")
+    assert _complete(server, "pinned").status_code == 200  # the least recently used
+    assert _complete(server, "other").status_code == 200
+    time.sleep(1.2)
+    assert _complete(server, "newcomer").status_code == 200
+    assert {launch["profile"] for launch in _profile_launches(server)} == {"pinned", "newcomer"}
+
+
+def test_requests_queue_behind_a_hand_launch_and_a_full_queue_answers_429(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(FAKE_GPU_COUNT="1", VLLM_BOOTSTRAP_MODEL_QUEUE_LIMIT="2")
+    hand = server.launch_ready(model="org/by-hand", gpu_ids=[0])
+    _put(server, "queued")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        waiting = [pool.submit(_complete, server, "queued") for _ in range(2)]
+        eventually(lambda: _status(server, "queued")["state"] == "queued")
+        eventually(lambda: server.client.get("/health").status_code == 200)
+        time.sleep(0.3)  # both requests are in the queue
+        refused = _complete(server, "queued")
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["retry-after"] == "10"
+        assert refused.json()["error"]["code"] == "model_queue_full"
+        assert not any(future.done() for future in waiting)
+        server.stop(hand["launch_id"])  # never evicted: it goes when its owner stops it
+        assert [future.result().status_code for future in waiting] == [200, 200]
+    assert server.status(hand["launch_id"])["state"] == "stopped"
+
+
+def test_a_request_that_waits_past_the_limit_gets_503(start_server: ServerFactory) -> None:
+    server = start_server(FAKE_GPU_COUNT="1", VLLM_BATCH_MODEL_WAIT_SECONDS="1")
+    server.launch_ready(model="org/by-hand", gpu_ids=[0])
+    _put(server, "late")
+    response = _complete(server, "late")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "10"
+    assert response.json()["error"]["code"] == "model_loading"
+    assert "did not load within 1 s" in response.json()["error"]["message"]
+
+
+def test_a_profile_that_fails_to_load_says_why(server: Server) -> None:
+    _put(server, "broken", model="crash-on-start")
+    response = _complete(server, "broken")
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "model_load_failed"
+    assert "stand-in crash during start-up" in error["message"]
+    again = _complete(server, "broken")  # told at once, without starting vLLM again
+    assert again.json()["error"]["code"] == "model_load_failed"
+    assert len(_profile_launches(server, all=True)) == 1
+    assert "stand-in crash" in _status(server, "broken")["last_error"]
+
+
+def test_an_idle_profile_launch_is_stopped_after_its_ttl(server: Server) -> None:
+    _put(server, "brief", idle_ttl_seconds=1.5)
+    assert _complete(server, "brief").status_code == 200
+    [launch] = _profile_launches(server)
+    final = server.wait_for(launch["launch_id"], {"stopped"}, timeout=20)
+    assert final["state"] == "stopped"
+    assert _status(server, "brief")["state"] == "not loaded"
+    assert "past its profile's idle_ttl_seconds" in server.output()
+
+
+def test_models_list_loaded_and_loadable_profiles(server: Server) -> None:
+    _put(server, "cold")
+    _put(server, "warm")
+    assert _complete(server, "warm").status_code == 200
+    models = server.client.get("/v1/models").json()["data"]
+    by_id = {model["id"]: model for model in models}
+    assert by_id["warm"]["loaded"] is True
+    assert by_id["cold"]["loaded"] is False
+    assert by_id["cold"]["state"] == "not loaded"
+    assert by_id["cold"]["root"] == "org/cold"
+
+
+def test_explicit_load_and_unload(server: Server) -> None:
+    _put(server, "manual")
+    loaded = server.client.post("/models/manual/load", params={"wait": True}, timeout=30)
+    assert loaded.status_code == 200, loaded.text
+    assert loaded.json()["status"]["state"] == "loaded"
+    assert loaded.json()["status"]["reason"] == "an explicit load"
+    unloaded = server.client.post("/models/manual/unload", params={"wait": True}, timeout=30)
+    assert unloaded.json()["status"]["state"] == "not loaded"
+    assert server.client.post("/models/nothing/load").status_code == 404
+
+
+def test_sleep_and_wake_keep_the_process_and_port(start_server: ServerFactory) -> None:
+    server = start_server(FAKE_GPU_COUNT="1")
+    _put(server, "sleeper", sleep=True)
+    _put(server, "other")
+    assert _complete(server, "sleeper").status_code == 200
+    [before] = _profile_launches(server)
+    time.sleep(1.2)
+    assert _complete(server, "other").status_code == 200  # takes GPU 0: sleeper sleeps
+    asleep = server.status(before["launch_id"])
+    assert asleep["state"] == "sleeping"
+    assert (asleep["pid"], asleep["port"]) == (before["pid"], before["port"])
+    vllm = f"http://127.0.0.1:{before['port']}"
+    assert httpx.get(f"{vllm}/is_sleeping").json() == {"is_sleeping": True}
+    refused = server.client.get(f"/proxy/{before['launch_id']}/is_sleeping")
+    assert refused.status_code == 409
+    assert "POST /models/sleeper/load" in refused.json()["detail"]
+    gpus = server.client.get("/gpus").json()
+    assert gpus[0]["launch_id"] != before["launch_id"]  # held softly: another launch has it
+    time.sleep(1.2)
+    assert _complete(server, "sleeper").status_code == 200  # evicts "other", wakes sleeper
+    awake = server.status(before["launch_id"])
+    assert awake["state"] == "ready"
+    assert (awake["pid"], awake["port"]) == (before["pid"], before["port"])
+    stats = server.client.get(f"/proxy/{before['launch_id']}/debug/stats").json()
+    assert (stats["sleeps"], stats["wakes"]) == (1, 1)
+    assert {launch["profile"] for launch in _profile_launches(server)} == {"sleeper"}
+    assert "woke in" in server.output()
+
+
+def test_restart_keeps_profiles_and_readopts_launches_with_their_idle_clock(
+    start_server: ServerFactory,
+) -> None:
+    first = start_server(VLLM_BOOTSTRAP_DETACH_ON_EXIT="1")
+    _put(first, "kept", idle_ttl_seconds=5)
+    assert _complete(first, "kept").status_code == 200
+    [launch] = _profile_launches(first)
+    used_at = first.status(launch["launch_id"])["last_request_at"]
+    first.terminate()
+    second = start_server(env=first.env)
+    readopted = second.status(launch["launch_id"])
+    assert readopted["state"] == "ready"
+    assert readopted["last_request_at"] == used_at
+    assert second.client.get("/models/kept").json()["idle_ttl_seconds"] == 5
+    final = second.wait_for(launch["launch_id"], {"stopped"}, timeout=20)
+    assert final["state"] == "stopped"
+    assert "past its profile's idle_ttl_seconds" in second.output()
+
+
+def test_a_batch_runs_profiles_that_do_not_fit_model_by_model(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(FAKE_GPU_COUNT="1")
+    _put(server, "alpha")
+    _put(server, "beta")
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    lines = [
+        {
+            "custom_id": f"r{index}",
+            "method": "POST",
+            "url": "/v1/completions",
+            "body": {"model": ("alpha", "beta")[index % 2], "prompt": f"p{index}", "max_tokens": 2},
+        }
+        for index in range(40)
+    ]
+    uploaded = client.files.create(
+        file=("in.jsonl", "\n".join(json.dumps(line) for line in lines).encode()),
+        purpose="batch",
+    )
+    batch = client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/completions", completion_window="24h"
+    )
+    eventually(
+        lambda: client.batches.retrieve(batch.id).status in ("completed", "failed"), timeout=60
+    )
+    done = client.batches.retrieve(batch.id)
+    assert done.status == "completed"
+    assert done.request_counts.completed == 40
+    launches = _profile_launches(server, all=True)
+    assert sorted(launch["profile"] for launch in launches) == ["alpha", "beta"]  # no thrash
+    assert "do not fit on the GPUs together; running them one by one" in server.output()
+
+
+def test_a_preload_profile_loads_at_start_up(start_server: ServerFactory, tmp_path: Path) -> None:
+    models = tmp_path / "models.yaml"
+    models.write_text("models:\n  - name: early\n    model: org/early\n    preload: true\n")
+    server = start_server(VLLM_BOOTSTRAP_MODELS_FILE=str(models))
+    eventually(lambda: _status(server, "early")["state"] == "loaded", timeout=20)
+    assert _status(server, "early")["reason"] == "preload"
+
+
+def test_a_wake_cut_off_by_a_killed_control_plane_is_finished_after_restart(
+    start_server: ServerFactory,
+) -> None:
+    first = start_server(FAKE_GPU_COUNT="1", FAKE_VLLM_WAKE_SECONDS="3")
+    _put(first, "sleeper", sleep=True)
+    _put(first, "other")
+    assert _complete(first, "sleeper").status_code == 200
+    [sleeper] = _profile_launches(first)
+    time.sleep(1.2)
+    assert _complete(first, "other").status_code == 200
+    time.sleep(1.2)
+    first.client.post("/models/other/unload", params={"wait": True})
+    first.client.post("/models/sleeper/load")  # wakes, for 3 s
+    first.wait_for(sleeper["launch_id"], {"waking"})
+    first.kill()
+    second = start_server(env=first.env)
+    assert second.status(sleeper["launch_id"])["adopted"] is True
+    awake = second.wait_for(sleeper["launch_id"], {"ready"}, timeout=20)
+    assert awake["pid"] == sleeper["pid"]
+    assert "woke in" in second.output()  # the new control plane finished the wake
+    assert _complete(second, "sleeper").status_code == 200
