@@ -67,3 +67,18 @@ def test_error_line_falls_back_to_the_last_line(tmp_path: Path) -> None:
     log = tmp_path / "x.log"
     log.write_text("\x1b[32mINFO\x1b[0m starting\nINFO bye\n\n")
     assert last_error_line(log) == "INFO bye"
+
+
+def test_a_configuration_error_line_carries_its_reason(tmp_path: Path) -> None:
+    log = tmp_path / "vllm.log"
+    log.write_text(
+        "INFO starting\n"
+        "pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig\n"
+        "  Value error, Sleep mode is not supported on current platform. "
+        "[type=value_error, input_value=ArgsKwargs((), {}), input_type=ArgsKwargs]\n"
+        "    For further information visit https://errors.pydantic.dev/2.14/v/value_error\n"
+    )
+    assert last_error_line(log) == (
+        "pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig: "
+        "Value error, Sleep mode is not supported on current platform."
+    )

@@ -93,10 +93,23 @@ def last_error_line(path: Path) -> str | None:
     """The log line that best explains why the process ended (the exception, the OOM)."""
     lines = _tail_lines(path)
     for pattern in _ERROR_PATTERNS:
-        for line in reversed(lines):
+        for position in range(len(lines) - 1, -1, -1):
+            line = lines[position]
             if pattern.search(line) and not line.startswith("Traceback"):
-                return line
+                return _with_validation_detail(line, lines[position + 1 : position + 2])
     return lines[-1] if lines else None
+
+
+# vLLM checks its configuration with pydantic: the reason is on the line after the header
+# ("1 validation error for ModelConfig" / "  Value error, Sleep mode is not supported ...").
+_VALIDATION_HEADER = re.compile(r"ValidationError: \d+ validation errors? for ")
+
+
+def _with_validation_detail(line: str, following: list[str]) -> str:
+    if not following or not _VALIDATION_HEADER.search(line):
+        return line
+    detail = following[0].split(" [type=", 1)[0]
+    return f"{line}: {detail}"[:500]
 
 
 def _tail_lines(path: Path) -> list[str]:
