@@ -1,5 +1,5 @@
 .PHONY: lint lint-verify test test-real-vllm real-vllm-env validate bench-proxy \
-	bench-http-clients bench-readiness bench-batch bench-batch-real-vllm test-container
+	bench-http-clients bench-readiness bench-batch bench-batch-real-vllm bench-swap test-container
 
 lint:
 	uv run ruff format .
@@ -34,6 +34,9 @@ bench-readiness:
 
 bench-batch:
 	uv run python bench/batch.py
+
+bench-swap:
+	uv run python bench/swap.py
 
 test-container: real-vllm-env
 	uv run pytest -m container
