@@ -120,6 +120,10 @@ def test_path_ids(fuzzed: Server, launch_id: str) -> None:
         ("DELETE", f"/v1/files/{encoded}"),
         ("GET", f"/v1/batches/{encoded}"),
         ("POST", f"/v1/batches/{encoded}/cancel"),
+        ("GET", f"/models/{encoded}"),
+        ("POST", f"/models/{encoded}/load"),
+        ("POST", f"/models/{encoded}/unload"),
+        ("DELETE", f"/models/{encoded}"),
     ):
         response = fuzzed.client.request(method, path)
         assert response.status_code in (404, 405, 409, 422), (method, path, response.text)
@@ -230,6 +234,37 @@ def test_batch_input_files(fuzzed: Server, lines: list[bytes]) -> None:
         time.sleep(0.05)
     counts = batch["request_counts"]
     assert counts["completed"] + counts["failed"] == counts["total"]
+
+
+profile_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "model": st.text(max_size=30) | json_values,
+        "gpu_count": st.integers(min_value=-2, max_value=3) | json_values,
+        "gpu_ids": st.lists(st.integers(min_value=-3, max_value=3), max_size=3) | json_values,
+        "extra_args": st.lists(st.text(max_size=12), max_size=4) | json_values,
+        "env": st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3) | json_values,
+        "idle_ttl_seconds": st.floats(allow_nan=False, allow_infinity=False) | json_values,
+        "sleep": json_values,
+        "pinned": json_values,
+        "preload": json_values,
+        "name": st.sampled_from(["fuzz-profile", "other"]) | json_values,
+        "unexpected": json_values,
+    },
+)
+
+
+@FUZZ
+@given(body=profile_bodies)
+def test_profile_bodies(fuzzed: Server, body: dict[str, object]) -> None:
+    before = fuzzed.client.get("/models").json()
+    response = fuzzed.client.put("/models/fuzz-profile", json=body)
+    assert response.status_code in (200, 400, 422), response.text
+    assert isinstance(response.json().get("detail", ""), str | list)
+    if response.status_code == 200:
+        assert fuzzed.client.delete("/models/fuzz-profile").status_code == 200
+    else:
+        assert fuzzed.client.get("/models").json() == before
 
 
 def test_server_survived(fuzzed: Server) -> None:

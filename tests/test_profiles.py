@@ -49,6 +49,16 @@ def test_a_bad_profile_names_the_field(server: Server, body: dict, fragment: str
     assert server.client.get("/models").json() == []
 
 
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_a_non_finite_ttl_is_refused(server: Server, value: str) -> None:
+    body = '{"model": "m", "idle_ttl_seconds": ' + value + "}"
+    response = server.client.put(
+        "/models/p", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert "idle_ttl_seconds" in str(response.json()["detail"])
+
+
 def test_profiles_from_the_file_are_loaded_at_start_up(
     start_server: ServerFactory, tmp_path: Path
 ) -> None:
