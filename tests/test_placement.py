@@ -63,3 +63,8 @@ def test_many_candidates_fall_back_to_least_recently_used_first() -> None:
     holders = [holder(f"l{i}", (i,), float(100 - i)) for i in range(16)]
     plan = place(list(range(16)), holders, gpu_count=2)
     assert plan == Plan([14, 15], ["l15", "l14"])
+
+
+def test_free_gpus_no_sleeping_launch_wants_back_are_taken_first() -> None:
+    plan = place([0, 1, 2], [], gpu_count=1, asleep_on=frozenset({0, 1}))
+    assert plan == Plan([2], [])

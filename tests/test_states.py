@@ -45,7 +45,7 @@ def test_the_table_is_the_specified_one() -> None:
     assert moves_in_code() == {
         "bootstrapping": {"ready", "stopping", "failing", "restarting", "failed"},
         "ready": {"stopping", "restarting", "failed", "sleeping"},
-        "sleeping": {"waking", "stopping", "restarting", "failed"},
+        "sleeping": {"waking", "stopping", "failed"},
         "waking": {"ready", "stopping", "restarting", "failed"},
         "stopping": {"stopped"},
         "failing": {"failed"},

@@ -55,6 +55,41 @@ def test_terminal_launches_give_back_gpus_and_port(store: StateStore) -> None:
     assert store.leases() == {0: "b"}
 
 
+def test_sleep_gives_gpu_leases_back_and_waking_takes_them_again(store: StateStore) -> None:
+    sleeper = a_launch("s", [0], 8001)
+    store.insert(sleeper)
+    sleeper.move_to(LaunchState.READY)
+    sleeper.move_to(LaunchState.SLEEPING)
+    store.save(sleeper)
+    assert store.leases() == {}
+    store.insert(a_launch("other", [0], 8002))  # GPU 0 is free while "s" sleeps
+    sleeper.move_to(LaunchState.WAKING)
+    with pytest.raises(ResourceTaken):
+        store.save(sleeper)  # the database refuses two holders of GPU 0
+    assert store.leases() == {0: "other"}
+
+
+def test_a_stopping_sleeper_claims_no_gpu(store: StateStore) -> None:
+    sleeper = a_launch("s", [0], 8001)
+    store.insert(sleeper)
+    for state in (LaunchState.READY, LaunchState.SLEEPING, LaunchState.STOPPING):
+        sleeper.move_to(state)
+    assert not sleeper.holds_gpus
+    store.save(sleeper)
+    assert store.leases() == {}
+
+
+def test_leases_are_reset_from_the_records(store: StateStore) -> None:
+    """What a crash between two writes left behind is put right at start-up."""
+    held, asleep = a_launch("held", [0], 8001), a_launch("asleep", [1], 8002)
+    store.insert(held)
+    store.insert(asleep)
+    for state in (LaunchState.READY, LaunchState.SLEEPING):
+        asleep.move_to(state)
+    store.reset_leases([held, asleep])
+    assert store.leases() == {0: "held"}
+
+
 def test_everything_round_trips(store: StateStore, tmp_path: Path) -> None:
     launch = a_launch("a", [3], 8009)
     launch.env = {"HF_TOKEN": "x"}

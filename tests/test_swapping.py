@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import openai
+import pytest
 
 from tests.conftest import ServerFactory
 from tests.harness import Server, eventually
@@ -33,6 +34,10 @@ def _complete(server: Server, model: str, timeout: float = 60) -> httpx.Response
 def _profile_launches(server: Server, all: bool = False) -> list[dict[str, Any]]:
     launches = server.client.get("/launch", params={"all": all}).json()
     return [launch for launch in launches if launch["profile"] is not None]
+
+
+def _listed(server: Server) -> dict[str, dict[str, Any]]:
+    return {model["id"]: model for model in server.client.get("/v1/models").json()["data"]}
 
 
 def _status(server: Server, name: str) -> dict[str, Any]:
@@ -309,3 +314,147 @@ def test_a_wake_cut_off_by_a_killed_control_plane_is_finished_after_restart(
     assert awake["pid"] == sleeper["pid"]
     assert "woke in" in second.output()  # the new control plane finished the wake
     assert _complete(second, "sleeper").status_code == 200
+
+
+def test_a_sleeper_stopped_while_its_wake_waited_starts_afresh(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(FAKE_GPU_COUNT="1")
+    _put(server, "sleeper", sleep=True)
+    _put(server, "other", env={"FAKE_VLLM_LATENCY_SECONDS": "3"})
+    assert _complete(server, "sleeper").status_code == 200
+    time.sleep(1.2)
+    assert _complete(server, "other").status_code == 200
+    time.sleep(1.2)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        busy = pool.submit(_complete, server, "other")  # "other" cannot be evicted for 3 s
+        eventually(lambda: _status(server, "other")["in_flight"] == 1)
+        waking = pool.submit(_complete, server, "sleeper")
+        eventually(lambda: _status(server, "sleeper")["state"] == "queued")
+        unloaded = server.client.post("/models/sleeper/unload", params={"wait": True})
+        assert unloaded.json()["status"]["state"] == "queued"  # stopped; the load waits on
+        assert busy.result().status_code == 200
+        answer = waking.result()
+    assert answer.status_code == 200, answer.text
+    profiles = [launch["profile"] for launch in _profile_launches(server, all=True)]
+    assert sorted(profiles) == ["other", "sleeper", "sleeper"]  # a fresh sleeper launch
+
+
+def test_a_load_that_cannot_be_placed_does_not_hold_up_one_that_fits(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(FAKE_GPU_COUNT="2", VLLM_BATCH_MODEL_WAIT_SECONDS="3")
+    server.launch_ready(model="org/by-hand", gpu_ids=[0])
+    _put(server, "stuck", gpu_ids=[0])
+    _put(server, "fits")
+    server.client.post("/models/stuck/load")
+    eventually(lambda: _status(server, "stuck")["state"] == "queued")
+    assert _complete(server, "fits").status_code == 200  # on GPU 1, past the queue's head
+    eventually(lambda: _status(server, "stuck")["last_error"] is not None, timeout=10)
+    error = _status(server, "stuck")["last_error"]
+    assert "for GPUs; they are held by" in error
+    assert "started by hand" in error
+    assert _status(server, "stuck")["state"] == "not loaded"
+
+
+def test_a_sleeper_whose_gpu_a_hand_launch_took_starts_afresh_elsewhere(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(FAKE_GPU_COUNT="2")
+    _put(server, "sleeper", sleep=True)
+    assert _complete(server, "sleeper").status_code == 200
+    [before] = _profile_launches(server)
+    server.client.post("/models/sleeper/unload", params={"wait": True})
+    assert server.status(before["launch_id"])["state"] == "sleeping"
+    server.launch_ready(model="org/by-hand", gpu_ids=before["gpu_ids"])
+    assert _complete(server, "sleeper").status_code == 200
+    assert server.status(before["launch_id"])["state"] == "stopped"
+    [after] = _profile_launches(server)
+    assert after["gpu_ids"] != before["gpu_ids"]
+    assert "never evicted" in server.output()
+
+
+def test_gpus_stay_held_until_vllm_has_fallen_asleep(start_server: ServerFactory) -> None:
+    server = start_server(FAKE_GPU_COUNT="1")
+    _put(server, "sleeper", sleep=True, env={"FAKE_VLLM_SLEEP_SECONDS": "3"})
+    assert _complete(server, "sleeper").status_code == 200
+    [launch] = _profile_launches(server)
+    server.client.post("/models/sleeper/unload")
+    eventually(lambda: _listed(server)["sleeper"]["loaded"] is False)  # no longer routed to
+    assert server.status(launch["launch_id"])["state"] == "ready"  # vLLM is still falling asleep
+    assert server.client.get("/gpus").json()[0]["launch_id"] == launch["launch_id"]
+    refused = server.client.post("/launch", json={"model": "org/by-hand", "gpu_ids": [0]})
+    assert refused.status_code == 409, refused.text
+    server.wait_for(launch["launch_id"], {"sleeping"}, timeout=10)
+    assert server.client.get("/gpus").json()[0]["launch_id"] is None
+
+
+def test_an_idle_sleep_profile_falls_asleep_after_its_ttl(server: Server) -> None:
+    _put(server, "napper", sleep=True, idle_ttl_seconds=1.5)
+    assert _complete(server, "napper").status_code == 200
+    [launch] = _profile_launches(server)
+    server.wait_for(launch["launch_id"], {"sleeping"}, timeout=20)
+    assert _status(server, "napper")["state"] == "sleeping"
+    assert _complete(server, "napper").status_code == 200  # woken by the next request
+    assert server.status(launch["launch_id"])["state"] == "ready"
+
+
+def test_the_proxy_refuses_sleep_routes_of_profile_launches(server: Server) -> None:
+    _put(server, "guarded", sleep=True)
+    assert _complete(server, "guarded").status_code == 200
+    [launch] = _profile_launches(server)
+    for path in ("sleep", "wake_up", "sleep/", "%73leep?level=1", "collective_rpc"):
+        refused = server.client.post(f"/proxy/{launch['launch_id']}/{path}")
+        assert refused.status_code == 403, (path, refused.text)
+    assert server.client.get(f"/proxy/{launch['launch_id']}/is_sleeping").json() == {
+        "is_sleeping": False
+    }
+
+
+def test_a_batch_for_a_profile_that_cannot_be_placed_fails_after_the_wait(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(FAKE_GPU_COUNT="1", VLLM_BATCH_MODEL_WAIT_SECONDS="2")
+    server.launch_ready(model="org/by-hand", gpu_ids=[0])
+    _put(server, "blocked")
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    line = {
+        "custom_id": "r",
+        "method": "POST",
+        "url": "/v1/completions",
+        "body": {"model": "blocked", "prompt": "p", "max_tokens": 2},
+    }
+    uploaded = client.files.create(file=("in.jsonl", json.dumps(line).encode()), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/completions", completion_window="24h"
+    )
+    eventually(lambda: client.batches.retrieve(batch.id).status == "completed", timeout=30)
+    errors = client.files.content(client.batches.retrieve(batch.id).error_file_id).text
+    assert json.loads(errors)["error"]["code"] == "model_not_found"
+
+
+def test_a_client_that_leaves_gives_its_place_in_the_queue_back(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(FAKE_GPU_COUNT="1", VLLM_BOOTSTRAP_MODEL_QUEUE_LIMIT="1")
+    server.launch_ready(model="org/by-hand", gpu_ids=[0])
+    _put(server, "queued")
+    with pytest.raises(httpx.TimeoutException):
+        _complete(server, "queued", timeout=1)
+    eventually(lambda: _status(server, "queued")["waiting"] == 0)
+    with pytest.raises(httpx.TimeoutException):  # waits in the freed place: not a 429
+        _complete(server, "queued", timeout=1)
+
+
+def test_a_killed_control_plane_readopts_a_profile_launch_and_its_ttl_still_applies(
+    start_server: ServerFactory,
+) -> None:
+    first = start_server()
+    _put(first, "kept", idle_ttl_seconds=4)
+    assert _complete(first, "kept").status_code == 200
+    [launch] = _profile_launches(first)
+    first.kill()
+    second = start_server(env=first.env)
+    assert second.status(launch["launch_id"])["adopted"] is True
+    final = second.wait_for(launch["launch_id"], {"stopped"}, timeout=20)
+    assert final["state"] == "stopped"

@@ -114,6 +114,7 @@ def _lifespan(settings: Settings, dispatcher: ServingDispatcher):  # type: ignor
         finally:
             await batches.shutdown()
             await idle_watch.stop()
+            await swapper.close()  # no load may start a launch once the supervisor stops them
             await supervisor.shutdown()
             await app.state.loop_lag.stop()
             pool.close()

@@ -91,6 +91,10 @@ async def unload_profile(name: str, request: Request, wait: WaitQuery = False) -
     profile = _profile(request, name)
     swapper = _swapper(request)
     launch = swapper.launch_of(name)
+    if launch is not None and launch.launch_id in swapper.unloader.busy:
+        raise HTTPException(
+            409, f"launch {launch.launch_id} is being woken or unloaded already: retry shortly"
+        )
     if launch is not None:
         unloading = asyncio.create_task(swapper.unload(launch, "an explicit unload"))
         _unloading.add(unloading)
@@ -110,4 +114,5 @@ async def delete_profile(name: str, request: Request) -> dict[str, Any]:
     """Forget the profile; a launch of it runs on until it is stopped (or evicted)."""
     if not _profiles(request).delete(name):
         raise HTTPException(404, f"no model profile named {name!r}")
+    _swapper(request).forget_failure(name)  # a load waiting for GPUs gives up by itself
     return {"name": name, "deleted": True}

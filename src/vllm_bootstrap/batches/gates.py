@@ -27,9 +27,9 @@ class ModelMissing(LookupError):
 class OnDemand(Protocol):
     """Model profiles loaded when a batch needs them (models/swapper.py)."""
 
-    def demand(self, name: str, reason: str) -> bool:
-        """Start loading profile `name` unless it is loading; False if it is no profile (or
-        cannot be loaded)."""
+    def demand(self, name: str, reason: str, since: float) -> bool:
+        """Start loading profile `name` unless it is loading; False if it is no profile, or
+        a load of it failed after `since` (time.monotonic())."""
         ...
 
     async def batch_order(self, models: list[str]) -> tuple[list[str], list[str]]:
@@ -92,10 +92,11 @@ class ModelGates:
             return
         future = gate.enqueue(owner)
         gate.grant(self.capacity(model))
+        waiting_since = time.monotonic()
         missing_since: float | None = None
         try:
             while not future.done():
-                if self._is_coming(model, owner):
+                if self._is_coming(model, owner, waiting_since):
                     missing_since = None
                 else:
                     missing_since = missing_since or time.monotonic()
@@ -114,12 +115,15 @@ class ModelGates:
                 self._forget_if_idle(model, gate)
             raise
 
-    def _is_coming(self, model: str, owner: str) -> bool:
-        """A launch serves the model, is loading it, or a profile of that name will be."""
+    def _is_coming(self, model: str, owner: str, since: float) -> bool:
+        """A launch serves the model, is loading it, or a profile of that name will be (its
+        load has not failed while this request waited)."""
         return bool(
             self._balancer.replica_count(model)
             or self._balancer.is_loading(model)
-            or (self.on_demand is not None and self.on_demand.demand(model, f"batch {owner}"))
+            or (
+                self.on_demand is not None and self.on_demand.demand(model, f"batch {owner}", since)
+            )
         )
 
     def release(self, model: str) -> None:

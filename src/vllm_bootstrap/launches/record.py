@@ -89,6 +89,9 @@ class Launch:
     reason: str | None = None
     # When a request through /v1 or a batch last finished on it: the idle clock of profiles.
     last_request_at: float | None = field(default=None, metadata=_shown(show=_iso))
+    # Set when it fell asleep and until it wakes: its GPUs are not its own meanwhile, also
+    # while a sleeping launch is being stopped.
+    gpus_released: bool = False
     # True when this run of the control plane took the process over from a previous one
     # (its exit code will then be unknown).
     adopted: bool = field(default=False, metadata=_RUNTIME)
@@ -100,7 +103,7 @@ class Launch:
     @property
     def holds_gpus(self) -> bool:
         """Its GPUs are its own: live and not asleep (a sleeping launch holds them softly)."""
-        return self.state.holds_gpus
+        return self.state.holds_gpus and not self.gpus_released
 
     @property
     def last_used(self) -> float:
@@ -123,6 +126,10 @@ class Launch:
         self.updated_at = time.time()
         if state is LaunchState.READY:
             self.ready_at = self.updated_at
+        if state is LaunchState.SLEEPING:
+            self.gpus_released = True
+        elif state is LaunchState.WAKING:
+            self.gpus_released = False
         if error is not None:
             self.error = error
 

@@ -5,7 +5,7 @@ The usual life is bootstrapping -> ready -> stopping -> stopped; this table is e
     from            to
     bootstrapping   ready, stopping, failing, restarting, failed
     ready           stopping, restarting, failed, sleeping
-    sleeping        waking, stopping, restarting, failed
+    sleeping        waking, stopping, failed
     waking          ready, stopping, restarting, failed
     stopping        stopped
     failing         failed
@@ -18,7 +18,8 @@ The usual life is bootstrapping -> ready -> stopping -> stopped; this table is e
 - restarting: it crashed under restart policy "on-failure"; nothing runs while the backoff
   timer waits, and the launch keeps its GPUs and port. A stop ends it at once (stopped).
 - sleeping: a profile launch put to sleep with vLLM's sleep mode (models/): its process and
-  port live on, its weights wait in CPU memory, and its GPUs are free for another launch.
+  port live on, its weights wait in CPU memory, and its GPUs are free for another launch
+  (a sleeping launch that is then stopped does not claim them back while it stops).
 - waking: it holds its GPUs again while vLLM's /wake_up runs; ready once that answered.
 - failed: the process exited on its own (a crash past the restart limit), could not be
   started, or was stopped after failing.
@@ -60,8 +61,8 @@ TRANSITIONS: dict[LaunchState, frozenset[LaunchState]] = {
     # failed straight from bootstrapping: the process exited, or could not be started.
     _S.BOOTSTRAPPING: frozenset({_S.READY, _S.STOPPING, _S.FAILING, _S.RESTARTING, _S.FAILED}),
     _S.READY: frozenset({_S.STOPPING, _S.RESTARTING, _S.FAILED, _S.SLEEPING}),
-    # A crash while asleep or waking is a crash like any other.
-    _S.SLEEPING: frozenset({_S.WAKING, _S.STOPPING, _S.RESTARTING, _S.FAILED}),
+    # No restart from sleep: restarting would claim GPUs another launch may hold now.
+    _S.SLEEPING: frozenset({_S.WAKING, _S.STOPPING, _S.FAILED}),
     _S.WAKING: frozenset({_S.READY, _S.STOPPING, _S.RESTARTING, _S.FAILED}),
     _S.STOPPING: frozenset({_S.STOPPED}),
     _S.FAILING: frozenset({_S.FAILED}),

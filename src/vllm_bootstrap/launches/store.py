@@ -17,7 +17,7 @@ from pathlib import Path
 
 from vllm_bootstrap.launches import migrations
 from vllm_bootstrap.launches.record import Launch
-from vllm_bootstrap.launches.states import TERMINAL_STATES
+from vllm_bootstrap.launches.states import TERMINAL_STATES, LaunchState
 from vllm_bootstrap.sqlite import Transaction, open_private
 
 SCHEMA_VERSION = 3
@@ -84,8 +84,9 @@ class StateStore:
             raise StateWriteFailed(self._write_failure(exc)) from None
 
     def save(self, launch: Launch) -> None:
-        """Write a launch's current fields; a launch that ended or fell asleep gives its GPU
-        leases back."""
+        """Write a launch's current fields and, in the same transaction, its GPU leases: none
+        once it ended or fell asleep, its GPUs again when it wakes (ResourceTaken if another
+        launch holds one)."""
         try:
             with self._transaction():
                 self._db.execute(
@@ -96,22 +97,37 @@ class StateStore:
                     self._db.execute(
                         "DELETE FROM gpu_leases WHERE launch_id = ?", (launch.launch_id,)
                     )
-        except sqlite3.Error as exc:
-            raise StateWriteFailed(self._write_failure(exc)) from None
-
-    def lease(self, launch: Launch) -> None:
-        """Lease a waking launch's GPUs again; ResourceTaken if another launch has one."""
-        try:
-            with self._transaction():
-                self._db.execute("DELETE FROM gpu_leases WHERE launch_id = ?", (launch.launch_id,))
-                self._db.executemany(
-                    "INSERT INTO gpu_leases (gpu_index, launch_id) VALUES (?, ?)",
-                    [(gpu, launch.launch_id) for gpu in launch.gpu_ids],
-                )
+                elif launch.state is LaunchState.WAKING:
+                    self._lease(launch)
         except sqlite3.IntegrityError as exc:
             raise ResourceTaken(str(exc)) from None
         except sqlite3.Error as exc:
             raise StateWriteFailed(self._write_failure(exc)) from None
+
+    def reset_leases(self, launches: list[Launch]) -> None:
+        """Rewrite the lease table from the launches that hold GPUs (at start-up): whatever
+        a crash left half written, the leases follow the records."""
+        try:
+            with self._transaction():
+                self._db.execute("DELETE FROM gpu_leases")
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO gpu_leases (gpu_index, launch_id) VALUES (?, ?)",
+                    [
+                        (gpu, launch.launch_id)
+                        for launch in launches
+                        if launch.holds_gpus
+                        for gpu in launch.gpu_ids
+                    ],
+                )
+        except sqlite3.Error as exc:
+            raise StateWriteFailed(self._write_failure(exc)) from None
+
+    def _lease(self, launch: Launch) -> None:
+        self._db.execute("DELETE FROM gpu_leases WHERE launch_id = ?", (launch.launch_id,))
+        self._db.executemany(
+            "INSERT INTO gpu_leases (gpu_index, launch_id) VALUES (?, ?)",
+            [(gpu, launch.launch_id) for gpu in launch.gpu_ids],
+        )
 
     def _write_failure(self, exc: sqlite3.Error) -> str:
         return f"the state database {self.path} could not be written ({exc})"

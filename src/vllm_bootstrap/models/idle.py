@@ -10,7 +10,6 @@ control plane re-adopts the launch with its clock where it was.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -38,10 +37,12 @@ class IdleWatch:
 
     async def stop(self) -> None:
         """Stop watching; write every clock, so the next start goes on from here."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in [self._task, *self._unloading]:
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(
+            *(task for task in [self._task, *self._unloading] if task), return_exceptions=True
+        )
         for launch in self._profile_launches():
             self._swapper.supervisor.note_use(launch)
 
@@ -49,10 +50,14 @@ class IdleWatch:
         while True:
             await asyncio.sleep(CHECK_SECONDS)
             now = time.time()
-            for launch in self._profile_launches():
+            launches = self._profile_launches()
+            for launch in launches:
                 self._write_clock(launch, now)
                 if self._expired(launch, now):
                     self._unload(launch, now)
+            live = {launch.launch_id for launch in launches}
+            for launch_id in set(self._written) - live:
+                del self._written[launch_id]
 
     def _profile_launches(self) -> list[Launch]:
         return [
@@ -77,7 +82,8 @@ class IdleWatch:
         logger.info(
             "model %s: launch %s %s", escaped(launch.profile or ""), launch.launch_id, reason
         )
-        task = asyncio.create_task(self._swapper.unload(launch, reason))
+        # Checked again as the unload begins: a request may have arrived in between.
+        task = asyncio.create_task(self._swapper.unload(launch, reason, only_if_idle=True))
         self._unloading.add(task)
         task.add_done_callback(self._unloading.discard)
 

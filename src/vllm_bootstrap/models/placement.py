@@ -42,13 +42,17 @@ def place(
     holders: list[Holder],
     gpu_count: int = 1,
     gpu_ids: list[int] | None = None,
+    asleep_on: frozenset[int] = frozenset(),
 ) -> Plan | None:
+    """`asleep_on`: GPUs that sleeping launches will want back; free ones are taken last."""
     if gpu_ids is not None:
         return _place_exactly(detected, holders, gpu_ids)
     if gpu_count > len(detected):
         raise Impossible(f"it needs {gpu_count} GPUs and this box has {len(detected)}")
     held = {gpu for holder in holders for gpu in holder.gpu_ids}
-    free = [gpu for gpu in detected if gpu not in held]
+    free = sorted(
+        (gpu for gpu in detected if gpu not in held), key=lambda gpu: (gpu in asleep_on, gpu)
+    )
     if len(free) >= gpu_count:
         return Plan(free[:gpu_count], [])
     victims = _fewest_victims(holders, gpu_count - len(free))

@@ -1,13 +1,10 @@
 """On-demand loading of model profiles: one load per profile, shared by whoever waits for it.
 
 A request (through /v1 or a batch line) for a profile with no ready launch starts a `_Load`,
-or joins the one under way. A load finds the profile's launch (waking it, if it sleeps) or
-starts one on GPUs that `placement.place` chooses, evicting launches of other profiles when
-it must: never a pinned one, one started by hand, one still loading, or one with requests in
-flight or used in the last EVICTION_GRACE_SECONDS (its first requests may not have arrived
-yet). Loads that must wait for GPUs queue in arrival order; only the first in the queue may
-take GPUs, and it stays first until its launch holds them, so a large model is not starved
-by small ones and no other load takes the GPUs it freed.
+or joins the one under way. A load waits for the profile's launch if it is loading, or gets
+GPUs for it from `claims.GpuClaims` (the queue and eviction), which starts it or claims a
+sleeping launch's GPUs back; the load then wakes it (vLLM's /wake_up) and waits until it is
+ready. Waiters shield the load: a client that gives up does not cancel it for the others.
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,23 +23,16 @@ from vllm_bootstrap.launches.states import LaunchState
 from vllm_bootstrap.log_text import escaped
 from vllm_bootstrap.models import sleep_mode
 from vllm_bootstrap.models.batch_order import batch_order
-from vllm_bootstrap.models.placement import Holder, Impossible, Plan, place
-from vllm_bootstrap.models.profile import ModelProfile
+from vllm_bootstrap.models.claims import RECHECK_SECONDS, Abandoned, Claim, GpuClaims, LoadFailed
 from vllm_bootstrap.models.store import ProfileStore
 from vllm_bootstrap.models.unloading import Unloader, WakeFailed
 from vllm_bootstrap.serving.balancer import ModelBalancer
 from vllm_bootstrap.serving.openai import OnDemandRefusal
-from vllm_bootstrap.supervision.errors import LaunchRefused
-from vllm_bootstrap.supervision.gpus import GPUDiscoveryError, NoNvidiaSmi
-from vllm_bootstrap.supervision.spec import LaunchSpec
 from vllm_bootstrap.supervision.supervisor import Supervisor
 from vllm_bootstrap.upstream import UpstreamPool
 
 logger = logging.getLogger("vllm_bootstrap.models")
 
-EVICTION_GRACE_SECONDS = 1.0
-# How often a waiting load looks again without being told (a grace period running out).
-RECHECK_SECONDS = 0.5
 # A batch keeps its interest in a load alive by asking again (the gates do, every second).
 INTEREST_SECONDS = 5.0
 # After a failed load, /v1 requests are told so at once for this long instead of each
@@ -50,10 +40,6 @@ INTEREST_SECONDS = 5.0
 FAILED_LOAD_MEMORY_SECONDS = 10.0
 _S = LaunchState
 _LOADING = (_S.BOOTSTRAPPING, _S.RESTARTING, _S.WAKING)
-
-
-class LoadFailed(RuntimeError):
-    """The profile could not be brought up; the message says why."""
 
 
 class LoadTimedOut(RuntimeError):
@@ -64,10 +50,6 @@ class QueueFull(RuntimeError):
     pass
 
 
-class _Abandoned(Exception):
-    """Nobody waits for a load that was still queued: it gives its place up."""
-
-
 @dataclass
 class _Load:
     name: str
@@ -75,7 +57,6 @@ class _Load:
     task: asyncio.Task[None] | None = None
     waiters: int = 0
     interest_until: float = 0.0
-    queued: bool = False
 
     def wanted(self) -> bool:
         return self.waiters > 0 or time.monotonic() < self.interest_until
@@ -100,12 +81,13 @@ class ModelSwapper:
         self.profiles = profiles
         self.balancer = balancer
         self.settings = settings
-        self.unloader = Unloader(supervisor, profiles, pool, settings)
+        self._pool = pool
         self._loads: dict[str, _Load] = {}
-        self._queue: list[_Load] = []
         self._failures: dict[str, _Failure] = {}
         self._changed = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        self.unloader = Unloader(supervisor, profiles, balancer, pool, settings)
+        self.claims = GpuClaims(supervisor, profiles, self.unloader, settings, self._changed)
         supervisor.registry.subscribe(self._poke)
         balancer.idle_listeners.append(self._poke)
 
@@ -156,6 +138,10 @@ class ModelSwapper:
                 await asyncio.shield(load.task)
         except TimeoutError:
             raise LoadTimedOut(name) from None
+        except asyncio.CancelledError:
+            if load.task.cancelled() and not _being_cancelled():
+                raise LoadFailed("the server is shutting down") from None
+            raise
         finally:
             load.waiters -= 1
 
@@ -182,15 +168,14 @@ class ModelSwapper:
 
     # ----------------------------------------------------------------- batches, API, start-up
 
-    def demand(self, name: str, reason: str) -> bool:
+    def demand(self, name: str, reason: str, since: float) -> bool:
         """Start loading profile `name` without waiting (batches ask again while they wait).
-        False when `name` is no profile, or its last load failed within the wait limit."""
+        False when `name` is no profile, or a load of it failed after `since` (the asker's
+        wait then runs out, and its lines fail, instead of loading again and again)."""
         if not self.is_profile(name):
             return False
         failure = self._failures.get(name)
-        if failure is not None and (
-            time.monotonic() - failure.at < self.settings.batch_model_wait_seconds
-        ):
+        if failure is not None and failure.at >= since:
             return False
         if not self.balancer.replica_count(name):
             self._start(name, reason).interest_until = time.monotonic() + INTEREST_SECONDS
@@ -207,21 +192,48 @@ class ModelSwapper:
             self._start(name, reason).interest_until = float("inf")
 
     def start(self) -> None:
-        """After recovery: finish the wakes a previous run left half done (vLLM's /wake_up
-        does nothing to an awake engine), then load every profile marked `preload`."""
+        """After recovery: finish what a previous run left half done, then load every
+        profile marked `preload`. A waking launch is woken (vLLM's /wake_up does nothing to
+        an awake engine); a ready launch of a sleep profile is asked whether it sleeps (the
+        previous run may have died while it fell asleep) and woken if so."""
         for launch in self.supervisor.registry.launches():
-            if launch.profile is not None and launch.state is _S.WAKING:
-                self.unloader.busy.add(launch.launch_id)
-                waking = asyncio.create_task(self.unloader.finish_waking(launch))
-                self._background.add(waking)
-                waking.add_done_callback(self._background.discard)
-                waking.add_done_callback(_retrieve)
+            profile = self.profiles.get(launch.profile or "")
+            if launch.state is _S.WAKING or (
+                launch.state is _S.READY and profile is not None and profile.sleep
+            ):
+                self._in_background(self._settle_sleep(launch))
         for profile in self.profiles.all():
             if profile.preload:
                 self.load(profile.name, "preload")
 
-    async def unload(self, launch: Launch, reason: str) -> None:
-        await self.unloader.unload(launch, reason)
+    async def close(self) -> None:
+        """At exit, before the supervisor stops launches: no load may start one after."""
+        tasks = [load.task for load in self._loads.values() if load.task] + list(self._background)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _settle_sleep(self, launch: Launch) -> None:
+        if launch.state is _S.READY:
+            self.balancer.withdraw(launch.launch_id)
+            try:
+                asleep = await sleep_mode.is_sleeping(self._pool, launch)
+            finally:
+                self.balancer.restore(launch.launch_id)
+            if not asleep:
+                return
+            logger.info("launch %s: found asleep after a restart; waking it", launch.launch_id)
+        with contextlib.suppress(WakeFailed):
+            await self.unloader.finish_waking(launch)
+
+    def _in_background(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_retrieve)
+
+    async def unload(self, launch: Launch, reason: str, only_if_idle: bool = False) -> bool:
+        return await self.unloader.unload(launch, reason, only_if_idle)
 
     def forget_failure(self, name: str) -> None:
         """A changed profile deserves a fresh try."""
@@ -245,7 +257,7 @@ class ModelSwapper:
         load = self._loads.get(name)
         if launch is not None and launch.state is _S.READY:
             return "loaded"
-        if load is not None and load.queued:
+        if self.claims.is_queued(name):
             return "queued"
         if launch is not None and launch.state is _S.SLEEPING:
             return "sleeping"
@@ -264,6 +276,7 @@ class ModelSwapper:
             "reason": launch.reason if launch else None,
             "last_request_at": launch.to_public()["last_request_at"] if launch else None,
             "in_flight": self.balancer.in_flight(launch.launch_id) if launch else 0,
+            "waiting": load.waiters if (load := self._loads.get(name)) else 0,
             "last_error": failure.message if failure else None,
         }
 
@@ -282,7 +295,7 @@ class ModelSwapper:
     async def _run(self, load: _Load) -> None:
         try:
             await self._bring_up(load)
-        except _Abandoned:
+        except Abandoned:
             logger.info("model %s: nobody waits for it any more; not loading it", load.name)
         except Exception as exc:
             message = str(exc) if isinstance(exc, LoadFailed) else f"{type(exc).__name__}: {exc}"
@@ -296,120 +309,23 @@ class ModelSwapper:
             self._poke()
 
     async def _bring_up(self, load: _Load) -> None:
-        launch = self.launch_of(load.name)
-        if launch is None or launch.state is _S.SLEEPING:
-            profile = self.profiles.get(load.name)
-            if profile is None:
-                raise LoadFailed(f"the profile {load.name!r} was deleted")
-            async with self._turn(load):
-                launch = await self._claim_gpus(load, profile, asleep=launch)
-            if launch.state is _S.WAKING:
-                try:
-                    await self.unloader.finish_waking(launch)
-                except WakeFailed as exc:
-                    raise LoadFailed(str(exc)) from None
-        await self._until_ready(launch)
-
-    @contextlib.asynccontextmanager
-    async def _turn(self, load: _Load) -> AsyncIterator[None]:
-        """A place in the queue for GPUs, kept until the load's launch holds them."""
-        self._queue.append(load)
-        load.queued = True
-        try:
-            yield
-        finally:
-            load.queued = False
-            self._queue.remove(load)
-            self._poke()  # the next in the queue may go now
-
-    async def _claim_gpus(
-        self, load: _Load, profile: ModelProfile, asleep: Launch | None
-    ) -> Launch:
-        """Once first in the queue: evict what must go, then start the launch (or claim the
-        sleeping launch's GPUs). Returns the launch, which holds its GPUs."""
         while True:
-            self._changed.clear()
-            if self._queue[0] is load:
-                plan = await self._plan(profile, asleep)
-                if plan is not None and await self._evict(plan.evict, load.name):
-                    return await self._wake_or_launch(load, profile, plan, asleep)
-            if not load.wanted():
-                raise _Abandoned
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), RECHECK_SECONDS)
-
-    async def _wake_or_launch(
-        self, load: _Load, profile: ModelProfile, plan: Plan, asleep: Launch | None
-    ) -> Launch:
-        if asleep is not None:
-            try:
-                self.unloader.begin_waking(asleep, load.reason)
-            except WakeFailed as exc:
-                raise LoadFailed(str(exc)) from None
-            return asleep
-        logger.info(
-            "model %s: loading on GPUs %s (%s)", escaped(load.name), plan.gpu_ids, load.reason
-        )
-        try:
-            return await self.supervisor.launch(self._spec(profile, plan.gpu_ids, load.reason))
-        except LaunchRefused as refused:
-            raise LoadFailed(f"the launch was refused: {refused.message}") from None
-
-    async def _plan(self, profile: ModelProfile, asleep: Launch | None) -> Plan | None:
-        try:
-            detected = [gpu.index for gpu in await self.supervisor.detect_gpus()]
-        except NoNvidiaSmi:
-            # A CPU box: launches own no GPUs and nothing is evicted (admission refuses gpu_ids).
-            return Plan(list(profile.gpu_ids or []), [])
-        except GPUDiscoveryError as exc:
-            raise LoadFailed(str(exc)) from None
-        gpu_ids = asleep.gpu_ids if asleep is not None else profile.gpu_ids
-        try:
-            return place(detected, self._holders(), profile.gpu_count or 1, gpu_ids)
-        except Impossible as exc:
-            raise LoadFailed(f"the profile {profile.name!r} cannot run here: {exc}") from None
-
-    def _holders(self) -> list[Holder]:
-        now = time.time()
-        return [
-            Holder(
-                launch.launch_id,
-                tuple(launch.gpu_ids),
-                self._evictable(launch, now),
-                launch.last_used,
-            )
-            for launch in self.supervisor.registry.launches()
-            if launch.holds_gpus and launch.gpu_ids
-        ]
-
-    def _evictable(self, launch: Launch, now: float) -> bool:
-        if launch.profile is None or launch.state is not _S.READY:
-            return False  # started by hand, or loading, stopping, waking
-        profile = self.profiles.get(launch.profile)
-        return (
-            not (profile is not None and profile.pinned)
-            and launch.launch_id not in self.unloader.busy
-            and self.balancer.in_flight(launch.launch_id) == 0
-            and now - launch.last_used >= EVICTION_GRACE_SECONDS
-        )
-
-    async def _evict(self, launch_ids: list[str], wanted_by: str) -> bool:
-        """Unload each launch in turn; False if one got a request meanwhile (plan again)."""
-        for launch_id in launch_ids:
-            launch = self.supervisor.registry.find(launch_id)
-            if launch is None or not launch.holds_gpus:
+            launch = self.launch_of(load.name)
+            if launch is not None and launch.launch_id in self.unloader.busy:
+                await self._changes()  # falling asleep: wake it once it sleeps
                 continue
-            if not self._evictable(launch, time.time()):
-                return False
-            logger.info(
-                "model %s: evicting launch %s, idle for %.0f s, to make room for %s",
-                escaped(launch.profile or "?"),
-                launch_id,
-                time.time() - launch.last_used,
-                escaped(wanted_by),
-            )
-            await self.unloader.unload(launch, f"evicted to make room for {wanted_by}")
-        return True
+            if launch is None or launch.state is _S.SLEEPING:
+                launch = await self.claims.claim(Claim(load.name, load.reason, load.wanted))
+                if launch.state is _S.WAKING:
+                    await self._finish_waking(launch)
+            await self._until_ready(launch)
+            return
+
+    async def _finish_waking(self, launch: Launch) -> None:
+        try:
+            await self.unloader.finish_waking(launch)
+        except WakeFailed as exc:
+            raise LoadFailed(str(exc)) from None
 
     async def _until_ready(self, launch: Launch) -> None:
         while launch.state is not _S.READY:
@@ -417,27 +333,21 @@ class ModelSwapper:
                 raise LoadFailed(
                     f"launch {launch.launch_id} {launch.state}: {launch.error or 'no error given'}"
                 )
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), RECHECK_SECONDS)
+            await self._changes()
 
-    def _spec(self, profile: ModelProfile, gpu_ids: list[int], reason: str) -> LaunchSpec:
-        extra_args = [*profile.extra_args, "--served-model-name", profile.name]
-        env = dict(profile.env)
-        if profile.sleep:
-            extra_args += sleep_mode.SLEEP_ARGS
-            env.update(sleep_mode.SLEEP_ENV)
-        return LaunchSpec(
-            model=profile.model,
-            gpu_ids=gpu_ids,
-            extra_args=extra_args,
-            env=env,
-            profile=profile.name,
-            reason=reason,
-        )
+    async def _changes(self) -> None:
+        """Until a launch changed or went idle, or RECHECK_SECONDS passed."""
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), RECHECK_SECONDS)
 
     def _poke(self, _launch: object = None) -> None:
         self._changed.set()
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

@@ -36,6 +36,8 @@ class ModelBalancer:
         self._ready: dict[str, list[Launch]] = {}
         self._loading: set[str] = set()
         self._stale = True
+        # Ready launches taken out of routing for a moment (falling asleep): no new requests.
+        self._withdrawn: set[str] = set()
         # Told when a launch's last request in flight ended (the model swapper listens).
         self.idle_listeners: list[Callable[[Launch], None]] = []
         directory.subscribe(self._launch_changed)
@@ -67,6 +69,15 @@ class ModelBalancer:
             del self._outstanding[launch_id]
             for listener in self.idle_listeners:
                 listener(launch)
+
+    def withdraw(self, launch_id: str) -> None:
+        """Route no new request to `launch_id` until `restore` (it is about to sleep)."""
+        self._withdrawn.add(launch_id)
+        self._stale = True
+
+    def restore(self, launch_id: str) -> None:
+        self._withdrawn.discard(launch_id)
+        self._stale = True
 
     def in_flight(self, launch_id: str) -> int:
         """Requests through /v1 and batches that `launch_id` is answering now."""
@@ -111,7 +122,7 @@ class ModelBalancer:
         ready: dict[str, list[Launch]] = {}
         loading: set[str] = set()
         for launch in self._directory.launches():
-            if launch.state is LaunchState.READY:
+            if launch.state is LaunchState.READY and launch.launch_id not in self._withdrawn:
                 for name in launch.served_models:
                     ready.setdefault(name, []).append(launch)
             elif launch.state in _LOADING:

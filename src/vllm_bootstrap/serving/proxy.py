@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote_to_bytes
+
 from starlette.types import Receive, Scope, Send
 
 from vllm_bootstrap.launches.registry import LaunchDirectory
@@ -10,6 +12,26 @@ from vllm_bootstrap.serving.errors import plain_error
 from vllm_bootstrap.serving.forward import Forwarder
 
 PROXY_PREFIX = "/proxy/"
+# vLLM's development routes (served with VLLM_SERVER_DEV_MODE=1, which sleep-mode profile
+# launches need) that change the engine's state behind the model swapper's back: a /sleep
+# sent past it would leave a "ready" launch asleep, a /wake_up one that shares its GPUs.
+_SWAPPER_ONLY_PATHS = frozenset(
+    {
+        b"/sleep",
+        b"/wake_up",
+        b"/release_kv_cache_memory",
+        b"/collective_rpc",
+        b"/pause",
+        b"/resume",
+        b"/init_weight_transfer_engine",
+        b"/shutdown_weight_transfer_engine",
+        b"/start_weight_update",
+        b"/start_draft_weight_update",
+        b"/update_weights",
+        b"/finish_weight_update",
+        b"/update_weight_version",
+    }
+)
 
 
 class LaunchProxy:
@@ -41,6 +63,19 @@ class LaunchProxy:
             )
             return
         upstream_path = raw_path[len(PROXY_PREFIX) + len(raw_id) :] or b"/"
+        if launch.profile is not None and _swapper_only(upstream_path):
+            message = (
+                f"launch {launch_id} runs model profile {launch.profile!r}, whose sleep mode "
+                "the server drives: use POST /models/{name}/load or /unload"
+            )
+            await plain_error(send, 403, message)
+            return
         await self._forwarder.forward(
             scope, receive, send, launch, upstream_path, None, plain_error
         )
+
+
+def _swapper_only(path: bytes) -> bool:
+    # vLLM's router matches the decoded path, with or without a trailing slash.
+    decoded = unquote_to_bytes(path.split(b"?", 1)[0]).rstrip(b"/")
+    return decoded in _SWAPPER_ONLY_PATHS

@@ -217,6 +217,7 @@ class LaunchRun:
         return (
             launch.restart_policy is RestartPolicy.ON_FAILURE
             and launch.restart_count < launch.max_restarts
+            and not launch.gpus_released  # its GPUs may be another launch's by now
         )
 
     def _restart_later(self, error: str) -> None:

@@ -99,28 +99,34 @@ class Supervisor:
             run.stop()
         return launch
 
-    def fall_asleep(self, launch_id: str, reason: str) -> None:
-        """Record that vLLM's sleep mode is taking `launch_id` off its GPUs (ready -> sleeping)."""
-        self._runs[launch_id].move_by_sleep_mode(LaunchState.SLEEPING, reason)
+    def fall_asleep(self, launch_id: str, reason: str) -> bool:
+        """Record that vLLM's sleep mode took `launch_id` off its GPUs (ready -> sleeping);
+        False if it is no longer ready (it crashed or was stopped meanwhile)."""
+        run = self._runs.get(launch_id)
+        if run is None or run.launch.state is not LaunchState.READY:
+            return False
+        run.move_by_sleep_mode(LaunchState.SLEEPING, reason)
+        return True
 
     def begin_waking(self, launch_id: str, reason: str) -> None:
-        """Give a sleeping launch its GPUs back (sleeping -> waking); ResourceConflict when
-        another launch holds one of them now."""
-        run = self._runs[launch_id]
+        """Give a sleeping launch its GPUs back (sleeping -> waking, leased again in the same
+        write); ResourceConflict when it is not asleep or another launch holds one of them."""
+        run = self._runs.get(launch_id)
+        if run is None or run.launch.state is not LaunchState.SLEEPING:
+            raise ResourceConflict(f"launch {launch_id} is no longer asleep")
         owners = self.gpu_owners()
         taken = [gpu for gpu in run.launch.gpu_ids if gpu in owners]
         if taken:
             raise ResourceConflict(f"GPUs {taken} are held by {sorted({owners[g] for g in taken})}")
-        try:
-            self._store.lease(run.launch)
-        except ResourceTaken as exc:
-            raise ResourceConflict(f"GPU already taken: {exc}") from None
-        except StateWriteFailed as exc:
-            raise Unavailable(str(exc)) from None
         run.move_by_sleep_mode(LaunchState.WAKING, reason)
 
-    def finish_waking(self, launch_id: str) -> None:
-        self._runs[launch_id].move_by_sleep_mode(LaunchState.READY, "awake")
+    def finish_waking(self, launch_id: str) -> bool:
+        """waking -> ready; False if it was stopped (or crashed) while waking."""
+        run = self._runs.get(launch_id)
+        if run is None or run.launch.state is not LaunchState.WAKING:
+            return False
+        run.move_by_sleep_mode(LaunchState.READY, "awake")
+        return True
 
     def note_use(self, launch: Launch) -> None:
         """Write a launch's idle clock (last_request_at) so a restart keeps it; best effort."""
@@ -146,6 +152,10 @@ class Supervisor:
         """
         for launch in self._store.load_all():
             self.registry.add(launch)
+        try:
+            self._store.reset_leases(self.registry.launches())
+        except StateWriteFailed as exc:
+            logger.error("%s; GPU leases could not be checked against the launches", exc)
         for launch in self.registry.launches():
             run = self._new_run(launch)
             leader = recovery.find_leader(launch)
@@ -217,6 +227,11 @@ class Supervisor:
     def _save(self, launch: Launch) -> None:
         try:
             self._store.save(launch)
+        except ResourceTaken as exc:
+            # Admission and waking check ownership in memory first: this is a bug, not a race.
+            logger.error(
+                "launch %s: GPU lease conflict in the state database: %s", launch.launch_id, exc
+            )
         except StateWriteFailed as exc:
             if not self._unsaved:
                 logger.error("%s; launches go on, and their state is written once it can be", exc)
