@@ -27,6 +27,7 @@ from vllm_bootstrap.api.batch_routes import batch_api
 from vllm_bootstrap.api.body_limit import BodySizeLimit
 from vllm_bootstrap.api.loop_lag import LoopLagMonitor
 from vllm_bootstrap.api.model_routes import router as model_router
+from vllm_bootstrap.api.monitoring_routes import router as monitoring_router
 from vllm_bootstrap.api.routes import router
 from vllm_bootstrap.batches.files import FileDirectory
 from vllm_bootstrap.batches.gates import ModelGates, OnDemand
@@ -41,6 +42,8 @@ from vllm_bootstrap.models.file import load_profiles
 from vllm_bootstrap.models.idle import IdleWatch
 from vllm_bootstrap.models.store import ProfileStore
 from vllm_bootstrap.models.swapper import ModelSwapper
+from vllm_bootstrap.monitoring.gpu_readings import GpuReadings
+from vllm_bootstrap.monitoring.metrics import Metrics
 from vllm_bootstrap.serving.balancer import ModelBalancer
 from vllm_bootstrap.serving.dispatch import ServingDispatcher
 from vllm_bootstrap.serving.forward import Forwarder
@@ -68,6 +71,7 @@ def create_app(settings: Settings) -> ASGIApp:
     )
     api.include_router(router)
     api.include_router(model_router)
+    api.include_router(monitoring_router)
     errors.install(api)
     dispatcher = ServingDispatcher(AccessLog(BodySizeLimit(api, MAX_API_BODY_BYTES)))
     # The lifespan fills in the dispatcher's data plane, so it is attached once both exist.
@@ -82,7 +86,8 @@ def _lifespan(settings: Settings, dispatcher: ServingDispatcher):  # type: ignor
         store = StateStore(settings.state_db_path)
         supervisor = Supervisor(settings, store)
         pool = UpstreamPool()
-        forwarder = Forwarder(pool, settings.access_key)
+        metrics = Metrics(supervisor.registry)
+        forwarder = Forwarder(pool, settings.access_key, observer=metrics)
         balancer = ModelBalancer(supervisor.registry)
         profiles = ProfileStore(settings.state_db_path)
         for profile in load_profiles(settings.models_file) if settings.models_file else []:
@@ -95,10 +100,12 @@ def _lifespan(settings: Settings, dispatcher: ServingDispatcher):  # type: ignor
         )
         batch_store = BatchStore(settings.batch_db_path)
         batches = _batch_service(
-            settings, batch_store, pool, balancer, supervisor.registry, swapper
+            settings, batch_store, pool, balancer, supervisor.registry, swapper, metrics
         )
         dispatcher.batches = AccessLog(batch_api(batches, batches.files))
         app.state.supervisor = supervisor
+        app.state.metrics = metrics
+        app.state.gpu_readings = GpuReadings()
         app.state.balancer = balancer
         app.state.profiles = profiles
         app.state.swapper = swapper
@@ -132,6 +139,7 @@ def _batch_service(
     balancer: ModelBalancer,
     directory: LaunchDirectory,
     on_demand: OnDemand,
+    metrics: Metrics,
 ) -> Batches:
     files = FileDirectory(store, settings.state_dir / "files", settings.max_file_bytes)
     gates = ModelGates(balancer, settings.batch_in_flight_per_launch)
@@ -145,7 +153,10 @@ def _batch_service(
         model_wait_seconds=settings.batch_model_wait_seconds,
         max_line_bytes=settings.max_routed_body_bytes,
     )
-    return Batches(RunContext(store, files, gates, RequestSender(pool, balancer), run_settings))
+    sender = RequestSender(pool, balancer)
+    return Batches(
+        RunContext(store, files, gates, sender, run_settings, on_outcome=metrics.batch_outcome)
+    )
 
 
 async def _report_environment(supervisor: Supervisor) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from vllm_bootstrap.batches.record import Batch
@@ -32,8 +33,15 @@ class ResultsUnwritable(RuntimeError):
 
 
 class ResultWriter:
-    def __init__(self, store: BatchStore, batch: Batch, folder: Path) -> None:
+    def __init__(
+        self,
+        store: BatchStore,
+        batch: Batch,
+        folder: Path,
+        on_outcome: Callable[[bool], None] | None = None,
+    ) -> None:
         self._store = store
+        self._on_outcome = on_outcome  # told of each result: ok or not (the metrics)
         self._batch = batch
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.output_path = folder / "output.jsonl"
@@ -56,6 +64,8 @@ class ResultWriter:
 
     def add(self, line: int, outcome: Outcome) -> None:
         self._pending.append((line, outcome))
+        if self._on_outcome is not None:
+            self._on_outcome(outcome.ok)
         if self._failing_since is not None:
             return  # the retry timer flushes
         if len(self._pending) >= FLUSH_LINES:

@@ -48,6 +48,7 @@ class RunContext:
     gates: ModelGates
     sender: RequestSender
     settings: RunSettings
+    on_outcome: Callable[[bool], None] | None = None  # each request line's result: ok?
 
 
 class BatchRun:
@@ -136,7 +137,7 @@ class BatchRun:
             return
         input_fd = os.open(input_file.path, os.O_RDONLY)
         try:
-            writer = ResultWriter(self._store, self.batch, self._folder())
+            writer = ResultWriter(self._store, self.batch, self._folder(), self._context.on_outcome)
         except BaseException:
             os.close(input_fd)
             raise
@@ -166,7 +167,7 @@ class BatchRun:
         each custom_id is in exactly one of the two files, then the files are delivered."""
         if self.batch.total == 0:  # stopped before validation finished
             await self._write(lambda: self._store.clear_requests(self.batch.id))
-        writer = ResultWriter(self._store, self.batch, self._folder())
+        writer = ResultWriter(self._store, self.batch, self._folder(), self._context.on_outcome)
         code = "batch_cancelled" if status is BatchStatus.CANCELLED else "batch_expired"
         message = f"the batch was {status.value} before this request finished"
         after = 0

@@ -95,6 +95,10 @@ class Launch:
     # True when this run of the control plane took the process over from a previous one
     # (its exit code will then be unknown).
     adopted: bool = field(default=False, metadata=_RUNTIME)
+    # How far start-up has got, from vLLM's log (launches/progress.py): "starting" ...
+    # "ready", and the fraction of the current step where vLLM prints a progress bar.
+    phase: str | None = field(default=None, metadata=_RUNTIME)
+    progress: float | None = field(default=None, metadata=_RUNTIME)
 
     @property
     def is_terminal(self) -> bool:
@@ -126,6 +130,9 @@ class Launch:
         self.updated_at = time.time()
         if state is LaunchState.READY:
             self.ready_at = self.updated_at
+            self.phase, self.progress = "ready", None
+        elif state is not LaunchState.BOOTSTRAPPING:
+            self.phase, self.progress = None, None
         if state is LaunchState.SLEEPING:
             self.gpus_released = True
         elif state is LaunchState.WAKING:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from typing import Protocol
 
 from starlette.types import Receive, Scope, Send
 
@@ -48,9 +50,27 @@ logger = logging.getLogger("vllm_bootstrap.proxy")
 LAUNCH_ID_HEADER = b"x-vllm-bootstrap-launch-id"
 
 
+class RequestObserver(Protocol):
+    """Hears of every request the data plane answers (monitoring/metrics.py)."""
+
+    def forwarded(
+        self, route: str, model: str, launch: Launch, status: int, started: float
+    ) -> None: ...
+
+    def refused(self, route: str, code: str) -> None: ...
+
+
+# What a forwarded request is counted as when no upstream status was relayed.
+CLIENT_GONE_STATUS = 499
+UPSTREAM_FAILED_STATUS = 502
+
+
 class Forwarder:
-    def __init__(self, pool: UpstreamPool, access_key: str | None) -> None:
+    def __init__(
+        self, pool: UpstreamPool, access_key: str | None, observer: RequestObserver | None = None
+    ) -> None:
         self._pool = pool
+        self.observer = observer
         # With an access key set, the request got here by carrying it in Authorization:
         # that header is the control plane's credential and never reaches vLLM.
         self._dropped_request_headers = (
@@ -66,15 +86,37 @@ class Forwarder:
         path: bytes,
         body: bytes | None,
         error: ErrorResponder,
+        route: str = "proxy",
+        model: str | None = None,
     ) -> None:
         """Send the request to `launch` at `path`; `body` when already read, else from
-        `receive`. Errors before the response started answer through `error`."""
+        `receive`. Errors before the response started answer through `error`. The observer
+        hears of it as `route` and `model` (the launch's model when not given)."""
+        started = time.perf_counter()
+        status = CLIENT_GONE_STATUS
+        try:
+            status = await self._exchange(scope, receive, send, launch, path, body, error)
+        finally:
+            if self.observer is not None:
+                self.observer.forwarded(route, model or launch.model, launch, status, started)
+
+    async def _exchange(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        launch: Launch,
+        path: bytes,
+        body: bytes | None,
+        error: ErrorResponder,
+    ) -> int:
+        """The forwarding itself; the status the client got (499: it went away first)."""
         query: bytes = scope.get("query_string", b"")
         target = path + b"?" + query if query else path
         try:
             data = body if body is not None else await body_or_stream(receive)
         except ClientGone:
-            return
+            return CLIENT_GONE_STATUS
         client_gone = ClientWatch(receive)
         if isinstance(data, bytes):
             client_gone.arm()  # the request body is in: the next message is a disconnect
@@ -93,17 +135,19 @@ class Forwarder:
                 await send(_response_start(upstream, launch))
                 response_started = True
                 await _relay_body(upstream, send)
+                return upstream.status
         except asyncio.CancelledError:
             if not client_gone.cancelled_us():
                 raise
+            return CLIENT_GONE_STATUS
         except ClientGone:
-            return
+            return CLIENT_GONE_STATUS
         except UpstreamError as exc:
             if response_started:
                 # Returning with the response unfinished makes uvicorn cut the client's
                 # connection, so the client sees a broken response, never a complete one.
                 logger.warning("launch %s: vLLM broke off a response: %s", launch.launch_id, exc)
-                return
+                return UPSTREAM_FAILED_STATUS
             await error(
                 send,
                 502,
@@ -111,6 +155,7 @@ class Forwarder:
                 f"({exc}); it may have crashed or be restarting",
                 "upstream_unreachable",
             )
+            return UPSTREAM_FAILED_STATUS
         finally:
             client_gone.stop()
 

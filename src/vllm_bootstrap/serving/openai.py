@@ -73,11 +73,11 @@ class OpenAIRouter:
                 f"request body over {self._max_body_bytes} bytes, the limit for requests routed "
                 "by model (VLLM_BOOTSTRAP_MAX_ROUTED_BODY_BYTES); /proxy/{launch_id}/... has none"
             )
-            await openai_error(send, 413, message, "request_too_large")
+            await self._refuse(send, 413, message, "request_too_large")
             return
         model = model_of(body)
         if model is None:
-            await openai_error(
+            await self._refuse(
                 send,
                 400,
                 "no `model` found in the JSON body: /v1 routes requests by it; use "
@@ -89,7 +89,7 @@ class OpenAIRouter:
             launch = self._balancer.choose(model)
         except (UnknownModel, NoReadyReplica) as missing:
             if self._on_demand is None or not self._on_demand.is_profile(model):
-                await _no_launch(send, model, missing, self._balancer)
+                await self._no_launch(send, model, missing)
                 return
             launch = await self._load_on_demand(model, receive, send)
             if launch is None:
@@ -98,7 +98,7 @@ class OpenAIRouter:
         self._balancer.begin_request(launch)  # not a context manager: this is the hot path
         try:
             await self._forwarder.forward(
-                scope, receive, send, launch, raw_path, body, openai_error
+                scope, receive, send, launch, raw_path, body, openai_error, "v1", model
             )
         finally:
             self._balancer.end_request(launch)
@@ -122,21 +122,28 @@ class OpenAIRouter:
             return self._balancer.choose(model)
         except OnDemandRefusal as refusal:
             retry = refusal.status in (429, 503)
-            await openai_error(send, refusal.status, refusal.message, refusal.code, retry)
+            await self._refuse(send, refusal.status, refusal.message, refusal.code, retry)
         except (UnknownModel, NoReadyReplica):  # stopped again in the same moment
             message = f"The model `{model}` was unloaded as it became ready; retry"
-            await openai_error(send, 503, message, "model_loading", retry_after=True)
+            await self._refuse(send, 503, message, "model_loading", retry_after=True)
         return None
 
+    async def _no_launch(self, send: Send, model: str, missing: LookupError) -> None:
+        if isinstance(missing, NoReadyReplica):
+            message = f"The model `{model}` is still loading; retry in a little while"
+            await self._refuse(send, 503, message, "model_loading", retry_after=True)
+            return
+        served = ", ".join(self._balancer.ready_models()) or "none"
+        message = f"The model `{model}` does not exist. Served models: {served}"
+        await self._refuse(send, 404, message, "model_not_found")
 
-async def _no_launch(send: Send, model: str, missing: LookupError, balancer: ModelBalancer) -> None:
-    if isinstance(missing, NoReadyReplica):
-        message = f"The model `{model}` is still loading; retry in a little while"
-        await openai_error(send, 503, message, "model_loading", retry_after=True)
-        return
-    served = ", ".join(balancer.ready_models()) or "none"
-    message = f"The model `{model}` does not exist. Served models: {served}"
-    await openai_error(send, 404, message, "model_not_found")
+    async def _refuse(
+        self, send: Send, status: int, message: str, code: str, retry_after: bool = False
+    ) -> None:
+        """Answer without reaching vLLM, counted by its error code."""
+        if self._forwarder.observer is not None:
+            self._forwarder.observer.refused("v1", code)
+        await openai_error(send, status, message, code, retry_after)
 
 
 def model_of(body: bytes) -> str | None:

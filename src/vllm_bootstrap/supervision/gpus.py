@@ -68,6 +68,45 @@ async def query_gpu_processes() -> list[GPUProcess]:
     return processes
 
 
+# What GET /stats shows of each GPU; "[N/A]" (some boards) becomes null.
+STATS_FIELDS = (
+    "index",
+    "name",
+    "memory.used",
+    "memory.total",
+    "utilization.gpu",
+    "temperature.gpu",
+    "power.draw",
+    "power.limit",
+)
+
+
+async def query_gpu_stats() -> list[dict[str, Any]]:
+    """Each GPU's live figures, keyed as GET /stats shows them."""
+    output = await _run_nvidia_smi(
+        f"--query-gpu={','.join(STATS_FIELDS)}", "--format=csv,noheader,nounits"
+    )
+    stats = []
+    for line in output.splitlines():
+        fields = [field.strip() for field in line.split(",")]
+        if len(fields) != len(STATS_FIELDS) or not fields[0].isdigit():
+            continue
+        index, name, used, total, utilization, temperature, power, power_limit = fields
+        stats.append(
+            {
+                "index": int(index),
+                "name": name,
+                "memory_used_mib": _mib(used),
+                "memory_total_mib": _mib(total),
+                "utilization_percent": _number(utilization),
+                "temperature_c": _number(temperature),
+                "power_watts": _number(power),
+                "power_limit_watts": _number(power_limit),
+            }
+        )
+    return stats
+
+
 async def query_gpus(visible_devices: str | None = None) -> list[GPU]:
     """List the GPUs this server may use.
 
@@ -126,6 +165,13 @@ def _mib(value: str) -> int | None:
         return int(float(value))
     except ValueError:
         return None  # "[N/A]" on some boards
+
+
+def _number(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None  # "[N/A]", "[Not Supported]"
 
 
 async def _run_nvidia_smi(*args: str) -> str:

@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from vllm_bootstrap.upstream import UpstreamError, fetch_fresh
@@ -66,12 +67,14 @@ def _model_ids(payload: object) -> list[str]:
 
 
 class LogHintWatcher:
-    """Reports when new log output contains one of vLLM's "HTTP server is up" lines."""
+    """Reports when new log output contains one of vLLM's "HTTP server is up" lines, and
+    hands every new piece of the log to `on_output` (the start-up progress parser)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_output: Callable[[bytes], None] | None = None) -> None:
         self._path = path
         self._offset = 0
         self._carry = b""
+        self._on_output = on_output
 
     def saw_hint(self) -> bool:
         try:
@@ -84,15 +87,19 @@ class LogHintWatcher:
             log_file.seek(self._offset)
             new = log_file.read(size - self._offset)
         self._offset += len(new)
+        if self._on_output is not None:
+            self._on_output(new)
         # Keep a short tail so a hint split between two reads is still found.
         window = self._carry + new
         self._carry = window[-64:]
         return any(hint in window for hint in READY_HINTS)
 
 
-async def wait_until_ready(probe: ReadinessProbe, log_path: Path) -> list[str]:
+async def wait_until_ready(
+    probe: ReadinessProbe, log_path: Path, on_output: Callable[[bytes], None] | None = None
+) -> list[str]:
     """Return the served model names as soon as the server answers."""
-    hints = LogHintWatcher(log_path)
+    hints = LogHintWatcher(log_path, on_output)
     next_slow_probe = time.monotonic()
     fast_until = 0.0
     while True:

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 
 from vllm_bootstrap.config import Settings
 from vllm_bootstrap.launches.logs import known_cause, last_error_line
+from vllm_bootstrap.launches.progress import LoadProgress
 from vllm_bootstrap.launches.record import Launch, RestartPolicy
 from vllm_bootstrap.launches.states import LaunchState
 from vllm_bootstrap.log_text import escaped
@@ -83,6 +84,8 @@ class LaunchRun:
             launch.process_start_ticks = processes.process_start_ticks(leader)
             self._publish(launch)
         launch.adopted = True
+        if launch.state is _S.READY:
+            launch.phase = "ready"
         logger.info("launch %s: re-adopted %s (pid %d)", launch.launch_id, launch.state, leader)
         self._watch(processes.wait_for_adopted_exit(leader, launch.process_start_ticks))
 
@@ -157,7 +160,15 @@ class LaunchRun:
     async def _watch_start_up(self, exited: asyncio.Future[int | None]) -> None:
         launch = self.launch
         probe = ReadinessProbe(launch.local_host, launch.port)
-        ready = asyncio.create_task(wait_until_ready(probe, launch.log_path))
+        progress = LoadProgress()
+        launch.phase, launch.progress = progress.phase, progress.progress
+
+        def read_progress(output: bytes) -> None:
+            progress.feed(output)
+            if launch.state is _S.BOOTSTRAPPING:
+                launch.phase, launch.progress = progress.phase, progress.progress
+
+        ready = asyncio.create_task(wait_until_ready(probe, launch.log_path, read_progress))
         started = launch.spawned_at or launch.created_at
         time_left = started + self._settings.startup_timeout_seconds - time.time()
         try:

@@ -99,6 +99,15 @@ class Supervisor:
             run.stop()
         return launch
 
+    def sleeping_on(self) -> dict[int, list[str]]:
+        """GPU index -> the sleeping launches that will want it back."""
+        asleep: dict[int, list[str]] = {}
+        for run in self._live_runs():
+            if run.launch.gpus_released:
+                for gpu in run.launch.gpu_ids:
+                    asleep.setdefault(gpu, []).append(run.launch.launch_id)
+        return asleep
+
     def fall_asleep(self, launch_id: str, reason: str) -> bool:
         """Record that vLLM's sleep mode took `launch_id` off its GPUs (ready -> sleeping);
         False if it is no longer ready (it crashed or was stopped meanwhile)."""

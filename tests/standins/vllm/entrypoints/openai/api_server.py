@@ -6,8 +6,9 @@ What it shares with vLLM, as far as the control plane can tell:
   early and leaves connections hanging (older vLLM);
 - vLLM's process tree: an EngineCore child that starts a Worker child of its own, all in
   the API server's process group;
-- log lines in vLLM 0.32's format, including "Starting vLLM server on ..." and uvicorn's
-  "Application startup complete.";
+- log lines in vLLM 0.32's format, including its start-up steps with their progress bars
+  (checkpoint shards, torch.compile, memory profiling, CUDA graph capture), "Starting vLLM
+  server on ..." and uvicorn's "Application startup complete.";
 - /health, /v1/models, /v1/completions, /v1/chat/completions (SSE when streaming),
   /v1/embeddings and /metrics; a clean exit on SIGTERM.
 
@@ -478,6 +479,34 @@ def _embedding(text: str) -> list[float]:
     return [round(byte / 255.0, 4) for byte in digest[:8]]
 
 
+async def load_like_vllm(model: str, seconds: float, stop: asyncio.Event) -> None:
+    """Spend `seconds` as vLLM's start-up does, printing its progress lines: the weights
+    (a tqdm bar of 4 shards, \r between updates), torch.compile, memory profiling, CUDA
+    graph capture (another bar) and the engine's summary. Returns early on SIGTERM."""
+    lines: list[tuple[str, str]] = [(f"Starting to load model {model}...", "\n")]
+    lines += [
+        (f"Loading safetensors checkpoint shards: {done * 25:3d}% Completed | {done}/4", end)
+        for done, end in ((0, "\r"), (1, "\r"), (2, "\r"), (3, "\r"), (4, "\n"))
+    ]
+    lines += [
+        ("Model loading took 0.01 GiB memory and 0.5 seconds", "\n"),
+        ("Dynamo bytecode transform time: 0.40 s", "\n"),
+        ("Memory profiling takes 0.20 seconds.", "\n"),
+    ]
+    lines += [
+        (f"Capturing CUDA graphs (mixed prefill-decode, PIECEWISE): {done * 25:3d}%|", end)
+        for done, end in ((1, "\r"), (2, "\r"), (4, "\n"))
+    ]
+    lines.append(("init engine (profile, create kv cache, warmup model) took 1.0 s", "\n"))
+    step = seconds / len(lines)
+    for text, end in lines:
+        print(text, end=end, flush=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), step)
+        if stop.is_set():
+            return
+
+
 def start_engine_core(ignore_sigterm: bool) -> subprocess.Popen:
     env = dict(os.environ)
     if ignore_sigterm:
@@ -536,8 +565,7 @@ async def serve(args: argparse.Namespace) -> None:
     if "crash-on-start" in model:
         await asyncio.sleep(min(load_seconds, 0.3))
         raise RuntimeError("stand-in crash during start-up (the model name asked for it)")
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), load_seconds)
+    await load_like_vllm(model, load_seconds, stop)
     if stop.is_set():
         log("Shutting down before the model finished loading")
         return

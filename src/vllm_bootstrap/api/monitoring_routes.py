@@ -1,0 +1,60 @@
+"""Looking at the box: GET /stats (host and GPUs, as JSON) and GET /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from vllm_bootstrap.monitoring.gpu_readings import GpuReadings
+from vllm_bootstrap.monitoring.host import host_stats
+from vllm_bootstrap.monitoring.metrics import Metrics
+from vllm_bootstrap.supervision.supervisor import Supervisor
+
+router = APIRouter()
+
+
+@router.get("/stats")
+async def stats(request: Request) -> dict[str, Any]:
+    """Host load, CPUs, memory and disks; each GPU's memory, utilisation, temperature, power
+    and owner. When nvidia-smi fails, `error` says why and `gpus` is empty."""
+    supervisor: Supervisor = request.app.state.supervisor
+    gpus, error = await _gpus(request)
+    settings = supervisor.settings
+    folders = {
+        "state": settings.state_dir,
+        "logs": settings.log_dir,
+        "model_cache": model_cache_folder(),
+    }
+    return {"host": host_stats(folders), "gpus": gpus, "error": error}
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    collector: Metrics = request.app.state.metrics
+    await _gpus(request)  # the GPU gauges show this reading
+    return Response(collector.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _gpus(request: Request) -> tuple[list[dict[str, Any]], str | None]:
+    readings: GpuReadings = request.app.state.gpu_readings
+    supervisor: Supervisor = request.app.state.supervisor
+    collector: Metrics = request.app.state.metrics
+    gpus, error = await readings.read()
+    owners = supervisor.gpu_owners()
+    asleep = supervisor.sleeping_on()
+    for gpu in gpus:
+        gpu["launch_id"] = owners.get(gpu["index"])
+        gpu["sleeping_launch_ids"] = asleep.get(gpu["index"], [])
+    collector.gpus.readings, collector.gpus.owners = gpus, owners
+    return gpus, error
+
+
+def model_cache_folder() -> Path:
+    """Where Hugging Face keeps downloaded models (HF_HUB_CACHE, else HF_HOME/hub)."""
+    if hub_cache := os.environ.get("HF_HUB_CACHE"):
+        return Path(hub_cache)
+    return Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser() / "hub"

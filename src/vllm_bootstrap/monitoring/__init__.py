@@ -1,0 +1,1 @@
+"""Looking at the box: host and GPU figures (GET /stats) and Prometheus metrics (GET /metrics)."""

@@ -1,0 +1,136 @@
+"""GET /metrics: the control plane's Prometheus metrics (prometheus_client's text format).
+
+Counters and histograms are updated where things happen: each request the data plane
+forwards (by route, model and launch), each refusal before forwarding (by route and error
+code), each batch request's outcome, each launch's start-up time. Gauges that describe the
+present (launches by state, GPU memory and utilisation) are read when scraped. Label values
+come from launches and served models, never from what an unauthenticated client sends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from vllm_bootstrap.launches.record import Launch
+from vllm_bootstrap.launches.registry import LaunchDirectory
+from vllm_bootstrap.launches.states import LaunchState
+
+PREFIX = "vllm_bootstrap"
+# From a fast completion to a long generation; streams count until their last byte.
+LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+STARTUP_BUCKETS = (5, 10, 20, 30, 60, 120, 180, 300, 600, 900, 1800)
+
+
+class Metrics:
+    def __init__(self, directory: LaunchDirectory) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            f"{PREFIX}_requests",
+            "Requests forwarded to vLLM, by route (proxy, v1), model, launch and status.",
+            ["route", "model", "launch_id", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            f"{PREFIX}_request_seconds",
+            "Time from forwarding a request to its last response byte, by route and model.",
+            ["route", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.refusals = Counter(
+            f"{PREFIX}_request_errors",
+            "Requests answered with an error before reaching vLLM, by route and error code.",
+            ["route", "code"],
+            registry=self.registry,
+        )
+        self.batch_requests = Counter(
+            f"{PREFIX}_batch_requests",
+            "Batch request lines finished, by outcome (completed, failed).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.startup = Histogram(
+            f"{PREFIX}_launch_startup_seconds",
+            "Seconds from spawning vLLM to the launch being ready.",
+            buckets=STARTUP_BUCKETS,
+            registry=self.registry,
+        )
+        self.gpus = GpuCollector()
+        self.registry.register(LaunchCollector(directory))
+        self.registry.register(self.gpus)
+        self._ready_seen: set[str] = set()
+        directory.subscribe(self._launch_changed)
+
+    def forwarded(
+        self, route: str, model: str, launch: Launch, status: int, started: float
+    ) -> None:
+        self.requests.labels(route, model, launch.launch_id, str(status)).inc()
+        self.latency.labels(route, model).observe(time.perf_counter() - started)
+
+    def refused(self, route: str, code: str) -> None:
+        self.refusals.labels(route, code).inc()
+
+    def batch_outcome(self, ok: bool) -> None:
+        self.batch_requests.labels("completed" if ok else "failed").inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def _launch_changed(self, launch: Launch) -> None:
+        if launch.state is LaunchState.READY and launch.launch_id not in self._ready_seen:
+            self._ready_seen.add(launch.launch_id)
+            started = launch.spawned_at or launch.created_at
+            if launch.ready_at and not launch.adopted:
+                self.startup.observe(max(0.0, launch.ready_at - started))
+        elif launch.is_terminal:
+            self._ready_seen.discard(launch.launch_id)
+
+
+class LaunchCollector(Collector):
+    """Launches by state, counted when scraped."""
+
+    def __init__(self, directory: LaunchDirectory) -> None:
+        self._directory = directory
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            f"{PREFIX}_launches", "Launches this control plane knows, by state.", labels=["state"]
+        )
+        counts = dict.fromkeys(LaunchState, 0)
+        for launch in self._directory.launches(include_terminal=True):
+            counts[launch.state] += 1
+        for state, count in counts.items():
+            family.add_metric([state.value], count)
+        yield family
+
+
+class GpuCollector(Collector):
+    """GPU gauges from the last nvidia-smi reading (GET /metrics takes one first)."""
+
+    def __init__(self) -> None:
+        self.readings: list[dict[str, Any]] = []
+        self.owners: dict[int, str] = {}
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        gauges = {
+            "memory_used_bytes": ("memory_used_mib", 2**20, "GPU memory in use."),
+            "memory_total_bytes": ("memory_total_mib", 2**20, "GPU memory in all."),
+            "utilization_ratio": ("utilization_percent", 0.01, "GPU utilisation, 0 to 1."),
+            "temperature_celsius": ("temperature_c", 1, "GPU temperature."),
+            "power_watts": ("power_watts", 1, "GPU power draw."),
+        }
+        for name, (key, scale, help_text) in gauges.items():
+            family = GaugeMetricFamily(
+                f"{PREFIX}_gpu_{name}", help_text, labels=["gpu", "name", "launch_id"]
+            )
+            for gpu in self.readings:
+                if gpu.get(key) is not None:
+                    labels = [str(gpu["index"]), gpu["name"], self.owners.get(gpu["index"], "")]
+                    family.add_metric(labels, gpu[key] * scale)
+            yield family

@@ -1,0 +1,96 @@
+"""Looking at the box: start-up progress in GET /status, GET /stats (host and GPUs, with and
+without a working nvidia-smi) and GET /metrics, parsed back with prometheus_client."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.batch_helpers import client_for, jsonl, submit, wait_for_batch
+from tests.conftest import ServerFactory
+from tests.harness import Server
+
+
+def test_status_follows_the_start_up_phases_from_the_log(start_server: ServerFactory) -> None:
+    server = start_server(FAKE_VLLM_LOAD_SECONDS="2.6")
+    launch = server.launch(model="org/progress", gpu_ids=[0])
+    seen: list[tuple[str, float | None]] = []
+    while (status := server.status(launch["launch_id"]))["state"] != "ready":
+        observed = (status["phase"], status["progress"])
+        if not seen or seen[-1] != observed:
+            seen.append(observed)
+        time.sleep(0.02)
+    assert status["phase"] == "ready"
+    phases = [phase for phase, _ in seen]
+    order = ["starting", "loading_weights", "compiling", "profiling", "capturing_graphs"]
+    assert [phase for phase in order if phase in phases] == order
+    assert phases == sorted(phases, key=lambda phase: [*order, "starting_server"].index(phase))
+    fractions = [fraction for phase, fraction in seen if phase == "loading_weights" and fraction]
+    assert 0.5 in fractions  # "Loading safetensors checkpoint shards:  50% Completed | 2/4"
+
+
+def test_stats_show_the_host_and_each_gpu_with_its_owner(server: Server) -> None:
+    launch = server.launch_ready(model="org/owner", gpu_ids=[1])
+    stats = server.client.get("/stats").json()
+    host = stats["host"]
+    assert len(host["load_average"]) == 3
+    assert host["cpu_count"] >= 1
+    assert host["memory"]["total_bytes"] > host["memory"]["available_bytes"] > 0
+    assert set(host["disks"]) == {"state", "logs", "model_cache"}
+    assert host["disks"]["state"]["free_bytes"] > 0
+    assert stats["error"] is None
+    gpu0, gpu1 = stats["gpus"]
+    assert gpu0["name"] == "NVIDIA H100 80GB HBM3"
+    assert (gpu0["temperature_c"], gpu0["power_watts"], gpu0["launch_id"]) == (30.0, 70.25, None)
+    assert gpu1["power_watts"] is None  # "[N/A]"
+    assert gpu1["launch_id"] == launch["launch_id"]
+
+
+def test_stats_answer_for_the_host_when_nvidia_smi_fails(start_server: ServerFactory) -> None:
+    server = start_server(FAKE_NVIDIA_SMI_FAIL="1")
+    stats = server.client.get("/stats").json()
+    assert stats["gpus"] == []
+    assert "couldn't communicate with the NVIDIA driver" in stats["error"]
+    assert stats["host"]["cpu_count"] >= 1
+
+
+def _samples(server: Server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = server.client.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_requests_refusals_batches_launches_and_gpus(server: Server) -> None:
+    launch = server.launch_ready(
+        model="org/metered", gpu_ids=[0], extra_args=["--served-model-name", "metered"]
+    )
+    body = {"model": "metered", "prompt": "hi", "max_tokens": 2}
+    assert server.client.post("/v1/completions", json=body).status_code == 200
+    proxied = server.client.post(f"/proxy/{launch['launch_id']}/v1/completions", json=body)
+    assert proxied.status_code == 200
+    missing = server.client.post("/v1/completions", json={**body, "model": "absent"})
+    assert missing.status_code == 404
+    client = client_for(server)
+    line = {"custom_id": "a", "method": "POST", "url": "/v1/completions", "body": body}
+    batch = submit(client, jsonl([line, {**line, "custom_id": "b"}]), endpoint="/v1/completions")
+    assert wait_for_batch(client, batch.id, timeout=30).status == "completed"
+
+    samples = _samples(server)
+    v1 = (("launch_id", launch["launch_id"]), ("model", "metered"), ("route", "v1"))
+    assert samples[("vllm_bootstrap_requests_total", (*v1, ("status", "200")))] == 1
+    proxy = (("launch_id", launch["launch_id"]), ("model", "org/metered"), ("route", "proxy"))
+    assert samples[("vllm_bootstrap_requests_total", (*proxy, ("status", "200")))] == 1
+    latency = (("model", "metered"), ("route", "v1"))
+    assert samples[("vllm_bootstrap_request_seconds_count", latency)] == 1
+    refusal = (("code", "model_not_found"), ("route", "v1"))
+    assert samples[("vllm_bootstrap_request_errors_total", refusal)] == 1
+    assert samples[("vllm_bootstrap_batch_requests_total", (("outcome", "completed"),))] == 2
+    assert samples[("vllm_bootstrap_launches", (("state", "ready"),))] == 1
+    assert samples[("vllm_bootstrap_launch_startup_seconds_count", ())] == 1
+    gpu = (("gpu", "0"), ("launch_id", launch["launch_id"]), ("name", "NVIDIA H100 80GB HBM3"))
+    assert samples[("vllm_bootstrap_gpu_temperature_celsius", gpu)] == 30
