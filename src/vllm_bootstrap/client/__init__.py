@@ -1,0 +1,23 @@
+"""A typed Python client for a vllm-bootstrap server:
+
+from vllm_bootstrap.client import Client
+
+client = Client("http://gpu-box:8000", key="...")   # or VLLM_BOOTSTRAP_URL, VLLM_ACCESS_KEY
+with client.run("Qwen/Qwen3-8B", gpu_ids=[0]) as launch:
+    openai = client.openai(launch.launch_id)
+    print(openai.completions.create(model="Qwen/Qwen3-8B", prompt="Hi").choices[0].text)
+"""
+
+from vllm_bootstrap.client.common import ApiError, LaunchFailed
+from vllm_bootstrap.client.models import Launch, LogChunk, Profile, Stats
+from vllm_bootstrap.client.sync_client import Client
+
+__all__ = [
+    "ApiError",
+    "Client",
+    "Launch",
+    "LaunchFailed",
+    "LogChunk",
+    "Profile",
+    "Stats",
+]

@@ -1,0 +1,93 @@
+"""What the sync and async clients share: where the server is, the key, errors, and the
+decisions that do not depend on how a request is sent."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from vllm_bootstrap.client.models import Launch
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+# Log lines shown with a launch that failed to start.
+LOG_TAIL_BYTES = 4096
+
+
+class ApiError(RuntimeError):
+    """The server refused a request; `status` and `detail` say how and why."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status, self.detail = status, detail
+
+
+class LaunchFailed(RuntimeError):
+    """A launch ended instead of becoming ready; `log_tail` is the end of its log."""
+
+    def __init__(self, launch: Launch, log_tail: str) -> None:
+        reason = launch.error or f"it is {launch.state}"
+        super().__init__(f"launch {launch.launch_id} did not become ready: {reason}\n{log_tail}")
+        self.launch, self.log_tail = launch, log_tail
+
+
+BATCH_ENDED = ("completed", "failed", "cancelled", "expired")
+
+
+def base_url(url: str | None) -> str:
+    return (url or os.environ.get("VLLM_BOOTSTRAP_URL") or DEFAULT_URL).rstrip("/")
+
+
+def headers(key: str | None) -> dict[str, str]:
+    key = key if key is not None else os.environ.get("VLLM_ACCESS_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def checked(response: httpx.Response) -> Any:
+    """The JSON of a successful answer; ApiError with the server's own words otherwise."""
+    if response.is_success:
+        return response.json()
+    try:
+        payload = response.json()
+    except ValueError:
+        detail = response.text[:500] or response.reason_phrase
+        raise ApiError(response.status_code, detail) from None
+    detail = payload.get("detail") if isinstance(payload, dict) else None
+    if detail is None and isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        detail = payload["error"].get("message")
+    raise ApiError(response.status_code, str(detail if detail is not None else payload))
+
+
+def checked_bytes(response: httpx.Response) -> None:
+    """Raise ApiError unless the answer succeeded (for answers that are not JSON)."""
+    if not response.is_success:
+        checked(response)
+
+
+def jsonl_content(requests: Path | str | Iterable[dict[str, Any]]) -> bytes:
+    """A batch input file: read from a path, or written from request lines."""
+    if isinstance(requests, str | Path):
+        return Path(requests).read_bytes()
+    return b"".join(json.dumps(line).encode() + b"\n" for line in requests)
+
+
+def launch_body(model: str, gpu_ids: list[int] | None, **options: Any) -> dict[str, Any]:
+    body = {"model": model, **{name: value for name, value in options.items() if value is not None}}
+    if gpu_ids is not None:
+        body["gpu_ids"] = gpu_ids
+    return body
+
+
+def openai_client(url: str, key: str | None, launch_id: str | None) -> Any:
+    """An `openai.OpenAI` pointed at /v1 (routed by model) or at one launch's /proxy."""
+    try:
+        import openai
+    except ImportError:
+        raise ImportError("client.openai() needs the openai package: pip install openai") from None
+    path = f"/proxy/{launch_id}/v1" if launch_id else "/v1"
+    api_key = key if key is not None else os.environ.get("VLLM_ACCESS_KEY")
+    return openai.OpenAI(base_url=f"{url}{path}", api_key=api_key or "unused")

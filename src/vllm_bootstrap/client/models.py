@@ -1,0 +1,82 @@
+"""The server's answers as typed objects. Unknown fields are kept (`model_extra`), so a
+newer server's additions never break an older client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Launch(_Answer):
+    launch_id: str
+    model: str
+    state: str
+    gpu_ids: list[int]
+    port: int
+    served_models: list[str] = []
+    phase: str | None = None
+    progress: float | None = None
+    error: str | None = None
+    return_code: int | None = None
+    profile: str | None = None
+    reason: str | None = None
+    in_flight: int = 0
+    created_at: str | None = None
+    ready_at: str | None = None
+
+    @property
+    def is_ended(self) -> bool:
+        return self.state in ("stopped", "failed")
+
+
+class LogChunk(_Answer):
+    launch_id: str
+    offset: int
+    next_offset: int
+    size: int
+    content: str
+
+
+class GpuStats(_Answer):
+    index: int
+    name: str
+    memory_used_mib: int | None = None
+    memory_total_mib: int | None = None
+    utilization_percent: float | None = None
+    temperature_c: float | None = None
+    power_watts: float | None = None
+    launch_id: str | None = None
+
+
+class Stats(_Answer):
+    host: dict[str, Any]
+    gpus: list[GpuStats]
+    error: str | None = None
+
+
+class ProfileStatus(_Answer):
+    state: str
+    launch_id: str | None = None
+    launch_state: str | None = None
+    last_request_at: str | None = None
+    in_flight: int = 0
+    waiting: int = 0
+    last_error: str | None = None
+
+
+class Profile(_Answer):
+    name: str
+    model: str
+    gpu_count: int | None = None
+    gpu_ids: list[int] | None = None
+    extra_args: list[str] = []
+    idle_ttl_seconds: float | None = None
+    sleep: bool = False
+    pinned: bool = False
+    preload: bool = False
+    status: ProfileStatus | None = None
