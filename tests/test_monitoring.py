@@ -94,3 +94,27 @@ def test_metrics_count_requests_refusals_batches_launches_and_gpus(server: Serve
     assert samples[("vllm_bootstrap_launch_startup_seconds_count", ())] == 1
     gpu = (("gpu", "0"), ("launch_id", launch["launch_id"]), ("name", "NVIDIA H100 80GB HBM3"))
     assert samples[("vllm_bootstrap_gpu_temperature_celsius", gpu)] == 30
+
+
+def test_a_restarted_launch_starts_its_phases_again(start_server: ServerFactory) -> None:
+    server = start_server(FAKE_VLLM_LOAD_SECONDS="2.6", FAKE_VLLM_CRASH_AFTER_SECONDS="0.3")
+    launch = server.launch(
+        model="crash-after-ready", gpu_ids=[0], restart="on-failure", restart_backoff_seconds=0.1
+    )
+    server.wait_for(launch["launch_id"], {"ready"})
+    while (status := server.status(launch["launch_id"]))["restart_count"] == 0 or status[
+        "state"
+    ] != "bootstrapping":
+        time.sleep(0.01)
+    # The log still holds the first run's "Starting vLLM server on": it is not read again.
+    assert status["phase"] in ("starting", "loading_weights")
+
+
+def test_a_stopped_launchs_request_series_end_with_it(server: Server) -> None:
+    launch = server.launch_ready(model="org/brief", gpu_ids=[0])
+    body = {"model": "org/brief", "prompt": "hi", "max_tokens": 1}
+    assert server.client.post("/v1/completions", json=body).status_code == 200
+    requests = "vllm_bootstrap_requests_total"
+    assert any(name == requests for name, _ in _samples(server))
+    server.stop(launch["launch_id"])
+    assert not any(name == requests for name, _ in _samples(server))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,9 @@ async def stats(request: Request) -> dict[str, Any]:
         "logs": settings.log_dir,
         "model_cache": model_cache_folder(),
     }
-    return {"host": host_stats(folders), "gpus": gpus, "error": error}
+    # /proc and statfs are quick, but a hung network mount must not freeze the event loop.
+    host = await asyncio.to_thread(host_stats, folders)
+    return {"host": host, "gpus": gpus, "error": error}
 
 
 @router.get("/metrics")

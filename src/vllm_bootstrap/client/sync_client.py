@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from vllm_bootstrap.client import common
+from vllm_bootstrap.client.common import ApiError
 from vllm_bootstrap.client.models import Launch, LogChunk, Profile, Stats
 
 POLL_SECONDS = 0.5
@@ -67,7 +68,7 @@ class Client:
             if offset >= chunk.size and self.status(launch_id).is_ended:
                 if self.logs(launch_id, offset).size <= offset:
                     return
-            elif offset >= chunk.size:
+            elif not chunk.content:
                 time.sleep(POLL_SECONDS)
 
     def log_tail(self, launch_id: str) -> str:
@@ -106,8 +107,12 @@ class Client:
         launch = self.launch(model, gpu_ids, **options)
         try:
             yield self.wait_until_ready(launch.launch_id, timeout)
-        finally:
-            self.stop(launch.launch_id, wait=True)
+        except BaseException:
+            # The stop must not hide what went wrong in the block (or the LaunchFailed).
+            with contextlib.suppress(ApiError, httpx.HTTPError):
+                self.stop(launch.launch_id, wait=True)
+            raise
+        self.stop(launch.launch_id, wait=True)
 
     def stats(self) -> Stats:
         return Stats.model_validate(self._call("GET", "/stats"))

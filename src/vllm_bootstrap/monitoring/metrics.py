@@ -78,8 +78,12 @@ class Metrics:
             started = launch.spawned_at or launch.created_at
             if launch.ready_at and not launch.adopted:
                 self.startup.observe(max(0.0, launch.ready_at - started))
+        elif launch.state is LaunchState.BOOTSTRAPPING:
+            self._ready_seen.discard(launch.launch_id)  # a restart's start-up counts again
         elif launch.is_terminal:
             self._ready_seen.discard(launch.launch_id)
+            # Its series end with it: launches come and go (profiles), series must not pile up.
+            self.forwarding.forget_launch(launch.launch_id)
 
 
 class ForwardedRequests(Collector):
@@ -100,6 +104,10 @@ class ForwardedRequests(Collector):
             buckets = self._latency[(route, model)] = [0.0] * (len(LATENCY_BUCKETS) + 2)
         buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
         buckets[-1] += seconds
+
+    def forget_launch(self, launch_id: str) -> None:
+        for key in [key for key in self._counts if key[2] == launch_id]:
+            del self._counts[key]
 
     def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
         requests = CounterMetricFamily(

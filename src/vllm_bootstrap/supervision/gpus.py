@@ -71,13 +71,13 @@ async def query_gpu_processes() -> list[GPUProcess]:
 # What GET /stats shows of each GPU; "[N/A]" (some boards) becomes null.
 STATS_FIELDS = (
     "index",
-    "name",
     "memory.used",
     "memory.total",
     "utilization.gpu",
     "temperature.gpu",
     "power.draw",
     "power.limit",
+    "name",  # last: a board name may hold a comma
 )
 
 
@@ -88,10 +88,10 @@ async def query_gpu_stats() -> list[dict[str, Any]]:
     )
     stats = []
     for line in output.splitlines():
-        fields = [field.strip() for field in line.split(",")]
+        fields = [field.strip() for field in line.split(",", len(STATS_FIELDS) - 1)]
         if len(fields) != len(STATS_FIELDS) or not fields[0].isdigit():
             continue
-        index, name, used, total, utilization, temperature, power, power_limit = fields
+        index, used, total, utilization, temperature, power, power_limit, name = fields
         stats.append(
             {
                 "index": int(index),

@@ -24,6 +24,7 @@ SLOW_PROBE_SECONDS = 1.0
 FAST_PROBE_SECONDS = 0.02
 FAST_PROBE_WINDOW_SECONDS = 15.0
 PROBE_TIMEOUT_SECONDS = 2.0
+MAX_READ_BYTES = 256 * 1024
 
 
 class ReadinessProbe:
@@ -70,9 +71,11 @@ class LogHintWatcher:
     """Reports when new log output contains one of vLLM's "HTTP server is up" lines, and
     hands every new piece of the log to `on_output` (the start-up progress parser)."""
 
-    def __init__(self, path: Path, on_output: Callable[[bytes], None] | None = None) -> None:
+    def __init__(
+        self, path: Path, on_output: Callable[[bytes], None] | None = None, offset: int = 0
+    ) -> None:
         self._path = path
-        self._offset = 0
+        self._offset = offset  # where this run of vLLM began writing (the file is appended to)
         self._carry = b""
         self._on_output = on_output
 
@@ -85,7 +88,9 @@ class LogHintWatcher:
             return False
         with open(self._path, "rb") as log_file:
             log_file.seek(self._offset)
-            new = log_file.read(size - self._offset)
+            # At most this much per poll: the rest is read on the next ones, so a long log
+            # never stalls the event loop.
+            new = log_file.read(min(size - self._offset, MAX_READ_BYTES))
         self._offset += len(new)
         if self._on_output is not None:
             self._on_output(new)
@@ -96,10 +101,14 @@ class LogHintWatcher:
 
 
 async def wait_until_ready(
-    probe: ReadinessProbe, log_path: Path, on_output: Callable[[bytes], None] | None = None
+    probe: ReadinessProbe,
+    log_path: Path,
+    on_output: Callable[[bytes], None] | None = None,
+    log_offset: int = 0,
 ) -> list[str]:
-    """Return the served model names as soon as the server answers."""
-    hints = LogHintWatcher(log_path, on_output)
+    """Return the served model names as soon as the server answers; the log is read from
+    `log_offset` (where this run of vLLM began writing)."""
+    hints = LogHintWatcher(log_path, on_output, log_offset)
     next_slow_probe = time.monotonic()
     fast_until = 0.0
     while True:

@@ -21,6 +21,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from vllm_bootstrap.config import Settings
 from vllm_bootstrap.launches.logs import known_cause, last_error_line
@@ -50,12 +51,16 @@ class LaunchRun:
         self._terminator: asyncio.Task[None] | None = None
         self._restart_timer: asyncio.Task[None] | None = None
         self._ended = asyncio.Event()
+        # Where this run of vLLM begins in its log (restarts append to the same file); on
+        # adoption, the start when it never restarted, else only what comes next.
+        self._log_start = 0 if launch.restart_count == 0 else _log_size(launch.log_path)
 
     # ----------------------------------------------------------------- the supervisor's side
 
     def start(self) -> bool:
         """Start vLLM; False (and the launch failed, saying why) if it could not be."""
         launch = self.launch
+        self._log_start = _log_size(launch.log_path)
         try:
             process = processes.spawn(launch.command, child.environment(launch), launch.log_path)
         except OSError as exc:
@@ -168,7 +173,9 @@ class LaunchRun:
             if launch.state is _S.BOOTSTRAPPING:
                 launch.phase, launch.progress = progress.phase, progress.progress
 
-        ready = asyncio.create_task(wait_until_ready(probe, launch.log_path, read_progress))
+        ready = asyncio.create_task(
+            wait_until_ready(probe, launch.log_path, read_progress, self._log_start)
+        )
         started = launch.spawned_at or launch.created_at
         time_left = started + self._settings.startup_timeout_seconds - time.time()
         try:
@@ -283,6 +290,13 @@ class LaunchRun:
         log = logger.warning if state in (_S.FAILING, _S.FAILED) else logger.info
         why = error or note
         log("launch %s: %s%s", launch.launch_id, state, f" ({escaped(why)})" if why else "")
+
+
+def _log_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:
