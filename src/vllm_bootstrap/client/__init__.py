@@ -1,4 +1,5 @@
-"""A typed Python client for a vllm-bootstrap server:
+"""A typed Python client for a vllm-bootstrap server, sync (`Client`) and async
+(`AsyncClient`, the same methods awaited):
 
 from vllm_bootstrap.client import Client
 
@@ -8,12 +9,14 @@ with client.run("Qwen/Qwen3-8B", gpu_ids=[0]) as launch:
     print(openai.completions.create(model="Qwen/Qwen3-8B", prompt="Hi").choices[0].text)
 """
 
+from vllm_bootstrap.client.async_client import AsyncClient
 from vllm_bootstrap.client.common import ApiError, LaunchFailed
 from vllm_bootstrap.client.models import Launch, LogChunk, Profile, Stats
 from vllm_bootstrap.client.sync_client import Client
 
 __all__ = [
     "ApiError",
+    "AsyncClient",
     "Client",
     "Launch",
     "LaunchFailed",

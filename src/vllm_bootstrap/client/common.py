@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,24 @@ class LaunchFailed(RuntimeError):
 BATCH_ENDED = ("completed", "failed", "cancelled", "expired")
 
 
+class ClientBase:
+    """Where the server is and the key: what both clients are made with."""
+
+    def __init__(self, url: str | None, key: str | None, timeout: float) -> None:
+        """`url` and `key` default to VLLM_BOOTSTRAP_URL and VLLM_ACCESS_KEY."""
+        self.url = base_url(url)
+        self._key = key
+        self._http_options: dict[str, Any] = {
+            "base_url": self.url,
+            "headers": headers(key),
+            "timeout": timeout,
+        }
+
+    def openai(self, launch_id: str | None = None) -> Any:
+        """An openai.OpenAI client for /v1 (by model) or for one launch (/proxy/{id}/v1)."""
+        return openai_client(self.url, self._key, launch_id)
+
+
 def base_url(url: str | None) -> str:
     return (url or os.environ.get("VLLM_BOOTSTRAP_URL") or DEFAULT_URL).rstrip("/")
 
@@ -62,6 +80,20 @@ def checked(response: httpx.Response) -> Any:
     raise ApiError(response.status_code, str(detail if detail is not None else payload))
 
 
+def start_up_verdict(launch: Launch) -> str:
+    """ "ready", "ended" (it will not become ready: failed, stopped, being stopped, asleep)
+    or "waiting"."""
+    if launch.state == "ready":
+        return "ready"
+    if launch.is_ended or launch.state in ("stopping", "sleeping"):
+        return "ended"
+    return "waiting"
+
+
+def tail_offset(size: int) -> int:
+    return max(0, size - LOG_TAIL_BYTES)
+
+
 def checked_bytes(response: httpx.Response) -> None:
     """Raise ApiError unless the answer succeeded (for answers that are not JSON)."""
     if not response.is_success:
@@ -73,6 +105,16 @@ def jsonl_content(requests: Path | str | Iterable[dict[str, Any]]) -> bytes:
     if isinstance(requests, str | Path):
         return Path(requests).read_bytes()
     return b"".join(json.dumps(line).encode() + b"\n" for line in requests)
+
+
+def result_files(batch: dict[str, Any]) -> list[str]:
+    return [file_id for key in ("output_file_id", "error_file_id") if (file_id := batch.get(key))]
+
+
+def result_lines(content: bytes) -> Iterator[dict[str, Any]]:
+    for line in content.splitlines():
+        if line.strip():
+            yield json.loads(line)
 
 
 def launch_body(model: str, gpu_ids: list[int] | None, **options: Any) -> dict[str, Any]:

@@ -1,31 +1,29 @@
-"""The synchronous client (httpx.Client)."""
+"""The synchronous client (httpx.Client); requests are described in calls.py."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
-from vllm_bootstrap.client import common
+from vllm_bootstrap.client import calls, common
 from vllm_bootstrap.client.common import ApiError
 from vllm_bootstrap.client.models import Launch, LogChunk, Profile, Stats
 
+T = TypeVar("T")
 POLL_SECONDS = 0.5
 
 
-class Client:
+class Client(common.ClientBase):
     def __init__(
         self, url: str | None = None, key: str | None = None, timeout: float = 60.0
     ) -> None:
-        """`url` and `key` default to VLLM_BOOTSTRAP_URL and VLLM_ACCESS_KEY."""
-        self.url = common.base_url(url)
-        self._key = key
-        self._http = httpx.Client(base_url=self.url, headers=common.headers(key), timeout=timeout)
+        super().__init__(url, key, timeout)
+        self._http = httpx.Client(**self._http_options)
 
     def close(self) -> None:
         self._http.close()
@@ -40,23 +38,22 @@ class Client:
 
     def launch(self, model: str, gpu_ids: list[int] | None = None, **options: Any) -> Launch:
         """Start vLLM (options as POST /launch: extra_args, env, port, restart, ...)."""
-        body = common.launch_body(model, gpu_ids, **options)
-        return Launch.model_validate(self._call("POST", "/launch", json=body))
+        return self._send(calls.launch(common.launch_body(model, gpu_ids, **options)))
 
     def status(self, launch_id: str) -> Launch:
-        return Launch.model_validate(self._call("GET", f"/status/{launch_id}"))
+        return self._send(calls.status(launch_id))
 
     def launches(self, all: bool = False) -> list[Launch]:
-        answer = self._call("GET", "/launch", params={"all": all})
-        return [Launch.model_validate(launch) for launch in answer]
+        return self._send(calls.launches(all))
 
     def stop(self, launch_id: str, wait: bool = False) -> Launch:
-        answer = self._call("POST", f"/stop/{launch_id}", params={"wait": wait})
-        return Launch.model_validate(answer)
+        return self._send(calls.stop(launch_id, wait))
 
     def logs(self, launch_id: str, offset: int = 0) -> LogChunk:
-        answer = self._call("GET", f"/logs/{launch_id}", params={"offset": offset})
-        return LogChunk.model_validate(answer)
+        return self._send(calls.logs(launch_id, offset))
+
+    def log_tail(self, launch_id: str) -> str:
+        return self.logs(launch_id, common.tail_offset(self.logs(launch_id).size)).content
 
     def follow_logs(self, launch_id: str, offset: int = 0) -> Iterator[str]:
         """Log text as it is written, until the launch has ended and all of it was read."""
@@ -71,10 +68,6 @@ class Client:
             elif not chunk.content:
                 time.sleep(POLL_SECONDS)
 
-    def log_tail(self, launch_id: str) -> str:
-        size = self.logs(launch_id).size
-        return self.logs(launch_id, max(0, size - common.LOG_TAIL_BYTES)).content
-
     def wait_until_ready(
         self,
         launch_id: str,
@@ -87,9 +80,10 @@ class Client:
             launch = self.status(launch_id)
             if on_update is not None:
                 on_update(launch)
-            if launch.state == "ready":
+            verdict = common.start_up_verdict(launch)
+            if verdict == "ready":
                 return launch
-            if launch.is_ended or launch.state == "stopping":
+            if verdict == "ended":
                 raise common.LaunchFailed(launch, self.log_tail(launch_id))
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"launch {launch_id} is still {launch.state}")
@@ -115,34 +109,27 @@ class Client:
         self.stop(launch.launch_id, wait=True)
 
     def stats(self) -> Stats:
-        return Stats.model_validate(self._call("GET", "/stats"))
-
-    def openai(self, launch_id: str | None = None) -> Any:
-        """An openai.OpenAI client for /v1 (by model) or for one launch (/proxy/{id}/v1)."""
-        return common.openai_client(self.url, self._key, launch_id)
+        return self._send(calls.stats())
 
     # ----------------------------------------------------------------- model profiles
 
     def put_profile(self, name: str, model: str, **fields: Any) -> Profile:
-        answer = self._call("PUT", f"/models/{name}", json={"model": model, **fields})
-        return Profile.model_validate(answer)
+        return self._send(calls.put_profile(name, {"model": model, **fields}))
 
     def profiles(self) -> list[Profile]:
-        return [Profile.model_validate(profile) for profile in self._call("GET", "/models")]
+        return self._send(calls.profiles())
 
     def profile(self, name: str) -> Profile:
-        return Profile.model_validate(self._call("GET", f"/models/{name}"))
+        return self._send(calls.profile(name))
 
     def delete_profile(self, name: str) -> None:
-        self._call("DELETE", f"/models/{name}")
+        self._send(calls.delete_profile(name))
 
     def load(self, name: str, wait: bool = False) -> Profile:
-        answer = self._call("POST", f"/models/{name}/load", params={"wait": wait})
-        return Profile.model_validate(answer)
+        return self._send(calls.load(name, wait))
 
     def unload(self, name: str, wait: bool = False) -> Profile:
-        answer = self._call("POST", f"/models/{name}/unload", params={"wait": wait})
-        return Profile.model_validate(answer)
+        return self._send(calls.unload(name, wait))
 
     # ----------------------------------------------------------------- batches
 
@@ -153,18 +140,17 @@ class Client:
         completion_window: str = "24h",
     ) -> dict[str, Any]:
         """Upload a JSONL file (a path) or request lines (dicts), then create the batch."""
-        content = common.jsonl_content(requests)
-        files = {"file": ("batch.jsonl", content, "application/jsonl")}
-        uploaded = self._call("POST", "/v1/files", files=files, data={"purpose": "batch"})
-        body = {
-            "input_file_id": uploaded["id"],
-            "endpoint": endpoint,
-            "completion_window": completion_window,
-        }
-        return dict(self._call("POST", "/v1/batches", json=body))
+        uploaded = self._send(calls.upload(common.jsonl_content(requests)))
+        return self._send(calls.create_batch(uploaded["id"], endpoint, completion_window))
 
     def batch(self, batch_id: str) -> dict[str, Any]:
-        return dict(self._call("GET", f"/v1/batches/{batch_id}"))
+        return self._send(calls.batch(batch_id))
+
+    def batches(self, limit: int = 20) -> list[dict[str, Any]]:
+        return list(self._send(calls.batches(limit))["data"])
+
+    def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        return self._send(calls.cancel_batch(batch_id))
 
     def wait_for_batch(
         self, batch_id: str, on_update: Callable[[dict[str, Any]], None] | None = None
@@ -177,18 +163,18 @@ class Client:
                 return batch
             time.sleep(POLL_SECONDS)
 
+    def file_content(self, file_id: str) -> bytes:
+        response = self._http.get(f"/v1/files/{file_id}/content")
+        common.checked_bytes(response)
+        return response.content
+
     def batch_results(self, batch_id: str) -> Iterator[dict[str, Any]]:
         """Every result line (output file, then error file), each with its custom_id."""
-        batch = self.batch(batch_id)
-        for file_id in (batch.get("output_file_id"), batch.get("error_file_id")):
-            if file_id:
-                response = self._http.get(f"/v1/files/{file_id}/content")
-                common.checked_bytes(response)
-                for line in response.text.splitlines():
-                    if line.strip():
-                        yield json.loads(line)
+        for file_id in common.result_files(self.batch(batch_id)):
+            yield from common.result_lines(self.file_content(file_id))
 
     # ----------------------------------------------------------------- sending
 
-    def _call(self, method: str, path: str, **request: Any) -> Any:
-        return common.checked(self._http.request(method, path, **request))
+    def _send(self, call: calls.Call[T]) -> T:
+        response = self._http.request(call.method, call.path, **call.request)
+        return call.parse(common.checked(response))

@@ -1,0 +1,180 @@
+"""The asynchronous client (httpx.AsyncClient): the same methods as `Client`, awaited;
+requests are described once, in calls.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from vllm_bootstrap.client import calls, common
+from vllm_bootstrap.client.common import ApiError
+from vllm_bootstrap.client.models import Launch, LogChunk, Profile, Stats
+
+T = TypeVar("T")
+POLL_SECONDS = 0.5
+
+
+class AsyncClient(common.ClientBase):
+    def __init__(
+        self, url: str | None = None, key: str | None = None, timeout: float = 60.0
+    ) -> None:
+        super().__init__(url, key, timeout)
+        self._http = httpx.AsyncClient(**self._http_options)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    # ----------------------------------------------------------------- launches
+
+    async def launch(self, model: str, gpu_ids: list[int] | None = None, **options: Any) -> Launch:
+        return await self._send(calls.launch(common.launch_body(model, gpu_ids, **options)))
+
+    async def status(self, launch_id: str) -> Launch:
+        return await self._send(calls.status(launch_id))
+
+    async def launches(self, all: bool = False) -> list[Launch]:
+        return await self._send(calls.launches(all))
+
+    async def stop(self, launch_id: str, wait: bool = False) -> Launch:
+        return await self._send(calls.stop(launch_id, wait))
+
+    async def logs(self, launch_id: str, offset: int = 0) -> LogChunk:
+        return await self._send(calls.logs(launch_id, offset))
+
+    async def log_tail(self, launch_id: str) -> str:
+        size = (await self.logs(launch_id)).size
+        return (await self.logs(launch_id, common.tail_offset(size))).content
+
+    async def follow_logs(self, launch_id: str, offset: int = 0) -> AsyncIterator[str]:
+        """Log text as it is written, until the launch has ended and all of it was read."""
+        while True:
+            chunk = await self.logs(launch_id, offset)
+            if chunk.content:
+                yield chunk.content
+            offset = chunk.next_offset
+            if offset >= chunk.size and (await self.status(launch_id)).is_ended:
+                if (await self.logs(launch_id, offset)).size <= offset:
+                    return
+            elif not chunk.content:
+                await asyncio.sleep(POLL_SECONDS)
+
+    async def wait_until_ready(
+        self,
+        launch_id: str,
+        timeout: float | None = None,
+        on_update: Callable[[Launch], None] | None = None,
+    ) -> Launch:
+        """Poll until ready; LaunchFailed (with the log's tail) if it ends instead."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            launch = await self.status(launch_id)
+            if on_update is not None:
+                on_update(launch)
+            verdict = common.start_up_verdict(launch)
+            if verdict == "ready":
+                return launch
+            if verdict == "ended":
+                raise common.LaunchFailed(launch, await self.log_tail(launch_id))
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"launch {launch_id} is still {launch.state}")
+            await asyncio.sleep(POLL_SECONDS)
+
+    @contextlib.asynccontextmanager
+    async def run(
+        self,
+        model: str,
+        gpu_ids: list[int] | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> AsyncIterator[Launch]:
+        """Launch, wait until ready, yield it; stop it on the way out, whatever happened."""
+        launch = await self.launch(model, gpu_ids, **options)
+        try:
+            yield await self.wait_until_ready(launch.launch_id, timeout)
+        except BaseException:
+            with contextlib.suppress(ApiError, httpx.HTTPError):
+                await self.stop(launch.launch_id, wait=True)
+            raise
+        await self.stop(launch.launch_id, wait=True)
+
+    async def stats(self) -> Stats:
+        return await self._send(calls.stats())
+
+    # ----------------------------------------------------------------- model profiles
+
+    async def put_profile(self, name: str, model: str, **fields: Any) -> Profile:
+        return await self._send(calls.put_profile(name, {"model": model, **fields}))
+
+    async def profiles(self) -> list[Profile]:
+        return await self._send(calls.profiles())
+
+    async def profile(self, name: str) -> Profile:
+        return await self._send(calls.profile(name))
+
+    async def delete_profile(self, name: str) -> None:
+        await self._send(calls.delete_profile(name))
+
+    async def load(self, name: str, wait: bool = False) -> Profile:
+        return await self._send(calls.load(name, wait))
+
+    async def unload(self, name: str, wait: bool = False) -> Profile:
+        return await self._send(calls.unload(name, wait))
+
+    # ----------------------------------------------------------------- batches
+
+    async def submit_batch(
+        self,
+        requests: Path | str | Iterable[dict[str, Any]],
+        endpoint: str = "/v1/chat/completions",
+        completion_window: str = "24h",
+    ) -> dict[str, Any]:
+        uploaded = await self._send(calls.upload(common.jsonl_content(requests)))
+        return await self._send(calls.create_batch(uploaded["id"], endpoint, completion_window))
+
+    async def batch(self, batch_id: str) -> dict[str, Any]:
+        return await self._send(calls.batch(batch_id))
+
+    async def batches(self, limit: int = 20) -> list[dict[str, Any]]:
+        return list((await self._send(calls.batches(limit)))["data"])
+
+    async def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        return await self._send(calls.cancel_batch(batch_id))
+
+    async def wait_for_batch(
+        self, batch_id: str, on_update: Callable[[dict[str, Any]], None] | None = None
+    ) -> dict[str, Any]:
+        while True:
+            batch = await self.batch(batch_id)
+            if on_update is not None:
+                on_update(batch)
+            if batch["status"] in common.BATCH_ENDED:
+                return batch
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def file_content(self, file_id: str) -> bytes:
+        response = await self._http.get(f"/v1/files/{file_id}/content")
+        common.checked_bytes(response)
+        return response.content
+
+    async def batch_results(self, batch_id: str) -> AsyncIterator[dict[str, Any]]:
+        for file_id in common.result_files(await self.batch(batch_id)):
+            for line in common.result_lines(await self.file_content(file_id)):
+                yield line
+
+    # ----------------------------------------------------------------- sending
+
+    async def _send(self, call: calls.Call[T]) -> T:
+        response = await self._http.request(call.method, call.path, **call.request)
+        return call.parse(common.checked(response))

@@ -1,0 +1,116 @@
+"""Every request the clients make, described once: method, path, parameters, and how the
+answer becomes a typed object. `Client` sends them with httpx.Client, `AsyncClient` with
+httpx.AsyncClient; neither repeats a path or a parse."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from vllm_bootstrap.client.models import Launch, LogChunk, Profile, Stats
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    method: str
+    path: str
+    parse: Callable[[Any], T]
+    params: dict[str, Any] | None = None
+    json: Any = None
+    files: dict[str, Any] | None = None
+    data: dict[str, str] | None = None
+    request: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        options = {"params": self.params, "json": self.json, "files": self.files, "data": self.data}
+        kept = {name: value for name, value in options.items() if value is not None}
+        object.__setattr__(self, "request", kept)
+
+
+def _launches(answer: Any) -> list[Launch]:
+    return [Launch.model_validate(launch) for launch in answer]
+
+
+def _profiles(answer: Any) -> list[Profile]:
+    return [Profile.model_validate(profile) for profile in answer]
+
+
+def _dict(answer: Any) -> dict[str, Any]:
+    return dict(answer)
+
+
+def _nothing(_answer: Any) -> None:
+    return None
+
+
+def launch(body: dict[str, Any]) -> Call[Launch]:
+    return Call("POST", "/launch", Launch.model_validate, json=body)
+
+
+def status(launch_id: str) -> Call[Launch]:
+    return Call("GET", f"/status/{launch_id}", Launch.model_validate)
+
+
+def launches(all: bool) -> Call[list[Launch]]:
+    return Call("GET", "/launch", _launches, params={"all": all})
+
+
+def stop(launch_id: str, wait: bool) -> Call[Launch]:
+    return Call("POST", f"/stop/{launch_id}", Launch.model_validate, params={"wait": wait})
+
+
+def logs(launch_id: str, offset: int) -> Call[LogChunk]:
+    return Call("GET", f"/logs/{launch_id}", LogChunk.model_validate, params={"offset": offset})
+
+
+def stats() -> Call[Stats]:
+    return Call("GET", "/stats", Stats.model_validate)
+
+
+def put_profile(name: str, fields: dict[str, Any]) -> Call[Profile]:
+    return Call("PUT", f"/models/{name}", Profile.model_validate, json=fields)
+
+
+def profiles() -> Call[list[Profile]]:
+    return Call("GET", "/models", _profiles)
+
+
+def profile(name: str) -> Call[Profile]:
+    return Call("GET", f"/models/{name}", Profile.model_validate)
+
+
+def delete_profile(name: str) -> Call[None]:
+    return Call("DELETE", f"/models/{name}", _nothing)
+
+
+def load(name: str, wait: bool) -> Call[Profile]:
+    return Call("POST", f"/models/{name}/load", Profile.model_validate, params={"wait": wait})
+
+
+def unload(name: str, wait: bool) -> Call[Profile]:
+    return Call("POST", f"/models/{name}/unload", Profile.model_validate, params={"wait": wait})
+
+
+def upload(content: bytes) -> Call[dict[str, Any]]:
+    files = {"file": ("batch.jsonl", content, "application/jsonl")}
+    return Call("POST", "/v1/files", _dict, files=files, data={"purpose": "batch"})
+
+
+def create_batch(file_id: str, endpoint: str, window: str) -> Call[dict[str, Any]]:
+    body = {"input_file_id": file_id, "endpoint": endpoint, "completion_window": window}
+    return Call("POST", "/v1/batches", _dict, json=body)
+
+
+def batch(batch_id: str) -> Call[dict[str, Any]]:
+    return Call("GET", f"/v1/batches/{batch_id}", _dict)
+
+
+def batches(limit: int) -> Call[dict[str, Any]]:
+    return Call("GET", "/v1/batches", _dict, params={"limit": limit})
+
+
+def cancel_batch(batch_id: str) -> Call[dict[str, Any]]:
+    return Call("POST", f"/v1/batches/{batch_id}/cancel", _dict)
