@@ -8,8 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from vllm_bootstrap.cli import GRACEFUL_SHUTDOWN_SECONDS
-from vllm_bootstrap.config import Settings
+from vllm_bootstrap.config import GRACEFUL_SHUTDOWN_SECONDS, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())

@@ -44,6 +44,10 @@ SETTING_VARIABLES = frozenset(
 )
 
 
+# In-flight requests (long streams) get this long after SIGTERM before the launches stop.
+GRACEFUL_SHUTDOWN_SECONDS = 5
+
+
 class ConfigError(ValueError):
     """A setting has a value the server cannot run with."""
 

@@ -1,4 +1,4 @@
-"""`vllm-bootstrap`: start the control plane."""
+"""`vllm-bootstrap` and `vllm-bootstrap serve`: start the control plane."""
 
 from __future__ import annotations
 
@@ -13,18 +13,15 @@ import uvicorn
 
 from vllm_bootstrap import __version__
 from vllm_bootstrap.app import create_app
-from vllm_bootstrap.config import ConfigError, load_settings
+from vllm_bootstrap.config import GRACEFUL_SHUTDOWN_SECONDS, ConfigError, load_settings
 from vllm_bootstrap.head_guard import head_guard_protocol
 from vllm_bootstrap.launches.store import StateStore
 from vllm_bootstrap.models.file import ProfileFileError, load_profiles
 
-# In-flight requests (long streams) get this long after SIGTERM before the launches stop.
-GRACEFUL_SHUTDOWN_SECONDS = 5
 
-
-def main(argv: list[str] | None = None) -> None:
+def serve(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
-        prog="vllm-bootstrap", description="Launch, supervise and proxy vLLM servers."
+        prog="vllm-bootstrap serve", description="Launch, supervise and proxy vLLM servers."
     )
     parser.add_argument("--host", help="address to listen on (env VLLM_BOOTSTRAP_HOST)")
     parser.add_argument("--port", type=int, help="port to listen on (env VLLM_BOOTSTRAP_PORT)")
@@ -76,7 +73,3 @@ def check_state_database(path: Path) -> None:
     except (sqlite3.DatabaseError, OSError, RuntimeError) as exc:
         print(f"vllm-bootstrap: cannot use the state database {path}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-
-
-if __name__ == "__main__":
-    main()
