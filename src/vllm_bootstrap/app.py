@@ -36,6 +36,7 @@ from vllm_bootstrap.batches.runner import RunContext, RunSettings
 from vllm_bootstrap.batches.service import Batches
 from vllm_bootstrap.batches.store import BatchStore
 from vllm_bootstrap.config import Settings
+from vllm_bootstrap.dashboard.routes import router as dashboard_router
 from vllm_bootstrap.launches.registry import LaunchDirectory
 from vllm_bootstrap.launches.store import StateStore
 from vllm_bootstrap.models.file import load_profiles
@@ -72,6 +73,7 @@ def create_app(settings: Settings) -> ASGIApp:
     api.include_router(router)
     api.include_router(model_router)
     api.include_router(monitoring_router)
+    api.include_router(dashboard_router)
     errors.install(api)
     dispatcher = ServingDispatcher(AccessLog(BodySizeLimit(api, MAX_API_BODY_BYTES)))
     # The lifespan fills in the dispatcher's data plane, so it is attached once both exist.
