@@ -3,6 +3,7 @@ without a working nvidia-smi) and GET /metrics, parsed back with prometheus_clie
 
 from __future__ import annotations
 
+import os
 import time
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -53,6 +54,20 @@ def test_stats_answer_for_the_host_when_nvidia_smi_fails(start_server: ServerFac
     assert stats["gpus"] == []
     assert "couldn't communicate with the NVIDIA driver" in stats["error"]
     assert stats["host"]["cpu_count"] >= 1
+
+
+def test_stats_on_a_box_without_nvidia_smi(start_server: ServerFactory) -> None:
+    server = start_server(PATH=os.environ["PATH"])  # the stand-in nvidia-smi leaves PATH
+    stats = server.client.get("/stats").json()
+    assert stats["gpus"] == []
+    assert "nvidia-smi is not installed" in stats["error"]
+    assert stats["host"]["memory"]["total_bytes"] > 0
+    assert (
+        "vllm_bootstrap_gpu_memory_used_bytes"
+        not in server.client.get("/metrics").text.split(
+            "# TYPE vllm_bootstrap_gpu_memory_used_bytes gauge"
+        )[-1]
+    )
 
 
 def _samples(server: Server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
