@@ -87,3 +87,39 @@ def test_no_key_means_open_routes(server: Server) -> None:
 )
 def test_key_from_authorization(header: bytes, key: bytes | None) -> None:
     assert key_from_authorization(header) == key
+
+
+@pytest.mark.parametrize(
+    ("headers", "refused"),
+    [
+        ({"Sec-Fetch-Site": "cross-site"}, True),
+        ({"Sec-Fetch-Site": "same-site"}, True),
+        ({"Sec-Fetch-Site": "same-origin", "Origin": "https://elsewhere"}, False),
+        ({"Sec-Fetch-Site": "none"}, False),
+        ({"Origin": "https://evil.example"}, True),
+        ({"Origin": "null"}, True),
+        ({}, False),  # not a browser: scripts and SDKs send neither
+    ],
+)
+def test_changes_a_browser_sends_from_another_site_are_refused(
+    start_server: ServerFactory, headers: dict[str, str], refused: bool
+) -> None:
+    server = start_server(VLLM_ACCESS_KEY="csrf-key")
+    response = server.client.put(
+        "/models/p", json={"model": "m"}, headers={"Authorization": "Bearer csrf-key", **headers}
+    )
+    assert response.status_code == (403 if refused else 200), response.text
+    if refused:
+        assert response.json()["detail"].startswith("refused: ")
+        assert (
+            server.client.get(
+                "/models", headers={"Authorization": "Bearer csrf-key", **headers}
+            ).json()
+            == []
+        )  # reading is allowed; nothing was stored
+
+
+def test_the_same_origin_passes_when_only_origin_is_sent(start_server: ServerFactory) -> None:
+    server = start_server()
+    own = f"http://127.0.0.1:{server.port}"
+    assert server.client.put("/models/p", json={"model": "m"}, headers={"Origin": own}).is_success

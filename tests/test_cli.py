@@ -125,3 +125,55 @@ def test_a_launch_that_fails_shows_its_log_tail(keyed: Server) -> None:
 
 def test_serve_is_the_server(keyed: Server) -> None:
     assert cli(keyed, "serve", "--version").stdout.startswith("vllm-bootstrap serve ")
+
+
+@pytest.mark.parametrize(
+    ("argv", "runs"),
+    [
+        ([], "server"),
+        (["--port", "1"], "server"),
+        (["--host", "stats", "--port", "1"], "server"),  # a value, not a command
+        (["serve", "--port", "1"], "server"),
+        (["--url", "http://x", "ps"], "client"),
+        (["--url", "serve", "ps"], "client"),
+        (["--help"], "client"),
+    ],
+)
+def test_the_first_word_decides_server_or_client(argv: list[str], runs: str) -> None:
+    from vllm_bootstrap.cli import first_command
+
+    position = first_command(argv)
+    word = None if position is None else argv[position]
+    assert ("server" if word in (None, "serve") else "client") == runs
+
+
+def test_an_answer_that_is_not_the_apis_is_one_line(tmp_path: Path) -> None:
+    """A --url that points at some other web server: a line, never a traceback."""
+    import http.server
+    import threading
+
+    class Html(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html>hello</html>" if self.path.startswith("/launch") else b"{}"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Html)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{other.server_address[1]}"
+    try:
+        for args in (["ps"], ["status", "x"], ["stats"], ["batch", "list"]):
+            result = subprocess.run(
+                [sys.executable, "-m", "vllm_bootstrap", "--url", url, *args],
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert result.returncode == 1, (args, result.stderr)
+            assert len(result.stderr.splitlines()) == 1, (args, result.stderr)
+            assert "Traceback" not in result.stderr
+    finally:
+        other.shutdown()

@@ -90,5 +90,20 @@ def test_without_the_key_the_browser_is_asked_for_it(keyed: Server) -> None:
     assert refused.status_code == 401
     assert refused.headers["www-authenticate"].startswith("Basic")
     page = httpx.get(keyed.url + "/", auth=("me", KEY))
-    assert "script-src" not in page.headers["content-security-policy"]  # default-src 'self'
+    assert page.headers["content-security-policy"] == (
+        "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
+        "form-action 'self'; base-uri 'none'"
+    )
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert page.headers["x-frame-options"] == "DENY"
     assert '<script src="/dashboard/dashboard.js"' in page.text
+
+
+def test_user_text_is_shown_as_text_never_run(page: Page, keyed: Server) -> None:
+    hostile = '<img src=x onerror="window.pwned=1">'
+    stored = httpx.put(f"{keyed.url}/models/evil", json={"model": hostile}, auth=("me", KEY))
+    assert stored.status_code == 200
+    page.goto(keyed.url + "/")
+    expect(page.locator("#profiles tbody")).to_contain_text(hostile)
+    assert page.evaluate("window.pwned") is None
+    assert page.locator("#profiles img").count() == 0

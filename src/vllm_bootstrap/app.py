@@ -1,6 +1,6 @@
 """Assembling the server: settings, state store, supervisor, data plane, API, access key.
 
-request -> AccessKeyMiddleware -> ServingDispatcher
+request -> CrossSiteGuard -> AccessKeyMiddleware -> ServingDispatcher
              /proxy/{id}/... -> LaunchProxy   --+--> Forwarder -> UpstreamPool -> vLLM
              /v1/...         -> OpenAIRouter  --+   (a profile no launch serves: models/
                                                      swapper.py loads it, evicting if it must)
@@ -25,6 +25,7 @@ from vllm_bootstrap.api.access_log import AccessLog
 from vllm_bootstrap.api.auth import AccessKeyMiddleware
 from vllm_bootstrap.api.batch_routes import batch_api
 from vllm_bootstrap.api.body_limit import BodySizeLimit
+from vllm_bootstrap.api.cross_site import CrossSiteGuard
 from vllm_bootstrap.api.loop_lag import LoopLagMonitor
 from vllm_bootstrap.api.model_routes import router as model_router
 from vllm_bootstrap.api.monitoring_routes import router as monitoring_router
@@ -78,7 +79,7 @@ def create_app(settings: Settings) -> ASGIApp:
     dispatcher = ServingDispatcher(AccessLog(BodySizeLimit(api, MAX_API_BODY_BYTES)))
     # The lifespan fills in the dispatcher's data plane, so it is attached once both exist.
     api.router.lifespan_context = _lifespan(settings, dispatcher)
-    return AccessKeyMiddleware(dispatcher, settings.access_key)
+    return CrossSiteGuard(AccessKeyMiddleware(dispatcher, settings.access_key))
 
 
 def _lifespan(settings: Settings, dispatcher: ServingDispatcher):  # type: ignore[no-untyped-def]

@@ -10,18 +10,36 @@ from __future__ import annotations
 import sys
 
 CLIENT_COMMANDS = frozenset({"launch", "ps", "status", "logs", "stop", "stats", "models", "batch"})
+# Options of the server and of the client that take a value: their values are not commands.
+_VALUED_OPTIONS = frozenset({"--host", "--port", "--log-level", "--url", "--key"})
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    client = args[:1] in (["-h"], ["--help"]) or (
-        args[:1] != ["serve"] and not CLIENT_COMMANDS.isdisjoint(args)
-    )
+    position = first_command(args)
+    command = None if position is None else args[position]
     # Imported when needed: a client command should not pay for loading the server.
-    if client:
-        from vllm_bootstrap.cli.commands import run
+    if position is None or command == "serve":
+        from vllm_bootstrap.cli.serve import serve
 
-        raise SystemExit(run(args))
-    from vllm_bootstrap.cli.serve import serve
+        serve(args if position is None else args[:position] + args[position + 1 :])
+        return
+    from vllm_bootstrap.cli.commands import run
 
-    serve(args[1:] if args[:1] == ["serve"] else args)
+    raise SystemExit(run(args))
+
+
+def first_command(args: list[str]) -> int | None:
+    """Where the first word is that is neither an option nor an option's value ("-h" counts
+    as the client's: its help lists every command, serve included); None: start the server."""
+    skip = False
+    for position, arg in enumerate(args):
+        if skip:
+            skip = False
+        elif arg in ("-h", "--help"):
+            return position
+        elif arg in _VALUED_OPTIONS:
+            skip = True
+        elif not arg.startswith("-"):
+            return position
+    return None

@@ -5,6 +5,7 @@ prints the server's answer for scripts."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -40,8 +41,19 @@ def run(argv: list[str]) -> int:
         return _fail(f"{exc}".rstrip())
     except httpx.HTTPError as exc:
         return _fail(f"cannot reach the server at {args.url or 'VLLM_BOOTSTRAP_URL'}: {exc}")
+    except BrokenPipeError:
+        # The reader left (`| head`): stop writing, quietly, and keep Python's exit flush
+        # from failing again on the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (CommandError, ProfileFileError, OSError) as exc:
         return _fail(str(exc))
+    except UnicodeError:
+        return _fail("the key or URL holds characters an HTTP header cannot carry")
+    except (ValueError, KeyError, TypeError) as exc:  # a 200 answer of the wrong shape
+        where = args.url or "VLLM_BOOTSTRAP_URL"
+        first_line = (str(exc) or repr(exc)).splitlines()[0]
+        return _fail(f"unexpected answer from the server at {where}: {first_line}")
     except KeyboardInterrupt:
         return 130
     return 0
@@ -115,14 +127,15 @@ def stop(client: Client, args: argparse.Namespace) -> None:
 def stats(client: Client, args: argparse.Namespace) -> None:
     found = client.stats()
     host = found.host
-    memory = host["memory"]
+    memory = host.get("memory", {})
     lines = [
-        f"load {' '.join(map(str, host['load_average']))} on {host['cpu_count']} CPUs, "
-        f"memory {_bytes(memory['used_bytes'])} of {_bytes(memory['total_bytes'])} used"
+        f"load {' '.join(map(str, host.get('load_average', [])))} on {host.get('cpu_count')} "
+        f"CPUs, memory {_bytes(memory.get('used_bytes'))} of {_bytes(memory.get('total_bytes'))}"
+        " used"
     ]
     lines += [
         f"disk {name}: {_bytes(disk.get('free_bytes'))} free of {_bytes(disk.get('total_bytes'))}"
-        for name, disk in host["disks"].items()
+        for name, disk in host.get("disks", {}).items()
     ]
     rows = [
         (

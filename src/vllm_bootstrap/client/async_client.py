@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 
@@ -153,18 +154,25 @@ class AsyncClient(common.ClientBase):
         return await self._send(calls.cancel_batch(batch_id))
 
     async def wait_for_batch(
-        self, batch_id: str, on_update: Callable[[dict[str, Any]], None] | None = None
+        self,
+        batch_id: str,
+        on_update: Callable[[dict[str, Any]], None] | None = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
+        """Poll until the batch has ended; TimeoutError after `timeout` seconds if given."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             batch = await self.batch(batch_id)
             if on_update is not None:
                 on_update(batch)
             if batch["status"] in common.BATCH_ENDED:
                 return batch
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"batch {batch_id} is still {batch['status']}")
             await asyncio.sleep(POLL_SECONDS)
 
     async def file_content(self, file_id: str) -> bytes:
-        response = await self._http.get(f"/v1/files/{file_id}/content")
+        response = await self._http.get(f"/v1/files/{quote(file_id, safe='')}/content")
         common.checked_bytes(response)
         return response.content
 

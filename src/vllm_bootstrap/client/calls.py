@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
 from vllm_bootstrap.client.models import Launch, LogChunk, Profile, Stats
 
@@ -30,6 +31,16 @@ class Call(Generic[T]):
         object.__setattr__(self, "request", kept)
 
 
+def _id(value: str) -> str:
+    """An id as one path segment: "/" "?" "#" cannot take the request elsewhere."""
+    return quote(value, safe="")
+
+
+def _name(value: str) -> str:
+    """A profile name as a path: its "/" stay (names like org/model), the rest is escaped."""
+    return quote(value, safe="/")
+
+
 def _launches(answer: Any) -> list[Launch]:
     return [Launch.model_validate(launch) for launch in answer]
 
@@ -51,7 +62,7 @@ def launch(body: dict[str, Any]) -> Call[Launch]:
 
 
 def status(launch_id: str) -> Call[Launch]:
-    return Call("GET", f"/status/{launch_id}", Launch.model_validate)
+    return Call("GET", f"/status/{_id(launch_id)}", Launch.model_validate)
 
 
 def launches(all: bool) -> Call[list[Launch]]:
@@ -59,11 +70,13 @@ def launches(all: bool) -> Call[list[Launch]]:
 
 
 def stop(launch_id: str, wait: bool) -> Call[Launch]:
-    return Call("POST", f"/stop/{launch_id}", Launch.model_validate, params={"wait": wait})
+    return Call("POST", f"/stop/{_id(launch_id)}", Launch.model_validate, params={"wait": wait})
 
 
 def logs(launch_id: str, offset: int) -> Call[LogChunk]:
-    return Call("GET", f"/logs/{launch_id}", LogChunk.model_validate, params={"offset": offset})
+    return Call(
+        "GET", f"/logs/{_id(launch_id)}", LogChunk.model_validate, params={"offset": offset}
+    )
 
 
 def stats() -> Call[Stats]:
@@ -71,7 +84,7 @@ def stats() -> Call[Stats]:
 
 
 def put_profile(name: str, fields: dict[str, Any]) -> Call[Profile]:
-    return Call("PUT", f"/models/{name}", Profile.model_validate, json=fields)
+    return Call("PUT", f"/models/{_name(name)}", Profile.model_validate, json=fields)
 
 
 def profiles() -> Call[list[Profile]]:
@@ -79,19 +92,23 @@ def profiles() -> Call[list[Profile]]:
 
 
 def profile(name: str) -> Call[Profile]:
-    return Call("GET", f"/models/{name}", Profile.model_validate)
+    return Call("GET", f"/models/{_name(name)}", Profile.model_validate)
 
 
 def delete_profile(name: str) -> Call[None]:
-    return Call("DELETE", f"/models/{name}", _nothing)
+    return Call("DELETE", f"/models/{_name(name)}", _nothing)
 
 
 def load(name: str, wait: bool) -> Call[Profile]:
-    return Call("POST", f"/models/{name}/load", Profile.model_validate, params={"wait": wait})
+    return Call(
+        "POST", f"/models/{_name(name)}/load", Profile.model_validate, params={"wait": wait}
+    )
 
 
 def unload(name: str, wait: bool) -> Call[Profile]:
-    return Call("POST", f"/models/{name}/unload", Profile.model_validate, params={"wait": wait})
+    return Call(
+        "POST", f"/models/{_name(name)}/unload", Profile.model_validate, params={"wait": wait}
+    )
 
 
 def upload(content: bytes) -> Call[dict[str, Any]]:
@@ -105,7 +122,7 @@ def create_batch(file_id: str, endpoint: str, window: str) -> Call[dict[str, Any
 
 
 def batch(batch_id: str) -> Call[dict[str, Any]]:
-    return Call("GET", f"/v1/batches/{batch_id}", _dict)
+    return Call("GET", f"/v1/batches/{_id(batch_id)}", _dict)
 
 
 def batches(limit: int) -> Call[dict[str, Any]]:
@@ -113,4 +130,4 @@ def batches(limit: int) -> Call[dict[str, Any]]:
 
 
 def cancel_batch(batch_id: str) -> Call[dict[str, Any]]:
-    return Call("POST", f"/v1/batches/{batch_id}/cancel", _dict)
+    return Call("POST", f"/v1/batches/{_id(batch_id)}/cancel", _dict)

@@ -68,7 +68,12 @@ def headers(key: str | None) -> dict[str, str]:
 def checked(response: httpx.Response) -> Any:
     """The JSON of a successful answer; ApiError with the server's own words otherwise."""
     if response.is_success:
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:
+            raise ApiError(
+                response.status_code, f"the answer is not JSON: {response.text[:200]!r}"
+            ) from None
     try:
         payload = response.json()
     except ValueError:
