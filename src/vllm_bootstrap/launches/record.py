@@ -172,7 +172,10 @@ class Launch:
         values["log_path"] = Path(values["log_path"])
         if "restart_policy" in values:
             values["restart_policy"] = RestartPolicy(values["restart_policy"])
-        return cls(**values)
+        launch = cls(**values)
+        if launch.state is LaunchState.READY:
+            launch.phase = "ready"  # not stored: a ready launch's phase is always this
+        return launch
 
 
 _FIELDS = dataclasses.fields(Launch)

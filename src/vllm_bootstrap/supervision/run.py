@@ -89,8 +89,6 @@ class LaunchRun:
             launch.process_start_ticks = processes.process_start_ticks(leader)
             self._publish(launch)
         launch.adopted = True
-        if launch.state is _S.READY:
-            launch.phase = "ready"
         logger.info("launch %s: re-adopted %s (pid %d)", launch.launch_id, launch.state, leader)
         self._watch(processes.wait_for_adopted_exit(leader, launch.process_start_ticks))
 
