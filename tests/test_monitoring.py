@@ -100,7 +100,7 @@ def test_metrics_count_requests_refusals_batches_launches_and_gpus(server: Serve
     assert samples[("vllm_bootstrap_requests_total", (*v1, ("status", "200")))] == 1
     proxy = (("launch_id", launch["launch_id"]), ("model", "org/metered"), ("route", "proxy"))
     assert samples[("vllm_bootstrap_requests_total", (*proxy, ("status", "200")))] == 1
-    latency = (("model", "metered"), ("route", "v1"))
+    latency = (("launch_id", launch["launch_id"]), ("model", "metered"), ("route", "v1"))
     assert samples[("vllm_bootstrap_request_seconds_count", latency)] == 1
     refusal = (("code", "model_not_found"), ("route", "v1"))
     assert samples[("vllm_bootstrap_request_errors_total", refusal)] == 1

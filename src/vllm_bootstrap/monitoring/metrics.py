@@ -93,21 +93,23 @@ class ForwardedRequests(Collector):
 
     def __init__(self) -> None:
         self._counts: dict[tuple[str, str, str, str], int] = {}
-        # (route, model) -> per-bucket counts (the last is +Inf), then the sum of seconds.
-        self._latency: dict[tuple[str, str], list[float]] = {}
+        # (route, model, launch) -> per-bucket counts (the last is +Inf), then the sum.
+        self._latency: dict[tuple[str, str, str], list[float]] = {}
 
     def add(self, route: str, model: str, launch_id: str, status: int, seconds: float) -> None:
         key = (route, model, launch_id, str(status))
         self._counts[key] = self._counts.get(key, 0) + 1
-        buckets = self._latency.get((route, model))
+        buckets = self._latency.get(key[:3])
         if buckets is None:
-            buckets = self._latency[(route, model)] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+            buckets = self._latency[key[:3]] = [0.0] * (len(LATENCY_BUCKETS) + 2)
         buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
         buckets[-1] += seconds
 
     def forget_launch(self, launch_id: str) -> None:
         for key in [key for key in self._counts if key[2] == launch_id]:
             del self._counts[key]
+        for series in [series for series in self._latency if series[2] == launch_id]:
+            del self._latency[series]
 
     def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
         requests = CounterMetricFamily(
@@ -120,8 +122,8 @@ class ForwardedRequests(Collector):
         yield requests
         latency = HistogramMetricFamily(
             f"{PREFIX}_request_seconds",
-            "Time from forwarding a request to its last response byte, by route and model.",
-            labels=["route", "model"],
+            "Time from forwarding a request to its last response byte, by route, model and launch.",
+            labels=["route", "model", "launch_id"],
         )
         for labels, buckets in self._latency.items():
             cumulative = list(itertools.accumulate(buckets[:-1]))
