@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 
-CLIENT_COMMANDS = frozenset({"launch", "ps", "status", "logs", "stop", "stats", "models", "batch"})
 # Options of the server and of the client that take a value: their values are not commands.
 _VALUED_OPTIONS = frozenset({"--host", "--port", "--log-level", "--url", "--key"})
 
