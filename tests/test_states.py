@@ -22,7 +22,7 @@ def table_in(text: str) -> dict[LaunchState, frozenset[LaunchState]]:
     """The "from / to" table as written in prose: one line per state that has moves."""
     table = {}
     for line in text.splitlines():
-        match = re.fullmatch(r"\s*([a-z]+)\s{2,}([a-z, ]+)", line)
+        match = re.fullmatch(r"\s*([a-z_]+)\s{2,}([a-z_, ]+)", line)
         if match and match.group(1) in LaunchState.__members__.values():
             targets = [LaunchState(name.strip()) for name in match.group(2).split(",")]
             table[LaunchState(match.group(1))] = frozenset(targets)
@@ -44,7 +44,8 @@ def test_the_readme_draws_the_transition_table() -> None:
 def test_the_table_is_the_specified_one() -> None:
     assert moves_in_code() == {
         "bootstrapping": {"ready", "stopping", "failing", "restarting", "failed"},
-        "ready": {"stopping", "restarting", "failed", "sleeping"},
+        "ready": {"stopping", "restarting", "failed", "falling_asleep"},
+        "falling_asleep": {"sleeping", "stopping", "restarting", "failed"},
         "sleeping": {"waking", "stopping", "failed"},
         "waking": {"ready", "stopping", "restarting", "failed"},
         "stopping": {"stopped"},

@@ -59,6 +59,9 @@ def test_sleep_gives_gpu_leases_back_and_waking_takes_them_again(store: StateSto
     sleeper = a_launch("s", [0], 8001)
     store.insert(sleeper)
     sleeper.move_to(LaunchState.READY)
+    sleeper.move_to(LaunchState.FALLING_ASLEEP)
+    store.save(sleeper)
+    assert store.leases() == {0: "s"}  # its GPUs hold its weights until vLLM is asleep
     sleeper.move_to(LaunchState.SLEEPING)
     store.save(sleeper)
     assert store.leases() == {}
@@ -72,7 +75,12 @@ def test_sleep_gives_gpu_leases_back_and_waking_takes_them_again(store: StateSto
 def test_a_stopping_sleeper_claims_no_gpu(store: StateStore) -> None:
     sleeper = a_launch("s", [0], 8001)
     store.insert(sleeper)
-    for state in (LaunchState.READY, LaunchState.SLEEPING, LaunchState.STOPPING):
+    for state in (
+        LaunchState.READY,
+        LaunchState.FALLING_ASLEEP,
+        LaunchState.SLEEPING,
+        LaunchState.STOPPING,
+    ):
         sleeper.move_to(state)
     assert not sleeper.holds_gpus
     store.save(sleeper)

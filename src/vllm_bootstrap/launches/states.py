@@ -4,7 +4,8 @@ The usual life is bootstrapping -> ready -> stopping -> stopped; this table is e
 
     from            to
     bootstrapping   ready, stopping, failing, restarting, failed
-    ready           stopping, restarting, failed, sleeping
+    ready           stopping, restarting, failed, falling_asleep
+    falling_asleep  sleeping, stopping, restarting, failed
     sleeping        waking, stopping, failed
     waking          ready, stopping, restarting, failed
     stopping        stopped
@@ -17,6 +18,8 @@ The usual life is bootstrapping -> ready -> stopping -> stopped; this table is e
 - failing: it did not become ready in time; it is being stopped and will end failed.
 - restarting: it crashed under restart policy "on-failure"; nothing runs while the backoff
   timer waits, and the launch keeps its GPUs and port. A stop ends it at once (stopped).
+- falling_asleep: a profile launch asked to sleep (vLLM's POST /sleep is under way): no
+  new request is routed to it, and it keeps its GPUs, which still hold its weights.
 - sleeping: a profile launch put to sleep with vLLM's sleep mode (models/): its process and
   port live on, its weights wait in CPU memory, and its GPUs are free for another launch
   (a sleeping launch that is then stopped does not claim them back while it stops).
@@ -40,6 +43,7 @@ class LaunchState(StrEnum):
     STOPPING = "stopping"
     FAILING = "failing"
     RESTARTING = "restarting"
+    FALLING_ASLEEP = "falling_asleep"
     SLEEPING = "sleeping"
     WAKING = "waking"
     STOPPED = "stopped"
@@ -60,7 +64,9 @@ _S = LaunchState
 TRANSITIONS: dict[LaunchState, frozenset[LaunchState]] = {
     # failed straight from bootstrapping: the process exited, or could not be started.
     _S.BOOTSTRAPPING: frozenset({_S.READY, _S.STOPPING, _S.FAILING, _S.RESTARTING, _S.FAILED}),
-    _S.READY: frozenset({_S.STOPPING, _S.RESTARTING, _S.FAILED, _S.SLEEPING}),
+    _S.READY: frozenset({_S.STOPPING, _S.RESTARTING, _S.FAILED, _S.FALLING_ASLEEP}),
+    # Until vLLM answered /sleep the launch holds its GPUs: a crash may restart it there.
+    _S.FALLING_ASLEEP: frozenset({_S.SLEEPING, _S.STOPPING, _S.RESTARTING, _S.FAILED}),
     # No restart from sleep: restarting would claim GPUs another launch may hold now.
     _S.SLEEPING: frozenset({_S.WAKING, _S.STOPPING, _S.FAILED}),
     _S.WAKING: frozenset({_S.READY, _S.STOPPING, _S.RESTARTING, _S.FAILED}),

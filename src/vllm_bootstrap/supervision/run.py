@@ -120,13 +120,13 @@ class LaunchRun:
             if self._restart_timer is not None:
                 self._restart_timer.cancel()  # nothing runs between a crash and its restart
             self._move(_S.STOPPED)
-        elif state in (_S.BOOTSTRAPPING, _S.READY, _S.SLEEPING, _S.WAKING):
+        elif state in (_S.BOOTSTRAPPING, _S.READY, _S.FALLING_ASLEEP, _S.SLEEPING, _S.WAKING):
             self._move(_S.STOPPING)
             self._terminate()
 
     def move_by_sleep_mode(self, state: LaunchState, reason: str) -> None:
-        """ready -> sleeping -> waking -> ready, as the model swapper drives vLLM's sleep mode
-        (the state table refuses any other move)."""
+        """ready -> falling_asleep -> sleeping -> waking -> ready, as the model swapper drives
+        vLLM's sleep mode (the state table refuses any other move)."""
         self._move(state, note=reason)
 
     def detach(self) -> None:
