@@ -17,6 +17,9 @@ from typing import Any
 import httpx
 
 STANDINS = Path(__file__).parent / "standins"
+# Short enough that tests wait little for them, long enough to mean what they mean.
+EVICTION_GRACE_SECONDS = "0.2"
+IDLE_CHECK_SECONDS = "0.2"
 TERMINAL = {"stopped", "failed"}
 
 
@@ -67,6 +70,8 @@ def standin_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
         VLLM_LAUNCH_PORT_END=str(port_end),
         VLLM_STOP_TIMEOUT_SECONDS="3",
         FAKE_VLLM_LOAD_SECONDS="0.5",
+        VLLM_BOOTSTRAP_EVICTION_GRACE_SECONDS=EVICTION_GRACE_SECONDS,
+        VLLM_BOOTSTRAP_IDLE_CHECK_SECONDS=IDLE_CHECK_SECONDS,
         FAKE_GPU_COUNT="2",
     )
     env.update(overrides)

@@ -12,12 +12,23 @@ from vllm_bootstrap.batches.gates import ModelGates, ModelMissing
 from vllm_bootstrap.launches.record import Launch
 from vllm_bootstrap.launches.registry import LaunchRegistry
 from vllm_bootstrap.launches.states import LaunchState
-from vllm_bootstrap.serving.balancer import ModelBalancer
+from vllm_bootstrap.serving.router import ModelRouter
+from vllm_bootstrap.usage import UsageLedger
+
+
+class _NoProfiles:
+    """Batches here name no model profile."""
+
+    def demand(self, name: str, reason: str, since: float) -> bool:
+        return False
+
+    async def batch_order(self, models: list[str]) -> tuple[list[str], list[str]]:
+        return models, []
 
 
 def _gates(per_launch: int) -> tuple[LaunchRegistry, ModelGates]:
     registry = LaunchRegistry()
-    gates = ModelGates(ModelBalancer(registry), per_launch)
+    gates = ModelGates(ModelRouter(registry, UsageLedger()), per_launch, _NoProfiles())
     registry.subscribe(lambda _launch: gates.launches_changed())
     return registry, gates
 

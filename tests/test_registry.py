@@ -1,4 +1,4 @@
-"""The launch registry pushes every change to its subscribers; the /v1 balancer follows it."""
+"""The launch registry pushes every change to its subscribers; the /v1 router follows it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import pytest
 from vllm_bootstrap.launches.record import Launch
 from vllm_bootstrap.launches.registry import LaunchNotFound, LaunchRegistry
 from vllm_bootstrap.launches.states import LaunchState
-from vllm_bootstrap.serving.balancer import ModelBalancer, NoReadyReplica, UnknownModel
+from vllm_bootstrap.serving.errors import NoReadyReplica, UnknownModel
+from vllm_bootstrap.serving.router import ModelRouter
+from vllm_bootstrap.usage import UsageLedger
 
 
 def a_launch(launch_id: str, model: str = "m") -> Launch:
@@ -55,41 +57,41 @@ def test_lookups() -> None:
 
 def test_the_balancer_rebuilds_only_when_a_change_is_announced() -> None:
     registry = LaunchRegistry()
-    balancer = ModelBalancer(registry)
+    router = ModelRouter(registry, UsageLedger())
     launch = a_launch("a", model="llama")
     launch.served_models = ["llama"]
     launch.move_to(LaunchState.READY)
     registry.add(launch)
-    assert balancer.choose("llama") is launch
-    launch.move_to(LaunchState.STOPPING)  # not announced: the balancer does not poll
-    assert balancer.choose("llama") is launch
+    assert router.choose("llama") is launch
+    launch.move_to(LaunchState.STOPPING)  # not announced: the router does not poll
+    assert router.choose("llama") is launch
     registry.changed(launch)
     with pytest.raises(UnknownModel):
-        balancer.choose("llama")
+        router.choose("llama")
 
 
 def test_a_launch_waiting_out_its_restart_backoff_is_loading() -> None:
     registry = LaunchRegistry()
-    balancer = ModelBalancer(registry)
+    router = ModelRouter(registry, UsageLedger())
     launch = a_launch("a", model="llama")
     launch.move_to(LaunchState.RESTARTING)
     registry.add(launch)
     with pytest.raises(NoReadyReplica):
-        balancer.choose("llama")
+        router.choose("llama")
 
 
 def test_the_balancer_follows_announced_changes() -> None:
     registry = LaunchRegistry()
-    balancer = ModelBalancer(registry)
+    router = ModelRouter(registry, UsageLedger())
     launch = a_launch("a", model="llama")
     registry.add(launch)
     with pytest.raises(NoReadyReplica):
-        balancer.choose("llama")
+        router.choose("llama")
     launch.served_models = ["llama"]
     launch.move_to(LaunchState.READY)
     registry.changed(launch)
-    assert balancer.choose("llama") is launch
+    assert router.choose("llama") is launch
     launch.move_to(LaunchState.STOPPING)
     registry.changed(launch)
     with pytest.raises(UnknownModel):
-        balancer.choose("llama")
+        router.choose("llama")

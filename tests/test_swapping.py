@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from tests.conftest import ServerFactory
-from tests.harness import Server, eventually
+from tests.harness import EVICTION_GRACE_SECONDS, Server, eventually
 
 
 def _put(server: Server, name: str, **body: Any) -> None:
@@ -42,6 +42,26 @@ def _listed(server: Server) -> dict[str, dict[str, Any]]:
 
 def _status(server: Server, name: str) -> dict[str, Any]:
     return server.client.get(f"/models/{name}").json()["status"]
+
+
+def _past_the_eviction_grace() -> None:
+    """A launch used within the grace is not evicted: this waits it out (a time, not a
+    state to poll). The harness sets VLLM_BOOTSTRAP_EVICTION_GRACE_SECONDS."""
+    time.sleep(float(EVICTION_GRACE_SECONDS) + 0.1)
+
+
+def _stream_through_proxy(server: Server, launch: dict[str, Any], tokens: int) -> list[str]:
+    """A completion streamed through /proxy/{id}: the text of each event, to the end."""
+    texts = []
+    body = {"model": launch["profile"], "prompt": "hi", "max_tokens": tokens, "stream": True}
+    launch_id = launch["launch_id"]
+    url = f"/proxy/{launch_id}/v1/completions"
+    with server.client.stream("POST", url, json=body, timeout=60) as response:
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                texts.append(json.loads(line[6:])["choices"][0]["text"])
+    return texts
 
 
 def test_a_cold_request_loads_its_profile_and_gets_the_answer(server: Server) -> None:
@@ -87,9 +107,9 @@ def test_the_idle_least_recently_used_launch_is_evicted(start_server: ServerFact
         _put(server, name)
     assert _complete(server, "first").status_code == 200
     assert _complete(server, "second").status_code == 200
-    time.sleep(1.2)  # past the eviction grace
+    _past_the_eviction_grace()
     assert _complete(server, "first").status_code == 200  # "second" is now the LRU
-    time.sleep(1.2)
+    _past_the_eviction_grace()
     assert _complete(server, "third").status_code == 200
     live = {launch["profile"]: launch for launch in _profile_launches(server)}
     assert set(live) == {"first", "third"}
@@ -104,7 +124,7 @@ def test_a_launch_with_requests_in_flight_is_not_evicted(start_server: ServerFac
     _put(server, "newcomer")
     assert _complete(server, "busy").status_code == 200  # busy is the least recently used
     assert _complete(server, "idle").status_code == 200
-    time.sleep(1.2)
+    _past_the_eviction_grace()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         long_request = pool.submit(_complete, server, "busy")
         eventually(lambda: _status(server, "busy")["in_flight"] == 1)
@@ -120,7 +140,7 @@ def test_a_pinned_launch_is_never_evicted(start_server: ServerFactory) -> None:
     _put(server, "newcomer")
     assert _complete(server, "pinned").status_code == 200  # the least recently used
     assert _complete(server, "other").status_code == 200
-    time.sleep(1.2)
+    _past_the_eviction_grace()
     assert _complete(server, "newcomer").status_code == 200
     assert {launch["profile"] for launch in _profile_launches(server)} == {"pinned", "newcomer"}
 
@@ -209,7 +229,7 @@ def test_sleep_and_wake_keep_the_process_and_port(start_server: ServerFactory) -
     _put(server, "other")
     assert _complete(server, "sleeper").status_code == 200
     [before] = _profile_launches(server)
-    time.sleep(1.2)
+    _past_the_eviction_grace()
     assert _complete(server, "other").status_code == 200  # takes GPU 0: sleeper sleeps
     asleep = server.status(before["launch_id"])
     assert asleep["state"] == "sleeping"
@@ -221,7 +241,7 @@ def test_sleep_and_wake_keep_the_process_and_port(start_server: ServerFactory) -
     assert "POST /models/sleeper/load" in refused.json()["detail"]
     gpus = server.client.get("/gpus").json()
     assert gpus[0]["launch_id"] != before["launch_id"]  # held softly: another launch has it
-    time.sleep(1.2)
+    _past_the_eviction_grace()
     assert _complete(server, "sleeper").status_code == 200  # evicts "other", wakes sleeper
     awake = server.status(before["launch_id"])
     assert awake["state"] == "ready"
@@ -301,9 +321,9 @@ def test_a_wake_cut_off_by_a_killed_control_plane_is_finished_after_restart(
     _put(first, "other")
     assert _complete(first, "sleeper").status_code == 200
     [sleeper] = _profile_launches(first)
-    time.sleep(1.2)
+    _past_the_eviction_grace()
     assert _complete(first, "other").status_code == 200
-    time.sleep(1.2)
+    _past_the_eviction_grace()
     first.client.post("/models/other/unload", params={"wait": True})
     first.client.post("/models/sleeper/load")  # wakes, for 3 s
     first.wait_for(sleeper["launch_id"], {"waking"})
@@ -323,9 +343,9 @@ def test_a_sleeper_stopped_while_its_wake_waited_starts_afresh(
     _put(server, "sleeper", sleep=True)
     _put(server, "other", env={"FAKE_VLLM_LATENCY_SECONDS": "3"})
     assert _complete(server, "sleeper").status_code == 200
-    time.sleep(1.2)
+    _past_the_eviction_grace()
     assert _complete(server, "other").status_code == 200
-    time.sleep(1.2)
+    _past_the_eviction_grace()
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         busy = pool.submit(_complete, server, "other")  # "other" cannot be evicted for 3 s
         eventually(lambda: _status(server, "other")["in_flight"] == 1)
@@ -381,7 +401,10 @@ def test_gpus_stay_held_until_vllm_has_fallen_asleep(start_server: ServerFactory
     [launch] = _profile_launches(server)
     server.client.post("/models/sleeper/unload")
     eventually(lambda: _listed(server)["sleeper"]["loaded"] is False)  # no longer routed to
-    assert server.status(launch["launch_id"])["state"] == "ready"  # vLLM is still falling asleep
+    # vLLM is still falling asleep: a state of its own, routed to by nobody, GPUs still held
+    assert server.status(launch["launch_id"])["state"] == "falling_asleep"
+    refused = server.client.get(f"/proxy/{launch['launch_id']}/v1/models")
+    assert refused.status_code == 409, refused.text
     assert server.client.get("/gpus").json()[0]["launch_id"] == launch["launch_id"]
     refused = server.client.post("/launch", json={"model": "org/by-hand", "gpu_ids": [0]})
     assert refused.status_code == 409, refused.text
@@ -458,3 +481,39 @@ def test_a_killed_control_plane_readopts_a_profile_launch_and_its_ttl_still_appl
     assert second.status(launch["launch_id"])["adopted"] is True
     final = second.wait_for(launch["launch_id"], {"stopped"}, timeout=20)
     assert final["state"] == "stopped"
+
+
+def test_a_stream_through_the_proxy_keeps_its_launch_from_the_idle_ttl(
+    server: Server,
+) -> None:
+    _put(server, "streamer", idle_ttl_seconds=1, env={"FAKE_VLLM_TOKEN_DELAY_SECONDS": "0.5"})
+    assert server.client.post("/models/streamer/load", params={"wait": True}).status_code == 200
+    [launch] = _profile_launches(server)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        stream = pool.submit(_stream_through_proxy, server, launch, 8)  # 4 s
+        eventually(lambda: server.status(launch["launch_id"])["in_flight"] == 1)
+        assert len(stream.result()) == 8  # whole, past the 1 s TTL
+    assert server.status(launch["launch_id"])["state"] == "ready"
+    # Once the stream ended, the TTL applies again.
+    server.wait_for(launch["launch_id"], {"stopped"}, timeout=10)
+    assert "past its profile's idle_ttl_seconds" in server.output()
+
+
+def test_a_stream_through_the_proxy_keeps_its_launch_from_eviction(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(FAKE_GPU_COUNT="1")
+    _put(server, "streamer", env={"FAKE_VLLM_TOKEN_DELAY_SECONDS": "0.5"})
+    _put(server, "newcomer")
+    assert server.client.post("/models/streamer/load", params={"wait": True}).status_code == 200
+    [launch] = _profile_launches(server)
+    _past_the_eviction_grace()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        stream = pool.submit(_stream_through_proxy, server, launch, 8)  # 4 s
+        eventually(lambda: server.status(launch["launch_id"])["in_flight"] == 1)
+        newcomer = pool.submit(_complete, server, "newcomer")
+        eventually(lambda: _status(server, "newcomer")["state"] == "queued")
+        assert len(stream.result()) == 8  # whole: the newcomer waited for it
+        assert newcomer.result().status_code == 200  # then the streamer was evicted
+    assert server.status(launch["launch_id"])["state"] == "stopped"
+    assert "model streamer: evicting launch" in server.output()

@@ -1,11 +1,11 @@
-"""Assembling the server: settings, state store, supervisor, data plane, API, access key.
+"""Assembling the server: every object is built here, whole; the lifespan starts and stops.
 
 request -> CrossSiteGuard -> AccessKeyMiddleware -> ServingDispatcher
-             /proxy/{id}/... -> LaunchProxy   --+--> Forwarder -> UpstreamPool -> vLLM
-             /v1/...         -> OpenAIRouter  --+   (a profile no launch serves: models/
-                                                     swapper.py loads it, evicting if it must)
-             /v1/files, /v1/batches -> AccessLog -> batch API (batches/: runs through the
-                                       same balancer and upstream pool)
+             /proxy/{id}/... -> ErrorEdge -> LaunchProxy  --+--> Forwarder -> UpstreamPool
+             /v1/...         -> ErrorEdge -> OpenAIRouter --+    |  (feeds the UsageLedger)
+                  (a profile no launch serves: models/ loads it, evicting if it must)
+             /v1/files, /v1/batches -> AccessLog -> batch API (batch lines go through the
+                                       same router and forwarder)
              anything else   -> AccessLog -> BodySizeLimit -> FastAPI routes
 """
 
@@ -26,19 +26,20 @@ from vllm_bootstrap.api.auth import AccessKeyMiddleware
 from vllm_bootstrap.api.batch_routes import batch_api
 from vllm_bootstrap.api.body_limit import BodySizeLimit
 from vllm_bootstrap.api.cross_site import CrossSiteGuard
+from vllm_bootstrap.api.errors import ErrorEdge
 from vllm_bootstrap.api.loop_lag import LoopLagMonitor
-from vllm_bootstrap.api.model_routes import router as model_router
-from vllm_bootstrap.api.monitoring_routes import router as monitoring_router
-from vllm_bootstrap.api.routes import router
+from vllm_bootstrap.api.model_routes import router as model_routes
+from vllm_bootstrap.api.monitoring_routes import router as monitoring_routes
+from vllm_bootstrap.api.routes import router as launch_routes
+from vllm_bootstrap.api.services import Services
 from vllm_bootstrap.batches.files import FileDirectory
-from vllm_bootstrap.batches.gates import ModelGates, OnDemand
+from vllm_bootstrap.batches.gates import ModelGates
 from vllm_bootstrap.batches.requests import RequestSender
 from vllm_bootstrap.batches.runner import RunContext, RunSettings
 from vllm_bootstrap.batches.service import Batches
 from vllm_bootstrap.batches.store import BatchStore
 from vllm_bootstrap.config import Settings
-from vllm_bootstrap.dashboard.routes import router as dashboard_router
-from vllm_bootstrap.launches.registry import LaunchDirectory
+from vllm_bootstrap.dashboard.routes import router as dashboard_routes
 from vllm_bootstrap.launches.store import StateStore
 from vllm_bootstrap.models.file import load_profiles
 from vllm_bootstrap.models.idle import IdleWatch
@@ -46,16 +47,17 @@ from vllm_bootstrap.models.store import ProfileStore
 from vllm_bootstrap.models.swapper import ModelSwapper
 from vllm_bootstrap.monitoring.gpu_readings import GpuReadings
 from vllm_bootstrap.monitoring.metrics import Metrics
-from vllm_bootstrap.serving.balancer import ModelBalancer
 from vllm_bootstrap.serving.dispatch import ServingDispatcher
 from vllm_bootstrap.serving.forward import Forwarder
 from vllm_bootstrap.serving.openai import OpenAIRouter
 from vllm_bootstrap.serving.proxy import LaunchProxy
+from vllm_bootstrap.serving.router import ModelRouter
 from vllm_bootstrap.supervision import child
 from vllm_bootstrap.supervision.errors import LaunchRefused
 from vllm_bootstrap.supervision.gpus import GPUDiscoveryError, NoNvidiaSmi
 from vllm_bootstrap.supervision.supervisor import Supervisor
 from vllm_bootstrap.upstream import UpstreamPool
+from vllm_bootstrap.usage import UsageLedger
 
 logger = logging.getLogger("vllm_bootstrap")
 # Control-plane request bodies are a few hundred bytes; the proxy has no limit of its own.
@@ -63,57 +65,44 @@ MAX_API_BODY_BYTES = 1024 * 1024
 
 
 def create_app(settings: Settings) -> ASGIApp:
-    """The whole server: access key check, then the data plane's paths, then the API."""
-    api = FastAPI(
-        title="vllm-bootstrap",
-        version=__version__,
-        summary="Launch, supervise and proxy vLLM servers on a GPU box.",
-        # "/status/x/" names no launch; redirecting it to "/status/x" would show another.
-        redirect_slashes=False,
+    """The whole server, built whole: the lifespan only starts and stops what is here."""
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    store = StateStore(settings.state_db_path)
+    supervisor = Supervisor(settings, store)
+    directory = supervisor.registry
+    ledger = UsageLedger()
+    directory.subscribe(ledger.launch_changed)
+    pool = UpstreamPool()
+    metrics = Metrics(directory, ledger)
+    forwarder = Forwarder(pool, ledger, settings.access_key)
+    router = ModelRouter(directory, ledger)
+    profiles = ProfileStore(settings.state_db_path)
+    for profile in load_profiles(settings.models_file) if settings.models_file else []:
+        profiles.put(profile, source="file")
+    swapper = ModelSwapper(supervisor, profiles, router, ledger, pool, settings)
+    batch_store = BatchStore(settings.batch_db_path)
+    files = FileDirectory(batch_store, settings.state_dir / "files", settings.max_file_bytes)
+    gates = ModelGates(router, settings.batch_in_flight_per_launch, on_demand=swapper)
+    # After the router's own subscription, so it has seen the change when gates look.
+    directory.subscribe(
+        lambda _launch: asyncio.get_running_loop().call_soon(gates.launches_changed)
     )
-    api.include_router(router)
-    api.include_router(model_router)
-    api.include_router(monitoring_router)
-    api.include_router(dashboard_router)
-    errors.install(api)
-    dispatcher = ServingDispatcher(AccessLog(BodySizeLimit(api, MAX_API_BODY_BYTES)))
-    # The lifespan fills in the dispatcher's data plane, so it is attached once both exist.
-    api.router.lifespan_context = _lifespan(settings, dispatcher)
-    return CrossSiteGuard(AccessKeyMiddleware(dispatcher, settings.access_key))
+    batches = _batch_service(settings, batch_store, files, gates, router, forwarder, metrics)
+    services = Services(
+        supervisor=supervisor,
+        ledger=ledger,
+        swapper=swapper,
+        metrics=metrics,
+        gpu_readings=GpuReadings(),
+        loop_lag=LoopLagMonitor(),
+        batches=batches,
+        files=files,
+    )
+    idle_watch = IdleWatch(swapper)
 
-
-def _lifespan(settings: Settings, dispatcher: ServingDispatcher):  # type: ignore[no-untyped-def]
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.log_dir.mkdir(parents=True, exist_ok=True)
-        store = StateStore(settings.state_db_path)
-        supervisor = Supervisor(settings, store)
-        pool = UpstreamPool()
-        metrics = Metrics(supervisor.registry)
-        forwarder = Forwarder(pool, settings.access_key, observer=metrics)
-        balancer = ModelBalancer(supervisor.registry)
-        profiles = ProfileStore(settings.state_db_path)
-        for profile in load_profiles(settings.models_file) if settings.models_file else []:
-            profiles.put(profile, source="file")
-        swapper = ModelSwapper(supervisor, profiles, balancer, pool, settings)
-        idle_watch = IdleWatch(swapper)
-        dispatcher.proxy = LaunchProxy(supervisor.registry, forwarder)
-        dispatcher.openai = OpenAIRouter(
-            balancer, forwarder, settings.max_routed_body_bytes, on_demand=swapper
-        )
-        batch_store = BatchStore(settings.batch_db_path)
-        batches = _batch_service(
-            settings, batch_store, pool, balancer, supervisor.registry, swapper, metrics
-        )
-        dispatcher.batches = AccessLog(batch_api(batches, batches.files))
-        app.state.supervisor = supervisor
-        app.state.metrics = metrics
-        app.state.gpu_readings = GpuReadings()
-        app.state.balancer = balancer
-        app.state.profiles = profiles
-        app.state.swapper = swapper
-        app.state.loop_lag = LoopLagMonitor()
-        app.state.loop_lag.start()
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        services.loop_lag.start()
         await supervisor.recover()
         await _report_environment(supervisor)
         idle_watch.start()
@@ -126,37 +115,52 @@ def _lifespan(settings: Settings, dispatcher: ServingDispatcher):  # type: ignor
             await idle_watch.stop()
             await swapper.close()  # no load may start a launch once the supervisor stops them
             await supervisor.shutdown()
-            await app.state.loop_lag.stop()
+            await services.loop_lag.stop()
             pool.close()
             store.close()
             batch_store.close()
             profiles.close()
 
-    return lifespan
+    api = FastAPI(
+        title="vllm-bootstrap",
+        version=__version__,
+        summary="Launch, supervise and proxy vLLM servers on a GPU box.",
+        # "/status/x/" names no launch; redirecting it to "/status/x" would show another.
+        redirect_slashes=False,
+        lifespan=lifespan,
+    )
+    for routes in (launch_routes, model_routes, monitoring_routes, dashboard_routes):
+        api.include_router(routes)
+    api.state.services = services
+    errors.install(api, openai_shape=False)
+    dispatcher = ServingDispatcher(
+        api=AccessLog(BodySizeLimit(api, MAX_API_BODY_BYTES)),
+        proxy=ErrorEdge(LaunchProxy(directory, forwarder), "proxy", metrics.refused),
+        openai=ErrorEdge(
+            OpenAIRouter(router, forwarder, settings.max_routed_body_bytes, swapper),
+            "v1",
+            metrics.refused,
+        ),
+        batches=AccessLog(batch_api(services)),
+    )
+    return CrossSiteGuard(AccessKeyMiddleware(dispatcher, settings.access_key))
 
 
 def _batch_service(
     settings: Settings,
     store: BatchStore,
-    pool: UpstreamPool,
-    balancer: ModelBalancer,
-    directory: LaunchDirectory,
-    on_demand: OnDemand,
+    files: FileDirectory,
+    gates: ModelGates,
+    router: ModelRouter,
+    forwarder: Forwarder,
     metrics: Metrics,
 ) -> Batches:
-    files = FileDirectory(store, settings.state_dir / "files", settings.max_file_bytes)
-    gates = ModelGates(balancer, settings.batch_in_flight_per_launch)
-    gates.on_demand = on_demand
-    # After the balancer's own subscription, so it has seen the change when gates look.
-    directory.subscribe(
-        lambda _launch: asyncio.get_running_loop().call_soon(gates.launches_changed)
-    )
     run_settings = RunSettings(
         folder=settings.state_dir / "batches",
         model_wait_seconds=settings.batch_model_wait_seconds,
         max_line_bytes=settings.max_routed_body_bytes,
     )
-    sender = RequestSender(pool, balancer)
+    sender = RequestSender(router, forwarder)
     return Batches(
         RunContext(store, files, gates, sender, run_settings, on_outcome=metrics.batch_outcome)
     )

@@ -15,15 +15,17 @@ import time
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from vllm_bootstrap.asgi import send_json
+from vllm_bootstrap.api.errors import Error, send_error
 from vllm_bootstrap.log_text import escaped
 
 logger = logging.getLogger("vllm_bootstrap.auth")
 REFUSAL_LOG_SECONDS = 10.0
 
-_UNAUTHORIZED = {
-    "detail": "missing or wrong access key: send 'Authorization: Bearer <VLLM_ACCESS_KEY>'"
-}
+_UNAUTHORIZED = Error(
+    401,
+    "missing or wrong access key: send 'Authorization: Bearer <VLLM_ACCESS_KEY>'",
+    "invalid_api_key",
+)
 # The connection is closed after a 401, so a client without the key cannot hold it open
 # (with an endless body trickling in, say).
 _CHALLENGE = [
@@ -94,7 +96,7 @@ class AccessKeyMiddleware:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        await send_json(send, 401, _UNAUTHORIZED, _CHALLENGE)
+        await send_error(send, scope, _UNAUTHORIZED, _CHALLENGE)
 
     def is_authorized(self, scope: Scope) -> bool:
         assert self._key is not None

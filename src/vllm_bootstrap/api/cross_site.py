@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from vllm_bootstrap.asgi import send_json
+from vllm_bootstrap.api.errors import Error, send_error
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _FOREIGN_FETCH_SITES = frozenset({b"cross-site", b"same-site"})
@@ -28,8 +28,8 @@ class CrossSiteGuard:
         if scope["type"] == "http" and scope["method"] not in _SAFE_METHODS:
             reason = foreign_origin(scope["headers"])
             if reason is not None:
-                detail = f"refused: {reason}; changes must come from this server's own pages"
-                await send_json(send, 403, {"detail": detail})
+                message = f"refused: {reason}; changes must come from this server's own pages"
+                await send_error(send, scope, Error(403, message, "cross_site_request"))
                 return
         await self.app(scope, receive, send)
 

@@ -7,24 +7,21 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from vllm_bootstrap.monitoring.gpu_readings import GpuReadings
+from vllm_bootstrap.api.services import Services, ServicesDep
 from vllm_bootstrap.monitoring.host import host_stats
-from vllm_bootstrap.monitoring.metrics import Metrics
-from vllm_bootstrap.supervision.supervisor import Supervisor
 
 router = APIRouter()
 
 
 @router.get("/stats")
-async def stats(request: Request) -> dict[str, Any]:
+async def stats(services: ServicesDep) -> dict[str, Any]:
     """Host load, CPUs, memory and disks; each GPU's memory, utilisation, temperature, power
     and owner. When nvidia-smi fails, `error` says why and `gpus` is empty."""
-    supervisor: Supervisor = request.app.state.supervisor
-    gpus, error = await _gpus(request)
-    settings = supervisor.settings
+    gpus, error = await _gpus(services)
+    settings = services.supervisor.settings
     folders = {
         "state": settings.state_dir,
         "logs": settings.log_dir,
@@ -36,17 +33,14 @@ async def stats(request: Request) -> dict[str, Any]:
 
 
 @router.get("/metrics")
-async def metrics(request: Request) -> Response:
-    collector: Metrics = request.app.state.metrics
-    await _gpus(request)  # the GPU gauges show this reading
-    return Response(collector.render(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(services: ServicesDep) -> Response:
+    await _gpus(services)  # the GPU gauges show this reading
+    return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-async def _gpus(request: Request) -> tuple[list[dict[str, Any]], str | None]:
-    readings: GpuReadings = request.app.state.gpu_readings
-    supervisor: Supervisor = request.app.state.supervisor
-    collector: Metrics = request.app.state.metrics
-    gpus, error = await readings.read()
+async def _gpus(services: Services) -> tuple[list[dict[str, Any]], str | None]:
+    supervisor, collector = services.supervisor, services.metrics
+    gpus, error = await services.gpu_readings.read()
     owners = supervisor.gpu_owners()
     asleep = supervisor.sleeping_on()
     for gpu in gpus:

@@ -4,59 +4,46 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Query, status
 
 from vllm_bootstrap.api.schemas import LaunchRequest
+from vllm_bootstrap.api.services import ServicesDep
 from vllm_bootstrap.launches.logs import MAX_CHUNK_BYTES, read_chunk
-from vllm_bootstrap.launches.record import Launch
-from vllm_bootstrap.serving.balancer import ModelBalancer
 from vllm_bootstrap.supervision.gpus import NoNvidiaSmi
-from vllm_bootstrap.supervision.supervisor import Supervisor
 
 router = APIRouter()
 
 
-def _supervisor(request: Request) -> Supervisor:
-    supervisor: Supervisor = request.app.state.supervisor
-    return supervisor
-
-
-def _view(request: Request, launch: Launch) -> dict[str, Any]:
-    """A launch as the API shows it, with the requests through /v1 and batches in flight."""
-    balancer: ModelBalancer = request.app.state.balancer
-    return {**launch.to_public(), "in_flight": balancer.in_flight(launch.launch_id)}
-
-
 @router.post("/launch", status_code=status.HTTP_201_CREATED)
-async def create_launch(body: LaunchRequest, request: Request) -> dict[str, Any]:
+async def create_launch(body: LaunchRequest, services: ServicesDep) -> dict[str, Any]:
     """Start a vLLM server; it answers at once, in state `bootstrapping`."""
-    launch = await _supervisor(request).launch(body.to_spec())
-    return _view(request, launch)
+    launch = await services.supervisor.launch(body.to_spec())
+    return services.launch_view(launch)
 
 
 @router.get("/launch")
 async def list_launches(
-    request: Request,
+    services: ServicesDep,
     all: Annotated[bool, Query(description="Include stopped and failed launches.")] = False,
 ) -> list[dict[str, Any]]:
-    launches = _supervisor(request).registry.launches(include_terminal=all)
-    return [_view(request, launch) for launch in launches]
+    launches = services.supervisor.registry.launches(include_terminal=all)
+    return [services.launch_view(launch) for launch in launches]
 
 
 @router.get("/status/{launch_id}")
-async def launch_status(launch_id: str, request: Request) -> dict[str, Any]:
-    return _view(request, _supervisor(request).registry.get(launch_id))
+async def launch_status(launch_id: str, services: ServicesDep) -> dict[str, Any]:
+    return services.launch_view(services.supervisor.registry.get(launch_id))
 
 
 @router.get("/logs/{launch_id}")
 async def launch_logs(
     launch_id: str,
-    request: Request,
+    services: ServicesDep,
     offset: Annotated[int, Query(ge=0, description="Byte offset: the last next_offset.")] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_CHUNK_BYTES)] = MAX_CHUNK_BYTES,
 ) -> dict[str, Any]:
     """Log output from `offset` on, at most 1 MiB a call, never cut inside a character."""
-    launch = _supervisor(request).registry.get(launch_id)
+    launch = services.supervisor.registry.get(launch_id)
     chunk = read_chunk(launch.log_path, offset, limit)
     return {
         "launch_id": launch_id,
@@ -70,24 +57,24 @@ async def launch_logs(
 @router.post("/stop/{launch_id}")
 async def stop_launch(
     launch_id: str,
-    request: Request,
+    services: ServicesDep,
     wait: Annotated[
         bool, Query(description="Answer only once the launch is stopped (or failed).")
     ] = False,
 ) -> dict[str, Any]:
     """SIGTERM the launch's whole process group, SIGKILL after VLLM_STOP_TIMEOUT_SECONDS."""
-    supervisor = _supervisor(request)
+    supervisor = services.supervisor
     launch = supervisor.stop(launch_id)
     if wait:
         timeout = supervisor.settings.stop_timeout_seconds + 10
         launch = await supervisor.wait_until_ended(launch_id, timeout)
-    return _view(request, launch)
+    return services.launch_view(launch)
 
 
 @router.get("/gpus")
-async def list_gpus(request: Request) -> list[dict[str, Any]]:
+async def list_gpus(services: ServicesDep) -> list[dict[str, Any]]:
     """The GPUs this server may use, live from nvidia-smi, with the launch owning each."""
-    supervisor = _supervisor(request)
+    supervisor = services.supervisor
     try:
         gpus = await supervisor.detect_gpus(refresh=True)
     except NoNvidiaSmi:
@@ -97,11 +84,11 @@ async def list_gpus(request: Request) -> list[dict[str, Any]]:
 
 
 @router.get("/health")
-async def health(request: Request) -> dict[str, Any]:
+async def health(services: ServicesDep) -> dict[str, Any]:
     """The control plane itself is up (not whether any model is), and how responsive it is:
     how late its event loop ran lately (`last_ms`) and at worst since start (`max_ms`)."""
     return {
         "status": "ok",
-        "live_launches": len(_supervisor(request).registry.launches()),
-        "event_loop_lag": request.app.state.loop_lag.snapshot(),
+        "live_launches": len(services.supervisor.registry.launches()),
+        "event_loop_lag": services.loop_lag.snapshot(),
     }

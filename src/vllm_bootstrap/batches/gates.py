@@ -5,7 +5,7 @@ enough that vLLM's scheduler always has a full queue (its default max_num_seqs i
 a launch never idles between results. Batches wanting the same model take turns: a slot
 freed goes to the next waiting batch in rotation, so a new batch is not starved behind a
 large one. Interactive /v1 requests do not take slots; they share the launches through the
-balancer, which counts batch requests too.
+router, which reads the usage ledger, where batch requests count too.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict, deque
 from typing import Protocol
 
-from vllm_bootstrap.serving.balancer import ModelBalancer
+from vllm_bootstrap.serving.router import ModelRouter
 
 RECHECK_SECONDS = 1.0
 
@@ -60,19 +60,17 @@ class _Gate:
 
 
 class ModelGates:
-    def __init__(self, balancer: ModelBalancer, per_launch: int) -> None:
-        self._balancer = balancer
+    def __init__(self, router: ModelRouter, per_launch: int, on_demand: OnDemand) -> None:
+        self._router = router
         self._per_launch = per_launch
         self._gates: dict[str, _Gate] = {}
-        self.on_demand: OnDemand | None = None
+        self._on_demand = on_demand
 
     async def batch_order(self, models: list[str]) -> tuple[list[str], list[str]]:
-        if self.on_demand is None:
-            return models, []
-        return await self.on_demand.batch_order(models)
+        return await self._on_demand.batch_order(models)
 
     def capacity(self, model: str) -> int:
-        return self._balancer.replica_count(model) * self._per_launch
+        return self._router.replica_count(model) * self._per_launch
 
     def in_flight(self, model: str) -> int:
         gate = self._gates.get(model)
@@ -119,11 +117,9 @@ class ModelGates:
         """A launch serves the model, is loading it, or a profile of that name will be (its
         load has not failed while this request waited)."""
         return bool(
-            self._balancer.replica_count(model)
-            or self._balancer.is_loading(model)
-            or (
-                self.on_demand is not None and self.on_demand.demand(model, f"batch {owner}", since)
-            )
+            self._router.replica_count(model)
+            or self._router.is_loading(model)
+            or self._on_demand.demand(model, f"batch {owner}", since)
         )
 
     def release(self, model: str) -> None:

@@ -1,7 +1,8 @@
 """Sending one request line of a batch to a launch, with retries; the line it leaves behind.
 
-A request goes to a ready launch of its model through the same balancer as /v1 (so the
-least busy replica gets it, and interactive traffic sees the batch's load). Failures that
+A request goes to a ready launch of its model through the same router as /v1 (so the
+least busy replica gets it) and is sent by the same forwarder, which counts it in the usage
+ledger (so interactive traffic and idle clocks see the batch's load). Failures that
 say nothing about the request itself (connection refused or reset, 429, 502, 503, 504, or
 no ready launch for a moment) are retried with backoff; any other answer is final.
 """
@@ -12,8 +13,10 @@ import json
 import random
 from dataclasses import dataclass
 
-from vllm_bootstrap.serving.balancer import ModelBalancer, NoReadyReplica, UnknownModel
-from vllm_bootstrap.upstream import UpstreamError, UpstreamPool
+from vllm_bootstrap.serving.errors import NoReadyReplica, UnknownModel
+from vllm_bootstrap.serving.forward import Forwarder
+from vllm_bootstrap.serving.router import ModelRouter
+from vllm_bootstrap.upstream import UpstreamError
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 ATTEMPTS = 5
@@ -46,25 +49,23 @@ class _TooLarge(Exception):
 
 
 class RequestSender:
-    def __init__(self, pool: UpstreamPool, balancer: ModelBalancer) -> None:
-        self._pool = pool
-        self._balancer = balancer
+    def __init__(self, router: ModelRouter, forwarder: Forwarder) -> None:
+        self._router = router
+        self._forwarder = forwarder
 
     async def attempt(
         self, custom_id: str, model: str, url: str, body: bytes, request_id: str, final: bool
     ) -> Outcome | Retry:
         """Send once. A retryable answer is final when `final` (the last attempt)."""
         try:
-            launch = self._balancer.choose(model)
+            launch = self._router.choose(model)
         except (UnknownModel, NoReadyReplica):
             return Retry("model_not_found", f"no ready launch serves {model!r}", counts=False)
         headers = [*_JSON_HEADERS, (b"x-request-id", request_id.encode())]
-        self._balancer.begin_request(launch)
         try:
-            response = await self._pool.request(
-                launch.local_host, launch.port, b"POST", url.encode(), headers, body
-            )
-            async with response:
+            async with self._forwarder.request(
+                launch, "batch", model, url.encode(), headers, body
+            ) as response:
                 status, payload = response.status, await _read_capped(response)
         except UpstreamError as exc:
             message = f"launch {launch.launch_id} did not answer: {exc}"
@@ -75,8 +76,6 @@ class RequestSender:
         except _TooLarge:
             message = f"the response was over {MAX_RESPONSE_BYTES} bytes"
             return error_outcome(request_id, custom_id, "response_too_large", message)
-        finally:
-            self._balancer.end_request(launch)
         if status in RETRY_STATUSES and not final:
             return Retry("upstream_unavailable", f"launch {launch.launch_id} answered {status}")
         return response_outcome(request_id, custom_id, status, payload)

@@ -48,7 +48,8 @@ class NotCancellable(BatchRefused):
 
 
 class BatchNotFound(LookupError):
-    pass
+    def __init__(self, batch_id: str) -> None:
+        super().__init__(f"no batch with id {batch_id!r}")
 
 
 class Batches:

@@ -33,7 +33,7 @@ DEFAULT_RESTART_BACKOFF_SECONDS = 1.0
 MAX_RESTART_BACKOFF_SECONDS = 300.0
 
 
-def _iso(timestamp: float | None) -> str | None:
+def iso_time(timestamp: float | None) -> str | None:
     return (
         datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
         if timestamp
@@ -67,9 +67,9 @@ class Launch:
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict, metadata=_shown("env_keys", _names))
     state: LaunchState = LaunchState.BOOTSTRAPPING
-    created_at: float = field(default_factory=time.time, metadata=_shown(show=_iso))
-    updated_at: float = field(default_factory=time.time, metadata=_shown(show=_iso))
-    ready_at: float | None = field(default=None, metadata=_shown(show=_iso))
+    created_at: float = field(default_factory=time.time, metadata=_shown(show=iso_time))
+    updated_at: float = field(default_factory=time.time, metadata=_shown(show=iso_time))
+    ready_at: float | None = field(default=None, metadata=_shown(show=iso_time))
     pid: int | None = None
     process_start_ticks: int | None = field(default=None, metadata=_HIDDEN)
     return_code: int | None = None
@@ -88,7 +88,7 @@ class Launch:
     profile: str | None = None
     reason: str | None = None
     # When a request through /v1 or a batch last finished on it: the idle clock of profiles.
-    last_request_at: float | None = field(default=None, metadata=_shown(show=_iso))
+    last_request_at: float | None = field(default=None, metadata=_shown(show=iso_time))
     # Set when it fell asleep and until it wakes: its GPUs are not its own meanwhile, also
     # while a sleeping launch is being stopped.
     gpus_released: bool = False

@@ -19,8 +19,9 @@ logger = logging.getLogger("vllm_bootstrap.launches")
 Subscriber = Callable[[Launch], None]
 
 
-class LaunchNotFound(KeyError):
-    pass
+class LaunchNotFound(LookupError):
+    def __init__(self, launch_id: str) -> None:
+        super().__init__(f"no launch with id {launch_id!r}")
 
 
 class LaunchDirectory(Protocol):

@@ -1,17 +1,16 @@
 """GET /metrics: the control plane's Prometheus metrics (prometheus_client's text format).
 
-Counters and histograms are updated where things happen: each request the data plane
-forwards (by route, model and launch), each refusal before forwarding (by route and error
-code), each batch request's outcome, each launch's start-up time. Gauges that describe the
+Forwarded requests (by route, model, launch and status) are read from the usage ledger,
+which the forwarder feeds; other counters and histograms are updated where things happen:
+each refusal before forwarding (by route and error code), each batch request's outcome,
+each launch's start-up time. Gauges that describe the
 present (launches by state, GPU memory and utilisation) are read when scraped. Label values
 come from launches and served models, never from what an unauthenticated client sends.
 """
 
 from __future__ import annotations
 
-import bisect
 import itertools
-import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -22,18 +21,16 @@ from prometheus_client.registry import Collector
 from vllm_bootstrap.launches.record import Launch
 from vllm_bootstrap.launches.registry import LaunchDirectory
 from vllm_bootstrap.launches.states import LaunchState
+from vllm_bootstrap.usage import LATENCY_BUCKETS, UsageLedger
 
 PREFIX = "vllm_bootstrap"
-# From a fast completion to a long generation; streams count until their last byte.
-LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 STARTUP_BUCKETS = (5, 10, 20, 30, 60, 120, 180, 300, 600, 900, 1800)
 
 
 class Metrics:
-    def __init__(self, directory: LaunchDirectory) -> None:
+    def __init__(self, directory: LaunchDirectory, ledger: UsageLedger) -> None:
         self.registry = CollectorRegistry()
-        self.forwarding = ForwardedRequests()
-        self.registry.register(self.forwarding)
+        self.registry.register(ForwardedRequests(ledger))
         self.refusals = Counter(
             f"{PREFIX}_request_errors",
             "Requests answered with an error before reaching vLLM, by route and error code.",
@@ -58,11 +55,6 @@ class Metrics:
         self._ready_seen: set[str] = set()
         directory.subscribe(self._launch_changed)
 
-    def forwarded(
-        self, route: str, model: str, launch: Launch, status: int, started: float
-    ) -> None:
-        self.forwarding.add(route, model, launch.launch_id, status, time.perf_counter() - started)
-
     def refused(self, route: str, code: str) -> None:
         self.refusals.labels(route, code).inc()
 
@@ -82,34 +74,13 @@ class Metrics:
             self._ready_seen.discard(launch.launch_id)  # a restart's start-up counts again
         elif launch.is_terminal:
             self._ready_seen.discard(launch.launch_id)
-            # Its series end with it: launches come and go (profiles), series must not pile up.
-            self.forwarding.forget_launch(launch.launch_id)
 
 
 class ForwardedRequests(Collector):
-    """Forwarded requests, counted in plain dicts on the hot path (a dict lookup, a bisect
-    and three additions: prometheus_client's labelled children, with their locks, cost the
-    proxy a sixth of its throughput) and turned into metric families when scraped."""
+    """The usage ledger's request counters, turned into metric families when scraped."""
 
-    def __init__(self) -> None:
-        self._counts: dict[tuple[str, str, str, str], int] = {}
-        # (route, model, launch) -> per-bucket counts (the last is +Inf), then the sum.
-        self._latency: dict[tuple[str, str, str], list[float]] = {}
-
-    def add(self, route: str, model: str, launch_id: str, status: int, seconds: float) -> None:
-        key = (route, model, launch_id, str(status))
-        self._counts[key] = self._counts.get(key, 0) + 1
-        buckets = self._latency.get(key[:3])
-        if buckets is None:
-            buckets = self._latency[key[:3]] = [0.0] * (len(LATENCY_BUCKETS) + 2)
-        buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        buckets[-1] += seconds
-
-    def forget_launch(self, launch_id: str) -> None:
-        for key in [key for key in self._counts if key[2] == launch_id]:
-            del self._counts[key]
-        for series in [series for series in self._latency if series[2] == launch_id]:
-            del self._latency[series]
+    def __init__(self, ledger: UsageLedger) -> None:
+        self._ledger = ledger
 
     def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
         requests = CounterMetricFamily(
@@ -117,7 +88,7 @@ class ForwardedRequests(Collector):
             "Requests forwarded to vLLM, by route (proxy, v1), model, launch and status.",
             labels=["route", "model", "launch_id", "status"],
         )
-        for labels, count in self._counts.items():
+        for labels, count in self._ledger.counts():
             requests.add_metric(list(labels), count)
         yield requests
         latency = HistogramMetricFamily(
@@ -125,7 +96,7 @@ class ForwardedRequests(Collector):
             "Time from forwarding a request to its last response byte, by route, model and launch.",
             labels=["route", "model", "launch_id"],
         )
-        for labels, buckets in self._latency.items():
+        for labels, buckets in self._ledger.latencies():
             cumulative = list(itertools.accumulate(buckets[:-1]))
             bounds = [*(str(bound) for bound in LATENCY_BUCKETS), "+Inf"]
             latency.add_metric(

@@ -8,33 +8,30 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from vllm_bootstrap.serving.openai import OPENAI_PREFIX, OpenAIRouter
-from vllm_bootstrap.serving.proxy import PROXY_PREFIX, LaunchProxy
+from vllm_bootstrap.serving.openai import OPENAI_PREFIX
+from vllm_bootstrap.serving.proxy import PROXY_PREFIX
 
 # Served by the batch API; /v1/filesX is not theirs, so each is matched as a whole segment.
 BATCH_PREFIXES = ("/v1/files/", "/v1/batches/")
 
 
 class ServingDispatcher:
-    def __init__(self, api: ASGIApp) -> None:
+    def __init__(self, api: ASGIApp, proxy: ASGIApp, openai: ASGIApp, batches: ASGIApp) -> None:
         self.api = api
-        # Set once the lifespan has built them; until then nothing is served but the API.
-        self.proxy: LaunchProxy | None = None
-        self.openai: OpenAIRouter | None = None
-        self.batches: ASGIApp | None = None  # OpenAI's Files and Batches API
+        self.proxy = proxy
+        self.openai = openai
+        self.batches = batches  # OpenAI's Files and Batches API
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
-            if path.startswith(PROXY_PREFIX) and self.proxy is not None:
+            if path.startswith(PROXY_PREFIX):
                 await self.proxy(scope, receive, send)
                 return
-            if self.batches is not None and (
-                path.startswith(BATCH_PREFIXES) or path in ("/v1/files", "/v1/batches")
-            ):
+            if path.startswith(BATCH_PREFIXES) or path in ("/v1/files", "/v1/batches"):
                 await self.batches(scope, receive, send)
                 return
-            if path.startswith(OPENAI_PREFIX) and self.openai is not None:
+            if path.startswith(OPENAI_PREFIX):
                 await self.openai(scope, receive, send)
                 return
         await self.api(scope, receive, send)

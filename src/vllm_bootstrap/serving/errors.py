@@ -1,34 +1,76 @@
-"""The data plane's error responses: the control plane's shape under /proxy, OpenAI's under /v1."""
+"""Why the data plane answers a request itself instead of forwarding it: domain errors,
+each with the message a client reads. `api/errors.py` gives each its status and code and
+renders it (OpenAI's shape under /v1, the control plane's under /proxy)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 
-from starlette.types import Send
-
-from vllm_bootstrap.asgi import send_json
-
-RETRY_AFTER_SECONDS = "10"
-_KINDS = {
-    400: "invalid_request_error",
-    404: "invalid_request_error",
-    413: "invalid_request_error",
-    429: "rate_limit_error",
-}
-
-ErrorResponder = Callable[[Send, int, str, str], Awaitable[None]]
+class ServingError(Exception):
+    """Raised before the response started; str(error) is the client's message."""
 
 
-async def plain_error(send: Send, status: int, message: str, _code: str = "") -> None:
-    """The control plane's own error shape, for /proxy (the code is for /v1's shape)."""
-    await send_json(send, status, {"detail": message})
+class RoutedBodyTooLarge(ServingError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"request body over {limit} bytes, the limit for requests routed by model "
+            "(VLLM_BOOTSTRAP_MAX_ROUTED_BODY_BYTES); /proxy/{launch_id}/... has none"
+        )
 
 
-async def openai_error(
-    send: Send, status: int, message: str, code: str, retry_after: bool = False
-) -> None:
-    """The error shape OpenAI's clients parse into NotFoundError, APIStatusError, ..."""
-    kind = _KINDS.get(status, "server_error")
-    headers = [(b"retry-after", RETRY_AFTER_SECONDS.encode())] if retry_after else []
-    payload = {"error": {"message": message, "type": kind, "param": None, "code": code}}
-    await send_json(send, status, payload, headers)
+class NoModelInBody(ServingError):
+    def __init__(self) -> None:
+        super().__init__(
+            "no `model` found in the JSON body: /v1 routes requests by it; use "
+            "/proxy/{launch_id}/v1/... for requests without one"
+        )
+
+
+class UnknownModel(ServingError, LookupError):
+    def __init__(self, model: str, served: list[str]) -> None:
+        super().__init__(
+            f"The model `{model}` does not exist. Served models: {', '.join(served) or 'none'}"
+        )
+
+
+class NoReadyReplica(ServingError, LookupError):
+    """The model is being loaded, but no launch of it is ready yet."""
+
+    def __init__(self, model: str, why: str = "is still loading; retry in a little while") -> None:
+        super().__init__(f"The model `{model}` {why}")
+
+
+class NoSuchLaunch(ServingError, LookupError):
+    def __init__(self, launch_id: str) -> None:
+        super().__init__(f"no launch with id {launch_id!r}")
+
+
+class LaunchAsleep(ServingError):
+    def __init__(self, launch_id: str, profile: str | None) -> None:
+        # Its GPUs may be another launch's now: a /wake_up sent past us would collide.
+        super().__init__(
+            f"launch {launch_id} is asleep (vLLM's sleep mode): wake it with "
+            f"POST /models/{profile}/load, or send a /v1 request for it"
+        )
+
+
+class LaunchNotReady(ServingError):
+    def __init__(self, launch_id: str, state: str) -> None:
+        super().__init__(f"launch {launch_id} is {state}, not ready: retry later")
+
+
+class SwapperOnlyRoute(ServingError):
+    def __init__(self, launch_id: str, profile: str) -> None:
+        super().__init__(
+            f"launch {launch_id} runs model profile {profile!r}, whose sleep mode "
+            "the server drives: use POST /models/{name}/load or /unload"
+        )
+
+
+class UpstreamUnreachable(ServingError):
+    """vLLM did not answer; the request was forwarded (and counted as such), not refused."""
+
+    def __init__(self, launch_id: str, port: int, cause: object) -> None:
+        super().__init__(
+            f"launch {launch_id}: vLLM at port {port} did not answer "
+            f"({cause}); it may have crashed or be restarting"
+        )

@@ -10,17 +10,19 @@ generation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from typing import Protocol
+from collections.abc import AsyncIterator
 
 from starlette.types import Receive, Scope, Send
 
 from vllm_bootstrap.asgi import ClientGone, body_or_stream
 from vllm_bootstrap.launches.record import Launch
 from vllm_bootstrap.serving.client_watch import ClientWatch
-from vllm_bootstrap.serving.errors import ErrorResponder
+from vllm_bootstrap.serving.errors import UpstreamUnreachable
 from vllm_bootstrap.upstream import UpstreamError, UpstreamPool, UpstreamResponse
+from vllm_bootstrap.usage import UsageLedger
 
 # Connection-level headers (RFC 9110 section 7.6.1) that must not cross a proxy, plus the
 # ones we set ourselves: Host (the upstream's) and, on responses, Server and Date (ours).
@@ -50,27 +52,18 @@ logger = logging.getLogger("vllm_bootstrap.proxy")
 LAUNCH_ID_HEADER = b"x-vllm-bootstrap-launch-id"
 
 
-class RequestObserver(Protocol):
-    """Hears of every request the data plane answers (monitoring/metrics.py)."""
-
-    def forwarded(
-        self, route: str, model: str, launch: Launch, status: int, started: float
-    ) -> None: ...
-
-    def refused(self, route: str, code: str) -> None: ...
-
-
 # What a forwarded request is counted as when no upstream status was relayed.
 CLIENT_GONE_STATUS = 499
 UPSTREAM_FAILED_STATUS = 502
 
 
 class Forwarder:
-    def __init__(
-        self, pool: UpstreamPool, access_key: str | None, observer: RequestObserver | None = None
-    ) -> None:
+    """Sends requests to launches, and is the only writer of the usage ledger: every request
+    it sends is in flight there until answered, then counted."""
+
+    def __init__(self, pool: UpstreamPool, ledger: UsageLedger, access_key: str | None) -> None:
         self._pool = pool
-        self.observer = observer
+        self._ledger = ledger
         # With an access key set, the request got here by carrying it in Authorization:
         # that header is the control plane's credential and never reaches vLLM.
         self._dropped_request_headers = (
@@ -85,20 +78,53 @@ class Forwarder:
         launch: Launch,
         path: bytes,
         body: bytes | None,
-        error: ErrorResponder,
         route: str = "proxy",
         model: str | None = None,
     ) -> None:
-        """Send the request to `launch` at `path`; `body` when already read, else from
-        `receive`. Errors before the response started answer through `error`. The observer
-        hears of it as `route` and `model` (the launch's model when not given)."""
+        """Relay the client's request to `launch` at `path` and the answer back; `body` when
+        already read, else from `receive`. UpstreamUnreachable when vLLM did not answer
+        before anything was sent. Counted as `route` and `model` (else the launch's model)."""
         started = time.perf_counter()
         status = CLIENT_GONE_STATUS
+        launch_id = launch.launch_id
+        self._ledger.begin(launch_id)  # not a context manager: this is the hot path
         try:
-            status = await self._exchange(scope, receive, send, launch, path, body, error)
+            status = await self._exchange(scope, receive, send, launch, path, body)
+        except UpstreamUnreachable:
+            status = UPSTREAM_FAILED_STATUS
+            raise
         finally:
-            if self.observer is not None:
-                self.observer.forwarded(route, model or launch.model, launch, status, started)
+            self._ledger.end(launch_id)
+            seconds = time.perf_counter() - started
+            self._ledger.record(route, model or launch.model, launch_id, status, seconds)
+
+    @contextlib.asynccontextmanager
+    async def request(
+        self,
+        launch: Launch,
+        route: str,
+        model: str,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> AsyncIterator[UpstreamResponse]:
+        """POST a request of our own (a batch line) to `launch`; the response, to be read
+        inside the block. Counted like a client's request; UpstreamError as the pool raises
+        it."""
+        started = time.perf_counter()
+        status = UPSTREAM_FAILED_STATUS
+        self._ledger.begin(launch.launch_id)
+        try:
+            response = await self._pool.request(
+                launch.local_host, launch.port, b"POST", target, headers, body
+            )
+            async with response:
+                status = response.status
+                yield response
+        finally:
+            self._ledger.end(launch.launch_id)
+            seconds = time.perf_counter() - started
+            self._ledger.record(route, model, launch.launch_id, status, seconds)
 
     async def _exchange(
         self,
@@ -108,7 +134,6 @@ class Forwarder:
         launch: Launch,
         path: bytes,
         body: bytes | None,
-        error: ErrorResponder,
     ) -> int:
         """The forwarding itself; the status the client got (499: it went away first)."""
         query: bytes = scope.get("query_string", b"")
@@ -143,18 +168,11 @@ class Forwarder:
         except ClientGone:
             return CLIENT_GONE_STATUS
         except UpstreamError as exc:
-            if response_started:
-                # Returning with the response unfinished makes uvicorn cut the client's
-                # connection, so the client sees a broken response, never a complete one.
-                logger.warning("launch %s: vLLM broke off a response: %s", launch.launch_id, exc)
-                return UPSTREAM_FAILED_STATUS
-            await error(
-                send,
-                502,
-                f"launch {launch.launch_id}: vLLM at port {launch.port} did not answer "
-                f"({exc}); it may have crashed or be restarting",
-                "upstream_unreachable",
-            )
+            if not response_started:
+                raise UpstreamUnreachable(launch.launch_id, launch.port, exc) from None
+            # Returning with the response unfinished makes uvicorn cut the client's
+            # connection, so the client sees a broken response, never a complete one.
+            logger.warning("launch %s: vLLM broke off a response: %s", launch.launch_id, exc)
             return UPSTREAM_FAILED_STATUS
         finally:
             client_gone.stop()

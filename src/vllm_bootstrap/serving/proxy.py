@@ -8,7 +8,12 @@ from starlette.types import Receive, Scope, Send
 
 from vllm_bootstrap.launches.registry import LaunchDirectory
 from vllm_bootstrap.launches.states import LaunchState
-from vllm_bootstrap.serving.errors import plain_error
+from vllm_bootstrap.serving.errors import (
+    LaunchAsleep,
+    LaunchNotReady,
+    NoSuchLaunch,
+    SwapperOnlyRoute,
+)
 from vllm_bootstrap.serving.forward import Forwarder
 
 PROXY_PREFIX = "/proxy/"
@@ -47,36 +52,15 @@ class LaunchProxy:
         launch_id = raw_id.decode("latin-1")
         launch = self._directory.find(launch_id)
         if launch is None:
-            await self._refuse(send, 404, f"no launch with id {launch_id!r}", "launch_not_found")
-            return
+            raise NoSuchLaunch(launch_id)
         if launch.state is LaunchState.SLEEPING:
-            # Its GPUs may be another launch's now: a /wake_up sent past us would collide.
-            message = (
-                f"launch {launch_id} is asleep (vLLM's sleep mode): wake it with "
-                f"POST /models/{launch.profile}/load, or send a /v1 request for it"
-            )
-            await self._refuse(send, 409, message, "launch_asleep")
-            return
+            raise LaunchAsleep(launch_id, launch.profile)
         if launch.state is not LaunchState.READY:
-            message = f"launch {launch_id} is {launch.state}, not ready: retry later"
-            await self._refuse(send, 409, message, "launch_not_ready")
-            return
+            raise LaunchNotReady(launch_id, launch.state)
         upstream_path = raw_path[len(PROXY_PREFIX) + len(raw_id) :] or b"/"
         if launch.profile is not None and _swapper_only(upstream_path):
-            message = (
-                f"launch {launch_id} runs model profile {launch.profile!r}, whose sleep mode "
-                "the server drives: use POST /models/{name}/load or /unload"
-            )
-            await self._refuse(send, 403, message, "swapper_only_route")
-            return
-        await self._forwarder.forward(
-            scope, receive, send, launch, upstream_path, None, plain_error
-        )
-
-    async def _refuse(self, send: Send, status: int, message: str, code: str) -> None:
-        if self._forwarder.observer is not None:
-            self._forwarder.observer.refused("proxy", code)
-        await plain_error(send, status, message)
+            raise SwapperOnlyRoute(launch_id, launch.profile)
+        await self._forwarder.forward(scope, receive, send, launch, upstream_path, None)
 
 
 def _swapper_only(path: bytes) -> bool:

@@ -1,45 +1,35 @@
-"""Choosing a launch for a model: the routing behind the OpenAI-compatible /v1 endpoint.
+"""Choosing a launch for a model: the routing behind /v1 and batch lines. It writes nothing.
 
 Replicas of one model (launches on different GPUs) share the load by least outstanding
-requests: a replica stuck on long generations gets fewer new ones than a blind rotation
-would give it. Ties rotate, so idle replicas take turns.
+requests, read from the usage ledger (which counts every route, /proxy too): a replica
+stuck on long generations gets fewer new ones than a blind rotation would give it. Ties
+rotate, so idle replicas take turns.
 
 The index of ready replicas is rebuilt only after the launch directory says something
-changed (it pushes every change to its subscribers), never per request.
+changed (it pushes every change to its subscribers), never per request. Only `ready`
+launches are routed to: one falling asleep is in a state of its own.
 """
 
 from __future__ import annotations
 
 import itertools
-import time
-from collections.abc import Callable
 from typing import Any
 
 from vllm_bootstrap.launches.record import Launch
 from vllm_bootstrap.launches.registry import LaunchDirectory
 from vllm_bootstrap.launches.states import LaunchState
+from vllm_bootstrap.serving.errors import NoReadyReplica, UnknownModel
+from vllm_bootstrap.usage import UsageLedger
 
 
-class UnknownModel(LookupError):
-    pass
-
-
-class NoReadyReplica(LookupError):
-    """The model is being loaded, but no launch of it is ready yet."""
-
-
-class ModelBalancer:
-    def __init__(self, directory: LaunchDirectory) -> None:
+class ModelRouter:
+    def __init__(self, directory: LaunchDirectory, ledger: UsageLedger) -> None:
         self._directory = directory
-        self._outstanding: dict[str, int] = {}
+        self._ledger = ledger
         self._turn = itertools.count()
         self._ready: dict[str, list[Launch]] = {}
         self._loading: set[str] = set()
         self._stale = True
-        # Ready launches taken out of routing for a moment (falling asleep): no new requests.
-        self._withdrawn: set[str] = set()
-        # Told when a launch's last request in flight ended (the model swapper listens).
-        self.idle_listeners: list[Callable[[Launch], None]] = []
         directory.subscribe(self._launch_changed)
 
     def choose(self, model: str) -> Launch:
@@ -47,41 +37,12 @@ class ModelBalancer:
         if not replicas:
             if model in self._loading:
                 raise NoReadyReplica(model)
-            raise UnknownModel(model)
+            raise UnknownModel(model, self.ready_models())
         if len(replicas) == 1:
             return replicas[0]
         start = next(self._turn) % len(replicas)
         rotated = replicas[start:] + replicas[:start]
-        return min(rotated, key=lambda launch: self._outstanding.get(launch.launch_id, 0))
-
-    def begin_request(self, launch: Launch) -> None:
-        """Count a request against `launch` while it is in flight (end it with end_request)."""
-        launch_id = launch.launch_id
-        self._outstanding[launch_id] = self._outstanding.get(launch_id, 0) + 1
-
-    def end_request(self, launch: Launch) -> None:
-        launch_id = launch.launch_id
-        launch.last_request_at = time.time()
-        remaining = self._outstanding[launch_id] - 1
-        if remaining:
-            self._outstanding[launch_id] = remaining
-        else:
-            del self._outstanding[launch_id]
-            for listener in self.idle_listeners:
-                listener(launch)
-
-    def withdraw(self, launch_id: str) -> None:
-        """Route no new request to `launch_id` until `restore` (it is about to sleep)."""
-        self._withdrawn.add(launch_id)
-        self._stale = True
-
-    def restore(self, launch_id: str) -> None:
-        self._withdrawn.discard(launch_id)
-        self._stale = True
-
-    def in_flight(self, launch_id: str) -> int:
-        """Requests through /v1 and batches that `launch_id` is answering now."""
-        return self._outstanding.get(launch_id, 0)
+        return min(rotated, key=lambda launch: self._ledger.in_flight(launch.launch_id))
 
     def replica_count(self, model: str) -> int:
         return len(self._index().get(model, ()))
@@ -122,7 +83,7 @@ class ModelBalancer:
         ready: dict[str, list[Launch]] = {}
         loading: set[str] = set()
         for launch in self._directory.launches():
-            if launch.state is LaunchState.READY and launch.launch_id not in self._withdrawn:
+            if launch.state is LaunchState.READY:
                 for name in launch.served_models:
                     ready.setdefault(name, []).append(launch)
             elif launch.state in _LOADING:

@@ -108,37 +108,27 @@ class Supervisor:
                     asleep.setdefault(gpu, []).append(run.launch.launch_id)
         return asleep
 
-    def fall_asleep(self, launch_id: str, reason: str) -> bool:
-        """Record that vLLM's sleep mode took `launch_id` off its GPUs (ready -> sleeping);
-        False if it is no longer ready (it crashed or was stopped meanwhile)."""
+    def move(self, launch_id: str, expected: LaunchState, new: LaunchState, reason: str) -> bool:
+        """Move a live launch from `expected` to `new` (the sleep-mode moves the model wing
+        makes: ready -> falling_asleep -> sleeping -> waking -> ready), as one compare-and-
+        swap: False, changing nothing, when it is no longer in `expected` (it crashed or was
+        stopped meanwhile). Waking takes its GPUs back in the same write: ResourceConflict
+        when another launch holds one of them."""
         run = self._runs.get(launch_id)
-        if run is None or run.launch.state is not LaunchState.READY:
+        if run is None or run.launch.state is not expected:
             return False
-        run.move_by_sleep_mode(LaunchState.SLEEPING, reason)
+        if run.launch.gpus_released and new.holds_gpus:
+            owners = self.gpu_owners()
+            taken = [gpu for gpu in run.launch.gpu_ids if gpu in owners]
+            if taken:
+                holders = sorted({owners[gpu] for gpu in taken})
+                raise ResourceConflict(f"GPUs {taken} are held by {holders}")
+        run.move_by_sleep_mode(new, reason)
         return True
 
-    def begin_waking(self, launch_id: str, reason: str) -> None:
-        """Give a sleeping launch its GPUs back (sleeping -> waking, leased again in the same
-        write); ResourceConflict when it is not asleep or another launch holds one of them."""
-        run = self._runs.get(launch_id)
-        if run is None or run.launch.state is not LaunchState.SLEEPING:
-            raise ResourceConflict(f"launch {launch_id} is no longer asleep")
-        owners = self.gpu_owners()
-        taken = [gpu for gpu in run.launch.gpu_ids if gpu in owners]
-        if taken:
-            raise ResourceConflict(f"GPUs {taken} are held by {sorted({owners[g] for g in taken})}")
-        run.move_by_sleep_mode(LaunchState.WAKING, reason)
-
-    def finish_waking(self, launch_id: str) -> bool:
-        """waking -> ready; False if it was stopped (or crashed) while waking."""
-        run = self._runs.get(launch_id)
-        if run is None or run.launch.state is not LaunchState.WAKING:
-            return False
-        run.move_by_sleep_mode(LaunchState.READY, "awake")
-        return True
-
-    def note_use(self, launch: Launch) -> None:
-        """Write a launch's idle clock (last_request_at) so a restart keeps it; best effort."""
+    def note_use(self, launch: Launch, last_request_at: float | None) -> None:
+        """Write a launch's idle clock so a restart keeps it; best effort."""
+        launch.last_request_at = last_request_at
         with contextlib.suppress(StateWriteFailed):
             if launch.launch_id not in self._unsaved:
                 self._store.save(launch)

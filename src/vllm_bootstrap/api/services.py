@@ -1,0 +1,47 @@
+"""The services the routes use, built whole by `create_app` and handed to every route as
+one typed dependency (`ServicesDep`), never looked up by name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from vllm_bootstrap.api.loop_lag import LoopLagMonitor
+from vllm_bootstrap.batches.files import FileDirectory
+from vllm_bootstrap.batches.service import Batches
+from vllm_bootstrap.launches.record import Launch, iso_time
+from vllm_bootstrap.models.swapper import ModelSwapper
+from vllm_bootstrap.monitoring.gpu_readings import GpuReadings
+from vllm_bootstrap.monitoring.metrics import Metrics
+from vllm_bootstrap.supervision.supervisor import Supervisor
+from vllm_bootstrap.usage import UsageLedger
+
+
+@dataclass(frozen=True)
+class Services:
+    supervisor: Supervisor
+    ledger: UsageLedger
+    swapper: ModelSwapper
+    metrics: Metrics
+    gpu_readings: GpuReadings
+    loop_lag: LoopLagMonitor
+    batches: Batches
+    files: FileDirectory
+
+    def launch_view(self, launch: Launch) -> dict[str, object]:
+        """A launch as the API shows it, with its use from the ledger (every route)."""
+        return {
+            **launch.to_public(),
+            "last_request_at": iso_time(self.ledger.last_request_at(launch)),
+            "in_flight": self.ledger.in_flight(launch.launch_id),
+        }
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(_services)]

@@ -1,0 +1,31 @@
+"""What every profile's object works with, gathered once: the model wing's collaborators."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from vllm_bootstrap.config import Settings
+from vllm_bootstrap.models.changes import Changes
+from vllm_bootstrap.models.claims import GpuClaims
+from vllm_bootstrap.models.index import ProfileLaunches
+from vllm_bootstrap.models.store import ProfileStore
+from vllm_bootstrap.serving.router import ModelRouter
+from vllm_bootstrap.supervision.supervisor import Supervisor
+from vllm_bootstrap.upstream import UpstreamPool
+from vllm_bootstrap.usage import UsageLedger
+
+
+@dataclass(frozen=True)
+class Wing:
+    supervisor: Supervisor
+    profiles: ProfileStore
+    router: ModelRouter
+    ledger: UsageLedger
+    pool: UpstreamPool
+    settings: Settings
+    index: ProfileLaunches
+    changes: Changes
+    claims: GpuClaims
+    # Requests waiting for any profile to load: the queue limit counts them all.
+    waiting_requests: Callable[[], int]
