@@ -12,7 +12,7 @@ from vllm_bootstrap.launches.record import (
     DEFAULT_RESTART_POLICY,
     RestartPolicy,
 )
-from vllm_bootstrap.supervision.spec import LaunchSpec, check_env, check_extra_args, check_text
+from vllm_bootstrap.launches.spec import LaunchSpec, check_env, check_extra_args, check_text
 
 GpuIndex = Annotated[int, Field(ge=0, le=1023, strict=True)]
 

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
 
         serve(args if position is None else args[:position] + args[position + 1 :])
         return
-    from vllm_bootstrap.cli.commands import run
+    from vllm_bootstrap.cli.run import run
 
     raise SystemExit(run(args))
 

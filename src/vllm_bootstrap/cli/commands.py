@@ -1,67 +1,24 @@
-"""The client sub-commands: talk to a server at --url (VLLM_BOOTSTRAP_URL) with --key
-(VLLM_ACCESS_KEY). Every error prints one line and exits 1; `--json` on every read command
-prints the server's answer for scripts."""
+"""What each client sub-command does, through `Client` (parser.py says which command takes
+which arguments; run.py turns errors into one line)."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from vllm_bootstrap.cli import output
 from vllm_bootstrap.cli.progress import BatchRate, Progress, launch_line
-from vllm_bootstrap.client import ApiError, Client, LaunchFailed
-from vllm_bootstrap.models.file import ProfileFileError, load_profiles
+from vllm_bootstrap.client import Client
+from vllm_bootstrap.models.file import load_profiles
 
 Handler = Callable[[Client, argparse.Namespace], None]
 
 
 class CommandError(Exception):
     """A mistake in what was asked: printed as one line."""
-
-
-def run(argv: list[str]) -> int:
-    # Everything after "--" is for vLLM: launch MODEL --gpus 0 -- --max-model-len 8192
-    vllm_args = argv[argv.index("--") + 1 :] if "--" in argv else []
-    args = _parser().parse_args(argv[: len(argv) - len(vllm_args) - bool(vllm_args)])
-    if vllm_args and args.command != "launch":
-        return _fail("only `launch` takes arguments for vLLM after --")
-    args.vllm_args = vllm_args
-    try:
-        with Client(args.url, args.key) as client:
-            args.handler(client, args)
-    except ApiError as exc:
-        return _fail(f"the server answered {exc.status}: {exc.detail}")
-    except LaunchFailed as exc:
-        return _fail(f"{exc}".rstrip())
-    except httpx.HTTPError as exc:
-        return _fail(f"cannot reach the server at {args.url or 'VLLM_BOOTSTRAP_URL'}: {exc}")
-    except BrokenPipeError:
-        # The reader left (`| head`): stop writing, quietly, and keep Python's exit flush
-        # from failing again on the closed pipe.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except (CommandError, ProfileFileError, OSError) as exc:
-        return _fail(str(exc))
-    except UnicodeError:
-        return _fail("the key or URL holds characters an HTTP header cannot carry")
-    except (ValueError, KeyError, TypeError) as exc:  # a 200 answer of the wrong shape
-        where = args.url or "VLLM_BOOTSTRAP_URL"
-        first_line = (str(exc) or repr(exc)).splitlines()[0]
-        return _fail(f"unexpected answer from the server at {where}: {first_line}")
-    except KeyboardInterrupt:
-        return 130
-    return 0
-
-
-def _fail(message: str) -> int:
-    print(f"vllm-bootstrap: {message}", file=sys.stderr)
-    return 1
 
 
 # --------------------------------------------------------------------- launches
@@ -247,85 +204,6 @@ def batch_download(client: Client, args: argparse.Namespace) -> None:
 
 
 # --------------------------------------------------------------------- parsing
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="vllm-bootstrap",
-        description="Without a command (or with `serve`), start the server; with one, talk "
-        "to a running server.",
-    )
-    parser.add_argument("--url", help="the server (env VLLM_BOOTSTRAP_URL; default :8000)")
-    parser.add_argument("--key", help="the access key (env VLLM_ACCESS_KEY)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("serve", help="start the server (the default)")
-    _launch_commands(commands)
-    _model_commands(commands)
-    _batch_commands(commands)
-    return parser
-
-
-def _command(commands: Any, name: str, handler: Handler, help: str, read: bool = False) -> Any:
-    parser = commands.add_parser(name, help=help, description=help)
-    parser.set_defaults(handler=handler)
-    if read:
-        parser.add_argument("--json", action="store_true", help="print the server's answer")
-    return parser
-
-
-def _launch_commands(commands: Any) -> None:
-    started = _command(commands, "launch", launch, "start vLLM for MODEL", read=True)
-    started.add_argument("model")
-    started.add_argument("--gpus", help="GPU indices, e.g. 0,1 (default: all free)")
-    started.add_argument(
-        "--arg",
-        action="append",
-        help="one argument for vLLM, as --arg=--max-model-len=8192 (repeatable); or put "
-        "vLLM's arguments after --",
-    )
-    started.add_argument("--env", action="append", default=[], help="NAME=VALUE (repeatable)")
-    started.add_argument("--wait", action="store_true", help="show progress until ready")
-    listed = _command(commands, "ps", ps, "list launches", read=True)
-    listed.add_argument("--all", action="store_true", help="stopped and failed ones too")
-    _command(commands, "status", status, "one launch", read=True).add_argument("launch_id")
-    logged = _command(commands, "logs", logs, "a launch's log")
-    logged.add_argument("launch_id")
-    logged.add_argument("-f", "--follow", action="store_true", help="until the launch ends")
-    stopped = _command(commands, "stop", stop, "stop a launch")
-    stopped.add_argument("launch_id")
-    stopped.add_argument("--no-wait", action="store_true", help="answer before it has ended")
-    _command(commands, "stats", stats, "host and GPU figures", read=True)
-
-
-def _model_commands(commands: Any) -> None:
-    models = commands.add_parser("models", help="model profiles").add_subparsers(
-        dest="models_command", required=True, metavar="ACTION"
-    )
-    _command(models, "list", models_list, "every profile and its state", read=True)
-    put = _command(models, "put", models_put, "store the profiles of a YAML or JSON file")
-    put.add_argument("file")
-    for name, handler in (("load", models_load), ("unload", models_unload)):
-        action = _command(models, name, handler, f"{name} a profile")
-        action.add_argument("name")
-        action.add_argument("--wait", action="store_true", help="answer once it is done")
-
-
-def _batch_commands(commands: Any) -> None:
-    batches = commands.add_parser("batch", help="batch jobs").add_subparsers(
-        dest="batch_command", required=True, metavar="ACTION"
-    )
-    submit = _command(batches, "submit", batch_submit, "upload a JSONL file, run it", read=True)
-    submit.add_argument("file")
-    submit.add_argument("--endpoint", default="/v1/chat/completions")
-    submit.add_argument("--completion-window", default="24h")
-    submit.add_argument("--wait", action="store_true", help="show progress until it ends")
-    listed = _command(batches, "list", batch_list, "recent batches", read=True)
-    listed.add_argument("--limit", type=int, default=20)
-    _command(batches, "status", batch_status, "one batch", read=True).add_argument("batch_id")
-    _command(batches, "cancel", batch_cancel, "cancel a batch").add_argument("batch_id")
-    download = _command(batches, "download", batch_download, "save its result files")
-    download.add_argument("batch_id")
-    download.add_argument("--output", default=".", help="folder (default: here)")
 
 
 def _print(args: argparse.Namespace, answer: Any, text: str) -> None:

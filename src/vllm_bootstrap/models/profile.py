@@ -17,8 +17,11 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from vllm_bootstrap.supervision.spec import check_env, check_extra_args, check_text
+from vllm_bootstrap.launches.spec import LaunchSpec, check_env, check_extra_args, check_text
 
+# vLLM's sleep mode needs both (models/sleep_mode.py says why).
+SLEEP_ARGS = ("--enable-sleep-mode",)
+SLEEP_ENV = {"VLLM_SERVER_DEV_MODE": "1"}
 GpuIndex = Annotated[int, Field(ge=0, le=1023, strict=True)]
 
 
@@ -65,3 +68,19 @@ class ModelProfile(BaseModel):
 
     def to_document(self) -> dict[str, Any]:
         return self.model_dump()
+
+    def launch_spec(self, gpu_ids: list[int], reason: str) -> LaunchSpec:
+        """Its launch on `gpu_ids`: served under its name, with sleep mode when it sleeps."""
+        extra_args = [*self.extra_args, "--served-model-name", self.name]
+        env = dict(self.env)
+        if self.sleep:
+            extra_args += SLEEP_ARGS
+            env.update(SLEEP_ENV)
+        return LaunchSpec(
+            model=self.model,
+            gpu_ids=gpu_ids,
+            extra_args=extra_args,
+            env=env,
+            profile=self.name,
+            reason=reason,
+        )

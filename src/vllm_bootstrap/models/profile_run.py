@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from vllm_bootstrap.launches.record import Launch, iso_time
 from vllm_bootstrap.launches.states import LaunchState
 from vllm_bootstrap.log_text import escaped
-from vllm_bootstrap.models import sleep_mode
+from vllm_bootstrap.models import unload
 from vllm_bootstrap.models.claims import Claim
 from vllm_bootstrap.models.errors import (
     Abandoned,
@@ -36,7 +36,6 @@ from vllm_bootstrap.models.placement import Plan
 from vllm_bootstrap.models.profile import ModelProfile
 from vllm_bootstrap.models.wing import Wing
 from vllm_bootstrap.supervision.errors import LaunchRefused
-from vllm_bootstrap.supervision.spec import LaunchSpec
 
 logger = logging.getLogger("vllm_bootstrap.models")
 
@@ -259,12 +258,15 @@ class ProfileRun:
         if profile is None:
             raise LoadFailed(f"the profile {self.name!r} was deleted while it waited for GPUs")
         if asleep is not None:
-            return asleep if self._move(asleep, _S.SLEEPING, _S.WAKING, self._reason()) else None
+            woken = unload.move(self._wing, asleep, _S.SLEEPING, _S.WAKING, self._reason())
+            return asleep if woken else None
         logger.info(
             "model %s: loading on GPUs %s (%s)", escaped(self.name), plan.gpu_ids, self._reason()
         )
         try:
-            return await self._wing.supervisor.launch(_spec(profile, plan.gpu_ids, self._reason()))
+            return await self._wing.supervisor.launch(
+                profile.launch_spec(plan.gpu_ids, self._reason())
+            )
         except LaunchRefused as refused:
             raise LoadFailed(f"the launch was refused: {refused.message}") from None
 
@@ -295,10 +297,10 @@ class ProfileRun:
         try:
             profile = self.profile()
             if profile is not None and profile.sleep and launch.state is _S.READY:
-                await self._fall_asleep(launch, reason)
+                await unload.put_to_sleep(self._wing, launch, reason)
             else:
                 logger.info("launch %s: stopping (%s)", launch.launch_id, escaped(reason))
-                await self._stop(launch)
+                await unload.stop(self._wing, launch)
         finally:
             self.busy = False
             self._wing.changes.notify()
@@ -310,82 +312,22 @@ class ProfileRun:
         self.busy = True
         try:
             if launch.state is _S.FALLING_ASLEEP:
-                await self._finish_falling_asleep(launch, "asleep (after a restart)")
-                return
-        finally:
-            self.busy = False
-            self._wing.changes.notify()
-        try:
-            await self._finish_waking(launch)
+                await unload.finish_falling_asleep(self._wing, launch, "asleep after a restart")
+            else:
+                await unload.finish_waking(self._wing, launch)
         except LoadFailed as exc:
             logger.warning("%s", escaped(str(exc)))
-
-    async def _fall_asleep(self, launch: Launch, reason: str) -> None:
-        # From falling_asleep on, nothing routes to it; its GPUs hold its weights until vLLM
-        # has answered, so they stay its own until then.
-        if self._move(launch, _S.READY, _S.FALLING_ASLEEP, reason):
-            await self._finish_falling_asleep(launch, reason)
-
-    async def _finish_falling_asleep(self, launch: Launch, reason: str) -> None:
-        try:
-            await sleep_mode.fall_asleep(self._wing.pool, launch)
-        except sleep_mode.SleepModeFailed as exc:
-            logger.warning(
-                "launch %s: %s; stopping it instead", launch.launch_id, escaped(str(exc))
-            )
-            await self._stop(launch)
-            return
-        self._move(launch, _S.FALLING_ASLEEP, _S.SLEEPING, reason)
-
-    async def _finish_waking(self, launch: Launch) -> None:
-        """vLLM's POST /wake_up for a launch that holds its GPUs again."""
-        started = time.monotonic()
-        self.busy = True
-        try:
-            await sleep_mode.wake_up(self._wing.pool, launch)
-        except sleep_mode.SleepModeFailed as exc:
-            await self._stop(launch)
-            raise LoadFailed(f"launch {launch.launch_id} did not wake: {exc}") from None
         finally:
             self.busy = False
             self._wing.changes.notify()
-        if not self._move(launch, _S.WAKING, _S.READY, "awake"):
-            raise LoadFailed(f"launch {launch.launch_id} was stopped while it woke")
-        logger.info(
-            "model %s: launch %s woke in %.2f s",
-            escaped(self.name),
-            launch.launch_id,
-            time.monotonic() - started,
-        )
 
-    def _move(self, launch: Launch, expected: LaunchState, new: LaunchState, why: str) -> bool:
+    async def _finish_waking(self, launch: Launch) -> None:
+        self.busy = True
         try:
-            return self._wing.supervisor.move(launch.launch_id, expected, new, why)
-        except LaunchRefused as refused:  # waking: another launch holds one of its GPUs
-            logger.info("launch %s: cannot wake: %s", launch.launch_id, refused.message)
-            return False
-
-    async def _stop(self, launch: Launch) -> None:
-        supervisor = self._wing.supervisor
-        supervisor.stop(launch.launch_id)
-        timeout = self._wing.settings.stop_timeout_seconds + 10
-        await supervisor.wait_until_ended(launch.launch_id, timeout)
-
-
-def _spec(profile: ModelProfile, gpu_ids: list[int], reason: str) -> LaunchSpec:
-    extra_args = [*profile.extra_args, "--served-model-name", profile.name]
-    env = dict(profile.env)
-    if profile.sleep:
-        extra_args += sleep_mode.SLEEP_ARGS
-        env.update(sleep_mode.SLEEP_ENV)
-    return LaunchSpec(
-        model=profile.model,
-        gpu_ids=gpu_ids,
-        extra_args=extra_args,
-        env=env,
-        profile=profile.name,
-        reason=reason,
-    )
+            await unload.finish_waking(self._wing, launch)
+        finally:
+            self.busy = False
+            self._wing.changes.notify()
 
 
 def _being_cancelled() -> bool:

@@ -5,8 +5,8 @@
     GET  /is_sleeping                {"is_sleeping": bool}
 
 The server must be started with --enable-sleep-mode, and the routes exist only when
-VLLM_SERVER_DEV_MODE=1 is in its environment. Sleep mode needs a CUDA (or ROCm, XPU) GPU:
-vLLM's CPU build refuses --enable-sleep-mode.
+VLLM_SERVER_DEV_MODE=1 is in its environment (profile.py's SLEEP_ARGS and SLEEP_ENV). Sleep
+mode needs a CUDA (or ROCm, XPU) GPU: vLLM's CPU build refuses --enable-sleep-mode.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import json
 from vllm_bootstrap.launches.record import Launch
 from vllm_bootstrap.upstream import UpstreamError, UpstreamPool
 
-SLEEP_ARGS = ("--enable-sleep-mode",)
-SLEEP_ENV = {"VLLM_SERVER_DEV_MODE": "1"}
 # Level 1 keeps the weights in CPU memory, so waking is a copy, not a reload.
 SLEEP_TARGET = b"/sleep?level=1&mode=abort"
 WAKE_TARGET = b"/wake_up"

@@ -94,9 +94,7 @@ class Forwarder:
             status = UPSTREAM_FAILED_STATUS
             raise
         finally:
-            self._ledger.end(launch_id)
-            seconds = time.perf_counter() - started
-            self._ledger.record(route, model or launch.model, launch_id, status, seconds)
+            self._ended(launch_id, route, model or launch.model, status, started)
 
     @contextlib.asynccontextmanager
     async def request(
@@ -122,9 +120,11 @@ class Forwarder:
                 status = response.status
                 yield response
         finally:
-            self._ledger.end(launch.launch_id)
-            seconds = time.perf_counter() - started
-            self._ledger.record(route, model, launch.launch_id, status, seconds)
+            self._ended(launch.launch_id, route, model, status, started)
+
+    def _ended(self, launch_id: str, route: str, model: str, status: int, started: float) -> None:
+        self._ledger.end(launch_id)
+        self._ledger.record(route, model, launch_id, status, time.perf_counter() - started)
 
     async def _exchange(
         self,

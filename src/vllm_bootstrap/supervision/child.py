@@ -1,4 +1,4 @@
-"""What a launch's vLLM process is started with: its command line and its environment."""
+"""What a launch's vLLM process is started with: its record, command line and environment."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from vllm_bootstrap.config import SETTING_VARIABLES, Settings
 from vllm_bootstrap.launches.record import Launch
+from vllm_bootstrap.launches.spec import LaunchSpec
 from vllm_bootstrap.supervision.errors import Unavailable
 from vllm_bootstrap.supervision.recovery import LAUNCH_MARKER_ENV
 
@@ -23,6 +24,28 @@ PARALLEL_FLAGS = (
     "--data-parallel-size",
     "-dp",
 )
+
+
+def new_launch(
+    spec: LaunchSpec, launch_id: str, gpu_ids: list[int], port: int, settings: Settings
+) -> Launch:
+    """The record of an admitted launch, on the GPUs and port admission chose."""
+    return Launch(
+        launch_id=launch_id,
+        model=spec.model,
+        gpu_ids=gpu_ids,
+        port=port,
+        host=settings.launch_host,
+        command=command(settings, spec.model, port, gpu_ids, spec.extra_args),
+        log_path=settings.log_dir / f"{launch_id}.log",
+        extra_args=list(spec.extra_args),
+        env=dict(spec.env),
+        restart_policy=spec.restart_policy,
+        max_restarts=spec.max_restarts,
+        restart_backoff_seconds=spec.restart_backoff_seconds,
+        profile=spec.profile,
+        reason=spec.reason,
+    )
 
 
 def command(

@@ -17,6 +17,7 @@ import secrets
 from vllm_bootstrap.config import Settings
 from vllm_bootstrap.launches.record import Launch
 from vllm_bootstrap.launches.registry import LaunchRegistry
+from vllm_bootstrap.launches.spec import LaunchSpec
 from vllm_bootstrap.launches.states import LaunchState
 from vllm_bootstrap.launches.store import ResourceTaken, StateStore, StateWriteFailed
 from vllm_bootstrap.supervision import admission, child, processes, recovery
@@ -30,7 +31,6 @@ from vllm_bootstrap.supervision.gpus import (
 )
 from vllm_bootstrap.supervision.ports import PortAllocator
 from vllm_bootstrap.supervision.run import LaunchRun
-from vllm_bootstrap.supervision.spec import LaunchSpec
 
 logger = logging.getLogger("vllm_bootstrap.supervisor")
 SAVE_RETRY_SECONDS = 1.0
@@ -72,11 +72,8 @@ class Supervisor:
             self._ports.allocate,
             self._ports.is_free,
         )
-        launch = spec.to_launch(
-            launch_id=secrets.token_hex(6),
-            gpu_ids=decision.gpu_ids,
-            port=decision.port,
-            settings=self.settings,
+        launch = child.new_launch(
+            spec, secrets.token_hex(6), decision.gpu_ids, decision.port, self.settings
         )
         try:
             self._write_unsaved()  # an ended launch's unwritten state still holds its leases

@@ -1,5 +1,6 @@
 """What a caller asks for when launching, with the one set of launch defaults, and the rules
-its arguments follow (shared by POST /launch and model profiles)."""
+its arguments follow (shared by POST /launch and model profiles). Pure: the supervisor turns
+an admitted spec into a launch record (supervision/child.py builds its command)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from vllm_bootstrap.config import Settings
 from vllm_bootstrap.launches.record import (
     DEFAULT_MAX_RESTARTS,
     DEFAULT_RESTART_BACKOFF_SECONDS,
     DEFAULT_RESTART_POLICY,
-    Launch,
     RestartPolicy,
 )
-from vllm_bootstrap.supervision import child
 
 
 @dataclass(frozen=True)
@@ -32,27 +30,6 @@ class LaunchSpec:
     # Set for launches of model profiles: which profile, and what asked for it.
     profile: str | None = None
     reason: str | None = None
-
-    def to_launch(
-        self, launch_id: str, gpu_ids: list[int], port: int, settings: Settings
-    ) -> Launch:
-        """The record of an admitted launch, on the GPUs and port admission chose."""
-        return Launch(
-            launch_id=launch_id,
-            model=self.model,
-            gpu_ids=gpu_ids,
-            port=port,
-            host=settings.launch_host,
-            command=child.command(settings, self.model, port, gpu_ids, self.extra_args),
-            log_path=settings.log_dir / f"{launch_id}.log",
-            extra_args=list(self.extra_args),
-            env=dict(self.env),
-            restart_policy=self.restart_policy,
-            max_restarts=self.max_restarts,
-            restart_backoff_seconds=self.restart_backoff_seconds,
-            profile=self.profile,
-            reason=self.reason,
-        )
 
 
 # Flags we set ourselves; passing them in extra_args would silently win over ours
