@@ -92,7 +92,7 @@ def test_leases_are_reset_from_the_records(store: StateStore) -> None:
     held, asleep = a_launch("held", [0], 8001), a_launch("asleep", [1], 8002)
     store.insert(held)
     store.insert(asleep)
-    for state in (LaunchState.READY, LaunchState.SLEEPING):
+    for state in (LaunchState.READY, LaunchState.FALLING_ASLEEP, LaunchState.SLEEPING):
         asleep.move_to(state)
     store.reset_leases([held, asleep])
     assert store.leases() == {0: "held"}

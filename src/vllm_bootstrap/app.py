@@ -20,42 +20,49 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from vllm_bootstrap import __version__
-from vllm_bootstrap.api import errors
-from vllm_bootstrap.api.access_log import AccessLog
-from vllm_bootstrap.api.auth import AccessKeyMiddleware
-from vllm_bootstrap.api.batch_routes import batch_api
-from vllm_bootstrap.api.body_limit import BodySizeLimit
-from vllm_bootstrap.api.cross_site import CrossSiteGuard
-from vllm_bootstrap.api.errors import ErrorEdge
-from vllm_bootstrap.api.loop_lag import LoopLagMonitor
-from vllm_bootstrap.api.model_routes import router as model_routes
-from vllm_bootstrap.api.monitoring_routes import router as monitoring_routes
-from vllm_bootstrap.api.routes import router as launch_routes
-from vllm_bootstrap.api.services import Services
-from vllm_bootstrap.batches.files import FileDirectory
-from vllm_bootstrap.batches.gates import ModelGates
-from vllm_bootstrap.batches.requests import RequestSender
-from vllm_bootstrap.batches.runner import RunContext, RunSettings
-from vllm_bootstrap.batches.service import Batches
-from vllm_bootstrap.batches.store import BatchStore
+from vllm_bootstrap.api import (
+    AccessKeyMiddleware,
+    AccessLog,
+    BodySizeLimit,
+    CrossSiteGuard,
+    ErrorEdge,
+    LoopLagMonitor,
+    Services,
+    batch_api,
+    install_error_table,
+    launch_router,
+    model_router,
+    monitoring_router,
+)
+from vllm_bootstrap.batches import (
+    Batches,
+    BatchStore,
+    FileDirectory,
+    ModelGates,
+    RequestSender,
+    RunContext,
+    RunSettings,
+)
 from vllm_bootstrap.config import Settings
-from vllm_bootstrap.dashboard.routes import router as dashboard_routes
-from vllm_bootstrap.launches.store import StateStore
-from vllm_bootstrap.models.file import load_profiles
-from vllm_bootstrap.models.idle import IdleWatch
-from vllm_bootstrap.models.store import ProfileStore
-from vllm_bootstrap.models.swapper import ModelSwapper
-from vllm_bootstrap.monitoring.gpu_readings import GpuReadings
-from vllm_bootstrap.monitoring.metrics import Metrics
-from vllm_bootstrap.serving.dispatch import ServingDispatcher
-from vllm_bootstrap.serving.forward import Forwarder
-from vllm_bootstrap.serving.openai import OpenAIRouter
-from vllm_bootstrap.serving.proxy import LaunchProxy
-from vllm_bootstrap.serving.router import ModelRouter
-from vllm_bootstrap.supervision import child
-from vllm_bootstrap.supervision.errors import LaunchRefused
-from vllm_bootstrap.supervision.gpus import GPUDiscoveryError, NoNvidiaSmi
-from vllm_bootstrap.supervision.supervisor import Supervisor
+from vllm_bootstrap.dashboard import dashboard_router
+from vllm_bootstrap.launches import StateStore
+from vllm_bootstrap.models import IdleWatch, ModelSwapper, ProfileStore, load_profiles
+from vllm_bootstrap.monitoring import GpuReadings, Metrics
+from vllm_bootstrap.serving import (
+    Forwarder,
+    LaunchProxy,
+    ModelRouter,
+    OpenAIRouter,
+    ServingDispatcher,
+)
+from vllm_bootstrap.supervision import (
+    GPUDiscoveryError,
+    LaunchRefused,
+    NoNvidiaSmi,
+    Supervisor,
+    check_vllm_available,
+    shared_memory_warning,
+)
 from vllm_bootstrap.upstream import UpstreamPool
 from vllm_bootstrap.usage import UsageLedger
 
@@ -129,10 +136,10 @@ def create_app(settings: Settings) -> ASGIApp:
         redirect_slashes=False,
         lifespan=lifespan,
     )
-    for routes in (launch_routes, model_routes, monitoring_routes, dashboard_routes):
+    for routes in (launch_router, model_router, monitoring_router, dashboard_router):
         api.include_router(routes)
     api.state.services = services
-    errors.install(api, openai_shape=False)
+    install_error_table(api, openai_shape=False)
     dispatcher = ServingDispatcher(
         api=AccessLog(BodySizeLimit(api, MAX_API_BODY_BYTES)),
         proxy=ErrorEdge(LaunchProxy(directory, forwarder), "proxy", metrics.refused),
@@ -176,10 +183,10 @@ async def _report_environment(supervisor: Supervisor) -> None:
         logger.info("GPUs: none (no nvidia-smi): launches run on the CPU, with vLLM's CPU build")
     except GPUDiscoveryError as exc:
         logger.warning("%s; POST /launch will answer 503 until this is fixed", exc)
-    if (warning := child.shared_memory_warning()) is not None:
+    if (warning := shared_memory_warning()) is not None:
         logger.warning("%s", warning)
     try:
-        child.check_vllm_available(settings)
+        check_vllm_available(settings)
     except LaunchRefused as refused:
         logger.warning("%s; POST /launch will answer 503", refused.message)
     logger.info(

@@ -1,1 +1,21 @@
 """The control plane's HTTP face: routes, request schemas, access key, middleware, errors."""
+
+from vllm_bootstrap.faces import lazy_face
+
+# What other packages may use, and the module defining each.
+_FACE = {
+    "AccessKeyMiddleware": "auth",
+    "AccessLog": "access_log",
+    "BodySizeLimit": "body_limit",
+    "CrossSiteGuard": "cross_site",
+    "ErrorEdge": "errors",
+    "LoopLagMonitor": "loop_lag",
+    "Services": "services",
+    "batch_api": "batch_routes",
+    "install_error_table": "errors:install",
+    "launch_router": "routes:router",
+    "model_router": "model_routes:router",
+    "monitoring_router": "monitoring_routes:router",
+}
+__all__ = sorted(_FACE)
+__getattr__ = lazy_face(__name__, _FACE)

@@ -19,8 +19,7 @@ from vllm_bootstrap.api import errors
 from vllm_bootstrap.api.errors import ApiError
 from vllm_bootstrap.api.services import Services, ServicesDep
 from vllm_bootstrap.asgi import BodyTooLarge, ClientGone, read_body
-from vllm_bootstrap.batches.files import FileInUse
-from vllm_bootstrap.batches.store import Page
+from vllm_bootstrap.batches import FileInUse, Page
 
 MAX_JSON_BODY_BYTES = 64 * 1024
 router = APIRouter(prefix="/v1")

@@ -23,19 +23,41 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vllm_bootstrap.asgi import send_json
-from vllm_bootstrap.batches.multipart import StorageFull, UploadRefused, UploadTooLarge
-from vllm_bootstrap.batches.service import (
+from vllm_bootstrap.batches import (
     BatchNotFound,
     BatchRefused,
+    BatchWriteFailed,
     InputFileNotFound,
     NotCancellable,
+    StorageFull,
+    UploadRefused,
+    UploadTooLarge,
 )
-from vllm_bootstrap.batches.store import BatchWriteFailed
-from vllm_bootstrap.launches.registry import LaunchNotFound
-from vllm_bootstrap.models import errors as model
-from vllm_bootstrap.serving import errors as serving
-from vllm_bootstrap.supervision.errors import InvalidLaunch, ResourceConflict, Unavailable
-from vllm_bootstrap.supervision.gpus import GPUDiscoveryError
+from vllm_bootstrap.launches import LaunchNotFound
+from vllm_bootstrap.models import (
+    LoadTimedOut,
+    ModelLoadFailed,
+    NoSuchProfile,
+    ProfileBusy,
+    QueueFull,
+)
+from vllm_bootstrap.serving import (
+    LaunchAsleep,
+    LaunchNotReady,
+    NoModelInBody,
+    NoReadyReplica,
+    NoSuchLaunch,
+    RoutedBodyTooLarge,
+    SwapperOnlyRoute,
+    UnknownModel,
+    UpstreamUnreachable,
+)
+from vllm_bootstrap.supervision import (
+    GPUDiscoveryError,
+    InvalidLaunch,
+    ResourceConflict,
+    Unavailable,
+)
 
 RETRY_AFTER_SECONDS = "10"
 OPENAI_PREFIX = "/v1"
@@ -67,21 +89,21 @@ TABLE: dict[type[Exception], Answer] = {
     GPUDiscoveryError: Answer(503, "gpus_unavailable"),
     LaunchNotFound: Answer(404, "launch_not_found"),
     # the data plane
-    serving.RoutedBodyTooLarge: Answer(413, "request_too_large"),
-    serving.NoModelInBody: Answer(400, "missing_model"),
-    serving.UnknownModel: Answer(404, "model_not_found"),
-    serving.NoReadyReplica: Answer(503, "model_loading", retry_after=True),
-    serving.NoSuchLaunch: Answer(404, "launch_not_found"),
-    serving.LaunchAsleep: Answer(409, "launch_asleep"),
-    serving.LaunchNotReady: Answer(409, "launch_not_ready"),
-    serving.SwapperOnlyRoute: Answer(403, "swapper_only_route"),
-    serving.UpstreamUnreachable: Answer(502, "upstream_unreachable", refusal=False),
+    RoutedBodyTooLarge: Answer(413, "request_too_large"),
+    NoModelInBody: Answer(400, "missing_model"),
+    UnknownModel: Answer(404, "model_not_found"),
+    NoReadyReplica: Answer(503, "model_loading", retry_after=True),
+    NoSuchLaunch: Answer(404, "launch_not_found"),
+    LaunchAsleep: Answer(409, "launch_asleep"),
+    LaunchNotReady: Answer(409, "launch_not_ready"),
+    SwapperOnlyRoute: Answer(403, "swapper_only_route"),
+    UpstreamUnreachable: Answer(502, "upstream_unreachable", refusal=False),
     # model profiles
-    model.QueueFull: Answer(429, "model_queue_full", retry_after=True),
-    model.LoadTimedOut: Answer(503, "model_loading", retry_after=True),
-    model.ModelLoadFailed: Answer(503, "model_load_failed", retry_after=True),
-    model.NoSuchProfile: Answer(404, "profile_not_found"),
-    model.ProfileBusy: Answer(409, "profile_busy"),
+    QueueFull: Answer(429, "model_queue_full", retry_after=True),
+    LoadTimedOut: Answer(503, "model_loading", retry_after=True),
+    ModelLoadFailed: Answer(503, "model_load_failed", retry_after=True),
+    NoSuchProfile: Answer(404, "profile_not_found"),
+    ProfileBusy: Answer(409, "profile_busy"),
     # files and batches
     UploadTooLarge: Answer(413, None),
     StorageFull: Answer(507, None),

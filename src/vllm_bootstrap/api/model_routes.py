@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from vllm_bootstrap.api.errors import ApiError
 from vllm_bootstrap.api.services import ServicesDep
-from vllm_bootstrap.models.profile import ModelProfile
+from vllm_bootstrap.models import ModelProfile
 
 router = APIRouter()
 WaitQuery = Annotated[bool, Query(description="Answer once it is done.")]

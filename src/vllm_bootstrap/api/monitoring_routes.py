@@ -11,7 +11,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from vllm_bootstrap.api.services import Services, ServicesDep
-from vllm_bootstrap.monitoring.host import host_stats
+from vllm_bootstrap.monitoring import host_stats
 
 router = APIRouter()
 

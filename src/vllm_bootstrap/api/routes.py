@@ -8,8 +8,8 @@ from fastapi import APIRouter, Query, status
 
 from vllm_bootstrap.api.schemas import LaunchRequest
 from vllm_bootstrap.api.services import ServicesDep
-from vllm_bootstrap.launches.logs import MAX_CHUNK_BYTES, read_chunk
-from vllm_bootstrap.supervision.gpus import NoNvidiaSmi
+from vllm_bootstrap.launches import MAX_CHUNK_BYTES, read_chunk
+from vllm_bootstrap.supervision import NoNvidiaSmi
 
 router = APIRouter()
 

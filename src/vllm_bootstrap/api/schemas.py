@@ -6,13 +6,16 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from vllm_bootstrap.launches.record import (
+from vllm_bootstrap.launches import (
     DEFAULT_MAX_RESTARTS,
     DEFAULT_RESTART_BACKOFF_SECONDS,
     DEFAULT_RESTART_POLICY,
+    LaunchSpec,
     RestartPolicy,
+    check_env,
+    check_extra_args,
+    check_text,
 )
-from vllm_bootstrap.launches.spec import LaunchSpec, check_env, check_extra_args, check_text
 
 GpuIndex = Annotated[int, Field(ge=0, le=1023, strict=True)]
 

@@ -9,13 +9,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from vllm_bootstrap.api.loop_lag import LoopLagMonitor
-from vllm_bootstrap.batches.files import FileDirectory
-from vllm_bootstrap.batches.service import Batches
-from vllm_bootstrap.launches.record import Launch, iso_time
-from vllm_bootstrap.models.swapper import ModelSwapper
-from vllm_bootstrap.monitoring.gpu_readings import GpuReadings
-from vllm_bootstrap.monitoring.metrics import Metrics
-from vllm_bootstrap.supervision.supervisor import Supervisor
+from vllm_bootstrap.batches import Batches, FileDirectory
+from vllm_bootstrap.launches import Launch, iso_time
+from vllm_bootstrap.models import ModelSwapper
+from vllm_bootstrap.monitoring import GpuReadings, Metrics
+from vllm_bootstrap.supervision import Supervisor
 from vllm_bootstrap.usage import UsageLedger
 
 

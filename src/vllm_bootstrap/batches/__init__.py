@@ -10,3 +10,28 @@ requests.py    sending one request line, with retries; its output line
 results.py     appending results and recording progress, together
 runner.py      running, cancelling, expiring and resuming batches
 """
+
+from vllm_bootstrap.faces import lazy_face
+
+# What other packages may use, and the module defining each.
+_FACE = {
+    "BatchNotFound": "service",
+    "BatchRefused": "service",
+    "BatchStore": "store",
+    "BatchWriteFailed": "store",
+    "Batches": "service",
+    "FileDirectory": "files",
+    "FileInUse": "files",
+    "InputFileNotFound": "service",
+    "ModelGates": "gates",
+    "NotCancellable": "service",
+    "Page": "store",
+    "RequestSender": "requests",
+    "RunContext": "runner",
+    "RunSettings": "runner",
+    "StorageFull": "multipart",
+    "UploadRefused": "multipart",
+    "UploadTooLarge": "multipart",
+}
+__all__ = sorted(_FACE)
+__getattr__ = lazy_face(__name__, _FACE)

@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict, deque
 from typing import Protocol
 
-from vllm_bootstrap.serving.router import ModelRouter
+from vllm_bootstrap.serving import ModelRouter
 
 RECHECK_SECONDS = 1.0
 

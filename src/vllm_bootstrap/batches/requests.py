@@ -13,9 +13,7 @@ import json
 import random
 from dataclasses import dataclass
 
-from vllm_bootstrap.serving.errors import NoReadyReplica, UnknownModel
-from vllm_bootstrap.serving.forward import Forwarder
-from vllm_bootstrap.serving.router import ModelRouter
+from vllm_bootstrap.serving import Forwarder, ModelRouter, NoReadyReplica, UnknownModel
 from vllm_bootstrap.upstream import UpstreamError
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})

@@ -12,7 +12,7 @@ from typing import Any
 from vllm_bootstrap.cli import output
 from vllm_bootstrap.cli.progress import BatchRate, Progress, launch_line
 from vllm_bootstrap.client import Client
-from vllm_bootstrap.models.file import load_profiles
+from vllm_bootstrap.models import load_profiles
 
 Handler = Callable[[Client, argparse.Namespace], None]
 

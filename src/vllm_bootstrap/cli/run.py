@@ -12,7 +12,7 @@ import httpx
 from vllm_bootstrap.cli.commands import CommandError
 from vllm_bootstrap.cli.parser import build_parser
 from vllm_bootstrap.client import ApiError, Client, LaunchFailed
-from vllm_bootstrap.models.file import ProfileFileError
+from vllm_bootstrap.models import ProfileFileError
 
 
 def run(argv: list[str]) -> int:

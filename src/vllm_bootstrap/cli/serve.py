@@ -15,8 +15,8 @@ from vllm_bootstrap import __version__
 from vllm_bootstrap.app import create_app
 from vllm_bootstrap.config import GRACEFUL_SHUTDOWN_SECONDS, ConfigError, load_settings
 from vllm_bootstrap.head_guard import head_guard_protocol
-from vllm_bootstrap.launches.store import StateStore
-from vllm_bootstrap.models.file import ProfileFileError, load_profiles
+from vllm_bootstrap.launches import StateStore
+from vllm_bootstrap.models import ProfileFileError, load_profiles
 
 
 def serve(argv: list[str]) -> None:

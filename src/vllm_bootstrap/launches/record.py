@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vllm_bootstrap.launches.states import LaunchState, check_transition
-from vllm_bootstrap.upstream.addresses import probe_host
+from vllm_bootstrap.upstream import probe_host
 
 
 class RestartPolicy(StrEnum):

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from vllm_bootstrap.launches.record import Launch
+from vllm_bootstrap.launches import Launch
 from vllm_bootstrap.models.profile import ModelProfile
 from vllm_bootstrap.models.wing import Wing
-from vllm_bootstrap.supervision.gpus import GPUDiscoveryError, NoNvidiaSmi
+from vllm_bootstrap.supervision import GPUDiscoveryError, NoNvidiaSmi
 
 if TYPE_CHECKING:
     from vllm_bootstrap.models.profile_run import ProfileRun

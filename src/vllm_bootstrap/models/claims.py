@@ -22,15 +22,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vllm_bootstrap.config import Settings
-from vllm_bootstrap.launches.record import Launch
-from vllm_bootstrap.launches.states import LaunchState
+from vllm_bootstrap.launches import Launch, LaunchState
 from vllm_bootstrap.log_text import escaped
 from vllm_bootstrap.models.changes import Changes
 from vllm_bootstrap.models.errors import Abandoned, LoadFailed
 from vllm_bootstrap.models.placement import Holder, Impossible, Plan, place
 from vllm_bootstrap.models.profile import ModelProfile
-from vllm_bootstrap.supervision.gpus import GPUDiscoveryError, NoNvidiaSmi
-from vllm_bootstrap.supervision.supervisor import Supervisor
+from vllm_bootstrap.supervision import GPUDiscoveryError, NoNvidiaSmi, Supervisor
 from vllm_bootstrap.usage import UsageLedger
 
 if TYPE_CHECKING:

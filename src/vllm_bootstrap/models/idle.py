@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 
-from vllm_bootstrap.launches.record import Launch
+from vllm_bootstrap.launches import Launch
 from vllm_bootstrap.log_text import escaped
 from vllm_bootstrap.models.swapper import ModelSwapper
 

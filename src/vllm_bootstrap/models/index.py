@@ -3,9 +3,7 @@ directory's change events, so finding a profile's launch is a dict lookup, not a
 
 from __future__ import annotations
 
-from vllm_bootstrap.launches.record import Launch
-from vllm_bootstrap.launches.registry import LaunchDirectory
-from vllm_bootstrap.launches.states import LaunchState
+from vllm_bootstrap.launches import Launch, LaunchDirectory, LaunchState
 
 
 class ProfileLaunches:

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from vllm_bootstrap.launches.spec import LaunchSpec, check_env, check_extra_args, check_text
+from vllm_bootstrap.launches import LaunchSpec, check_env, check_extra_args, check_text
 
 # vLLM's sleep mode needs both (models/sleep_mode.py says why).
 SLEEP_ARGS = ("--enable-sleep-mode",)

@@ -20,8 +20,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from vllm_bootstrap.launches.record import Launch, iso_time
-from vllm_bootstrap.launches.states import LaunchState
+from vllm_bootstrap.launches import Launch, LaunchState, iso_time
 from vllm_bootstrap.log_text import escaped
 from vllm_bootstrap.models import unload
 from vllm_bootstrap.models.claims import Claim
@@ -35,7 +34,7 @@ from vllm_bootstrap.models.errors import (
 from vllm_bootstrap.models.placement import Plan
 from vllm_bootstrap.models.profile import ModelProfile
 from vllm_bootstrap.models.wing import Wing
-from vllm_bootstrap.supervision.errors import LaunchRefused
+from vllm_bootstrap.supervision import LaunchRefused
 
 logger = logging.getLogger("vllm_bootstrap.models")
 

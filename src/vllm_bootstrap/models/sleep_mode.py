@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from vllm_bootstrap.launches.record import Launch
+from vllm_bootstrap.launches import Launch
 from vllm_bootstrap.upstream import UpstreamError, UpstreamPool
 
 # Level 1 keeps the weights in CPU memory, so waking is a copy, not a reload.

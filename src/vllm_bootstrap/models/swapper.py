@@ -15,8 +15,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from vllm_bootstrap.config import Settings
-from vllm_bootstrap.launches.registry import LaunchDirectory
-from vllm_bootstrap.launches.states import LaunchState
+from vllm_bootstrap.launches import LaunchDirectory, LaunchState
 from vllm_bootstrap.models.batch_order import batch_order
 from vllm_bootstrap.models.changes import Changes
 from vllm_bootstrap.models.claims import GpuClaims
@@ -26,8 +25,8 @@ from vllm_bootstrap.models.profile import ModelProfile
 from vllm_bootstrap.models.profile_run import ProfileRun
 from vllm_bootstrap.models.store import ProfileStore
 from vllm_bootstrap.models.wing import Wing
-from vllm_bootstrap.serving.router import ModelRouter
-from vllm_bootstrap.supervision.supervisor import Supervisor
+from vllm_bootstrap.serving import ModelRouter
+from vllm_bootstrap.supervision import Supervisor
 from vllm_bootstrap.upstream import UpstreamPool
 from vllm_bootstrap.usage import UsageLedger
 

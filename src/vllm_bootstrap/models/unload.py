@@ -14,13 +14,12 @@ from __future__ import annotations
 import logging
 import time
 
-from vllm_bootstrap.launches.record import Launch
-from vllm_bootstrap.launches.states import LaunchState
+from vllm_bootstrap.launches import Launch, LaunchState
 from vllm_bootstrap.log_text import escaped
 from vllm_bootstrap.models import sleep_mode
 from vllm_bootstrap.models.errors import LoadFailed
 from vllm_bootstrap.models.wing import Wing
-from vllm_bootstrap.supervision.errors import LaunchRefused
+from vllm_bootstrap.supervision import LaunchRefused
 
 logger = logging.getLogger("vllm_bootstrap.models")
 _S = LaunchState

@@ -10,8 +10,8 @@ from vllm_bootstrap.models.changes import Changes
 from vllm_bootstrap.models.claims import GpuClaims
 from vllm_bootstrap.models.index import ProfileLaunches
 from vllm_bootstrap.models.store import ProfileStore
-from vllm_bootstrap.serving.router import ModelRouter
-from vllm_bootstrap.supervision.supervisor import Supervisor
+from vllm_bootstrap.serving import ModelRouter
+from vllm_bootstrap.supervision import Supervisor
 from vllm_bootstrap.upstream import UpstreamPool
 from vllm_bootstrap.usage import UsageLedger
 

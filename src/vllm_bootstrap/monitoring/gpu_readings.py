@@ -7,7 +7,7 @@ import asyncio
 import time
 from typing import Any
 
-from vllm_bootstrap.supervision.gpus import GPUDiscoveryError, query_gpu_stats
+from vllm_bootstrap.supervision import GPUDiscoveryError, query_gpu_stats
 
 FRESH_SECONDS = 1.0
 

@@ -18,9 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from vllm_bootstrap.launches.record import Launch
-from vllm_bootstrap.launches.registry import LaunchDirectory
-from vllm_bootstrap.launches.states import LaunchState
+from vllm_bootstrap.launches import Launch, LaunchDirectory, LaunchState
 from vllm_bootstrap.usage import LATENCY_BUCKETS, UsageLedger
 
 PREFIX = "vllm_bootstrap"

@@ -1,1 +1,23 @@
 """The data plane: /proxy/{id} and /v1, forwarding requests to ready launches."""
+
+from vllm_bootstrap.faces import lazy_face
+
+# What other packages may use, and the module defining each.
+_FACE = {
+    "Forwarder": "forward",
+    "LaunchAsleep": "errors",
+    "LaunchNotReady": "errors",
+    "LaunchProxy": "proxy",
+    "ModelRouter": "router",
+    "NoModelInBody": "errors",
+    "NoReadyReplica": "errors",
+    "NoSuchLaunch": "errors",
+    "OpenAIRouter": "openai",
+    "RoutedBodyTooLarge": "errors",
+    "ServingDispatcher": "dispatch",
+    "SwapperOnlyRoute": "errors",
+    "UnknownModel": "errors",
+    "UpstreamUnreachable": "errors",
+}
+__all__ = sorted(_FACE)
+__getattr__ = lazy_face(__name__, _FACE)

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from starlette.types import Receive, Scope, Send
 
 from vllm_bootstrap.asgi import ClientGone, body_or_stream
-from vllm_bootstrap.launches.record import Launch
+from vllm_bootstrap.launches import Launch
 from vllm_bootstrap.serving.client_watch import ClientWatch
 from vllm_bootstrap.serving.errors import UpstreamUnreachable
 from vllm_bootstrap.upstream import UpstreamError, UpstreamPool, UpstreamResponse

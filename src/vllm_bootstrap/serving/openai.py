@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from starlette.types import Receive, Scope, Send
 
 from vllm_bootstrap.asgi import BodyTooLarge, ClientGone, read_body, send_json
-from vllm_bootstrap.launches.record import Launch
+from vllm_bootstrap.launches import Launch
 from vllm_bootstrap.serving.errors import (
     NoModelInBody,
     NoReadyReplica,

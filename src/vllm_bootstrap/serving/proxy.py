@@ -6,8 +6,7 @@ from urllib.parse import unquote_to_bytes
 
 from starlette.types import Receive, Scope, Send
 
-from vllm_bootstrap.launches.registry import LaunchDirectory
-from vllm_bootstrap.launches.states import LaunchState
+from vllm_bootstrap.launches import LaunchDirectory, LaunchState
 from vllm_bootstrap.serving.errors import (
     LaunchAsleep,
     LaunchNotReady,

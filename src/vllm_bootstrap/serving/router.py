@@ -15,9 +15,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from vllm_bootstrap.launches.record import Launch
-from vllm_bootstrap.launches.registry import LaunchDirectory
-from vllm_bootstrap.launches.states import LaunchState
+from vllm_bootstrap.launches import Launch, LaunchDirectory, LaunchState
 from vllm_bootstrap.serving.errors import NoReadyReplica, UnknownModel
 from vllm_bootstrap.usage import UsageLedger
 

@@ -1,1 +1,19 @@
 """Running launches: admission, the child process and its lifetime, recovery after restarts."""
+
+from vllm_bootstrap.faces import lazy_face
+
+# What other packages may use, and the module defining each.
+_FACE = {
+    "GPUDiscoveryError": "gpus",
+    "InvalidLaunch": "errors",
+    "LaunchRefused": "errors",
+    "NoNvidiaSmi": "gpus",
+    "ResourceConflict": "errors",
+    "Supervisor": "supervisor",
+    "Unavailable": "errors",
+    "check_vllm_available": "child",
+    "query_gpu_stats": "gpus",
+    "shared_memory_warning": "child",
+}
+__all__ = sorted(_FACE)
+__getattr__ = lazy_face(__name__, _FACE)

@@ -9,8 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from vllm_bootstrap.config import SETTING_VARIABLES, Settings
-from vllm_bootstrap.launches.record import Launch
-from vllm_bootstrap.launches.spec import LaunchSpec
+from vllm_bootstrap.launches import Launch, LaunchSpec
 from vllm_bootstrap.supervision.errors import Unavailable
 from vllm_bootstrap.supervision.recovery import LAUNCH_MARKER_ENV
 

@@ -18,7 +18,7 @@ import os
 import signal
 from pathlib import Path
 
-from vllm_bootstrap.launches.record import Launch
+from vllm_bootstrap.launches import Launch
 from vllm_bootstrap.supervision import processes
 
 # Not VLLM_*: vLLM warns about every VLLM_ variable it does not know.

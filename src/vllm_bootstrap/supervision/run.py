@@ -24,10 +24,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from vllm_bootstrap.config import Settings
-from vllm_bootstrap.launches.logs import known_cause, last_error_line
-from vllm_bootstrap.launches.progress import LoadProgress
-from vllm_bootstrap.launches.record import Launch, RestartPolicy
-from vllm_bootstrap.launches.states import LaunchState
+from vllm_bootstrap.launches import (
+    Launch,
+    LaunchState,
+    LoadProgress,
+    RestartPolicy,
+    known_cause,
+    last_error_line,
+)
 from vllm_bootstrap.log_text import escaped
 from vllm_bootstrap.supervision import child, processes, recovery
 from vllm_bootstrap.supervision.readiness import ReadinessProbe, wait_until_ready

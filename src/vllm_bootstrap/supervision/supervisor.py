@@ -15,11 +15,15 @@ import logging
 import secrets
 
 from vllm_bootstrap.config import Settings
-from vllm_bootstrap.launches.record import Launch
-from vllm_bootstrap.launches.registry import LaunchRegistry
-from vllm_bootstrap.launches.spec import LaunchSpec
-from vllm_bootstrap.launches.states import LaunchState
-from vllm_bootstrap.launches.store import ResourceTaken, StateStore, StateWriteFailed
+from vllm_bootstrap.launches import (
+    Launch,
+    LaunchRegistry,
+    LaunchSpec,
+    LaunchState,
+    ResourceTaken,
+    StateStore,
+    StateWriteFailed,
+)
 from vllm_bootstrap.supervision import admission, child, processes, recovery
 from vllm_bootstrap.supervision.errors import ResourceConflict, Unavailable
 from vllm_bootstrap.supervision.gpus import (

@@ -16,7 +16,7 @@ import bisect
 import time
 from collections.abc import Callable, Iterator
 
-from vllm_bootstrap.launches.record import Launch
+from vllm_bootstrap.launches import Launch
 
 # From a fast completion to a long generation; streams count until their last byte.
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
