@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+__all__ = ["main"]
 # Options of the server and of the client that take a value: their values are not commands.
 _VALUED_OPTIONS = frozenset({"--host", "--port", "--log-level", "--url", "--key"})
 
