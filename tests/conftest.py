@@ -37,6 +37,12 @@ def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
 
 
 @pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (@pytest.mark.anyio) run on asyncio, as the server does."""
+    return "asyncio"
+
+
+@pytest.fixture
 def server(start_server: ServerFactory) -> Server:
     return start_server()
 

@@ -50,11 +50,8 @@ def test_capacity_is_the_limit_for_each_ready_replica() -> None:
     assert gates.capacity("m") == 6
 
 
-def test_waiting_batches_take_turns_for_freed_slots() -> None:
-    asyncio.run(_waiting_batches_take_turns_for_freed_slots())
-
-
-async def _waiting_batches_take_turns_for_freed_slots() -> None:
+@pytest.mark.anyio
+async def test_waiting_batches_take_turns_for_freed_slots() -> None:
     registry, gates = _gates(per_launch=1)
     _ready(registry, "a")
     await gates.acquire("m", "first", missing_wait=5)  # the one slot is taken
@@ -73,11 +70,8 @@ async def _waiting_batches_take_turns_for_freed_slots() -> None:
     assert granted == ["A", "B", "A", "B", "A", "B"]
 
 
-def test_a_new_replica_grants_waiting_slots_at_once() -> None:
-    asyncio.run(_a_new_replica_grants_waiting_slots_at_once())
-
-
-async def _a_new_replica_grants_waiting_slots_at_once() -> None:
+@pytest.mark.anyio
+async def test_a_new_replica_grants_waiting_slots_at_once() -> None:
     registry, gates = _gates(per_launch=1)
     _ready(registry, "a")
     await gates.acquire("m", "x", missing_wait=5)
@@ -89,22 +83,16 @@ async def _a_new_replica_grants_waiting_slots_at_once() -> None:
     assert gates.in_flight("m") == 2
 
 
-def test_a_model_nobody_serves_ends_the_wait() -> None:
-    asyncio.run(_a_model_nobody_serves_ends_the_wait())
-
-
-async def _a_model_nobody_serves_ends_the_wait() -> None:
+@pytest.mark.anyio
+async def test_a_model_nobody_serves_ends_the_wait() -> None:
     _registry, gates = _gates(per_launch=1)
     with pytest.raises(ModelMissing):
         await gates.acquire("nobody", "x", missing_wait=0.05)
     assert gates.in_flight("nobody") == 0
 
 
-def test_a_loading_model_keeps_its_requests_waiting() -> None:
-    asyncio.run(_a_loading_model_keeps_its_requests_waiting())
-
-
-async def _a_loading_model_keeps_its_requests_waiting() -> None:
+@pytest.mark.anyio
+async def test_a_loading_model_keeps_its_requests_waiting() -> None:
     registry, gates = _gates(per_launch=1)
     registry.add(a_launch("loading"))  # bootstrapping
     waiter = asyncio.create_task(gates.acquire("m", "x", missing_wait=0.05))

@@ -8,12 +8,13 @@ import httpx
 import pytest
 
 from tests.harness import Server
-from tests.test_upstream import OK, answer_until_closed, fetch, read_request, run, serve
+from tests.test_upstream import OK, answer_until_closed, fetch, read_request, serve
 from vllm_bootstrap.serving.forward import end_to_end
 from vllm_bootstrap.upstream import UpstreamPool
 
 
-def test_a_response_nobody_asked_for_is_never_given_to_the_next_request() -> None:
+@pytest.mark.anyio
+async def test_a_response_nobody_asked_for_is_never_given_to_the_next_request() -> None:
     evil = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nEVIL"
 
     async def answer_twice_then_normally(
@@ -24,19 +25,17 @@ def test_a_response_nobody_asked_for_is_never_given_to_the_next_request() -> Non
         await writer.drain()
         await answer_until_closed(reader, writer, OK)
 
-    async def scenario() -> None:
-        server, port = await serve(answer_twice_then_normally)
-        pool = UpstreamPool()
-        assert await fetch(pool, port) == (200, b"ok")
-        assert await fetch(pool, port) == (200, b"ok")
-        assert pool.stats.opened == 2  # the first connection was discarded
-        pool.close()
-        server.close()
-
-    run(scenario)
+    server, port = await serve(answer_twice_then_normally)
+    pool = UpstreamPool()
+    assert await fetch(pool, port) == (200, b"ok")
+    assert await fetch(pool, port) == (200, b"ok")
+    assert pool.stats.opened == 2  # the first connection was discarded
+    pool.close()
+    server.close()
 
 
-def test_a_response_nobody_asked_for_arriving_late_discards_the_connection() -> None:
+@pytest.mark.anyio
+async def test_a_response_nobody_asked_for_arriving_late_discards_the_connection() -> None:
     async def answer_then_add_one(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -48,20 +47,18 @@ def test_a_response_nobody_asked_for_arriving_late_discards_the_connection() -> 
         await writer.drain()
         await reader.read()
 
-    async def scenario() -> None:
-        server, port = await serve(answer_then_add_one)
-        pool = UpstreamPool()
-        assert await fetch(pool, port) == (200, b"ok")
-        await asyncio.sleep(0.3)  # the extra response reaches the idle connection
-        assert await fetch(pool, port) == (200, b"ok")
-        assert pool.stats.opened == 2
-        pool.close()
-        server.close()
-
-    run(scenario)
+    server, port = await serve(answer_then_add_one)
+    pool = UpstreamPool()
+    assert await fetch(pool, port) == (200, b"ok")
+    await asyncio.sleep(0.3)  # the extra response reaches the idle connection
+    assert await fetch(pool, port) == (200, b"ok")
+    assert pool.stats.opened == 2
+    pool.close()
+    server.close()
 
 
-def test_an_interim_response_is_skipped_and_its_headers_are_not_merged() -> None:
+@pytest.mark.anyio
+async def test_an_interim_response_is_skipped_and_its_headers_are_not_merged() -> None:
     async def early_hints_then_ok(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -72,19 +69,16 @@ def test_an_interim_response_is_skipped_and_its_headers_are_not_merged() -> None
             b"HTTP/1.1 200 OK\r\nx-final: 1\r\ncontent-length: 2\r\n\r\nok",
         )
 
-    async def scenario() -> None:
-        server, port = await serve(early_hints_then_ok)
-        pool = UpstreamPool()
-        response = await pool.request("127.0.0.1", port, b"GET", b"/", [], b"")
-        assert response.status == 200
-        assert response.headers == [(b"x-final", b"1"), (b"content-length", b"2")]
-        assert await response.read() == b"ok"
-        assert await fetch(pool, port) == (200, b"ok")
-        assert (pool.stats.opened, pool.stats.reused) == (1, 1)  # framing stayed trusted
-        pool.close()
-        server.close()
-
-    run(scenario)
+    server, port = await serve(early_hints_then_ok)
+    pool = UpstreamPool()
+    response = await pool.request("127.0.0.1", port, b"GET", b"/", [], b"")
+    assert response.status == 200
+    assert response.headers == [(b"x-final", b"1"), (b"content-length", b"2")]
+    assert await response.read() == b"ok"
+    assert await fetch(pool, port) == (200, b"ok")
+    assert (pool.stats.opened, pool.stats.reused) == (1, 1)  # framing stayed trusted
+    pool.close()
+    server.close()
 
 
 def test_headers_named_in_connection_do_not_cross_the_proxy() -> None:

@@ -57,11 +57,8 @@ async def fetch(
     return response.status, await response.read()  # read to the end: the connection goes back
 
 
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(test(), 10))
-
-
-def test_idle_connections_are_reused() -> None:
+@pytest.mark.anyio
+async def test_idle_connections_are_reused() -> None:
     connections = 0
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -75,19 +72,18 @@ def test_idle_connections_are_reused() -> None:
             writer.write(OK)
         writer.close()
 
-    async def scenario() -> None:
-        server, port = await serve(handler)
-        pool = UpstreamPool()
-        for _ in range(5):
-            assert await fetch(pool, port) == (200, b"ok")
-        pool.close()
-        server.close()
+    server, port = await serve(handler)
+    pool = UpstreamPool()
+    for _ in range(5):
+        assert await fetch(pool, port) == (200, b"ok")
+    pool.close()
+    server.close()
 
-    run(scenario)
     assert connections == 1
 
 
-def test_a_connection_closed_while_idle_is_replaced_before_use() -> None:
+@pytest.mark.anyio
+async def test_a_connection_closed_while_idle_is_replaced_before_use() -> None:
     async def answer_once_then_hang_up(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -96,20 +92,18 @@ def test_a_connection_closed_while_idle_is_replaced_before_use() -> None:
         await writer.drain()
         writer.close()
 
-    async def scenario() -> None:
-        server, port = await serve(answer_once_then_hang_up)
-        pool = UpstreamPool()
-        assert await fetch(pool, port) == (200, b"ok")
-        await asyncio.sleep(0.05)  # the close has arrived: the idle connection is known dead
-        assert await fetch(pool, port, b"POST", b"{}") == (200, b"ok")
-        assert (pool.stats.opened, pool.stats.reused, pool.stats.retried) == (2, 0, 0)
-        pool.close()
-        server.close()
-
-    run(scenario)
+    server, port = await serve(answer_once_then_hang_up)
+    pool = UpstreamPool()
+    assert await fetch(pool, port) == (200, b"ok")
+    await asyncio.sleep(0.05)  # the close has arrived: the idle connection is known dead
+    assert await fetch(pool, port, b"POST", b"{}") == (200, b"ok")
+    assert (pool.stats.opened, pool.stats.reused, pool.stats.retried) == (2, 0, 0)
+    pool.close()
+    server.close()
 
 
-def test_a_reused_connection_closed_under_the_request_is_retried_fresh() -> None:
+@pytest.mark.anyio
+async def test_a_reused_connection_closed_under_the_request_is_retried_fresh() -> None:
     """The race the retry exists for: the upstream closes an idle connection just as a
     request is written to it, so the request fails before any response byte."""
     requests_seen: list[int] = []
@@ -127,20 +121,19 @@ def test_a_reused_connection_closed_under_the_request_is_retried_fresh() -> None
         requests_seen[connection] += 1
         writer.close()
 
-    async def scenario() -> None:
-        server, port = await serve(answer_once_then_drop_the_next)
-        pool = UpstreamPool()
-        assert await fetch(pool, port) == (200, b"ok")
-        assert await fetch(pool, port, b"POST", b"{}") == (200, b"ok")
-        assert (pool.stats.opened, pool.stats.reused, pool.stats.retried) == (2, 1, 1)
-        pool.close()
-        server.close()
+    server, port = await serve(answer_once_then_drop_the_next)
+    pool = UpstreamPool()
+    assert await fetch(pool, port) == (200, b"ok")
+    assert await fetch(pool, port, b"POST", b"{}") == (200, b"ok")
+    assert (pool.stats.opened, pool.stats.reused, pool.stats.retried) == (2, 1, 1)
+    pool.close()
+    server.close()
 
-    run(scenario)
     assert requests_seen == [2, 1]
 
 
-def test_a_streamed_upload_is_not_retried() -> None:
+@pytest.mark.anyio
+async def test_a_streamed_upload_is_not_retried() -> None:
     async def drop_the_second_request(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -153,20 +146,18 @@ def test_a_streamed_upload_is_not_retried() -> None:
     async def one_piece() -> AsyncIterator[bytes]:
         yield b"{}"
 
-    async def scenario() -> None:
-        server, port = await serve(drop_the_second_request)
-        pool = UpstreamPool()
-        assert await fetch(pool, port) == (200, b"ok")
-        with pytest.raises(UpstreamError):
-            await pool.request("127.0.0.1", port, b"POST", b"/", [], one_piece())
-        assert pool.stats.retried == 0
-        pool.close()
-        server.close()
-
-    run(scenario)
+    server, port = await serve(drop_the_second_request)
+    pool = UpstreamPool()
+    assert await fetch(pool, port) == (200, b"ok")
+    with pytest.raises(UpstreamError):
+        await pool.request("127.0.0.1", port, b"POST", b"/", [], one_piece())
+    assert pool.stats.retried == 0
+    pool.close()
+    server.close()
 
 
-def test_a_slow_reader_pauses_the_upstream_and_still_gets_every_byte() -> None:
+@pytest.mark.anyio
+async def test_a_slow_reader_pauses_the_upstream_and_still_gets_every_byte() -> None:
     body = bytes(range(256)) * (16 * 1024)  # 4 MiB, several times the high-water mark
 
     async def big_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -174,20 +165,18 @@ def test_a_slow_reader_pauses_the_upstream_and_still_gets_every_byte() -> None:
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
         await writer.drain()
 
-    async def scenario() -> None:
-        server, port = await serve(big_answer)
-        pool = UpstreamPool()
-        response = await pool.request("127.0.0.1", port, b"GET", b"/", [], b"")
-        await asyncio.sleep(0.3)  # nobody reads: the buffer fills past the high-water mark
-        assert pool.stats.read_pauses == 1
-        assert await response.read() == body
-        pool.close()
-        server.close()
-
-    run(scenario)
+    server, port = await serve(big_answer)
+    pool = UpstreamPool()
+    response = await pool.request("127.0.0.1", port, b"GET", b"/", [], b"")
+    await asyncio.sleep(0.3)  # nobody reads: the buffer fills past the high-water mark
+    assert pool.stats.read_pauses == 1
+    assert await response.read() == body
+    pool.close()
+    server.close()
 
 
-def test_an_upstream_that_reads_slowly_pauses_a_streamed_upload() -> None:
+@pytest.mark.anyio
+async def test_an_upstream_that_reads_slowly_pauses_a_streamed_upload() -> None:
     received = hashlib.sha256()
     piece = b"x" * 65536
 
@@ -205,20 +194,19 @@ def test_an_upstream_that_reads_slowly_pauses_a_streamed_upload() -> None:
         for _ in range(256):  # 16 MiB: more than the kernel's socket buffers hold
             yield piece
 
-    async def scenario() -> None:
-        server, port = await serve(read_late)
-        pool = UpstreamPool()
-        async with await pool.request("127.0.0.1", port, b"PUT", b"/", [], pieces()) as response:
-            assert await response.read() == b"ok"
-        assert pool.stats.write_pauses >= 1
-        pool.close()
-        server.close()
+    server, port = await serve(read_late)
+    pool = UpstreamPool()
+    async with await pool.request("127.0.0.1", port, b"PUT", b"/", [], pieces()) as response:
+        assert await response.read() == b"ok"
+    assert pool.stats.write_pauses >= 1
+    pool.close()
+    server.close()
 
-    run(scenario)
     assert received.hexdigest() == hashlib.sha256(piece * 256).hexdigest()
 
 
-def test_closing_an_unfinished_response_closes_its_connection() -> None:
+@pytest.mark.anyio
+async def test_closing_an_unfinished_response_closes_its_connection() -> None:
     connections = 0
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -232,22 +220,21 @@ def test_closing_an_unfinished_response_closes_its_connection() -> None:
             return
         await answer_ok_until_closed(reader, writer)
 
-    async def scenario() -> None:
-        server, port = await serve(handler)
-        pool = UpstreamPool()
-        async with await pool.request("127.0.0.1", port, b"GET", b"/", [], b"") as response:
-            assert response.status == 200  # left with its body unfinished
-        assert await fetch(pool, port) == (200, b"ok")
-        assert await fetch(pool, port) == (200, b"ok")
-        assert (pool.stats.opened, pool.stats.reused) == (2, 1)
-        pool.close()
-        server.close()
+    server, port = await serve(handler)
+    pool = UpstreamPool()
+    async with await pool.request("127.0.0.1", port, b"GET", b"/", [], b"") as response:
+        assert response.status == 200  # left with its body unfinished
+    assert await fetch(pool, port) == (200, b"ok")
+    assert await fetch(pool, port) == (200, b"ok")
+    assert (pool.stats.opened, pool.stats.reused) == (2, 1)
+    pool.close()
+    server.close()
 
-    run(scenario)
     assert connections == 2
 
 
-def test_a_response_that_arrived_but_was_not_read_is_not_reused() -> None:
+@pytest.mark.anyio
+async def test_a_response_that_arrived_but_was_not_read_is_not_reused() -> None:
     """Over the high-water mark, reading was paused: reusing that connection would hang."""
     big = b"x" * (HIGH_WATER_BYTES + 100_000)
     connections = 0
@@ -258,44 +245,41 @@ def test_a_response_that_arrived_but_was_not_read_is_not_reused() -> None:
         reply = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(big), big)
         await answer_until_closed(reader, writer, reply)
 
-    async def scenario() -> None:
-        server, port = await serve(handler)
-        pool = UpstreamPool()
-        async with await pool.request("127.0.0.1", port, b"GET", b"/", [], b""):
-            await asyncio.sleep(0.3)  # it all arrives (reading paused past the mark), unread
-        assert pool.stats.read_pauses == 1
-        assert await fetch(pool, port) == (200, big)
-        assert pool.stats.opened == 2
-        pool.close()
-        server.close()
+    server, port = await serve(handler)
+    pool = UpstreamPool()
+    async with await pool.request("127.0.0.1", port, b"GET", b"/", [], b""):
+        await asyncio.sleep(0.3)  # it all arrives (reading paused past the mark), unread
+    assert pool.stats.read_pauses == 1
+    assert await fetch(pool, port) == (200, big)
+    assert pool.stats.opened == 2
+    pool.close()
+    server.close()
 
-    run(scenario)
     assert connections == 2
 
 
-def test_finished_exchanges_leave_no_garbage_for_the_cyclic_collector() -> None:
+@pytest.mark.anyio
+async def test_finished_exchanges_leave_no_garbage_for_the_cyclic_collector() -> None:
     """Freed by reference counting at once: no collector pauses on the proxy's hot path."""
 
-    async def scenario() -> None:
-        server, port = await serve(answer_ok_until_closed)
-        pool = UpstreamPool()
-        assert await fetch(pool, port) == (200, b"ok")
-        gc.collect()
-        gc.disable()
-        try:
-            for _ in range(200):
-                async with await pool.request("127.0.0.1", port, b"POST", b"/", [], b"{}") as r:
-                    assert await r.read() == b"ok"
-            assert gc.collect() == 0
-        finally:
-            gc.enable()
-        pool.close()
-        server.close()
-
-    run(scenario)
+    server, port = await serve(answer_ok_until_closed)
+    pool = UpstreamPool()
+    assert await fetch(pool, port) == (200, b"ok")
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(200):
+            async with await pool.request("127.0.0.1", port, b"POST", b"/", [], b"{}") as r:
+                assert await r.read() == b"ok"
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+    pool.close()
+    server.close()
 
 
-def test_fetch_fresh_uses_a_connection_of_its_own_and_closes_it() -> None:
+@pytest.mark.anyio
+async def test_fetch_fresh_uses_a_connection_of_its_own_and_closes_it() -> None:
     closed_by_client = 0
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -307,64 +291,57 @@ def test_fetch_fresh_uses_a_connection_of_its_own_and_closes_it() -> None:
         closed_by_client += 1
         writer.close()
 
-    async def scenario() -> None:
-        server, port = await serve(handler)
-        assert await fetch_fresh("127.0.0.1", port, b"/health", 2.0) == (200, b"ok")
-        assert await fetch_fresh("127.0.0.1", port, b"/health", 2.0) == (200, b"ok")
-        for _ in range(100):
-            if closed_by_client == 2:
-                break
-            await asyncio.sleep(0.01)
-        server.close()
+    server, port = await serve(handler)
+    assert await fetch_fresh("127.0.0.1", port, b"/health", 2.0) == (200, b"ok")
+    assert await fetch_fresh("127.0.0.1", port, b"/health", 2.0) == (200, b"ok")
+    for _ in range(100):
+        if closed_by_client == 2:
+            break
+        await asyncio.sleep(0.01)
+    server.close()
 
-    run(scenario)
     assert closed_by_client == 2
 
 
-def test_fetch_fresh_gives_up_after_its_timeout() -> None:
+@pytest.mark.anyio
+async def test_fetch_fresh_gives_up_after_its_timeout() -> None:
     async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(5)
 
-    async def scenario() -> None:
-        server, port = await serve(never_answer)
-        with pytest.raises(TimeoutError):
-            await fetch_fresh("127.0.0.1", port, b"/health", 0.2)
-        server.close()
-
-    run(scenario)
+    server, port = await serve(never_answer)
+    with pytest.raises(TimeoutError):
+        await fetch_fresh("127.0.0.1", port, b"/health", 0.2)
+    server.close()
 
 
-def test_a_body_without_length_ends_with_the_connection() -> None:
+@pytest.mark.anyio
+async def test_a_body_without_length_ends_with_the_connection() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it")
         await writer.drain()
         writer.close()
 
-    async def scenario() -> None:
-        server, port = await serve(handler)
-        assert await fetch(UpstreamPool(), port) == (200, b"all of it")
-        server.close()
-
-    run(scenario)
+    server, port = await serve(handler)
+    assert await fetch(UpstreamPool(), port) == (200, b"all of it")
+    server.close()
 
 
-def test_head_responses_have_no_body() -> None:
+@pytest.mark.anyio
+async def test_head_responses_have_no_body() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n")
         await writer.drain()
         await asyncio.sleep(5)
 
-    async def scenario() -> None:
-        server, port = await serve(handler)
-        assert await fetch(UpstreamPool(), port, b"HEAD") == (200, b"")
-        server.close()
-
-    run(scenario)
+    server, port = await serve(handler)
+    assert await fetch(UpstreamPool(), port, b"HEAD") == (200, b"")
+    server.close()
 
 
-def test_chunked_uploads_arrive_whole() -> None:
+@pytest.mark.anyio
+async def test_chunked_uploads_arrive_whole() -> None:
     received = bytearray()
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -381,14 +358,12 @@ def test_chunked_uploads_arrive_whole() -> None:
         for index in range(50):
             yield bytes([index]) * 10_000
 
-    async def scenario() -> None:
-        server, port = await serve(handler)
-        pool = UpstreamPool()
-        async with await pool.request("127.0.0.1", port, b"PUT", b"/", [], pieces()) as response:
-            assert await response.read() == b"ok"
-        server.close()
+    server, port = await serve(handler)
+    pool = UpstreamPool()
+    async with await pool.request("127.0.0.1", port, b"PUT", b"/", [], pieces()) as response:
+        assert await response.read() == b"ok"
+    server.close()
 
-    run(scenario)
     assert bytes(received) == b"".join(bytes([index]) * 10_000 for index in range(50))
 
 
@@ -397,28 +372,24 @@ def test_chunked_uploads_arrive_whole() -> None:
     [b"", b"NOT HTTP AT ALL\r\n\r\n", b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort"],
     ids=["silence", "garbage", "truncated"],
 )
-def test_broken_upstreams_raise_upstream_error(reply: bytes) -> None:
+@pytest.mark.anyio
+async def test_broken_upstreams_raise_upstream_error(reply: bytes) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(reply)
         await writer.drain()
         writer.close()
 
-    async def scenario() -> None:
-        server, port = await serve(handler)
-        with pytest.raises(UpstreamError):
-            await fetch(UpstreamPool(), port)
-        server.close()
-
-    run(scenario)
+    server, port = await serve(handler)
+    with pytest.raises(UpstreamError):
+        await fetch(UpstreamPool(), port)
+    server.close()
 
 
-def test_refused_connections_raise_upstream_error() -> None:
-    async def scenario() -> None:
-        server, port = await serve(read_request)  # type: ignore[arg-type]
-        server.close()
-        await server.wait_closed()
-        with pytest.raises(UpstreamError, match="cannot connect"):
-            await fetch(UpstreamPool(), port)
-
-    run(scenario)
+@pytest.mark.anyio
+async def test_refused_connections_raise_upstream_error() -> None:
+    server, port = await serve(read_request)  # type: ignore[arg-type]
+    server.close()
+    await server.wait_closed()
+    with pytest.raises(UpstreamError, match="cannot connect"):
+        await fetch(UpstreamPool(), port)
