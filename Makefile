@@ -19,7 +19,7 @@ real-vllm-env:
 	uv run python tests/real_vllm/build_env.py
 
 test-real-vllm: real-vllm-env
-	uv run pytest -m real_vllm
+	uv run pytest -m real_vllm -n 0
 
 validate: lint-verify test
 
@@ -39,7 +39,7 @@ bench-swap:
 	uv run python bench/swap.py
 
 test-container: real-vllm-env
-	uv run pytest -m container
+	uv run pytest -m container -n 0
 
 bench-batch-real-vllm: real-vllm-env
 	uv run python bench/batch_real_vllm.py

@@ -4,6 +4,7 @@ with sleep mode fails with vLLM's own reason, as vLLM's CPU build has no sleep m
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import openai
@@ -86,3 +87,25 @@ def test_sleep_mode_on_vllms_cpu_build_fails_with_vllms_reason(profile_server: S
     error = response.json()["error"]
     assert error["code"] == "model_load_failed"
     assert "Sleep mode is not supported on current platform" in error["message"]
+
+
+def test_requests_through_the_proxy_keep_a_profile_launch_from_its_ttl(
+    profile_server: Server,
+) -> None:
+    """The usage ledger counts /proxy like /v1: requests sent straight to the launch, for
+    longer than its TTL, keep it loaded; once they stop, the TTL frees it."""
+    _put(profile_server, "tiny-proxied", idle_ttl_seconds=3)
+    loaded = profile_server.client.post(
+        "/models/tiny-proxied/load", params={"wait": True}, timeout=STARTUP_TIMEOUT
+    )
+    assert loaded.status_code == 200, loaded.text
+    launch_id = loaded.json()["status"]["launch_id"]
+    body = {"model": "tiny-proxied", "prompt": "Hi", "max_tokens": 2}
+    for _ in range(7):  # about 7 s of use, past the 3 s TTL
+        answer = profile_server.client.post(f"/proxy/{launch_id}/v1/completions", json=body)
+        assert answer.status_code == 200, answer.text
+        time.sleep(1)  # the pause between a user's requests, under the TTL
+    assert profile_server.status(launch_id)["state"] == "ready"
+    metrics = profile_server.client.get("/metrics").text
+    assert f'route="proxy",model="tiny-proxied",launch_id="{launch_id}",status="200"' in metrics
+    profile_server.wait_for(launch_id, {"stopped"}, timeout=60)
