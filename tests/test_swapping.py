@@ -517,3 +517,21 @@ def test_a_stream_through_the_proxy_keeps_its_launch_from_eviction(
         assert newcomer.result().status_code == 200  # then the streamer was evicted
     assert server.status(launch["launch_id"])["state"] == "stopped"
     assert "model streamer: evicting launch" in server.output()
+
+
+def test_a_profile_deleted_while_its_load_waits_for_gpus_gives_up_at_once(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(FAKE_GPU_COUNT="1", VLLM_BATCH_MODEL_WAIT_SECONDS="60")
+    server.launch_ready(model="org/by-hand", gpu_ids=[0])  # never evicted: the load must wait
+    _put(server, "doomed")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(_complete, server, "doomed")
+        eventually(lambda: _status(server, "doomed")["state"] == "queued")
+        started = time.monotonic()
+        assert server.client.delete("/models/doomed").status_code == 200
+        answer = waiting.result()
+    assert time.monotonic() - started < 10  # not the 60 s wait limit
+    assert answer.status_code == 503
+    assert answer.json()["error"]["code"] == "model_load_failed"
+    assert "was deleted while it waited for GPUs" in answer.json()["error"]["message"]

@@ -39,15 +39,17 @@ logger = logging.getLogger("vllm_bootstrap.models")
 
 @dataclass
 class Claim:
-    """One load's request for GPUs: whose, why, whether anyone still wants it, and how to
-    take the GPUs once they are free (start a launch, or wake the sleeping one; None: they
-    were taken meanwhile, plan again)."""
+    """One load's request for GPUs: whose (its profile as it is now: a PUT or a DELETE while
+    it waits is seen), whether anyone still wants it, and how to take the GPUs once they are
+    free (start a launch, or wake the sleeping one; None: they were taken meanwhile, plan
+    again)."""
 
-    profile: ModelProfile
-    reason: str
+    name: str
+    profile: Callable[[], ModelProfile | None]
     wanted: Callable[[], bool]
-    take: Callable[[Plan, Launch | None], Awaitable[Launch | None]]
+    take: Callable[[ModelProfile, Plan, Launch | None], Awaitable[Launch | None]]
     queued_at: float = 0.0
+    gpu_ids: list[int] | None = None  # the profile's explicit GPUs, as last planned
 
 
 class GpuClaims:
@@ -67,7 +69,7 @@ class GpuClaims:
         self._queue: list[Claim] = []
 
     def is_queued(self, name: str) -> bool:
-        return any(claim.profile.name == name for claim in self._queue)
+        return any(claim.name == name for claim in self._queue)
 
     async def claim(self, claim: Claim, asleep: Callable[[], Launch | None]) -> Launch:
         """Wait for GPUs, evicting what must go; the launch that now holds them. `asleep`
@@ -95,7 +97,10 @@ class GpuClaims:
             self._changes.notify()  # the next in line may go now
 
     async def _try(self, claim: Claim, asleep: Launch | None) -> Launch | None:
-        profile = claim.profile
+        profile = claim.profile()
+        if profile is None:
+            raise LoadFailed(f"the profile {claim.name!r} was deleted while it waited for GPUs")
+        claim.gpu_ids = profile.gpu_ids
         plan = await self._plan(profile, asleep)
         if plan is None and asleep is not None and self._blocked_for_good(asleep.gpu_ids):
             # Whatever took its GPUs is never evicted: start it afresh where there is room.
@@ -106,14 +111,14 @@ class GpuClaims:
             return None
         if not await self._evict(plan.evict, profile.name):
             return None  # a victim got a request meanwhile: plan again
-        return await claim.take(plan, asleep)
+        return await claim.take(profile, plan, asleep)
 
     def _may_go(self, claim: Claim, plan: Plan) -> bool:
         """First in line, or taking only free GPUs that the first does not name."""
         first = self._queue[0]
         if first is claim:
             return True
-        reserved = set(first.profile.gpu_ids or [])
+        reserved = set(first.gpu_ids or [])
         return not plan.evict and not reserved & set(plan.gpu_ids)
 
     def _check_deadline(self, claim: Claim) -> None:

@@ -201,15 +201,15 @@ class ProfileRun:
 
     def _start(self, reason: str) -> _Load:
         if self._load is None:
-            task = asyncio.create_task(self._run(reason), name=f"load-{self.name}")
+            task = asyncio.create_task(self._run(), name=f"load-{self.name}")
             # Batches and preloads do not await the task: its failure is logged and kept.
             task.add_done_callback(_retrieve)
             self._load = _Load(reason, task)
         return self._load
 
-    async def _run(self, reason: str) -> None:
+    async def _run(self) -> None:
         try:
-            await self._bring_up(reason)
+            await self._bring_up()
         except Abandoned:
             logger.info("model %s: nobody waits for it any more; not loading it", self.name)
         except Exception as exc:
@@ -223,7 +223,7 @@ class ProfileRun:
             self._load = None
             self._wing.changes.notify()
 
-    async def _bring_up(self, reason: str) -> None:
+    async def _bring_up(self) -> None:
         changes = self._wing.changes
         while True:
             seen = changes.version
@@ -232,30 +232,27 @@ class ProfileRun:
                 await changes.wait(seen, self._wing.settings.eviction_grace_seconds)
                 continue  # unloading: wake it (or start afresh) once that is done
             if launch is None or launch.state is _S.SLEEPING:
-                launch = await self._claim_gpus(reason)
+                launch = await self._claim_gpus()
                 if launch.state is _S.WAKING:
                     await self._finish_waking(launch)
             await self._until_ready(launch)
             return
 
-    async def _claim_gpus(self, reason: str) -> Launch:
-        profile = self.profile()
-        if profile is None:
-            raise LoadFailed(f"the profile {self.name!r} was deleted while it waited for GPUs")
+    async def _claim_gpus(self) -> Launch:
         load = self._load
-        claim = Claim(profile, reason, load.wanted if load else lambda: True, self._take)
+        wanted = load.wanted if load is not None else (lambda: True)
+        claim = Claim(self.name, self.profile, wanted, self._take)
         self._claim = claim
         try:
             return await self._wing.claims.claim(claim, lambda: self._wing.index.asleep(self.name))
         finally:
             self._claim = None
 
-    async def _take(self, plan: Plan, asleep: Launch | None) -> Launch | None:
+    async def _take(
+        self, profile: ModelProfile, plan: Plan, asleep: Launch | None
+    ) -> Launch | None:
         """The GPUs are free: wake the sleeping launch on them, or start a new one. None when
         the sleeping launch cannot take them back (stopped, or its GPUs taken meanwhile)."""
-        profile = self.profile()
-        if profile is None:
-            raise LoadFailed(f"the profile {self.name!r} was deleted while it waited for GPUs")
         if asleep is not None:
             woken = unload.move(self._wing, asleep, _S.SLEEPING, _S.WAKING, self._reason())
             return asleep if woken else None
@@ -263,9 +260,8 @@ class ProfileRun:
             "model %s: loading on GPUs %s (%s)", escaped(self.name), plan.gpu_ids, self._reason()
         )
         try:
-            return await self._wing.supervisor.launch(
-                profile.launch_spec(plan.gpu_ids, self._reason())
-            )
+            spec = profile.launch_spec(plan.gpu_ids, self._reason())
+            return await self._wing.supervisor.launch(spec)
         except LaunchRefused as refused:
             raise LoadFailed(f"the launch was refused: {refused.message}") from None
 
