@@ -26,7 +26,8 @@ def test_ready_only_once_vllm_answers(start_server: ServerFactory, bind_early: b
     env = {"FAKE_VLLM_LOAD_SECONDS": "2"} | ({"FAKE_VLLM_BIND_EARLY": "1"} if bind_early else {})
     server = start_server(**env)
     launch = server.launch(model="m", gpu_ids=[0])
-    time.sleep(1.0)
+    # Halfway through its start-up (its log says it compiles), it answers nothing yet.
+    eventually(lambda: "Dynamo bytecode transform" in server.logs(launch["launch_id"]))
     assert server.status(launch["launch_id"])["state"] == "bootstrapping"
     ready = server.wait_for(launch["launch_id"], {"ready"})
     assert "Application startup complete." in server.logs(launch["launch_id"])
