@@ -29,6 +29,10 @@ def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
 
     yield start
     for server in servers:
+        if server.process is not None and server.process.poll() is not None:
+            # It ended before the test did: its log says why (shown if the test failed).
+            print(f"server on port {server.port} exited with {server.process.returncode}:")
+            print(server.output()[-4000:])
         with contextlib.suppress(Exception):
             server.terminate(timeout=30)
         server.kill()

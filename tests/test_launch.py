@@ -249,3 +249,13 @@ def test_a_small_dev_shm_is_reported(tmp_path: Path) -> None:
     assert warning is not None
     assert "--ipc=host" in warning
     assert shared_memory_warning(tmp_path, minimum=1) is None
+
+
+def test_a_stopped_launch_keeps_the_time_of_its_last_request(server: Server) -> None:
+    launch = server.launch_ready(model="org/hand", gpu_ids=[0])
+    body = {"model": "org/hand", "prompt": "hi", "max_tokens": 1}
+    assert server.client.post("/v1/completions", json=body).status_code == 200
+    last = server.status(launch["launch_id"])["last_request_at"]
+    assert last is not None
+    assert server.stop(launch["launch_id"])["state"] == "stopped"
+    assert server.status(launch["launch_id"])["last_request_at"] == last

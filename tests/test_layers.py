@@ -55,15 +55,29 @@ def project_imports() -> Iterator[tuple[str, str, str, list[str]]]:
     another part of the project."""
     for path in sorted(SOURCE.rglob("*.py")):
         package = _package_of(path)
+        where = str(path.relative_to(SOURCE))
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+            if isinstance(node, ast.Import):  # `import vllm_bootstrap.x.y`
+                for alias in node.names:
+                    if alias.name.startswith("vllm_bootstrap."):
+                        target = alias.name.split(".")[1]
+                        if target != package:
+                            yield where, package, alias.name + ".*", []
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
                 "vllm_bootstrap"
             ):
                 module = node.module or ""
-                target = module.split(".")[1] if "." in module else "__init__"
-                if target != package:
-                    names = [alias.name for alias in node.names]
-                    yield str(path.relative_to(SOURCE)), package, module, names
+                names = [alias.name for alias in node.names]
+                if module == "vllm_bootstrap":  # `from vllm_bootstrap import models`
+                    yield from ((where, package, f"{module}.{name}", []) for name in names)
+                    continue
+                if module.split(".")[1] != package:
+                    yield where, package, module, names
+
+
+def _target(module: str) -> str:
+    """The package (or top-level module) an import reaches."""
+    return module.split(".")[1]
 
 
 def test_every_package_has_a_layer() -> None:
@@ -75,7 +89,7 @@ def test_imports_run_one_way() -> None:
     upward = [
         f"{where} imports {module}"
         for where, package, module, _names in project_imports()
-        if LAYER_OF[module.split(".")[1] if "." in module else "__init__"] >= LAYER_OF[package]
+        if LAYER_OF.get(_target(module), LAYER_OF["__init__"]) >= LAYER_OF[package]
     ]
     assert upward == []
 
@@ -84,7 +98,7 @@ def test_the_data_plane_knows_neither_the_supervisor_nor_the_model_wing() -> Non
     reached = [
         f"{where} imports {module}"
         for where, package, module, _names in project_imports()
-        if package == "serving" and module.split(".")[1] in ("supervision", "models")
+        if package == "serving" and _target(module) in ("supervision", "models")
     ]
     assert reached == []
 
@@ -93,7 +107,10 @@ def test_packages_are_used_through_their_faces() -> None:
     around = []
     for where, _package, module, names in project_imports():
         parts = module.split(".")
-        if len(parts) > 2:
+        if module.endswith(".*") or (len(parts) == 2 and not names):
+            if (SOURCE / parts[1]).is_dir():
+                around.append(f"{where} imports the module {module.removesuffix('.*')}")
+        elif len(parts) > 2:
             around.append(f"{where} imports {module} past its package's face")
         elif len(parts) == 2 and (SOURCE / parts[1]).is_dir():
             face = importlib.import_module(module).__all__
@@ -113,16 +130,25 @@ def test_each_face_names_only_what_its_package_defines(package: str) -> None:
         assert package in EAGER_FACES or name not in modules, name
 
 
+# Runs a client command to its end (no server answers on port 9), then lists what it loaded.
+_RUN_A_CLIENT_COMMAND = """
+import sys
+from vllm_bootstrap.cli import main
+try:
+    main(["--url", "http://127.0.0.1:9", "models", "list"])
+except SystemExit as exit:
+    assert exit.code == 1, exit.code
+print("\\n".join(sys.modules))
+"""
+
+
 def test_a_client_command_loads_nothing_of_the_server() -> None:
     loaded = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys, vllm_bootstrap.cli.run; print('\\n'.join(sys.modules))",
-        ],
+        [sys.executable, "-c", _RUN_A_CLIENT_COMMAND],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split()
     assert [module for module in loaded if module.startswith(SERVER_ONLY)] == []
+    assert "vllm_bootstrap.cli.commands" in loaded  # the command ran
     assert "vllm_bootstrap.models.file" in loaded  # `models put` reads profile files

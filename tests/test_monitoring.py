@@ -102,6 +102,9 @@ def test_metrics_count_requests_refusals_batches_launches_and_gpus(server: Serve
     assert samples[("vllm_bootstrap_requests_total", (*proxy, ("status", "200")))] == 1
     latency = (("launch_id", launch["launch_id"]), ("model", "metered"), ("route", "v1"))
     assert samples[("vllm_bootstrap_request_seconds_count", latency)] == 1
+    # Batch lines go through the same forwarder, so they are counted too, as route "batch".
+    lines = (("launch_id", launch["launch_id"]), ("model", "metered"), ("route", "batch"))
+    assert samples[("vllm_bootstrap_requests_total", (*lines, ("status", "200")))] == 2
     refusal = (("code", "model_not_found"), ("route", "v1"))
     assert samples[("vllm_bootstrap_request_errors_total", refusal)] == 1
     assert samples[("vllm_bootstrap_batch_requests_total", (("outcome", "completed"),))] == 2

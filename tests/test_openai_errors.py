@@ -105,3 +105,10 @@ def test_429_and_503_while_a_profile_loads(server: Server) -> None:
             waiting.result()  # past VLLM_BATCH_MODEL_WAIT_SECONDS
     _in_openai_shape(loading.value, 503, "model_loading", "did not load within 3 s")
     assert loading.value.response.headers["retry-after"] == "10"
+
+
+def test_502_when_vllm_drops_the_connection(server: Server) -> None:
+    server.launch_ready(model="org/resets", gpu_ids=[0])
+    with pytest.raises(openai.InternalServerError) as refused:
+        _complete(_client(server), "org/resets")
+    _in_openai_shape(refused.value, 502, "upstream_unreachable", "did not answer")

@@ -216,6 +216,7 @@ def test_client_disconnects_stop_generation_and_leak_nothing(
             eventually(lambda: running() == 0, message="generation went on after hang-up")
             baseline_fds, baseline_mib = open_fds(), resident_mib()
     eventually(lambda: running() == 0, message="generation went on after hang-up")
+    assert server.status(launch["launch_id"])["in_flight"] == 0  # every hang-up was counted out
     assert open_fds() <= baseline_fds + 10
     assert resident_mib() <= baseline_mib + 20
     normal = server.client.post(

@@ -535,3 +535,73 @@ def test_a_profile_deleted_while_its_load_waits_for_gpus_gives_up_at_once(
     assert answer.status_code == 503
     assert answer.json()["error"]["code"] == "model_load_failed"
     assert "was deleted while it waited for GPUs" in answer.json()["error"]["message"]
+
+
+def test_two_cold_profiles_loading_at_once_both_load(start_server: ServerFactory) -> None:
+    """The second load does not plan onto the GPU the first is being admitted on."""
+    server = start_server(FAKE_GPU_COUNT="2")
+    for name in ("left", "right"):
+        _put(server, name)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda name: _complete(server, name), ["left", "right"]))
+    assert [answer.status_code for answer in answers] == [200, 200], answers[1].text
+    gpus = sorted(gpu for launch in _profile_launches(server) for gpu in launch["gpu_ids"])
+    assert gpus == [0, 1]
+
+
+def test_a_victim_stopped_while_it_falls_asleep_is_waited_for(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(FAKE_GPU_COUNT="1")
+    _put(
+        server,
+        "sleeper",
+        model="org/ignore-sigterm",
+        sleep=True,
+        env={"FAKE_VLLM_SLEEP_SECONDS": "2"},
+    )
+    _put(server, "other")
+    assert _complete(server, "sleeper").status_code == 200
+    [victim] = _profile_launches(server)
+    _past_the_eviction_grace()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        newcomer = pool.submit(_complete, server, "other")
+        server.wait_for(victim["launch_id"], {"falling_asleep"})
+        server.client.post(f"/stop/{victim['launch_id']}")  # the sleep's last move now fails
+        answer = newcomer.result()
+    assert answer.status_code == 200, answer.text  # it planned again once the GPU was free
+    assert server.status(victim["launch_id"])["state"] == "stopped"
+
+
+def test_a_fall_asleep_cut_off_by_a_killed_control_plane_is_finished_after_restart(
+    start_server: ServerFactory,
+) -> None:
+    first = start_server(FAKE_GPU_COUNT="1")
+    _put(first, "sleeper", sleep=True, env={"FAKE_VLLM_SLEEP_SECONDS": "3"})
+    assert _complete(first, "sleeper").status_code == 200
+    [launch] = _profile_launches(first)
+    first.client.post("/models/sleeper/unload")
+    first.wait_for(launch["launch_id"], {"falling_asleep"})
+    first.kill()
+    second = start_server(env=first.env)
+    asleep = second.wait_for(launch["launch_id"], {"sleeping"}, timeout=20)
+    assert asleep["pid"] == launch["pid"]
+    assert _complete(second, "sleeper").status_code == 200  # woken
+    assert second.status(launch["launch_id"])["state"] == "ready"
+
+
+def test_a_ready_launch_found_asleep_after_a_restart_is_recorded_asleep(
+    start_server: ServerFactory,
+) -> None:
+    first = start_server(FAKE_GPU_COUNT="1")
+    _put(first, "sleeper", sleep=True)
+    assert _complete(first, "sleeper").status_code == 200
+    [launch] = _profile_launches(first)
+    first.kill()  # as if it died between vLLM's /sleep answer and writing the state down
+    asleep = httpx.post(f"http://127.0.0.1:{launch['port']}/sleep?level=1")
+    assert asleep.status_code == 200
+    second = start_server(env=first.env)
+    second.wait_for(launch["launch_id"], {"sleeping"}, timeout=20)
+    assert "found asleep after a restart" in second.output()
+    assert _complete(second, "sleeper").status_code == 200  # woken by the next request
+    assert second.status(launch["launch_id"])["state"] == "ready"

@@ -33,6 +33,7 @@ from vllm_bootstrap.api import (
     launch_router,
     model_router,
     monitoring_router,
+    provide_services,
 )
 from vllm_bootstrap.batches import (
     Batches,
@@ -138,7 +139,7 @@ def create_app(settings: Settings) -> ASGIApp:
     )
     for routes in (launch_router, model_router, monitoring_router, dashboard_router):
         api.include_router(routes)
-    api.state.services = services
+    provide_services(api, services)
     install_error_table(api, openai_shape=False)
     dispatcher = ServingDispatcher(
         api=AccessLog(BodySizeLimit(api, MAX_API_BODY_BYTES)),

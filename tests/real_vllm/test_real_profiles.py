@@ -106,6 +106,14 @@ def test_requests_through_the_proxy_keep_a_profile_launch_from_its_ttl(
         assert answer.status_code == 200, answer.text
         time.sleep(1)  # the pause between a user's requests, under the TTL
     assert profile_server.status(launch_id)["state"] == "ready"
-    metrics = profile_server.client.get("/metrics").text
-    assert f'route="proxy",model="tiny-proxied",launch_id="{launch_id}",status="200"' in metrics
+    counted = [
+        line
+        for line in profile_server.client.get("/metrics").text.splitlines()
+        if line.startswith("vllm_bootstrap_requests_total{")
+        and f'launch_id="{launch_id}"' in line
+        and 'route="proxy"' in line
+        and 'status="200"' in line
+    ]
+    [line] = counted
+    assert line.endswith(" 7.0"), line  # all seven, counted where they passed
     profile_server.wait_for(launch_id, {"stopped"}, timeout=60)

@@ -11,6 +11,7 @@ _FACE = {
     "ErrorEdge": "errors",
     "LoopLagMonitor": "loop_lag",
     "Services": "services",
+    "provide_services": "services:provide",
     "batch_api": "batch_routes",
     "install_error_table": "errors:install",
     "launch_router": "routes:router",

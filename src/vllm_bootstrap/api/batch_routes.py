@@ -17,7 +17,7 @@ from starlette.requests import Request
 
 from vllm_bootstrap.api import errors
 from vllm_bootstrap.api.errors import ApiError
-from vllm_bootstrap.api.services import Services, ServicesDep
+from vllm_bootstrap.api.services import Services, ServicesDep, provide
 from vllm_bootstrap.asgi import BodyTooLarge, ClientGone, read_body
 from vllm_bootstrap.batches import FileInUse, Page
 
@@ -141,6 +141,6 @@ def _file_or_404(services: Services, file_id: str):  # type: ignore[no-untyped-d
 def batch_api(services: Services) -> FastAPI:
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, redirect_slashes=False)
     app.include_router(router)
-    app.state.services = services
+    provide(app, services)
     errors.install(app, openai_shape=True)
     return app

@@ -42,6 +42,7 @@ from vllm_bootstrap.models import (
     QueueFull,
 )
 from vllm_bootstrap.serving import (
+    OPENAI_PREFIX,
     LaunchAsleep,
     LaunchNotReady,
     NoModelInBody,
@@ -60,7 +61,6 @@ from vllm_bootstrap.supervision import (
 )
 
 RETRY_AFTER_SECONDS = "10"
-OPENAI_PREFIX = "/v1"
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ def _message(exc: Exception) -> str:
 
 
 def is_openai_path(path: str) -> bool:
-    return path == OPENAI_PREFIX or path.startswith(OPENAI_PREFIX + "/")
+    return path.startswith(OPENAI_PREFIX) or path == OPENAI_PREFIX.rstrip("/")
 
 
 def openai_type(status: int) -> str:
@@ -271,7 +271,9 @@ async def _openai_validation_error(_request: Request, exc: RequestValidationErro
     """400 naming the first problem's field as `param`, as OpenAI answers."""
     first = exc.errors()[0] if exc.errors() else {}
     where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
-    message = f"{where}: {first.get('msg', 'invalid request')}" if where else str(exc)
+    problem = first.get("msg", "invalid request")
+    # Never str(exc): it quotes the input, which may be the whole (malformed) body.
+    message = f"{where}: {problem}" if where else f"the body is not valid: {problem}"
     return _response(Error(400, str(_plain(message)), "invalid_request", where or None), True)
 
 

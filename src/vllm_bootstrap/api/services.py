@@ -1,12 +1,13 @@
 """The services the routes use, built whole by `create_app` and handed to every route as
-one typed dependency (`ServicesDep`), never looked up by name."""
+one typed dependency (`ServicesDep`): `provide` binds an app's routes to its services
+through FastAPI's dependency system, so nothing is looked up by name."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI
 
 from vllm_bootstrap.api.loop_lag import LoopLagMonitor
 from vllm_bootstrap.batches import Batches, FileDirectory
@@ -37,9 +38,13 @@ class Services:
         }
 
 
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
+def _services() -> Services:
+    raise RuntimeError("this app's routes were not given their services (api.services.provide)")
 
 
 ServicesDep = Annotated[Services, Depends(_services)]
+
+
+def provide(app: FastAPI, services: Services) -> None:
+    """Every route of `app` that asks for ServicesDep gets `services`."""
+    app.dependency_overrides[_services] = lambda: services

@@ -12,6 +12,7 @@ _FACE = {
     "LaunchNotFound": "registry",
     "LaunchRegistry": "registry",
     "LaunchSpec": "spec",
+    "LOADING_STATES": "states",
     "LaunchState": "states",
     "LoadProgress": "progress",
     "MAX_CHUNK_BYTES": "logs",

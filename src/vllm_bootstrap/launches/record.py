@@ -110,11 +110,6 @@ class Launch:
         return self.state.holds_gpus and not self.gpus_released
 
     @property
-    def last_used(self) -> float:
-        """When it was last used: its last request, or when it became ready."""
-        return max(self.last_request_at or 0.0, self.ready_at or 0.0, self.created_at)
-
-    @property
     def local_host(self) -> str:
         """The address at which the control plane reaches this launch's vLLM server."""
         return probe_host(self.host)

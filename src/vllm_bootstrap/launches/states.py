@@ -59,6 +59,8 @@ class LaunchState(StrEnum):
 
 
 TERMINAL_STATES = frozenset({LaunchState.STOPPED, LaunchState.FAILED})
+# A launch in one of these will serve its models soon: nothing to start, only to wait for.
+LOADING_STATES = frozenset({LaunchState.BOOTSTRAPPING, LaunchState.RESTARTING, LaunchState.WAKING})
 
 _S = LaunchState
 TRANSITIONS: dict[LaunchState, frozenset[LaunchState]] = {

@@ -48,8 +48,8 @@ class Claim:
     profile: Callable[[], ModelProfile | None]
     wanted: Callable[[], bool]
     take: Callable[[ModelProfile, Plan, Launch | None], Awaitable[Launch | None]]
+    gpu_ids: list[int] | None  # the profile's explicit GPUs, as last looked up
     queued_at: float = 0.0
-    gpu_ids: list[int] | None = None  # the profile's explicit GPUs, as last planned
 
 
 class GpuClaims:
@@ -67,9 +67,9 @@ class GpuClaims:
         self._changes = changes
         self._run_of = run_of
         self._queue: list[Claim] = []
-
-    def is_queued(self, name: str) -> bool:
-        return any(claim.name == name for claim in self._queue)
+        # GPUs a claim is taking right now (its launch is being admitted): no other plan
+        # may count them free while the supervisor checks them (nvidia-smi takes a while).
+        self._taking: dict[int, str] = {}
 
     async def claim(self, claim: Claim, asleep: Callable[[], Launch | None]) -> Launch:
         """Wait for GPUs, evicting what must go; the launch that now holds them. `asleep`
@@ -111,7 +111,12 @@ class GpuClaims:
             return None
         if not await self._evict(plan.evict, profile.name):
             return None  # a victim got a request meanwhile: plan again
-        return await claim.take(profile, plan, asleep)
+        self._taking.update(dict.fromkeys(plan.gpu_ids, profile.name))
+        try:
+            return await claim.take(profile, plan, asleep)
+        finally:
+            for gpu in plan.gpu_ids:
+                self._taking.pop(gpu, None)
 
     def _may_go(self, claim: Claim, plan: Plan) -> bool:
         """First in line, or taking only free GPUs that the first does not name."""
@@ -142,12 +147,7 @@ class GpuClaims:
         except GPUDiscoveryError as exc:
             raise LoadFailed(str(exc)) from None
         gpu_ids = asleep.gpu_ids if asleep is not None else profile.gpu_ids
-        asleep_on = frozenset(
-            gpu
-            for launch in self._supervisor.registry.launches()
-            if launch.gpus_released and launch.state is LaunchState.SLEEPING
-            for gpu in launch.gpu_ids
-        )
+        asleep_on = frozenset(self._supervisor.sleeping_on())
         try:
             return place(detected, self._holders(), profile.gpu_count or 1, gpu_ids, asleep_on)
         except Impossible as exc:
@@ -155,7 +155,7 @@ class GpuClaims:
 
     def _holders(self) -> list[Holder]:
         now = time.time()
-        return [
+        holders = [
             Holder(
                 launch.launch_id,
                 tuple(launch.gpu_ids),
@@ -164,6 +164,10 @@ class GpuClaims:
             )
             for launch in self._gpu_holders()
         ]
+        taking = [
+            Holder(f"a load of {name}", (gpu,), False, now) for gpu, name in self._taking.items()
+        ]
+        return holders + taking
 
     def _gpu_holders(self) -> list[Launch]:
         return [launch for launch in self._supervisor.registry.launches() if launch.holds_gpus]

@@ -19,10 +19,11 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from vllm_bootstrap.launches import Launch, LaunchState, iso_time
+from vllm_bootstrap.launches import LOADING_STATES, Launch, LaunchState, iso_time
 from vllm_bootstrap.log_text import escaped
-from vllm_bootstrap.models import unload
+from vllm_bootstrap.models import sleep_mode, unload
 from vllm_bootstrap.models.claims import Claim
 from vllm_bootstrap.models.errors import (
     Abandoned,
@@ -34,7 +35,7 @@ from vllm_bootstrap.models.errors import (
 from vllm_bootstrap.models.placement import Plan
 from vllm_bootstrap.models.profile import ModelProfile
 from vllm_bootstrap.models.wing import Wing
-from vllm_bootstrap.supervision import LaunchRefused
+from vllm_bootstrap.supervision import LaunchRefused, ResourceConflict
 
 logger = logging.getLogger("vllm_bootstrap.models")
 
@@ -44,7 +45,6 @@ INTEREST_SECONDS = 5.0
 # starting vLLM again.
 FAILED_LOAD_MEMORY_SECONDS = 10.0
 _S = LaunchState
-_LOADING = (_S.BOOTSTRAPPING, _S.RESTARTING, _S.WAKING)
 
 
 @dataclass
@@ -90,7 +90,7 @@ class ProfileRun:
             return "queued"
         if launch is not None and launch.state in (_S.SLEEPING, _S.FALLING_ASLEEP):
             return "sleeping"
-        if (launch is not None and launch.state in _LOADING) or self._load is not None:
+        if (launch is not None and launch.state in LOADING_STATES) or self._load is not None:
             return "loading"
         return "not loaded"
 
@@ -187,6 +187,10 @@ class ProfileRun:
         if not self._wing.router.replica_count(self.name):
             self._start(reason).interest_until = float("inf")
 
+    def forgettable(self) -> bool:
+        """Nothing under way and no launch: the object can go with its profile."""
+        return self._load is None and not self.busy and self.launch() is None
+
     def forget_failure(self) -> None:
         """A changed profile deserves a fresh try."""
         self._failure = None
@@ -203,7 +207,7 @@ class ProfileRun:
         if self._load is None:
             task = asyncio.create_task(self._run(), name=f"load-{self.name}")
             # Batches and preloads do not await the task: its failure is logged and kept.
-            task.add_done_callback(_retrieve)
+            task.add_done_callback(retrieve_exception)
             self._load = _Load(reason, task)
         return self._load
 
@@ -211,7 +215,9 @@ class ProfileRun:
         try:
             await self._bring_up()
         except Abandoned:
-            logger.info("model %s: nobody waits for it any more; not loading it", self.name)
+            logger.info(
+                "model %s: nobody waits for it any more; not loading it", escaped(self.name)
+            )
         except Exception as exc:
             message = str(exc) if isinstance(exc, LoadFailed) else f"{type(exc).__name__}: {exc}"
             self._failure = _Failure(time.monotonic(), message)
@@ -241,7 +247,9 @@ class ProfileRun:
     async def _claim_gpus(self) -> Launch:
         load = self._load
         wanted = load.wanted if load is not None else (lambda: True)
-        claim = Claim(self.name, self.profile, wanted, self._take)
+        profile = self.profile()
+        gpu_ids = profile.gpu_ids if profile is not None else None
+        claim = Claim(self.name, self.profile, wanted, self._take, gpu_ids)
         self._claim = claim
         try:
             return await self._wing.claims.claim(claim, lambda: self._wing.index.asleep(self.name))
@@ -262,6 +270,10 @@ class ProfileRun:
         try:
             spec = profile.launch_spec(plan.gpu_ids, self._reason())
             return await self._wing.supervisor.launch(spec)
+        except ResourceConflict as conflict:
+            if set(plan.gpu_ids) & set(self._wing.supervisor.gpu_owners()):
+                return None  # another launch of ours took them meanwhile: plan again
+            raise LoadFailed(f"the launch was refused: {conflict.message}") from None
         except LaunchRefused as refused:
             raise LoadFailed(f"the launch was refused: {refused.message}") from None
 
@@ -283,33 +295,44 @@ class ProfileRun:
         """Free the launch's GPUs: to sleep if the profile says so, else stop it (a sleeping
         launch is stopped: its weights leave CPU memory too). False, doing nothing, when it
         is busy already, or `only_if_idle` and it is not idle (checked here, with no wait
-        before the unload begins)."""
-        if self.busy or launch.is_terminal:
+        before the unload begins), or when it moved meanwhile and was not unloaded."""
+        if not self.claim_unload(launch, only_if_idle):
             return False
-        if only_if_idle and not self.is_idle(launch):
+        return await self.unload_claimed(launch, reason)
+
+    def claim_unload(self, launch: Launch, only_if_idle: bool = False) -> bool:
+        """Mark the profile busy for an unload of `launch`, if it may be unloaded now."""
+        if self.busy or launch.is_terminal or (only_if_idle and not self.is_idle(launch)):
             return False
         self.busy = True
+        return True
+
+    async def unload_claimed(self, launch: Launch, reason: str) -> bool:
         try:
             profile = self.profile()
             if profile is not None and profile.sleep and launch.state is _S.READY:
-                await unload.put_to_sleep(self._wing, launch, reason)
-            else:
-                logger.info("launch %s: stopping (%s)", launch.launch_id, escaped(reason))
-                await unload.stop(self._wing, launch)
+                return await unload.put_to_sleep(self._wing, launch, reason)
+            logger.info("launch %s: stopping (%s)", launch.launch_id, escaped(reason))
+            await unload.stop(self._wing, launch)
+            return True
         finally:
             self.busy = False
             self._wing.changes.notify()
-        return True
 
     async def settle_after_restart(self, launch: Launch) -> None:
         """Finish what a previous run of the control plane left half done: a launch that was
-        falling asleep is put to sleep, one that was waking is woken."""
+        falling asleep is put to sleep, one that was waking is woken, and a ready one of a
+        sleep profile that vLLM says is asleep (its last state change was never written) is
+        recorded as asleep, so the next request wakes it."""
         self.busy = True
         try:
             if launch.state is _S.FALLING_ASLEEP:
                 await unload.finish_falling_asleep(self._wing, launch, "asleep after a restart")
-            else:
+            elif launch.state is _S.WAKING:
                 await unload.finish_waking(self._wing, launch)
+            elif await sleep_mode.is_sleeping(self._wing.pool, launch):
+                logger.info("launch %s: found asleep after a restart", launch.launch_id)
+                unload.record_asleep(self._wing, launch, "found asleep after a restart")
         except LoadFailed as exc:
             logger.warning("%s", escaped(str(exc)))
         finally:
@@ -330,6 +353,8 @@ def _being_cancelled() -> bool:
     return task is not None and task.cancelling() > 0
 
 
-def _retrieve(task: asyncio.Task[None]) -> None:
+def retrieve_exception(task: asyncio.Task[Any]) -> None:
+    """A done callback for tasks nobody awaits: their failure is logged where it happens,
+    and retrieving it here keeps asyncio from reporting it again at exit."""
     if not task.cancelled():
         task.exception()

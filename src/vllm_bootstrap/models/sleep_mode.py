@@ -38,6 +38,26 @@ async def wake_up(pool: UpstreamPool, launch: Launch) -> None:
         raise SleepModeFailed(f"POST /wake_up answered {answer!r}: not fully awake")
 
 
+async def is_sleeping(pool: UpstreamPool, launch: Launch) -> bool:
+    """GET /is_sleeping; False when it cannot say (an older vLLM, or no answer)."""
+    try:
+        async with asyncio.timeout(10):
+            response = await pool.request(
+                launch.local_host, launch.port, b"GET", b"/is_sleeping", [], b""
+            )
+            async with response:
+                status, body = response.status, await response.read()
+    except (UpstreamError, TimeoutError):
+        return False
+    if status != 200:
+        return False
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(answer, dict) and answer.get("is_sleeping") is True
+
+
 async def _call(pool: UpstreamPool, launch: Launch, target: bytes) -> dict[str, object]:
     name = target.split(b"?")[0].decode()
     try:

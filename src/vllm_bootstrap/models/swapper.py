@@ -22,7 +22,7 @@ from vllm_bootstrap.models.claims import GpuClaims
 from vllm_bootstrap.models.errors import NoSuchProfile, ProfileBusy
 from vllm_bootstrap.models.index import ProfileLaunches
 from vllm_bootstrap.models.profile import ModelProfile
-from vllm_bootstrap.models.profile_run import ProfileRun
+from vllm_bootstrap.models.profile_run import ProfileRun, retrieve_exception
 from vllm_bootstrap.models.store import ProfileStore
 from vllm_bootstrap.models.wing import Wing
 from vllm_bootstrap.serving import ModelRouter
@@ -135,7 +135,11 @@ class ModelSwapper:
         a load waiting for GPUs gives up by itself."""
         if not self.wing.profiles.delete(name):
             raise NoSuchProfile(name)
-        self.run(name).forget_failure()
+        run = self._runs.get(name)
+        if run is not None and run.forgettable():
+            del self._runs[name]  # names come and go: nothing of this one is left
+        elif run is not None:
+            run.forget_failure()
 
     def load(self, name: str, reason: str) -> None:
         """Start loading profile `name`, however long it must wait for GPUs."""
@@ -150,20 +154,23 @@ class ModelSwapper:
         launch = run.launch()
         if launch is None:
             return
-        if run.busy:
+        if not run.claim_unload(launch):
             raise ProfileBusy(launch.launch_id)
-        unloading = self._in_background(run.unload(launch, "an explicit unload"))
+        unloading = self._in_background(run.unload_claimed(launch, "an explicit unload"))
         if wait:
             await asyncio.shield(unloading)
 
     # ----------------------------------------------------------------- start-up and exit
 
     def start(self) -> None:
-        """After recovery: finish the sleeps and wakes a previous run left half done, then
-        load every profile marked `preload`."""
+        """After recovery: finish the sleeps and wakes a previous run left half done (and
+        ask each ready launch of a sleep profile whether it sleeps), then load every
+        profile marked `preload`."""
         for launch in self.wing.index.all():
-            if launch.state in (LaunchState.FALLING_ASLEEP, LaunchState.WAKING):
-                assert launch.profile is not None
+            assert launch.profile is not None
+            profile = self.wing.profiles.get(launch.profile)
+            sleeps = profile is not None and profile.sleep and launch.state is LaunchState.READY
+            if sleeps or launch.state in (LaunchState.FALLING_ASLEEP, LaunchState.WAKING):
                 self._in_background(self.run(launch.profile).settle_after_restart(launch))
         for profile in self.wing.profiles.all():
             if profile.preload:
@@ -181,10 +188,5 @@ class ModelSwapper:
         task = asyncio.create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-        task.add_done_callback(_retrieve)
+        task.add_done_callback(retrieve_exception)
         return task
-
-
-def _retrieve(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled():
-        task.exception()

@@ -32,19 +32,30 @@ async def stop(wing: Wing, launch: Launch) -> None:
     )
 
 
-async def put_to_sleep(wing: Wing, launch: Launch, reason: str) -> None:
-    if move(wing, launch, _S.READY, _S.FALLING_ASLEEP, reason):
-        await finish_falling_asleep(wing, launch, reason)
+async def put_to_sleep(wing: Wing, launch: Launch, reason: str) -> bool:
+    """True once its GPUs are free (asleep, or stopped because it did not fall asleep);
+    False when it was no longer ready, or was moved while it fell asleep (stopped, crashed:
+    whoever moved it owns what happens to its GPUs)."""
+    if not move(wing, launch, _S.READY, _S.FALLING_ASLEEP, reason):
+        return False
+    return await finish_falling_asleep(wing, launch, reason)
 
 
-async def finish_falling_asleep(wing: Wing, launch: Launch, reason: str) -> None:
+async def finish_falling_asleep(wing: Wing, launch: Launch, reason: str) -> bool:
     try:
         await sleep_mode.fall_asleep(wing.pool, launch)
     except sleep_mode.SleepModeFailed as exc:
         logger.warning("launch %s: %s; stopping it instead", launch.launch_id, escaped(str(exc)))
         await stop(wing, launch)
-        return
-    move(wing, launch, _S.FALLING_ASLEEP, _S.SLEEPING, reason)
+        return True
+    return move(wing, launch, _S.FALLING_ASLEEP, _S.SLEEPING, reason)
+
+
+def record_asleep(wing: Wing, launch: Launch, reason: str) -> bool:
+    """A ready launch that vLLM says is asleep already: recorded so, its GPUs freed."""
+    return move(wing, launch, _S.READY, _S.FALLING_ASLEEP, reason) and move(
+        wing, launch, _S.FALLING_ASLEEP, _S.SLEEPING, reason
+    )
 
 
 async def finish_waking(wing: Wing, launch: Launch) -> None:

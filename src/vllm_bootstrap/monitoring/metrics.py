@@ -83,7 +83,7 @@ class ForwardedRequests(Collector):
     def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
         requests = CounterMetricFamily(
             f"{PREFIX}_requests",
-            "Requests forwarded to vLLM, by route (proxy, v1), model, launch and status.",
+            "Requests forwarded to vLLM, by route (proxy, v1, batch), model, launch and status.",
             labels=["route", "model", "launch_id", "status"],
         )
         for labels, count in self._ledger.counts():

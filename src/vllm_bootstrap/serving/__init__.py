@@ -12,6 +12,7 @@ _FACE = {
     "NoModelInBody": "errors",
     "NoReadyReplica": "errors",
     "NoSuchLaunch": "errors",
+    "OPENAI_PREFIX": "openai",
     "OpenAIRouter": "openai",
     "RoutedBodyTooLarge": "errors",
     "ServingDispatcher": "dispatch",

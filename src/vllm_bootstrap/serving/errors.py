@@ -4,6 +4,15 @@ renders it (OpenAI's shape under /v1, the control plane's under /proxy)."""
 
 from __future__ import annotations
 
+# A model name echoed back in an error is cut here: a body may hold megabytes of it.
+SHOWN_NAME_CHARACTERS = 200
+
+
+def shown(name: str) -> str:
+    if len(name) <= SHOWN_NAME_CHARACTERS:
+        return name
+    return f"{name[:SHOWN_NAME_CHARACTERS]}... ({len(name)} characters)"
+
 
 class ServingError(Exception):
     """Raised before the response started; str(error) is the client's message."""
@@ -28,7 +37,8 @@ class NoModelInBody(ServingError):
 class UnknownModel(ServingError, LookupError):
     def __init__(self, model: str, served: list[str]) -> None:
         super().__init__(
-            f"The model `{model}` does not exist. Served models: {', '.join(served) or 'none'}"
+            f"The model `{shown(model)}` does not exist. "
+            f"Served models: {', '.join(served) or 'none'}"
         )
 
 
@@ -36,7 +46,7 @@ class NoReadyReplica(ServingError, LookupError):
     """The model is being loaded, but no launch of it is ready yet."""
 
     def __init__(self, model: str, why: str = "is still loading; retry in a little while") -> None:
-        super().__init__(f"The model `{model}` {why}")
+        super().__init__(f"The model `{shown(model)}` {why}")
 
 
 class NoSuchLaunch(ServingError, LookupError):
@@ -45,10 +55,11 @@ class NoSuchLaunch(ServingError, LookupError):
 
 
 class LaunchAsleep(ServingError):
-    def __init__(self, launch_id: str, profile: str | None) -> None:
+    def __init__(self, launch_id: str, profile: str | None, state: str) -> None:
         # Its GPUs may be another launch's now: a /wake_up sent past us would collide.
+        how = "is asleep" if state == "sleeping" else "is falling asleep"
         super().__init__(
-            f"launch {launch_id} is asleep (vLLM's sleep mode): wake it with "
+            f"launch {launch_id} {how} (vLLM's sleep mode): wake it with "
             f"POST /models/{profile}/load, or send a /v1 request for it"
         )
 

@@ -107,8 +107,9 @@ class Forwarder:
         body: bytes,
     ) -> AsyncIterator[UpstreamResponse]:
         """POST a request of our own (a batch line) to `launch`; the response, to be read
-        inside the block. Counted like a client's request; UpstreamError as the pool raises
-        it."""
+        inside the block. Counted like a client's request, with its status once the block
+        read it without error (else as 502, as a broken-off response is); UpstreamError as
+        the pool raises it."""
         started = time.perf_counter()
         status = UPSTREAM_FAILED_STATUS
         self._ledger.begin(launch.launch_id)
@@ -117,14 +118,14 @@ class Forwarder:
                 launch.local_host, launch.port, b"POST", target, headers, body
             )
             async with response:
-                status = response.status
                 yield response
+            status = response.status
         finally:
             self._ended(launch.launch_id, route, model, status, started)
 
     def _ended(self, launch_id: str, route: str, model: str, status: int, started: float) -> None:
-        self._ledger.end(launch_id)
         self._ledger.record(route, model, launch_id, status, time.perf_counter() - started)
+        self._ledger.end(launch_id)
 
     async def _exchange(
         self,

@@ -52,8 +52,8 @@ class LaunchProxy:
         launch = self._directory.find(launch_id)
         if launch is None:
             raise NoSuchLaunch(launch_id)
-        if launch.state is LaunchState.SLEEPING:
-            raise LaunchAsleep(launch_id, launch.profile)
+        if launch.state in (LaunchState.SLEEPING, LaunchState.FALLING_ASLEEP):
+            raise LaunchAsleep(launch_id, launch.profile, launch.state)
         if launch.state is not LaunchState.READY:
             raise LaunchNotReady(launch_id, launch.state)
         upstream_path = raw_path[len(PROXY_PREFIX) + len(raw_id) :] or b"/"

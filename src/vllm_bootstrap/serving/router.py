@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from vllm_bootstrap.launches import Launch, LaunchDirectory, LaunchState
+from vllm_bootstrap.launches import LOADING_STATES, Launch, LaunchDirectory, LaunchState
 from vllm_bootstrap.serving.errors import NoReadyReplica, UnknownModel
 from vllm_bootstrap.usage import UsageLedger
 
@@ -84,13 +84,10 @@ class ModelRouter:
             if launch.state is LaunchState.READY:
                 for name in launch.served_models:
                     ready.setdefault(name, []).append(launch)
-            elif launch.state in _LOADING:
+            elif launch.state in LOADING_STATES:
                 loading.update(expected_names(launch))
         self._ready, self._loading = ready, loading
         self._stale = False
-
-
-_LOADING = (LaunchState.BOOTSTRAPPING, LaunchState.RESTARTING, LaunchState.WAKING)
 
 
 def expected_names(launch: Launch) -> list[str]:

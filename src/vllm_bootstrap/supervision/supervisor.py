@@ -101,10 +101,11 @@ class Supervisor:
         return launch
 
     def sleeping_on(self) -> dict[int, list[str]]:
-        """GPU index -> the sleeping launches that will want it back."""
+        """GPU index -> the sleeping launches that will want it back (one that was asleep and
+        is being stopped wants nothing back)."""
         asleep: dict[int, list[str]] = {}
         for run in self._live_runs():
-            if run.launch.gpus_released:
+            if run.launch.gpus_released and run.launch.state is LaunchState.SLEEPING:
                 for gpu in run.launch.gpu_ids:
                     asleep.setdefault(gpu, []).append(run.launch.launch_id)
         return asleep

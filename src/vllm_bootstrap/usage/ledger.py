@@ -31,6 +31,8 @@ class UsageLedger:
         self._counts: dict[tuple[str, str, str, str], int] = {}
         # (route, model, launch) -> per-bucket counts (the last is +Inf), then the sum.
         self._latency: dict[tuple[str, str, str], list[float]] = {}
+        # Ended launches with requests still in flight: forgotten once the last one ends.
+        self._ended: set[str] = set()
 
     # ----------------------------------------------------------------- written by the forwarder
 
@@ -39,12 +41,16 @@ class UsageLedger:
         self._in_flight[launch_id] = self._in_flight.get(launch_id, 0) + 1
 
     def end(self, launch_id: str) -> None:
+        """The request is answered (or its client gone); `record` it first."""
         self._last_request_at[launch_id] = time.time()
         remaining = self._in_flight[launch_id] - 1
         if remaining:
             self._in_flight[launch_id] = remaining
             return
         del self._in_flight[launch_id]
+        if launch_id in self._ended:
+            self._ended.discard(launch_id)
+            self._forget(launch_id)
         for listener in self._idle_listeners:
             listener(launch_id)
 
@@ -84,13 +90,17 @@ class UsageLedger:
         return iter(list(self._latency.items()))
 
     def launch_changed(self, launch: Launch) -> None:
-        """An ended launch is forgotten: its series end with it (launches come and go as
-        profiles swap, and series must not pile up)."""
-        if launch.is_terminal:
+        """An ended launch's series end with it (launches come and go as profiles swap, and
+        series must not pile up), once its last request in flight has been counted. Its
+        last request time stays: /status still shows it."""
+        if not launch.is_terminal:
+            return
+        if self._in_flight.get(launch.launch_id):
+            self._ended.add(launch.launch_id)
+        else:
             self._forget(launch.launch_id)
 
     def _forget(self, launch_id: str) -> None:
-        self._last_request_at.pop(launch_id, None)
         for key in [key for key in self._counts if key[2] == launch_id]:
             del self._counts[key]
         for series in [series for series in self._latency if series[2] == launch_id]:
