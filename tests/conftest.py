@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import Server, standin_env
+from vllm_bootstrap.supervision.recovery import kill_remnants
 
 ServerFactory = Callable[..., Server]
 
@@ -52,11 +51,17 @@ def server(start_server: ServerFactory) -> Server:
 
 
 def _kill_leftover_groups(db_path: Path) -> None:
-    """Safety net: no stand-in process outlives its test, whatever the test did."""
+    """Safety net: no stand-in process outlives its test, whatever the test did. Processes
+    are found by the launch marker in their environment, never by a recorded pid alone:
+    pids wrap (32768 here) and a stale one may be another test's process by now."""
     if not db_path.exists():
         return
     with contextlib.closing(sqlite3.connect(db_path)) as db:
-        pids = [row[0] for row in db.execute("SELECT pid FROM launches WHERE pid IS NOT NULL")]
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            os.killpg(pid, signal.SIGKILL)
+        live = [
+            row[0]
+            for row in db.execute(
+                "SELECT launch_id FROM launches WHERE state NOT IN ('stopped', 'failed')"
+            )
+        ]
+    for launch_id in live:
+        kill_remnants(launch_id)
