@@ -177,3 +177,24 @@ def test_an_answer_that_is_not_the_apis_is_one_line(tmp_path: Path) -> None:
             assert "Traceback" not in result.stderr
     finally:
         other.shutdown()
+
+
+def test_control_characters_from_the_server_never_reach_the_terminal(keyed: Server) -> None:
+    hostile = "org/\x1b[2J\x1b]52;c;cGF3bmVk\x07model"  # clear the screen; write the clipboard
+    launch = keyed.launch_ready(model=hostile, gpu_ids=[0])
+    put = keyed.client.put("/models/evil%1B%5B2J", json={"model": hostile})
+    assert put.status_code == 200, put.text
+    for args in (
+        ["ps"],
+        ["status", launch["launch_id"]],
+        ["models", "list"],
+        ["logs", launch["launch_id"]],
+        ["models", "load", "evil\x1b[2J"],
+    ):
+        shown = cli(keyed, *args).stdout
+        assert "\x1b" not in shown, args
+        assert "\x07" not in shown, args
+        assert "\\x1b[2J" in shown, args  # escaped, still readable
+    assert "\x1b[2J" in cli(keyed, "logs", launch["launch_id"], "--raw").stdout  # asked for
+    as_json = json.loads(cli(keyed, "status", launch["launch_id"], "--json").stdout)
+    assert as_json["model"] == hostile  # JSON's own escaping carries it intact

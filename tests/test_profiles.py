@@ -49,6 +49,27 @@ def test_a_bad_profile_names_the_field(server: Server, body: dict, fragment: str
     assert server.client.get("/models").json() == []
 
 
+@pytest.mark.parametrize(
+    "path", ["/models/%2E%2E/proxy/zzz", "/models/a/%2E/b", "/models/a//b", "/models/a/"]
+)
+def test_a_name_with_an_empty_dot_or_dot_dot_segment_is_refused(server: Server, path: str) -> None:
+    response = server.client.put(path, json={"model": "m"})
+    assert response.status_code == 422, response.text
+    assert "none of them empty, '.' or '..'" in response.json()["detail"]
+    assert server.client.get("/models").json() == []
+
+
+def test_deeply_nested_json_is_a_400_not_a_traceback(server: Server) -> None:
+    body = '{"model": "m", "env": ' + "[" * 5000 + "]" * 5000 + "}"
+    response = server.client.put(
+        "/models/p", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"] == "the body must be a JSON object"
+    assert "Traceback" not in server.output()
+    assert "RecursionError" not in server.output()
+
+
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_a_non_finite_ttl_is_refused(server: Server, value: str) -> None:
     body = '{"model": "m", "idle_ttl_seconds": ' + value + "}"

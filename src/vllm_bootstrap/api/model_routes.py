@@ -24,7 +24,7 @@ async def put_profile(name: str, request: Request, services: ServicesDep) -> dic
     profile keeps running as it was started; the change applies to its next load."""
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nests too deep
         raise ApiError(400, "the body must be a JSON object", "invalid_body") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object", "invalid_body")

@@ -68,17 +68,21 @@ def status(client: Client, args: argparse.Namespace) -> None:
 
 
 def logs(client: Client, args: argparse.Namespace) -> None:
+    # Progress bars end their updates with \r: each shows as a line of its own.
+    show = (
+        (lambda text: text) if args.raw else (lambda text: output.shown(text.replace("\r", "\n")))
+    )
     if args.follow:
         for text in client.follow_logs(args.launch_id):
-            sys.stdout.write(text)
+            sys.stdout.write(show(text))
             sys.stdout.flush()
         return
-    sys.stdout.write(client.logs(args.launch_id).content)
+    sys.stdout.write(show(client.logs(args.launch_id).content))
 
 
 def stop(client: Client, args: argparse.Namespace) -> None:
     stopped = client.stop(args.launch_id, wait=not args.no_wait)
-    print(f"{stopped.launch_id} {stopped.state}")
+    print(output.shown(f"{stopped.launch_id} {stopped.state}"))
 
 
 def stats(client: Client, args: argparse.Namespace) -> None:
@@ -137,17 +141,17 @@ def models_put(client: Client, args: argparse.Namespace) -> None:
         fields = profile.to_document()
         name = fields.pop("name")
         client.put_profile(name, **fields)
-        print(f"{name}: stored")
+        print(output.shown(f"{name}: stored"))
 
 
 def models_load(client: Client, args: argparse.Namespace) -> None:
     loaded = client.load(args.name, wait=args.wait)
-    print(f"{args.name}: {loaded.status.state if loaded.status else 'asked'}")
+    print(output.shown(f"{args.name}: {loaded.status.state if loaded.status else 'asked'}"))
 
 
 def models_unload(client: Client, args: argparse.Namespace) -> None:
     unloaded = client.unload(args.name, wait=args.wait)
-    print(f"{args.name}: {unloaded.status.state if unloaded.status else 'asked'}")
+    print(output.shown(f"{args.name}: {unloaded.status.state if unloaded.status else 'asked'}"))
 
 
 # --------------------------------------------------------------------- batches
@@ -189,7 +193,7 @@ def batch_status(client: Client, args: argparse.Namespace) -> None:
 
 def batch_cancel(client: Client, args: argparse.Namespace) -> None:
     cancelled = client.cancel_batch(args.batch_id)
-    print(f"{cancelled['id']} {cancelled['status']}")
+    print(output.shown(f"{cancelled['id']} {cancelled['status']}"))
 
 
 def batch_download(client: Client, args: argparse.Namespace) -> None:
@@ -200,14 +204,16 @@ def batch_download(client: Client, args: argparse.Namespace) -> None:
         if found.get(key):
             target = folder / f"{args.batch_id}-{name}"
             target.write_bytes(client.file_content(found[key]))
-            print(target)
+            print(output.shown(str(target)))
 
 
 # --------------------------------------------------------------------- parsing
 
 
 def _print(args: argparse.Namespace, answer: Any, text: str) -> None:
-    print(output.as_json(answer) if getattr(args, "json", False) else text)
+    """`--json`: the answer as JSON (whose escaping covers control characters); else `text`,
+    with what came from the server made safe for a terminal."""
+    print(output.as_json(answer) if getattr(args, "json", False) else output.shown(text))
 
 
 def _gpus(text: str | None) -> list[int] | None:

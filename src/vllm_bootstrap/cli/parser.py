@@ -51,6 +51,9 @@ def _launch_commands(commands: Any) -> None:
     logged = _command(commands, "logs", handlers.logs, "a launch's log")
     logged.add_argument("launch_id")
     logged.add_argument("-f", "--follow", action="store_true", help="until the launch ends")
+    logged.add_argument(
+        "--raw", action="store_true", help="control characters as they are (else escaped)"
+    )
     stopped = _command(commands, "stop", handlers.stop, "stop a launch")
     stopped.add_argument("launch_id")
     stopped.add_argument("--no-wait", action="store_true", help="answer before it has ended")

@@ -7,6 +7,8 @@ import sys
 import time
 from typing import TextIO
 
+from vllm_bootstrap.cli.output import shown
+
 BAR_WIDTH = 30
 
 
@@ -24,6 +26,7 @@ class Progress:
         self._last = ""
 
     def show(self, text: str) -> None:
+        text = shown(text)  # it quotes the server: phases, states, ids
         if text == self._last:
             return
         self._last = text

@@ -10,6 +10,7 @@ import sys
 import httpx
 
 from vllm_bootstrap.cli.commands import CommandError
+from vllm_bootstrap.cli.output import shown
 from vllm_bootstrap.cli.parser import build_parser
 from vllm_bootstrap.client import ApiError, Client, LaunchFailed
 from vllm_bootstrap.models import ProfileFileError
@@ -50,5 +51,5 @@ def run(argv: list[str]) -> int:
 
 
 def _fail(message: str) -> int:
-    print(f"vllm-bootstrap: {message}", file=sys.stderr)
+    print(f"vllm-bootstrap: {shown(message)}", file=sys.stderr)  # it may quote the server
     return 1

@@ -22,6 +22,10 @@ from vllm_bootstrap.launches import LaunchSpec, check_env, check_extra_args, che
 # vLLM's sleep mode needs both (models/sleep_mode.py says why).
 SLEEP_ARGS = ("--enable-sleep-mode",)
 SLEEP_ENV = {"VLLM_SERVER_DEV_MODE": "1"}
+NAME_RULE = (
+    "a profile name is one or more segments separated by '/', none of them empty, '.' or "
+    "'..' (it is a path in /models/{name})"
+)
 GpuIndex = Annotated[int, Field(ge=0, le=1023, strict=True)]
 
 
@@ -47,6 +51,15 @@ class ModelProfile(BaseModel):
     @classmethod
     def _text(cls, value: str, info: Any) -> str:
         return check_text(info.field_name, value)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        # The name is a path in /models/{name} (and the dashboard builds URLs of it): a
+        # segment that is empty, "." or ".." would move the URL somewhere else.
+        if any(segment in ("", ".", "..") for segment in name.split("/")):
+            raise ValueError(NAME_RULE)
+        return name
 
     @field_validator("extra_args")
     @classmethod
