@@ -194,3 +194,26 @@ def test_cancel_during_validation_ends_cancelled_with_no_results(
     assert done.status == "cancelled"
     assert (done.output_file_id, done.error_file_id) == (None, None)
     assert done.in_progress_at is None  # it never got past validation
+
+
+def test_the_server_answers_while_a_large_cancelled_batch_is_wrapped_up(
+    start_server: ServerFactory,
+) -> None:
+    """Writing the error lines of 100,000 cancelled requests yields to the event loop
+    between pages: requests are answered meanwhile, and show the wrap-up's progress."""
+    server = start_server()
+    client = client_for(server)
+    content = jsonl([chat_line(f"r{i}", "org/nobody") for i in range(100_000)])
+    batch = submit(client, content)  # nobody serves the model: every request waits for it
+    wait_for_batch(client, batch.id, statuses={"in_progress"}, timeout=120)
+    assert client.batches.cancel(batch.id).status == "cancelling"
+    seen_while_cancelling = set()
+    while (now := client.batches.retrieve(batch.id)).status == "cancelling":
+        assert now.request_counts is not None
+        seen_while_cancelling.add(now.request_counts.failed)
+        assert server.client.get("/health").status_code == 200
+    assert now.status == "cancelled"
+    assert now.request_counts is not None
+    assert now.request_counts.failed == 100_000
+    # Answered in the middle of the wrap-up, not only before and after it.
+    assert len(seen_while_cancelling - {0, 100_000}) >= 2, sorted(seen_while_cancelling)

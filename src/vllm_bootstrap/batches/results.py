@@ -94,7 +94,10 @@ class ResultWriter:
 
     async def drain(self) -> None:
         """Record everything pending, retrying; ResultsUnwritable once that has failed for
-        GIVE_UP_SECONDS."""
+        GIVE_UP_SECONDS. Always a suspension point, also when the first flush succeeds: a
+        caller draining page after page (a cancelled batch of a million lines) must let the
+        event loop serve everyone else between pages."""
+        await asyncio.sleep(0)
         while not self.flush():
             if self.failure is not None:
                 raise self.failure
