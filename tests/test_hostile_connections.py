@@ -8,6 +8,8 @@ import socket
 import threading
 import time
 
+import pytest
+
 from tests.conftest import ServerFactory
 from tests.harness import Server
 
@@ -58,6 +60,31 @@ def test_a_huge_header_is_refused_with_431_and_costs_only_the_limit(
     # Refused at 64 KiB, before the key is even looked at (a parsed head would get 401).
     assert answers[0].startswith(b"HTTP/1.1 431 "), answers[0][:200]
     assert server.client.get("/health").json()["status"] == "ok"
+
+
+@pytest.mark.parametrize("head_size", [70_000, 100_000])
+def test_a_head_over_the_limit_arriving_in_one_read_is_refused_with_431(
+    start_server: ServerFactory, head_size: int
+) -> None:
+    server = start_server(VLLM_ACCESS_KEY=KEY)
+    start = b"GET /health HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer " + KEY.encode()
+    padding = b"\r\nX-Pad: " + b"a" * (head_size - len(start) - 14) + b"\r\n\r\n"
+    # One write, one segment on loopback: the server sees a complete head in its first read.
+    answer = raw_exchange(server, start + padding)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert b"over 65536 bytes" in answer
+    assert server.client.get("/health").json()["status"] == "ok"
+
+
+def test_a_request_after_a_refused_head_on_the_same_write_is_never_served(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server()
+    refused = b"GET /health HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"a" * 70_000 + b"\r\n\r\n"
+    follower = b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n"
+    answer = raw_exchange(server, refused + follower)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert answer.count(b"HTTP/1.1 ") == 1  # nothing after the refusal, not even a 400
 
 
 def test_a_head_just_under_the_limit_is_served(start_server: ServerFactory) -> None:

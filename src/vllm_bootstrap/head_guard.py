@@ -6,7 +6,11 @@ connection that never finishes its head held a file descriptor for good. This pr
 uvicorn's own, with two limits on the request head (the request line and headers):
 
 - over `max_head_bytes` it answers 431 and closes the connection, so a head costs at most
-  the limit (plus one socket read) in memory and parsing;
+  the limit (plus one socket read) in memory and parsing. The size is counted twice: the
+  bytes received while a head is incomplete (a head arriving in many reads is cut off as
+  soon as it passes the limit), and the parsed request line and header fields once the head
+  is complete (a head that arrives in one read never looks incomplete; it is refused before
+  any route runs);
 - a head not complete `head_timeout_seconds` after the connection opened, or after the
   previous response, gets 408 and the connection is closed;
 - a request body that stops arriving for `body_idle_seconds` gets 408 (or, once the response
@@ -39,6 +43,8 @@ class HeadGuardProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_bytes = 0  # bytes received since the last complete head, outside bodies
+        self._parsed_head_bytes = 0  # the current head's request line and fields, as parsed
+        self._refused = False  # answered 431 or 408: whatever the parser still finds is dropped
         self._reading_head = True
         self._head_timer: asyncio.TimerHandle | None = None
         self._reading_body = False
@@ -60,6 +66,8 @@ class HeadGuardProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         if not self._reading_body:
             self._head_bytes += len(data)
         super().data_received(data)
@@ -77,8 +85,23 @@ class HeadGuardProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._reading_head = True  # the next request on a kept-alive connection
+        self._parsed_head_bytes = len(b"GET  HTTP/1.1\r\n\r\n")
+
+    def on_url(self, url: bytes) -> None:
+        self._parsed_head_bytes += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._parsed_head_bytes += len(name) + len(value) + len(b": \r\n")
+        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        if self._refused:
+            return
+        if self._parsed_head_bytes > self.max_head_bytes:
+            # The whole head came in one read: the byte count above never saw it incomplete.
+            self._refuse(431, f"request line and headers over {self.max_head_bytes} bytes")
+            return
         self._reading_head = False
         self._reading_body = True  # until the message is complete, at once for a GET
         self._head_bytes = 0
@@ -86,7 +109,13 @@ class HeadGuardProtocol(HttpToolsProtocol):
         self._stop_head_timer()
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
+        if self._refused:
+            return
         self._reading_body = False
         self._stop_body_timer()
         super().on_message_complete()
@@ -129,6 +158,7 @@ class HeadGuardProtocol(HttpToolsProtocol):
         line into its body would corrupt it, and the cut says enough)."""
         if self.transport.is_closing():
             return
+        self._refused = True
         if self._responding() and self.cycle.response_started:
             self.transport.close()
             return
