@@ -72,6 +72,11 @@ def test_flags_override_the_environment() -> None:
         ("VLLM_STOP_TIMEOUT_SECONDS", "-1", "VLLM_STOP_TIMEOUT_SECONDS must be a positive"),
         ("VLLM_STARTUP_TIMEOUT_SECONDS", "nan", "VLLM_STARTUP_TIMEOUT_SECONDS must be a positive"),
         ("VLLM_BOOTSTRAP_VLLM_COMMAND", "python -c 'oops", "VLLM_BOOTSTRAP_VLLM_COMMAND cannot"),
+        (
+            "VLLM_BOOTSTRAP_MAX_HELD_BODY_BYTES",
+            "1048576",
+            "VLLM_BOOTSTRAP_MAX_HELD_BODY_BYTES (1048576) is below",
+        ),
     ],
 )
 def test_bad_values_name_the_variable(variable: str, value: str, message: str) -> None:

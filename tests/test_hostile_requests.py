@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,21 @@ def test_a_huge_body_for_v1_is_refused_at_the_routed_body_limit(
     assert response.json()["error"]["code"] == "request_too_large"
     small = server.client.post("/v1/completions", json={"model": "m", "prompt": "x" * 1000})
     assert small.status_code == 200
+
+
+def test_a_v1_body_declared_over_the_routed_limit_is_refused_before_it_is_sent(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(VLLM_BOOTSTRAP_MAX_ROUTED_BODY_BYTES=str(1024 * 1024))
+    head = (
+        b"POST /v1/completions HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 104857600\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head)  # and not one byte of the 100 MB
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:300]
+    assert b"request_too_large" in answer
 
 
 def test_a_header_the_client_names_in_connection_does_not_reach_vllm(server: Server) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -605,3 +606,45 @@ def test_a_ready_launch_found_asleep_after_a_restart_is_recorded_asleep(
     assert "found asleep after a restart" in second.output()
     assert _complete(second, "sleeper").status_code == 200  # woken by the next request
     assert second.status(launch["launch_id"])["state"] == "ready"
+
+
+def _held_body_bytes(server: Server) -> float:
+    metrics = server.client.get("/metrics").text
+    match = re.search(r"^vllm_bootstrap_held_body_bytes (\S+)$", metrics, re.MULTILINE)
+    assert match is not None, "no held-bodies gauge in /metrics"
+    return float(match.group(1))
+
+
+def test_bodies_held_for_a_load_are_bounded_together(start_server: ServerFactory) -> None:
+    mib = 1024 * 1024
+    server = start_server(
+        FAKE_GPU_COUNT="1",
+        VLLM_BOOTSTRAP_MAX_ROUTED_BODY_BYTES=str(2 * mib),
+        VLLM_BOOTSTRAP_MAX_HELD_BODY_BYTES=str(3 * mib),
+    )
+    hand = server.launch_ready(model="org/by-hand", gpu_ids=[0])  # the load must wait
+    _put(server, "heavy")
+    body = {"model": "heavy", "prompt": "x" * (1200 * 1024), "max_tokens": 2}
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        waiting = [
+            pool.submit(server.client.post, "/v1/completions", json=body, timeout=60)
+            for _ in range(2)
+        ]
+        eventually(lambda: _held_body_bytes(server) >= 2 * 1200 * 1024)
+        # A third body of known length is refused before it is read ...
+        refused = server.client.post("/v1/completions", json=body)
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["retry-after"] == "10"
+        error = refused.json()["error"]
+        assert error["code"] == "server_busy"
+        assert "VLLM_BOOTSTRAP_MAX_HELD_BODY_BYTES" in error["message"]
+        # ... and one sent in chunks, without a length, as soon as its bytes pass the bound.
+        chunks = (json.dumps(body).encode()[i : i + 65536] for i in range(0, 1_300_000, 65536))
+        chunked = server.client.post("/v1/completions", content=chunks)
+        assert chunked.status_code == 503, chunked.text
+        assert chunked.json()["error"]["code"] == "server_busy"
+        assert not any(future.done() for future in waiting)
+        server.stop(hand["launch_id"])
+        assert [future.result().status_code for future in waiting] == [200, 200]
+    assert _held_body_bytes(server) == 0
+    assert _complete(server, "heavy").status_code == 200

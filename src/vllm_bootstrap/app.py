@@ -51,6 +51,7 @@ from vllm_bootstrap.models import IdleWatch, ModelSwapper, ProfileStore, load_pr
 from vllm_bootstrap.monitoring import GpuReadings, Metrics
 from vllm_bootstrap.serving import (
     Forwarder,
+    HeldBodies,
     LaunchProxy,
     ModelRouter,
     OpenAIRouter,
@@ -83,6 +84,8 @@ def create_app(settings: Settings) -> ASGIApp:
     pool = UpstreamPool()
     metrics = Metrics(directory, ledger)
     forwarder = Forwarder(pool, ledger, settings.access_key)
+    held_bodies = HeldBodies(settings.max_held_body_bytes)
+    metrics.watch_held_bodies(lambda: held_bodies.total)
     router = ModelRouter(directory, ledger)
     profiles = ProfileStore(settings.state_db_path)
     for profile in load_profiles(settings.models_file) if settings.models_file else []:
@@ -145,7 +148,7 @@ def create_app(settings: Settings) -> ASGIApp:
         api=AccessLog(BodySizeLimit(api, MAX_API_BODY_BYTES)),
         proxy=ErrorEdge(LaunchProxy(directory, forwarder), "proxy", metrics.refused),
         openai=ErrorEdge(
-            OpenAIRouter(router, forwarder, settings.max_routed_body_bytes, swapper),
+            OpenAIRouter(router, forwarder, settings.max_routed_body_bytes, swapper, held_bodies),
             "v1",
             metrics.refused,
         ),

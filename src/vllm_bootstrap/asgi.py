@@ -4,7 +4,7 @@ JSON responses and reading request bodies."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from starlette.types import Message, Receive, Send
 
@@ -35,14 +35,23 @@ async def send_json(
     await send({"type": "http.response.body", "body": body})
 
 
-async def read_body(receive: Receive, max_bytes: int | None = None) -> bytes:
+async def read_body(
+    receive: Receive,
+    max_bytes: int | None = None,
+    charge: Callable[[int], None] | None = None,
+) -> bytes:
     """The whole request body. Past `max_bytes` it stops reading and raises BodyTooLarge,
-    so an oversized upload costs at most that much memory."""
+    so an oversized upload costs at most that much memory. `charge` is told each part's
+    size before it is kept (it may raise to refuse it)."""
     first = await _next_part(receive)
     body = bytes(first.get("body", b""))
+    if charge is not None:
+        charge(len(body))
     if first.get("more_body", False):
         buffer = bytearray(body)
         async for part in _rest(receive):
+            if charge is not None:
+                charge(len(part))
             buffer += part
             if max_bytes is not None and len(buffer) > max_bytes:
                 raise BodyTooLarge

@@ -158,6 +158,10 @@ class Settings:
     max_routed_body_bytes: Annotated[
         int, Env("VLLM_BOOTSTRAP_MAX_ROUTED_BODY_BYTES", _bytes_up_to(4 * 1024**3))
     ] = 64 * _MiB
+    # ... and all the /v1 bodies held at once, while they wait for a load or for vLLM.
+    max_held_body_bytes: Annotated[
+        int, Env("VLLM_BOOTSTRAP_MAX_HELD_BODY_BYTES", _bytes_up_to(1024**4))
+    ] = 1024 * _MiB
     # Batch jobs: the largest upload, how long a batch waits for a model nobody serves, and
     # requests kept in flight per launch (twice vLLM's default max_num_seqs, as run-batch).
     max_file_bytes: Annotated[int, Env("VLLM_BOOTSTRAP_MAX_FILE_BYTES", _bytes_up_to(1024**4))] = (
@@ -241,5 +245,11 @@ def load_settings(
         raise ConfigError(
             f"VLLM_LAUNCH_PORT_START ({settings.launch_port_start}) is above "
             f"VLLM_LAUNCH_PORT_END ({settings.launch_port_end}): the port range is empty"
+        )
+    if settings.max_held_body_bytes < settings.max_routed_body_bytes:
+        raise ConfigError(
+            f"VLLM_BOOTSTRAP_MAX_HELD_BODY_BYTES ({settings.max_held_body_bytes}) is below "
+            f"VLLM_BOOTSTRAP_MAX_ROUTED_BODY_BYTES ({settings.max_routed_body_bytes}): a body "
+            "the routed limit allows could never be held"
         )
     return settings

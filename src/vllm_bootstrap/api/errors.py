@@ -43,6 +43,7 @@ from vllm_bootstrap.models import (
 )
 from vllm_bootstrap.serving import (
     OPENAI_PREFIX,
+    BodiesOverLimit,
     LaunchAsleep,
     LaunchNotReady,
     NoModelInBody,
@@ -90,6 +91,7 @@ TABLE: dict[type[Exception], Answer] = {
     LaunchNotFound: Answer(404, "launch_not_found"),
     # the data plane
     RoutedBodyTooLarge: Answer(413, "request_too_large"),
+    BodiesOverLimit: Answer(503, "server_busy", retry_after=True),
     NoModelInBody: Answer(400, "missing_model"),
     UnknownModel: Answer(404, "model_not_found"),
     NoReadyReplica: Answer(503, "model_loading", retry_after=True),

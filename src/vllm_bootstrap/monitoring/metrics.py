@@ -11,10 +11,10 @@ come from launches and served models, never from what an unauthenticated client 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -52,6 +52,15 @@ class Metrics:
         self.registry.register(self.gpus)
         self._ready_seen: set[str] = set()
         directory.subscribe(self._launch_changed)
+
+    def watch_held_bodies(self, read: Callable[[], float]) -> None:
+        held = Gauge(
+            f"{PREFIX}_held_body_bytes",
+            "Bytes of /v1 request bodies held in memory now (bounded by "
+            "VLLM_BOOTSTRAP_MAX_HELD_BODY_BYTES).",
+            registry=self.registry,
+        )
+        held.set_function(read)
 
     def refused(self, route: str, code: str) -> None:
         self.refusals.labels(route, code).inc()

@@ -4,7 +4,9 @@ from vllm_bootstrap.faces import lazy_face
 
 # What other packages may use, and the module defining each.
 _FACE = {
+    "BodiesOverLimit": "errors",
     "Forwarder": "forward",
+    "HeldBodies": "held_bodies",
     "LaunchAsleep": "errors",
     "LaunchNotReady": "errors",
     "LaunchProxy": "proxy",

@@ -26,6 +26,15 @@ class RoutedBodyTooLarge(ServingError):
         )
 
 
+class BodiesOverLimit(ServingError):
+    def __init__(self, limit: int, held: int) -> None:
+        super().__init__(
+            f"the server already holds {held} bytes of /v1 request bodies (waiting for a "
+            f"model to load, or for vLLM's answer), and this one would pass the limit of "
+            f"{limit} (VLLM_BOOTSTRAP_MAX_HELD_BODY_BYTES): retry shortly"
+        )
+
+
 class NoModelInBody(ServingError):
     def __init__(self) -> None:
         super().__init__(

@@ -5,6 +5,10 @@ load on demand; every other request is read whole (it is JSON), routed by its `m
 ready replica (router.py) and forwarded as it came. A request for a profile that no ready
 launch serves waits while the swapper loads it; the client sees nothing until then (a
 stream starts once the model answers).
+
+A body declared over the routed limit is refused before a byte of it is read (413), and
+every body counts against the bound on all of them held at once (held_bodies.py) from its
+first byte until its request is done.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from vllm_bootstrap.serving.errors import (
     UnknownModel,
 )
 from vllm_bootstrap.serving.forward import Forwarder
+from vllm_bootstrap.serving.held_bodies import Charge, HeldBodies
 from vllm_bootstrap.serving.router import ModelRouter
 
 OPENAI_PREFIX = "/v1/"
@@ -46,22 +51,38 @@ class OpenAIRouter:
         forwarder: Forwarder,
         max_body_bytes: int,
         on_demand: OnDemand,
+        held_bodies: HeldBodies,
     ) -> None:
         self._router = router
         self._forwarder = forwarder
         self._max_body_bytes = max_body_bytes
         self._on_demand = on_demand
+        self._held_bodies = held_bodies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] == "GET" and scope["path"] == "/v1/models":
             await send_json(send, 200, self._on_demand.models_listing())
             return
+        declared = declared_length(scope)
+        if declared is not None and declared > self._max_body_bytes:
+            raise RoutedBodyTooLarge(self._max_body_bytes)
+        with self._held_bodies.holding() as charge:
+            if declared is not None:
+                charge(declared)  # refused before reading when it cannot be held
+            body = await self._read(receive, None if declared is not None else charge)
+            if body is not None:
+                await self._route(scope, receive, send, body)
+
+    async def _read(self, receive: Receive, charge: Charge | None) -> bytes | None:
+        """The whole body (None: the client left), charged part by part when `charge`."""
         try:
-            body = await read_body(receive, self._max_body_bytes)
+            return await read_body(receive, self._max_body_bytes, charge)
         except ClientGone:
-            return
+            return None
         except BodyTooLarge:
             raise RoutedBodyTooLarge(self._max_body_bytes) from None
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
         model = model_of(body)
         if model is None:
             raise NoModelInBody
@@ -94,6 +115,14 @@ class OpenAIRouter:
             return self._router.choose(model)
         except (UnknownModel, NoReadyReplica):  # stopped again in the same moment
             raise NoReadyReplica(model, "was unloaded as it became ready; retry") from None
+
+
+def declared_length(scope: Scope) -> int | None:
+    """The request's Content-Length (the server already refused a malformed one), if any."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
 
 
 def model_of(body: bytes) -> str | None:
