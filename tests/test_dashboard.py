@@ -107,3 +107,23 @@ def test_user_text_is_shown_as_text_never_run(page: Page, keyed: Server) -> None
     expect(page.locator("#profiles tbody")).to_contain_text(hostile)
     assert page.evaluate("window.pwned") is None
     assert page.locator("#profiles img").count() == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "rendered"), [("/docs", ".opblock"), ("/redoc", "[data-section-id]")]
+)
+def test_the_api_docs_render_from_this_server_alone(
+    page: Page, keyed: Server, path: str, rendered: str
+) -> None:
+    fetched: list[str] = []
+    blocked: list[str] = []
+    page.on("requestfinished", lambda request: fetched.append(request.url))
+    page.on("requestfailed", lambda request: blocked.append(str(request.failure)))
+    page.goto(keyed.url + path)
+    expect(page.locator(rendered).first).to_be_visible(timeout=20_000)
+    # Every operation is listed, from the server's own OpenAPI document.
+    assert page.locator(rendered).count() >= 10
+    assert fetched
+    assert all(url.startswith((keyed.url + "/", "blob:")) for url in fetched), fetched
+    # ReDoc's sidebar asks for Redocly's logo from their CDN: the policy stops it.
+    assert set(blocked) <= {"csp"}, blocked

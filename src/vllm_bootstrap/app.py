@@ -45,7 +45,7 @@ from vllm_bootstrap.batches import (
     RunSettings,
 )
 from vllm_bootstrap.config import Settings
-from vllm_bootstrap.dashboard import dashboard_router
+from vllm_bootstrap.dashboard import api_docs_router, dashboard_router
 from vllm_bootstrap.launches import StateStore
 from vllm_bootstrap.models import IdleWatch, ModelSwapper, ProfileStore, load_profiles
 from vllm_bootstrap.monitoring import GpuReadings, Metrics
@@ -139,8 +139,13 @@ def create_app(settings: Settings) -> ASGIApp:
         # "/status/x/" names no launch; redirecting it to "/status/x" would show another.
         redirect_slashes=False,
         lifespan=lifespan,
+        # FastAPI's own pages load Swagger UI from a CDN: ours serve every file themselves.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
-    for routes in (launch_router, model_router, monitoring_router, dashboard_router):
+    routers = (launch_router, model_router, monitoring_router, dashboard_router, api_docs_router)
+    for routes in routers:
         api.include_router(routes)
     provide_services(api, services)
     install_error_table(api, openai_shape=False)
