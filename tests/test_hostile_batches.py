@@ -100,7 +100,7 @@ def test_an_upload_cut_off_midway_leaves_no_file(server: Server) -> None:
     ).encode()
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(
-            b"POST /v1/files HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+            b"POST /v1/files HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n"
             b"Content-Type: multipart/form-data; boundary=" + boundary.encode() + b"\r\n\r\n"
         )
         sock.sendall(head + b"x" * 5000)

@@ -51,7 +51,7 @@ def test_a_huge_header_is_refused_with_431_and_costs_only_the_limit(
     start_server: ServerFactory,
 ) -> None:
     server = start_server(VLLM_ACCESS_KEY=KEY)
-    attack = b"GET /health HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * (20 * 1024 * 1024)
+    attack = b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * (20 * 1024 * 1024)
     answers: list[bytes] = []
     attacker = threading.Thread(target=lambda: answers.append(raw_exchange(server, attack)))
     attacker.start()
@@ -67,7 +67,7 @@ def test_a_head_over_the_limit_arriving_in_one_read_is_refused_with_431(
     start_server: ServerFactory, head_size: int
 ) -> None:
     server = start_server(VLLM_ACCESS_KEY=KEY)
-    start = b"GET /health HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer " + KEY.encode()
+    start = b"GET /health HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer " + KEY.encode()
     padding = b"\r\nX-Pad: " + b"a" * (head_size - len(start) - 14) + b"\r\n\r\n"
     # One write, one segment on loopback: the server sees a complete head in its first read.
     answer = raw_exchange(server, start + padding)
@@ -80,8 +80,8 @@ def test_a_request_after_a_refused_head_on_the_same_write_is_never_served(
     start_server: ServerFactory,
 ) -> None:
     server = start_server()
-    refused = b"GET /health HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"a" * 70_000 + b"\r\n\r\n"
-    follower = b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n"
+    refused = b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Pad: " + b"a" * 70_000 + b"\r\n\r\n"
+    follower = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"
     answer = raw_exchange(server, refused + follower)
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
     assert answer.count(b"HTTP/1.1 ") == 1  # nothing after the refusal, not even a 400
@@ -89,14 +89,14 @@ def test_a_request_after_a_refused_head_on_the_same_write_is_never_served(
 
 def test_a_head_just_under_the_limit_is_served(start_server: ServerFactory) -> None:
     server = start_server()
-    request = b"GET /health HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"a" * 60_000 + b"\r\n\r\n"
+    request = b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Pad: " + b"a" * 60_000 + b"\r\n\r\n"
     assert raw_exchange(server, request).startswith(b"HTTP/1.1 200 ")
 
 
 def test_an_unfinished_head_is_cut_off_after_the_head_timeout(start_server: ServerFactory) -> None:
     server = start_server(VLLM_BOOTSTRAP_HEAD_TIMEOUT_SECONDS="1")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\n")  # and never the blank line
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")  # and never the blank line
         answer = sock.recv(65536)
         assert answer.startswith(b"HTTP/1.1 408 "), answer
         assert sock.recv(65536) == b""  # closed
@@ -113,7 +113,7 @@ def test_kept_alive_connections_serve_many_requests_within_the_limits(server: Se
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         for _ in range(20):
             sock.sendall(
-                b"GET /health HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"a" * 40_000 + b"\r\n\r\n"
+                b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Pad: " + b"a" * 40_000 + b"\r\n\r\n"
             )
             assert read_response(sock).startswith(b"HTTP/1.1 200 ")
 
@@ -123,20 +123,20 @@ def test_half_sent_requests_past_the_cap_make_the_oldest_leave(
 ) -> None:
     server = start_server(VLLM_BOOTSTRAP_MAX_PENDING_HEADS="5")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as established:
-        established.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+        established.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert read_response(established).startswith(b"HTTP/1.1 200 ")
         slow = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(5)]
         try:
             for sock in slow:
-                sock.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\n")  # never finished
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")  # never finished
             time.sleep(0.3)
             # A newcomer is served; the oldest half-sent request makes room for it.
             with socket.create_connection(("127.0.0.1", server.port), timeout=10) as newcomer:
-                newcomer.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+                newcomer.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
                 assert read_response(newcomer).startswith(b"HTTP/1.1 200 ")
             assert slow[0].recv(65536).startswith(b"HTTP/1.1 408 ")
             # A connection already past its head is not held up by them.
-            established.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+            established.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
             assert read_response(established).startswith(b"HTTP/1.1 200 ")
         finally:
             for sock in slow:
@@ -145,10 +145,10 @@ def test_half_sent_requests_past_the_cap_make_the_oldest_leave(
 
 def test_a_huge_head_on_a_kept_alive_connection_is_refused_too(server: Server) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert read_response(sock).startswith(b"HTTP/1.1 200 ")
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            sock.sendall(b"GET /health HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 200_000)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 200_000)
         assert sock.recv(65536).startswith(b"HTTP/1.1 431 ")
 
 
@@ -156,7 +156,9 @@ def test_a_client_without_the_key_cannot_keep_its_connection(start_server: Serve
     server = start_server(VLLM_ACCESS_KEY=KEY)
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         # A body announced but never sent: after the 401 the connection is closed at once.
-        sock.sendall(b"POST /launch HTTP/1.1\r\nHost: a\r\ncontent-length: 100000000\r\n\r\n{")
+        sock.sendall(
+            b"POST /launch HTTP/1.1\r\nHost: localhost\r\ncontent-length: 100000000\r\n\r\n{"
+        )
         answer = read_response(sock)
         assert answer.startswith(b"HTTP/1.1 401 ")
         assert b"connection: close" in answer.lower()
@@ -167,7 +169,7 @@ def test_a_request_body_that_stops_arriving_is_cut_off(start_server: ServerFacto
     server = start_server(VLLM_BOOTSTRAP_BODY_IDLE_SECONDS="1")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(
-            b"POST /launch HTTP/1.1\r\nHost: a\r\ncontent-type: application/json\r\n"
+            b"POST /launch HTTP/1.1\r\nHost: localhost\r\ncontent-type: application/json\r\n"
             b'content-length: 100\r\n\r\n{"model": '  # and never the rest
         )
         answer = sock.recv(65536)

@@ -85,7 +85,7 @@ def test_a_v1_body_declared_over_the_routed_limit_is_refused_before_it_is_sent(
 ) -> None:
     server = start_server(VLLM_BOOTSTRAP_MAX_ROUTED_BODY_BYTES=str(1024 * 1024))
     head = (
-        b"POST /v1/completions HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+        b"POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         b"Content-Length: 104857600\r\n\r\n"
     )
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:

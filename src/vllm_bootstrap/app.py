@@ -1,12 +1,13 @@
 """Assembling the server: every object is built here, whole; the lifespan starts and stops.
 
-request -> CrossSiteGuard -> AccessKeyMiddleware -> ServingDispatcher
+request -> [HostCheck] -> CrossSiteGuard -> AccessKeyMiddleware -> ServingDispatcher
              /proxy/{id}/... -> ErrorEdge -> LaunchProxy  --+--> Forwarder -> UpstreamPool
              /v1/...         -> ErrorEdge -> OpenAIRouter --+    |  (feeds the UsageLedger)
                   (a profile no launch serves: models/ loads it, evicting if it must)
              /v1/files, /v1/batches -> AccessLog -> batch API (batch lines go through the
                                        same router and forwarder)
              anything else   -> AccessLog -> BodySizeLimit -> FastAPI routes
+[HostCheck]: only without an access key (api/host_check.py).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from vllm_bootstrap import __version__
 from vllm_bootstrap.api import (
     AccessKeyMiddleware,
     AccessLog,
+    AllowedHosts,
     BodySizeLimit,
     CrossSiteGuard,
     ErrorEdge,
+    HostCheck,
     LoopLagMonitor,
     Services,
     batch_api,
@@ -159,7 +162,13 @@ def create_app(settings: Settings) -> ASGIApp:
         ),
         batches=AccessLog(batch_api(services)),
     )
-    return CrossSiteGuard(AccessKeyMiddleware(dispatcher, settings.access_key))
+    guarded = CrossSiteGuard(AccessKeyMiddleware(dispatcher, settings.access_key))
+    if settings.access_key:
+        return guarded
+    allowed = AllowedHosts.for_server(
+        settings.host, settings.port, settings.allowed_hosts, settings.runpod_pod_id
+    )
+    return HostCheck(guarded, allowed)
 
 
 def _batch_service(
@@ -205,5 +214,7 @@ async def _report_environment(supervisor: Supervisor) -> None:
         settings.launch_port_start,
         settings.launch_port_end,
         settings.launch_host,
-        "required" if settings.access_key else "not set (every route is open)",
+        "required"
+        if settings.access_key
+        else "not set (every route is open to requests for this machine's names)",
     )

@@ -119,6 +119,18 @@ def _access_key(name: str, raw: str) -> str:
     return raw
 
 
+def _host_names(name: str, raw: str) -> tuple[str, ...]:
+    """Comma-separated host names: `name`, `.domain` (it and its subdomains) or `*`."""
+    names = tuple(part.strip().lower().rstrip(".") for part in raw.split(",") if part.strip())
+    for host in names:
+        if host != "*" and not all(char.isalnum() or char in "-._:[]" for char in host):
+            raise ConfigError(
+                f"{name} must list host names separated by commas (a name, .domain for a "
+                f"domain and its subdomains, or *), got {host!r}"
+            )
+    return names
+
+
 _DEFAULT_VLLM_COMMAND = (sys.executable, "-m", "vllm.entrypoints.openai.api_server")
 _MiB = 1024 * 1024
 
@@ -136,6 +148,10 @@ class Settings:
     access_key: Annotated[str | None, Env("VLLM_ACCESS_KEY", _access_key)] = field(
         default=None, repr=False
     )
+    # Without a key, the Host names answered besides this machine's own (host_check.py).
+    allowed_hosts: Annotated[tuple[str, ...], Env("VLLM_BOOTSTRAP_ALLOWED_HOSTS", _host_names)] = ()
+    # Set by Runpod in every pod: its proxy's name for our port is one of this machine's.
+    runpod_pod_id: Annotated[str | None, Env("RUNPOD_POD_ID", _text)] = None
     stop_timeout_seconds: Annotated[float, Env("VLLM_STOP_TIMEOUT_SECONDS", _seconds)] = 30.0
     startup_timeout_seconds: Annotated[float, Env("VLLM_STARTUP_TIMEOUT_SECONDS", _seconds)] = (
         1800.0
@@ -214,7 +230,10 @@ def _sources() -> dict[str, Env]:
 
 # The control plane's own variables. They mean nothing to vLLM (which warns about every
 # unknown VLLM_* variable it sees) and one of them is a secret: children never get them.
-SETTING_VARIABLES = frozenset(source.variable for source in _sources().values())
+# The platform's own (RUNPOD_POD_ID) are read, not owned, and stay in children's view.
+SETTING_VARIABLES = frozenset(
+    source.variable for source in _sources().values() if source.variable.startswith("VLLM_")
+)
 
 
 def load_settings(

@@ -6,9 +6,11 @@ from vllm_bootstrap.faces import lazy_face
 _FACE = {
     "AccessKeyMiddleware": "auth",
     "AccessLog": "access_log",
+    "AllowedHosts": "host_check",
     "BodySizeLimit": "body_limit",
     "CrossSiteGuard": "cross_site",
     "ErrorEdge": "errors",
+    "HostCheck": "host_check",
     "LoopLagMonitor": "loop_lag",
     "Services": "services",
     "provide_services": "services:provide",
