@@ -466,6 +466,7 @@ def test_a_client_that_leaves_gives_its_place_in_the_queue_back(
     with pytest.raises(httpx.TimeoutException):
         _complete(server, "queued", timeout=1)
     eventually(lambda: _status(server, "queued")["waiting"] == 0)
+    assert _held_body_bytes(server) == 0  # and its body's share of the bound
     with pytest.raises(httpx.TimeoutException):  # waits in the freed place: not a 429
         _complete(server, "queued", timeout=1)
 

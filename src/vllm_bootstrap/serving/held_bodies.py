@@ -10,12 +10,7 @@ Content-Length at once, when it has one) until its request is done.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
-
 from vllm_bootstrap.serving.errors import BodiesOverLimit
-
-Charge = Callable[[int], None]
 
 
 class HeldBodies:
@@ -23,21 +18,25 @@ class HeldBodies:
         self.limit = limit
         self.total = 0  # bytes of /v1 bodies held right now
 
-    @contextlib.contextmanager
-    def holding(self) -> Iterator[Charge]:
-        """A charge for one request's body: each call adds bytes to it, or raises
-        BodiesOverLimit (adding nothing) when they would not fit. All of it is given back
-        when the block ends."""
-        held = 0
 
-        def charge(size: int) -> None:
-            nonlocal held
-            if self.total + size > self.limit:
-                raise BodiesOverLimit(self.limit, self.total)
-            self.total += size
-            held += size
+class Holding:
+    """One request's share of the bound: `charge` adds bytes to it, or raises
+    BodiesOverLimit (adding nothing) when they would not fit; `release` gives all of it
+    back. A class, not a context manager: this runs for every /v1 request."""
 
-        try:
-            yield charge
-        finally:
-            self.total -= held
+    __slots__ = ("_bodies", "_held")
+
+    def __init__(self, bodies: HeldBodies) -> None:
+        self._bodies = bodies
+        self._held = 0
+
+    def charge(self, size: int) -> None:
+        bodies = self._bodies
+        if bodies.total + size > bodies.limit:
+            raise BodiesOverLimit(bodies.limit, bodies.total)
+        bodies.total += size
+        self._held += size
+
+    def release(self) -> None:
+        self._bodies.total -= self._held
+        self._held = 0

@@ -28,7 +28,7 @@ from vllm_bootstrap.serving.errors import (
     UnknownModel,
 )
 from vllm_bootstrap.serving.forward import Forwarder
-from vllm_bootstrap.serving.held_bodies import Charge, HeldBodies
+from vllm_bootstrap.serving.held_bodies import HeldBodies, Holding
 from vllm_bootstrap.serving.router import ModelRouter
 
 OPENAI_PREFIX = "/v1/"
@@ -66,21 +66,20 @@ class OpenAIRouter:
         declared = declared_length(scope)
         if declared is not None and declared > self._max_body_bytes:
             raise RoutedBodyTooLarge(self._max_body_bytes)
-        with self._held_bodies.holding() as charge:
-            if declared is not None:
-                charge(declared)  # refused before reading when it cannot be held
-            body = await self._read(receive, None if declared is not None else charge)
-            if body is not None:
-                await self._route(scope, receive, send, body)
-
-    async def _read(self, receive: Receive, charge: Charge | None) -> bytes | None:
-        """The whole body (None: the client left), charged part by part when `charge`."""
+        holding = Holding(self._held_bodies)
         try:
-            return await read_body(receive, self._max_body_bytes, charge)
-        except ClientGone:
-            return None
-        except BodyTooLarge:
-            raise RoutedBodyTooLarge(self._max_body_bytes) from None
+            if declared is not None:
+                holding.charge(declared)  # refused before reading when it cannot be held
+            try:
+                charge = None if declared is not None else holding.charge
+                body = await read_body(receive, self._max_body_bytes, charge)
+            except ClientGone:
+                return
+            except BodyTooLarge:
+                raise RoutedBodyTooLarge(self._max_body_bytes) from None
+            await self._route(scope, receive, send, body)
+        finally:
+            holding.release()
 
     async def _route(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
         model = model_of(body)
