@@ -3,6 +3,8 @@ refused with a message that names the field."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +113,24 @@ def test_a_bad_models_file_stops_start_up_with_one_line(
     assert result.returncode == 2
     assert fragment in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_profile_stored_under_an_older_name_rule_is_set_aside_not_fatal(
+    start_server: ServerFactory,
+) -> None:
+    first = start_server()
+    assert first.client.put("/models/good", json={"model": "org/good"}).status_code == 200
+    first.terminate()
+    state = Path(first.env["VLLM_BOOTSTRAP_STATE_DIR"]) / "state.sqlite3"
+    with sqlite3.connect(state) as db:  # what an older version accepted
+        document = json.dumps({"name": "org/./old", "model": "org/old"})
+        db.execute(
+            "INSERT INTO model_profiles (name, document, source) VALUES (?, ?, 'api')",
+            ("org/./old", document),
+        )
+    second = start_server(env=first.env)
+    assert [profile["name"] for profile in second.client.get("/models").json()] == ["good"]
+    assert "model profile 'org/./old' in" in second.output()
+    assert "is not valid any more and is not served" in second.output()
+    with sqlite3.connect(state) as db:
+        assert db.execute("SELECT count(*) FROM model_profiles").fetchone()[0] == 2

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from pathlib import Path
 
+from vllm_bootstrap.log_text import escaped
 from vllm_bootstrap.models.profile import ModelProfile
 from vllm_bootstrap.sqlite import Transaction, open_private
+
+logger = logging.getLogger("vllm_bootstrap.models")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS model_profiles (
@@ -60,8 +64,23 @@ class ProfileStore:
         return [self._cache[name] for name in sorted(self._cache)]
 
     def _load_all(self) -> list[ModelProfile]:
-        rows = self._db.execute("SELECT document FROM model_profiles ORDER BY name").fetchall()
-        return [ModelProfile.model_validate(json.loads(row["document"])) for row in rows]
+        """Every stored profile that today's rules accept. One stored under an older, looser
+        rule (a name with an empty or '..' segment, say) is left in the database, not served,
+        and named in the log: refusing to start would make DELETE unreachable."""
+        rows = self._db.execute("SELECT name, document FROM model_profiles ORDER BY name")
+        profiles = []
+        for row in rows.fetchall():
+            try:
+                profiles.append(ModelProfile.model_validate(json.loads(row["document"])))
+            except (ValueError, RecursionError) as exc:  # pydantic's ValidationError included
+                logger.warning(
+                    "model profile %s in %s is not valid any more and is not served (%s): "
+                    "DELETE /models/<name> removes it; PUT it again under a valid name",
+                    escaped(repr(row["name"])),
+                    self.path,
+                    escaped(_first_line(exc)),
+                )
+        return profiles
 
     def _write(self, statement: str, params: tuple) -> None:
         try:
@@ -72,3 +91,9 @@ class ProfileStore:
 
     def _failure(self, exc: sqlite3.Error) -> str:
         return f"the state database {self.path} could not be written ({exc})"
+
+
+def _first_line(exc: Exception) -> str:
+    """pydantic's errors run to many lines; the first problem says enough for a log line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines[1:3]) if len(lines) > 1 else (lines[0] if lines else type(exc).__name__)
