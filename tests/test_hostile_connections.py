@@ -87,6 +87,56 @@ def test_a_request_after_a_refused_head_on_the_same_write_is_never_served(
     assert answer.count(b"HTTP/1.1 ") == 1  # nothing after the refusal, not even a 400
 
 
+@pytest.mark.parametrize(
+    "padding",
+    [
+        b"X-A:" + b" " * 120_000 + b"a\r\n",  # whitespace the parser drops
+        b"".join(b"X-%d:%s a\r\n" % (index, b" " * 1000) for index in range(100)),
+        b"\r\n" * 40_000,  # blank lines before the request line are part of the head
+    ],
+)
+def test_a_head_padded_with_what_the_parser_drops_is_measured_too(
+    server: Server, padding: bytes
+) -> None:
+    if padding.startswith(b"\r\n"):
+        request = padding + b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    else:
+        request = b"GET /health HTTP/1.1\r\nHost: localhost\r\n" + padding + b"\r\n"
+    answer = raw_exchange(server, request)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+
+
+def test_a_refused_head_is_answered_after_the_requests_before_it(server: Server) -> None:
+    assert server.client.put("/models/doomed", json={"model": "org/doomed"}).status_code == 200
+    earlier = b"DELETE /models/doomed HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    oversized = b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Pad: " + b"a" * 70_000
+    answer = raw_exchange(server, earlier + oversized + b"\r\n\r\n")
+    # The DELETE ran and its client reads its own answer, then the refusal of the next head.
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+    assert b'"deleted":true' in answer
+    assert answer.count(b"HTTP/1.1 ") == 2
+    assert b"HTTP/1.1 431 " in answer
+    assert server.client.get("/models/doomed").status_code == 404
+
+
+def test_blank_lines_trickled_between_requests_are_cut_off_like_a_slow_head(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(VLLM_BOOTSTRAP_HEAD_TIMEOUT_SECONDS="1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert read_response(sock).startswith(b"HTTP/1.1 200 ")
+        sock.settimeout(0.3)
+        deadline = time.monotonic() + 8  # uvicorn's keep-alive (5 s) restarts on every byte
+        answer = b""
+        while not answer and time.monotonic() < deadline:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(b"\r\n")
+            with contextlib.suppress(TimeoutError):
+                answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+
+
 def test_a_head_just_under_the_limit_is_served(start_server: ServerFactory) -> None:
     server = start_server()
     request = b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Pad: " + b"a" * 60_000 + b"\r\n\r\n"

@@ -6,11 +6,14 @@ connection that never finishes its head held a file descriptor for good. This pr
 uvicorn's own, with two limits on the request head (the request line and headers):
 
 - over `max_head_bytes` it answers 431 and closes the connection, so a head costs at most
-  the limit (plus one socket read) in memory and parsing. The size is counted twice: the
-  bytes received while a head is incomplete (a head arriving in many reads is cut off as
-  soon as it passes the limit), and the parsed request line and header fields once the head
-  is complete (a head that arrives in one read never looks incomplete; it is refused before
-  any route runs);
+  the limit (plus one socket read) in memory and parsing, however it arrives: a large read
+  is parsed in slices of HEAD_SLICE_BYTES with the bytes counted between them, so a head
+  that arrives whole in one read (and never looks incomplete) is measured too, within one
+  slice; the parsed request line and fields are counted as well;
+- the next head on a kept-alive connection is held to the same limits from its first byte
+  (blank lines between requests included, which the parser does not report); its refusal
+  waits until the responses to the requests before it are sent, so a client never takes
+  the 431 for an earlier request's answer;
 - a head not complete `head_timeout_seconds` after the connection opened, or after the
   previous response, gets 408 and the connection is closed;
 - a request body that stops arriving for `body_idle_seconds` gets 408 (or, once the response
@@ -29,6 +32,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from vllm_bootstrap.config import Settings
 
+# A read larger than this, outside a body, is parsed a slice at a time, so that a head that
+# arrives whole in one read is measured (to within a slice) before any route runs.
+HEAD_SLICE_BYTES = 8 * 1024
+
 
 class HeadGuardProtocol(HttpToolsProtocol):
     max_head_bytes = 64 * 1024
@@ -42,19 +49,21 @@ class HeadGuardProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._head_bytes = 0  # bytes received since the last complete head, outside bodies
+        self._head_bytes = 0  # bytes received for the current head (outside bodies)
+        self._slice_bytes = 0  # of those, the ones the parser is reading right now
         self._parsed_head_bytes = 0  # the current head's request line and fields, as parsed
-        self._refused = False  # answered 431 or 408: whatever the parser still finds is dropped
-        self._reading_head = True
+        self._reading_head = True  # from a head's first byte until it is complete
         self._head_timer: asyncio.TimerHandle | None = None
         self._reading_body = False
         self._body_timer: asyncio.TimerHandle | None = None
+        self._refused = False  # whatever the parser still finds is dropped
+        self._deferred_refusal: bytes | None = None  # sent once earlier responses are
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.pending) >= self.max_pending_heads:
             oldest = next(iter(self.pending))
-            oldest._refuse(408, "too many connections are sending their request head at once")
+            oldest._refuse_head(408, "too many connections are sending their request head at once")
             self.pending.pop(oldest, None)
         self.pending[self] = None
         self._arm_head_timer()  # a connection that never sends a byte is timed out too
@@ -68,15 +77,30 @@ class HeadGuardProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
+        if self._reading_body or len(data) <= HEAD_SLICE_BYTES:
+            self._receive(data)
+            return
+        for start in range(0, len(data), HEAD_SLICE_BYTES):
+            self._receive(data[start : start + HEAD_SLICE_BYTES])
+            if self._refused or self.transport.get_protocol() is not self:  # or upgraded
+                return
+
+    def _receive(self, data: bytes) -> None:
         if not self._reading_body:
+            # A head (or the blank lines before one) is arriving.
+            self._reading_head = True
             self._head_bytes += len(data)
+            self._slice_bytes = len(data)
         super().data_received(data)
+        if self._refused:
+            return
         if self._reading_head:
             if self._head_bytes > self.max_head_bytes:
-                self._refuse(431, f"request line and headers over {self.max_head_bytes} bytes")
+                self._refuse_head(431, f"request line and headers over {self.max_head_bytes} bytes")
             elif self._head_timer is None:
                 # Armed only when a head is still incomplete after a read: a request whose
                 # head comes in one piece (nearly all) never costs a timer.
+                self.pending[self] = None
                 self._arm_head_timer()
         elif self._reading_body:
             self._stop_body_timer()
@@ -98,9 +122,10 @@ class HeadGuardProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         if self._refused:
             return
-        if self._parsed_head_bytes > self.max_head_bytes:
-            # The whole head came in one read: the byte count above never saw it incomplete.
-            self._refuse(431, f"request line and headers over {self.max_head_bytes} bytes")
+        # Bytes before the slice being parsed all belong to this head; of the slice, the
+        # parser has read an unknown part: the parsed size stands in for it.
+        if max(self._head_bytes - self._slice_bytes, self._parsed_head_bytes) > self.max_head_bytes:
+            self._refuse_head(431, f"request line and headers over {self.max_head_bytes} bytes")
             return
         self._reading_head = False
         self._reading_body = True  # until the message is complete, at once for a GET
@@ -117,8 +142,15 @@ class HeadGuardProtocol(HttpToolsProtocol):
         if self._refused:
             return
         self._reading_body = False
+        self._reading_head = False  # until the next head's first byte arrives
+        self._head_bytes = 0
         self._stop_body_timer()
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # starts the next pipelined request, if any
+        if self._deferred_refusal is not None and not self._responding() and not self.pipeline:
+            self._send_and_close(self._deferred_refusal)
 
     def _arm_head_timer(self) -> None:
         self._stop_head_timer()
@@ -143,35 +175,52 @@ class HeadGuardProtocol(HttpToolsProtocol):
             # generation): its time starts once that response is done.
             self._arm_head_timer()
             return
-        self._refuse(408, f"request head not complete within {self.head_timeout_seconds:g} s")
+        self._refuse_head(408, f"request head not complete within {self.head_timeout_seconds:g} s")
 
     def _body_stalled(self) -> None:
         self._body_timer = None
-        if self._reading_body:
-            self._refuse(408, f"no request body bytes for {self.body_idle_seconds:g} s")
+        if not self._reading_body or self.transport.is_closing():
+            return
+        self._refused = True
+        if self._responding() and self.cycle.response_started:
+            # Writing a status line into a response under way would corrupt it; the cut
+            # says enough.
+            self.transport.close()
+            return
+        self._send_and_close(
+            _refusal(408, f"no request body bytes for {self.body_idle_seconds:g} s")
+        )
 
     def _responding(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete
 
-    def _refuse(self, status: int, message: str) -> None:
-        """Answer `status` and close; with a response under way, close only (writing a status
-        line into its body would corrupt it, and the cut says enough)."""
-        if self.transport.is_closing():
+    def _refuse_head(self, status: int, message: str) -> None:
+        """Refuse the head being read: nothing more is read, and the answer goes out (and
+        the connection closes) once the responses to earlier requests are sent."""
+        if self._refused or self.transport.is_closing():
             return
         self._refused = True
-        if self._responding() and self.cycle.response_started:
-            self.transport.close()
+        self._stop_head_timer()
+        self.pending.pop(self, None)
+        answer = _refusal(status, message)
+        if self._responding() or self.pipeline:
+            self._deferred_refusal = answer
             return
-        reason = {
-            408: b"Request Timeout",
-            431: b"Request Header Fields Too Large",
-        }[status]
-        body = message.encode()
-        self.transport.write(
-            b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (status, reason, len(body), body)
-        )
-        self.transport.close()
+        self._send_and_close(answer)
+
+    def _send_and_close(self, answer: bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(answer)
+            self.transport.close()
+
+
+def _refusal(status: int, message: str) -> bytes:
+    reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
+    body = message.encode()
+    return (
+        b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (status, reason, len(body), body)
+    )
 
 
 def head_guard_protocol(settings: Settings) -> type[HeadGuardProtocol]:
