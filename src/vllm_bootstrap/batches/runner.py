@@ -26,7 +26,7 @@ from vllm_bootstrap.batches.lanes import PAGE_ROWS, Lanes
 from vllm_bootstrap.batches.record import Batch, BatchStatus, InvalidTransition
 from vllm_bootstrap.batches.requests import RequestSender, error_outcome, request_id
 from vllm_bootstrap.batches.results import ResultsUnwritable, ResultWriter
-from vllm_bootstrap.batches.store import BatchStore, until_written
+from vllm_bootstrap.batches.store import BatchStore, clear_requests, until_written
 from vllm_bootstrap.batches.validation import validate
 
 logger = logging.getLogger("vllm_bootstrap.batches")
@@ -114,7 +114,7 @@ class BatchRun:
         if input_file is None:
             await self._fail("file_not_found", f"input file {self.batch.input_file_id} is gone")
             return
-        await self._write(lambda: self._store.clear_requests(self.batch.id))  # one cut off
+        await clear_requests(self._store, self.batch.id)  # of a validation cut off
         result = await validate(
             self._store,
             self.batch.id,
@@ -166,7 +166,7 @@ class BatchRun:
         """Cancelled or expired: every request without a result gets an error line, so
         each custom_id is in exactly one of the two files, then the files are delivered."""
         if self.batch.total == 0:  # stopped before validation finished
-            await self._write(lambda: self._store.clear_requests(self.batch.id))
+            await clear_requests(self._store, self.batch.id)
         writer = ResultWriter(self._store, self.batch, self._folder(), self._context.on_outcome)
         code = "batch_cancelled" if status is BatchStatus.CANCELLED else "batch_expired"
         message = f"the batch was {status.value} before this request finished"

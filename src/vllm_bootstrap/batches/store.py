@@ -79,6 +79,23 @@ async def until_written(write: Callable[[], T], batch_id: str) -> T:
         await asyncio.sleep(WRITE_RETRY_SECONDS)
 
 
+# Rows deleted per transaction when a batch's rows are cleared: a million at once held the
+# event loop for about a second; a page takes a few milliseconds.
+CLEAR_PAGE_ROWS = 5000
+
+
+async def clear_requests(store: BatchStore, batch_id: str) -> None:
+    """Every request row of the batch deleted, a page at a time with the event loop's turn
+    in between (and each page tried again while the database is locked or full)."""
+    while True:
+        deleted = await until_written(
+            lambda: store.clear_some_requests(batch_id, CLEAR_PAGE_ROWS), batch_id
+        )
+        if deleted < CLEAR_PAGE_ROWS:
+            return
+        await asyncio.sleep(0)
+
+
 @dataclass(frozen=True)
 class FileRecord:
     id: str
@@ -237,8 +254,18 @@ class BatchStore:
             raise BatchWriteFailed(self._failure(exc)) from None
         return repeats
 
-    def clear_requests(self, batch_id: str) -> None:
-        self._write("DELETE FROM batch_requests WHERE batch_id = ?", (batch_id,))
+    def clear_some_requests(self, batch_id: str, limit: int) -> int:
+        """Delete up to `limit` of the batch's request rows; how many went."""
+        try:
+            with Transaction(self._db):
+                cursor = self._db.execute(
+                    "DELETE FROM batch_requests WHERE batch_id = ? AND line IN "
+                    "(SELECT line FROM batch_requests WHERE batch_id = ? LIMIT ?)",
+                    (batch_id, batch_id, limit),
+                )
+        except sqlite3.Error as exc:
+            raise BatchWriteFailed(self._failure(exc)) from None
+        return cursor.rowcount
 
     def pending_models(self, batch_id: str) -> list[str]:
         rows = self._db.execute(

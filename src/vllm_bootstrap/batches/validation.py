@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from vllm_bootstrap.batches.jsonl import InvalidLine, parse_line
-from vllm_bootstrap.batches.store import BatchStore, RequestRow, until_written
+from vllm_bootstrap.batches.store import BatchStore, RequestRow, clear_requests, until_written
 
 MAX_ERRORS = 100
 ROWS_PER_CHUNK = 1000
@@ -78,7 +78,7 @@ async def validate(
     if result.total == 0 and not result.errors:
         result.fail(1, "empty_file", "the input file has no request lines")
     if result.errors:
-        await until_written(lambda: store.clear_requests(batch_id), batch_id)
+        await clear_requests(store, batch_id)
     return result
 
 
