@@ -27,11 +27,12 @@ class RoutedBodyTooLarge(ServingError):
 
 
 class BodiesOverLimit(ServingError):
-    def __init__(self, limit: int, held: int) -> None:
+    # What other clients hold is theirs to know: the message gives the limit only.
+    def __init__(self, limit: int) -> None:
         super().__init__(
-            f"the server already holds {held} bytes of /v1 request bodies (waiting for a "
-            f"model to load, or for vLLM's answer), and this one would pass the limit of "
-            f"{limit} (VLLM_BOOTSTRAP_MAX_HELD_BODY_BYTES): retry shortly"
+            f"the /v1 request bodies the server holds (waiting for a model to load, or for "
+            f"vLLM's answer) would pass {limit} bytes with this one "
+            "(VLLM_BOOTSTRAP_MAX_HELD_BODY_BYTES): retry shortly"
         )
 
 

@@ -33,7 +33,7 @@ class Holding:
     def charge(self, size: int) -> None:
         bodies = self._bodies
         if bodies.total + size > bodies.limit:
-            raise BodiesOverLimit(bodies.limit, bodies.total)
+            raise BodiesOverLimit(bodies.limit)
         bodies.total += size
         self._held += size
 
