@@ -1,13 +1,13 @@
 """Assembling the server: every object is built here, whole; the lifespan starts and stops.
 
-request -> [HostCheck] -> CrossSiteGuard -> AccessKeyMiddleware -> ServingDispatcher
+request -> CrossSiteGuard -> AccessKeyMiddleware (or HostCheck) -> ServingDispatcher
              /proxy/{id}/... -> ErrorEdge -> LaunchProxy  --+--> Forwarder -> UpstreamPool
              /v1/...         -> ErrorEdge -> OpenAIRouter --+    |  (feeds the UsageLedger)
                   (a profile no launch serves: models/ loads it, evicting if it must)
              /v1/files, /v1/batches -> AccessLog -> batch API (batch lines go through the
                                        same router and forwarder)
              anything else   -> AccessLog -> BodySizeLimit -> FastAPI routes
-[HostCheck]: only without an access key (api/host_check.py).
+Without an access key, HostCheck takes the key's place (api/host_check.py).
 """
 
 from __future__ import annotations
@@ -162,13 +162,17 @@ def create_app(settings: Settings) -> ASGIApp:
         ),
         batches=AccessLog(batch_api(services)),
     )
-    guarded = CrossSiteGuard(AccessKeyMiddleware(dispatcher, settings.access_key))
+    return CrossSiteGuard(_who_may_enter(dispatcher, settings))
+
+
+def _who_may_enter(app: ASGIApp, settings: Settings) -> ASGIApp:
+    """With a key, whoever presents it; without one, requests naming this machine."""
     if settings.access_key:
-        return guarded
+        return AccessKeyMiddleware(app, settings.access_key)
     allowed = AllowedHosts.for_server(
         settings.host, settings.port, settings.allowed_hosts, settings.runpod_pod_id
     )
-    return HostCheck(guarded, allowed)
+    return HostCheck(app, allowed)
 
 
 def _batch_service(

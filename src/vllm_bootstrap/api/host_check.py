@@ -44,7 +44,7 @@ class AllowedHosts:
         self.any = _ANY in listed
         self._suffixes = tuple(name for name in listed if name.startswith("."))
         self._names = frozenset(name for name in listed if not name.startswith("."))
-        self._verdicts: dict[str, bool] = {}
+        self._verdicts: dict[bytes, bool] = {}
 
     @classmethod
     def for_server(
@@ -55,12 +55,12 @@ class AllowedHosts:
             names.append(f"{runpod_pod_id}-{port}.proxy.runpod.net")
         return cls(names)
 
-    def allows(self, host: str) -> bool:
+    def allows(self, host: bytes) -> bool:
         verdict = self._verdicts.get(host)
         if verdict is None:
             if len(self._verdicts) >= _REMEMBERED_VERDICTS:
                 self._verdicts.clear()
-            verdict = self._verdicts[host] = self._judge(host)
+            verdict = self._verdicts[host] = self._judge(host.decode("latin-1"))
         return verdict
 
     def _judge(self, host: str) -> bool:
@@ -115,11 +115,12 @@ class HostCheck:
         if host is None or self._allowed.allows(host):
             await self.app(scope, receive, send)
             return
-        self._note(host)
+        shown = host.decode("latin-1")
+        self._note(shown)
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        await send_error(send, scope, _refusal(host))
+        await send_error(send, scope, _refusal(shown))
 
     def _note(self, host: str) -> None:
         """One log line at most every REFUSAL_LOG_SECONDS, with the count since."""
@@ -137,10 +138,10 @@ class HostCheck:
         self._unlogged = 0
 
 
-def _host_header(scope: Scope) -> str | None:
+def _host_header(scope: Scope) -> bytes | None:
     for name, value in scope["headers"]:
         if name == b"host":
-            return value.decode("latin-1")
+            return value
     return None
 
 
