@@ -34,12 +34,18 @@ def client_for(server: Server) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
 
 
-def submit(client: openai.OpenAI, content: bytes, endpoint: str = "/v1/chat/completions") -> Batch:
+def submit(
+    client: openai.OpenAI,
+    content: bytes,
+    endpoint: str = "/v1/chat/completions",
+    metadata: dict[str, str] | None = None,
+) -> Batch:
     uploaded = client.files.create(file=("input.jsonl", content), purpose="batch")
     return client.batches.create(
         input_file_id=uploaded.id,
         endpoint=endpoint,  # type: ignore[arg-type]
         completion_window="24h",
+        metadata=metadata,
     )
 
 

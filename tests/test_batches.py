@@ -146,6 +146,46 @@ def test_dropped_connections_are_retried_then_reported(start_server: ServerFacto
     assert standin_stats(server, launch["launch_id"])["prompts"] == {'"x"': 5}
 
 
+def test_a_line_without_an_answer_is_sent_again_then_reported_as_timed_out(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(VLLM_BOOTSTRAP_BATCH_REQUEST_TIMEOUT_SECONDS="0.5")
+    launch = server.launch_ready(model="org/wedged", gpu_ids=[0])
+    client = client_for(server)
+    lines = [chat_line("a", "org/wedged"), chat_line("b", "org/wedged")]
+    done = wait_for_batch(client, submit(client, jsonl(lines)).id)
+    assert done.status == "completed"
+    errors = result_lines(client, done.error_file_id)
+    assert sorted(error["custom_id"] for error in errors) == ["a", "b"]
+    for error in errors:
+        assert error["error"]["code"] == "request_timeout"
+        assert "no answer within 0.5 s, twice" in error["error"]["message"]
+    stats = standin_stats(server, launch["launch_id"])
+    assert stats["prompts"] == {'"a"': 2, '"b"': 2}  # sent once more, not five times
+    eventually(lambda: standin_stats(server, launch["launch_id"])["aborted"] == 4)
+
+
+def test_a_batch_sets_its_own_request_timeout_in_its_metadata(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server()  # the default timeout is ten minutes
+    server.launch_ready(model="org/wedged", gpu_ids=[0])
+    client = client_for(server)
+    urgent = {"request_timeout_seconds": "0.3"}
+    done = wait_for_batch(
+        client, submit(client, jsonl([chat_line("a", "org/wedged")]), metadata=urgent).id
+    )
+    assert done.status == "completed"
+    [error] = result_lines(client, done.error_file_id)
+    assert "no answer within 0.3 s" in error["error"]["message"]
+    with pytest.raises(openai.BadRequestError, match="request_timeout_seconds must be a number"):
+        submit(
+            client,
+            jsonl([chat_line("b", "org/wedged")]),
+            metadata={"request_timeout_seconds": "soon"},
+        )
+
+
 def test_each_launch_is_kept_at_its_in_flight_limit(start_server: ServerFactory) -> None:
     server = start_server(VLLM_BATCH_IN_FLIGHT_PER_LAUNCH="12", FAKE_VLLM_LATENCY_SECONDS="0.3")
     replicas = [server.launch_ready(model="org/alpha", gpu_ids=[gpu]) for gpu in (0, 1)]

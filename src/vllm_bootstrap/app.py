@@ -188,6 +188,7 @@ def _batch_service(
         folder=settings.state_dir / "batches",
         model_wait_seconds=settings.batch_model_wait_seconds,
         max_line_bytes=settings.max_routed_body_bytes,
+        request_timeout_seconds=settings.batch_request_timeout_seconds,
     )
     sender = RequestSender(router, forwarder)
     return Batches(

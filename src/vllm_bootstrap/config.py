@@ -186,6 +186,11 @@ class Settings:
     batch_model_wait_seconds: Annotated[float, Env("VLLM_BATCH_MODEL_WAIT_SECONDS", _seconds)] = (
         600.0
     )
+    # A batch line without an answer this long is sent once more, then failed with that
+    # reason (a vLLM that is wedged but alive would otherwise hold it until the batch expires).
+    batch_request_timeout_seconds: Annotated[
+        float, Env("VLLM_BOOTSTRAP_BATCH_REQUEST_TIMEOUT_SECONDS", _seconds)
+    ] = 600.0
     batch_in_flight_per_launch: Annotated[int, Env("VLLM_BATCH_IN_FLIGHT_PER_LAUNCH", _count)] = 512
     # Model profiles declared in a file (YAML or JSON), read at start-up.
     models_file: Annotated[Path | None, Env("VLLM_BOOTSTRAP_MODELS_FILE", _path)] = None

@@ -43,6 +43,7 @@ class Lanes:
         writer: ResultWriter,
         input_fd: int,
         model_wait_seconds: float,
+        request_timeout_seconds: float,
     ) -> None:
         self._batch = batch
         self._store = store
@@ -51,6 +52,7 @@ class Lanes:
         self._writer = writer
         self._input_fd = input_fd
         self._model_wait = model_wait_seconds
+        self._request_timeout = request_timeout_seconds
 
     async def run(self) -> None:
         """Send every pending request of the batch; returns when each has an outcome.
@@ -139,12 +141,16 @@ class Lanes:
                 body,
                 this_id,
                 final=attempts >= ATTEMPTS - 1,
+                timeout=self._request_timeout,
             )
             slot.release_if_held()
             if isinstance(outcome, Outcome):
                 return outcome
             attempts += outcome.counts
-            await asyncio.sleep(backoff(attempts) if outcome.counts else 0.05)
+            delay = backoff(attempts) if outcome.counts else 0.05
+            if outcome.last_chance:
+                attempts = max(attempts, ATTEMPTS - 1)
+            await asyncio.sleep(delay)
             try:
                 await slot.take_again()
             except ModelMissing:

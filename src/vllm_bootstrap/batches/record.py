@@ -58,6 +58,27 @@ class InvalidTransition(RuntimeError):
     pass
 
 
+# A batch's own request timeout, in its metadata (OpenAI's batches take no such field).
+REQUEST_TIMEOUT_KEY = "request_timeout_seconds"
+MAX_REQUEST_TIMEOUT_SECONDS = 86_400.0
+
+
+def parse_request_timeout(raw: str) -> float | None:
+    """The metadata's timeout in seconds, or None when it is not one."""
+    try:
+        seconds = float(raw)
+    except ValueError:
+        return None
+    return seconds if 0 < seconds <= MAX_REQUEST_TIMEOUT_SECONDS else None
+
+
+def request_timeout(batch: Batch, default: float) -> float:
+    """How long each of the batch's requests may wait for its answer."""
+    raw = (batch.metadata or {}).get(REQUEST_TIMEOUT_KEY)
+    seconds = parse_request_timeout(raw) if raw is not None else None
+    return seconds if seconds is not None else default
+
+
 @dataclass
 class Batch:
     id: str

@@ -4,11 +4,14 @@ A request goes to a ready launch of its model through the same router as /v1 (so
 least busy replica gets it) and is sent by the same forwarder, which counts it in the usage
 ledger (so interactive traffic and idle clocks see the batch's load). Failures that
 say nothing about the request itself (connection refused or reset, 429, 502, 503, 504, or
-no ready launch for a moment) are retried with backoff; any other answer is final.
+no ready launch for a moment) are retried with backoff; any other answer is final. A request
+that gets no answer within the batch's request timeout is cut off (closing its connection
+makes vLLM drop it) and sent once more; a second timeout is its final outcome.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from dataclasses import dataclass
@@ -40,6 +43,7 @@ class Retry:
     code: str
     message: str
     counts: bool = True
+    last_chance: bool = False  # the next attempt is the final one (after a timeout)
 
 
 class _TooLarge(Exception):
@@ -52,19 +56,34 @@ class RequestSender:
         self._forwarder = forwarder
 
     async def attempt(
-        self, custom_id: str, model: str, url: str, body: bytes, request_id: str, final: bool
+        self,
+        custom_id: str,
+        model: str,
+        url: str,
+        body: bytes,
+        request_id: str,
+        final: bool,
+        timeout: float,
     ) -> Outcome | Retry:
-        """Send once. A retryable answer is final when `final` (the last attempt)."""
+        """Send once, waiting at most `timeout` seconds for the whole answer. A retryable
+        answer is final when `final` (the last attempt)."""
         try:
             launch = self._router.choose(model)
         except (UnknownModel, NoReadyReplica):
             return Retry("model_not_found", f"no ready launch serves {model!r}", counts=False)
         headers = [*_JSON_HEADERS, (b"x-request-id", request_id.encode())]
         try:
-            async with self._forwarder.request(
-                launch, "batch", model, url.encode(), headers, body
-            ) as response:
-                status, payload = response.status, await _read_capped(response)
+            async with asyncio.timeout(timeout):
+                async with self._forwarder.request(
+                    launch, "batch", model, url.encode(), headers, body
+                ) as response:
+                    status, payload = response.status, await _read_capped(response)
+        except TimeoutError:
+            message = f"launch {launch.launch_id} gave no answer within {timeout:g} s"
+            if final:
+                message = f"{message}, twice (the batch's request timeout)"
+                return error_outcome(request_id, custom_id, "request_timeout", message)
+            return Retry("request_timeout", message, last_chance=True)
         except UpstreamError as exc:
             message = f"launch {launch.launch_id} did not answer: {exc}"
             if final:

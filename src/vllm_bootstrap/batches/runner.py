@@ -23,7 +23,7 @@ from typing import Any
 from vllm_bootstrap.batches.files import FileDirectory
 from vllm_bootstrap.batches.gates import ModelGates
 from vllm_bootstrap.batches.lanes import PAGE_ROWS, Lanes
-from vllm_bootstrap.batches.record import Batch, BatchStatus, InvalidTransition
+from vllm_bootstrap.batches.record import Batch, BatchStatus, InvalidTransition, request_timeout
 from vllm_bootstrap.batches.requests import RequestSender, error_outcome, request_id
 from vllm_bootstrap.batches.results import ResultsUnwritable, ResultWriter
 from vllm_bootstrap.batches.store import BatchStore, clear_requests, until_written
@@ -37,6 +37,7 @@ class RunSettings:
     folder: Path  # where batches write their output and error files
     model_wait_seconds: float
     max_line_bytes: int
+    request_timeout_seconds: float = 600.0  # unless the batch's metadata says otherwise
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,7 @@ class BatchRun:
             writer,
             input_fd,
             self._settings.model_wait_seconds,
+            request_timeout(self.batch, self._settings.request_timeout_seconds),
         )
         expiry = asyncio.get_running_loop().call_later(
             max(0.0, self.batch.expires_at - time.time()), self.stop, BatchStatus.EXPIRED

@@ -13,7 +13,14 @@ import secrets
 import time
 from typing import Any
 
-from vllm_bootstrap.batches.record import COMPLETION_WINDOWS, Batch, BatchStatus
+from vllm_bootstrap.batches.record import (
+    COMPLETION_WINDOWS,
+    MAX_REQUEST_TIMEOUT_SECONDS,
+    REQUEST_TIMEOUT_KEY,
+    Batch,
+    BatchStatus,
+    parse_request_timeout,
+)
 from vllm_bootstrap.batches.runner import BatchRun, RunContext
 from vllm_bootstrap.batches.store import BatchWriteFailed, Page
 
@@ -177,5 +184,12 @@ def _check(endpoint: str, completion_window: str, metadata: dict[str, Any] | Non
         raise BatchRefused(
             f"metadata: at most {MAX_METADATA_PAIRS} string pairs, keys up to 64 characters, "
             "values up to 512",
+            "metadata",
+        )
+    timeout = metadata.get(REQUEST_TIMEOUT_KEY)
+    if timeout is not None and parse_request_timeout(timeout) is None:
+        raise BatchRefused(
+            f"metadata.{REQUEST_TIMEOUT_KEY} must be a number of seconds above 0 and at most "
+            f'{MAX_REQUEST_TIMEOUT_SECONDS:g}, as a string ("120"), got {timeout[:40]!r}',
             "metadata",
         )

@@ -33,8 +33,10 @@ FAKE_VLLM_TOKEN_DELAY_SECONDS spaces streamed tokens out; FAKE_VLLM_LATENCY_SECO
 every non-streaming answer take that long (given up when the client goes, as vLLM aborts);
 GET /debug/stats says how many requests ran at once at most, finished, and were aborted,
 and how often each prompt was seen (a prompt is the request's last message or its prompt);
-a model named "flaky..." answers 503 to the first two tries of each X-Request-Id, and one
-named "resets..." drops the connection of every inference request unanswered.
+a model named "flaky..." answers 503 to the first two tries of each X-Request-Id, one
+named "resets..." drops the connection of every inference request unanswered, and one
+named "wedged..." takes every non-streaming inference request and never answers it (until
+the client goes: then it counts it as aborted, as vLLM aborts).
 """
 
 from __future__ import annotations
@@ -289,6 +291,8 @@ class StandinServer:
         went away."""
         steps = [self.latency] if self.latency else []
         steps += [self.token_delay] * token_count if self.token_delay else []
+        if "wedged" in self.model:  # alive and accepting, never answering
+            steps = [365 * 86_400.0]
         self.running += 1
         self.peak_running = max(self.peak_running, self.running)
         try:
