@@ -72,6 +72,7 @@ def standin_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
         FAKE_VLLM_LOAD_SECONDS="0.5",
         VLLM_BOOTSTRAP_EVICTION_GRACE_SECONDS=EVICTION_GRACE_SECONDS,
         VLLM_BOOTSTRAP_IDLE_CHECK_SECONDS=IDLE_CHECK_SECONDS,
+        VLLM_BOOTSTRAP_FILE_EXPIRY_CHECK_SECONDS=IDLE_CHECK_SECONDS,
         FAKE_GPU_COUNT="2",
     )
     env.update(overrides)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from vllm_bootstrap.batches.store import (
     CLEAR_PAGE_ROWS,
     BatchStore,
+    FileRecord,
     RequestRow,
     clear_requests,
 )
@@ -37,3 +39,29 @@ async def test_clearing_a_batchs_rows_gives_the_event_loop_turns_between_pages(
     assert store.pending("batch_a", None, 0, 10) == []
     assert len(store.pending("batch_b", None, 0, 10)) == 5
     store.close()
+
+
+def test_a_version_1_database_gains_file_expiry_and_keeps_its_files(tmp_path: Path) -> None:
+    path = tmp_path / "batches.sqlite3"
+    with sqlite3.connect(path) as db:  # the files table as version 1 had it
+        db.execute(
+            "CREATE TABLE files (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL "
+            "UNIQUE, purpose TEXT NOT NULL, filename TEXT NOT NULL, bytes INTEGER NOT NULL, "
+            "created_at INTEGER NOT NULL, path TEXT NOT NULL)"
+        )
+        db.execute(
+            "INSERT INTO files (id, purpose, filename, bytes, created_at, path) "
+            "VALUES ('file-old', 'batch', 'in.jsonl', 3, 100, '/nowhere')"
+        )
+        db.execute("PRAGMA user_version = 1")
+    store = BatchStore(path)
+    old = store.file("file-old")
+    assert old is not None
+    assert (old.expires_at, old.expired_at) == (None, None)
+    store.add_file(FileRecord("file-new", "batch", "b.jsonl", 3, 100, tmp_path / "b", 101))
+    assert [record.id for record in store.files_due(200, 10)] == ["file-new"]
+    store.mark_expired("file-new", 200)
+    assert store.files_due(200, 10) == []
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2

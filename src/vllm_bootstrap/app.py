@@ -42,6 +42,7 @@ from vllm_bootstrap.batches import (
     Batches,
     BatchStore,
     FileDirectory,
+    FileExpiry,
     ModelGates,
     RequestSender,
     RunContext,
@@ -113,6 +114,7 @@ def create_app(settings: Settings) -> ASGIApp:
         files=files,
     )
     idle_watch = IdleWatch(swapper)
+    file_expiry = FileExpiry(files, settings.file_expiry_check_seconds)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -122,9 +124,11 @@ def create_app(settings: Settings) -> ASGIApp:
         idle_watch.start()
         swapper.start()
         batches.resume()
+        file_expiry.start()
         try:
             yield
         finally:
+            await file_expiry.stop()
             await batches.shutdown()
             await idle_watch.stop()
             await swapper.close()  # no load may start a launch once the supervisor stops them
@@ -189,6 +193,11 @@ def _batch_service(
         model_wait_seconds=settings.batch_model_wait_seconds,
         max_line_bytes=settings.max_routed_body_bytes,
         request_timeout_seconds=settings.batch_request_timeout_seconds,
+        output_retention_seconds=(
+            int(settings.batch_output_retention_seconds)
+            if settings.batch_output_retention_seconds is not None
+            else None
+        ),
     )
     sender = RequestSender(router, forwarder)
     return Batches(

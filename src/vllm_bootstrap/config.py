@@ -191,6 +191,14 @@ class Settings:
     batch_request_timeout_seconds: Annotated[
         float, Env("VLLM_BOOTSTRAP_BATCH_REQUEST_TIMEOUT_SECONDS", _seconds)
     ] = 600.0
+    # Output and error files of batches that set no output_expires_after: kept this long
+    # (unset: until deleted). Expired files' content is looked for this often.
+    batch_output_retention_seconds: Annotated[
+        float | None, Env("VLLM_BOOTSTRAP_BATCH_OUTPUT_RETENTION_SECONDS", _seconds)
+    ] = None
+    file_expiry_check_seconds: Annotated[
+        float, Env("VLLM_BOOTSTRAP_FILE_EXPIRY_CHECK_SECONDS", _seconds)
+    ] = 60.0
     batch_in_flight_per_launch: Annotated[int, Env("VLLM_BATCH_IN_FLIGHT_PER_LAUNCH", _count)] = 512
     # Model profiles declared in a file (YAML or JSON), read at start-up.
     models_file: Annotated[Path | None, Env("VLLM_BOOTSTRAP_MODELS_FILE", _path)] = None

@@ -12,17 +12,27 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, FastAPI, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 
 from vllm_bootstrap.api import errors
 from vllm_bootstrap.api.errors import ApiError
 from vllm_bootstrap.api.services import Services, ServicesDep, provide
 from vllm_bootstrap.asgi import BodyTooLarge, ClientGone, read_body
-from vllm_bootstrap.batches import FileInUse, Page
+from vllm_bootstrap.batches import MAX_EXPIRY_SECONDS, FileExpired, FileInUse, Page
 
 MAX_JSON_BODY_BYTES = 64 * 1024
 router = APIRouter(prefix="/v1")
+
+
+class ExpiresAfter(BaseModel):
+    """OpenAI's expiration policy: `seconds` after the file's creation (OpenAI takes 3600 to
+    2592000; shorter ones are allowed here)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    anchor: Literal["created_at"]
+    seconds: Annotated[int, Field(ge=1, le=MAX_EXPIRY_SECONDS)]
 
 
 class BatchRequest(BaseModel):
@@ -33,6 +43,7 @@ class BatchRequest(BaseModel):
     endpoint: str
     completion_window: str = "24h"
     metadata: dict[str, Any] | None = None
+    output_expires_after: ExpiresAfter | None = None
 
 
 def _listing(page: Page, items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -77,6 +88,8 @@ async def get_file(file_id: str, services: ServicesDep) -> dict[str, Any]:
 @router.get("/files/{file_id}/content")
 async def file_content(file_id: str, services: ServicesDep) -> FileResponse:
     record = _file_or_404(services, file_id)
+    if record.expired_at is not None:
+        raise FileExpired(record)
     if not record.path.is_file():  # deleted from disk by hand
         raise ApiError(404, f"the content of file {file_id} is gone", "file_not_found")
     return FileResponse(record.path, media_type="application/jsonl", filename=record.filename)
@@ -105,8 +118,9 @@ async def create_batch(request: Request, services: ServicesDep) -> dict[str, Any
         raise ApiError(400, "the request was cut off", "invalid_request") from None
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
+    keep = body.output_expires_after.seconds if body.output_expires_after else None
     batch = services.batches.create(
-        body.input_file_id, body.endpoint, body.completion_window, body.metadata
+        body.input_file_id, body.endpoint, body.completion_window, body.metadata, keep
     )
     return batch.to_public()
 

@@ -3,6 +3,11 @@
 A file's bytes live in `<state dir>/files/<id>`; its record in the batch database. An
 upload is written under a temporary name and renamed into place only once complete, so a
 crash mid-upload never leaves a file that looks whole.
+
+A file may expire (OpenAI's `expires_after` on an upload, a batch's `output_expires_after`
+or the server's default retention for output files): once past it, its bytes are deleted
+and its record stays, saying so. The input of a batch that has not ended is kept until it
+has.
 """
 
 from __future__ import annotations
@@ -26,6 +31,18 @@ from vllm_bootstrap.batches.store import BatchStore, FileRecord, Page
 
 UPLOAD_PURPOSES = ("batch",)
 OUTPUT_PURPOSE = "batch_output"
+# OpenAI takes 3600 to 2592000 seconds (30 days); shorter ones are allowed here.
+MAX_EXPIRY_SECONDS = 2_592_000
+EXPIRY_PAGE = 100
+
+
+class FileExpired(LookupError):
+    """The file's content was deleted when it expired."""
+
+    def __init__(self, record: FileRecord) -> None:
+        super().__init__(
+            f"file {record.id} expired at {record.expired_at} and its content was deleted"
+        )
 
 
 class FileInUse(RuntimeError):
@@ -60,13 +77,16 @@ class FileDirectory:
             raise
         try:
             purpose = _check(upload.fields.get("purpose"), upload.filename)
+            keep_seconds = _expires_after(upload.fields)
+            now = int(time.time())
             record = FileRecord(
                 file_id,
                 purpose,
                 upload.filename or "",
                 upload.bytes,
-                int(time.time()),
+                now,
                 self.folder / file_id,
+                now + keep_seconds if keep_seconds is not None else None,
             )
             partial.rename(record.path)
             self._store.add_file(record)
@@ -76,11 +96,15 @@ class FileDirectory:
             raise
         return record
 
-    def add_output(self, file_id: str, path: Path, filename: str) -> FileRecord:
+    def add_output(
+        self, file_id: str, path: Path, filename: str, keep_seconds: int | None
+    ) -> FileRecord:
         """Register a file a batch wrote (its id is chosen by the batch, so this is
         idempotent: finalizing again after a crash registers the same file)."""
+        now = int(time.time())
+        expires_at = now + keep_seconds if keep_seconds is not None else None
         record = FileRecord(
-            file_id, OUTPUT_PURPOSE, filename, path.stat().st_size, int(time.time()), path
+            file_id, OUTPUT_PURPOSE, filename, path.stat().st_size, now, path, expires_at
         )
         self._store.add_file(record)
         return record
@@ -90,6 +114,19 @@ class FileDirectory:
 
     def list(self, purpose: str | None, limit: int, after: str | None, newest_first: bool) -> Page:
         return self._store.files(purpose, limit, after, newest_first)
+
+    def expire_due(self, now: int) -> int:
+        """Delete the content of every file past its expiry (but the input of a batch that
+        has not ended); how many went."""
+        expired = 0
+        for record in self._store.files_due(now, EXPIRY_PAGE):
+            if self._store.file_in_use(record.id):
+                continue  # its batch still reads it: it goes once the batch has ended
+            with contextlib.suppress(FileNotFoundError):
+                record.path.unlink()
+            self._store.mark_expired(record.id, now)
+            expired += 1
+        return expired
 
     def delete(self, file_id: str) -> None:
         if self._store.file_in_use(file_id):
@@ -109,3 +146,20 @@ def _check(purpose: str | None, filename: str | None) -> str:
     if purpose not in UPLOAD_PURPOSES:
         raise UploadRefused(f"purpose {purpose!r} is not supported here: use purpose=batch")
     return purpose
+
+
+def _expires_after(fields: dict[str, str]) -> int | None:
+    """Seconds the upload is kept (OpenAI's `expires_after`, sent as form fields
+    `expires_after[anchor]` and `expires_after[seconds]`); None: until deleted."""
+    anchor = fields.get("expires_after[anchor]")
+    seconds = fields.get("expires_after[seconds]")
+    if anchor is None and seconds is None:
+        return None
+    if anchor != "created_at":
+        raise UploadRefused("expires_after[anchor] must be created_at")
+    if seconds is None or not seconds.isdigit() or not 1 <= int(seconds) <= MAX_EXPIRY_SECONDS:
+        raise UploadRefused(
+            f"expires_after[seconds] must be a whole number of seconds from 1 to "
+            f"{MAX_EXPIRY_SECONDS}"
+        )
+    return int(seconds)

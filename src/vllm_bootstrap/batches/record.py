@@ -100,6 +100,9 @@ class Batch:
     output_bytes: int = 0
     error_bytes: int = 0
     stamps: dict[str, int] = field(default_factory=dict)
+    # OpenAI's output_expires_after, in seconds from the output files' creation; None: the
+    # server's default retention.
+    output_expires_after: int | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -143,6 +146,11 @@ class Batch:
             },
             "metadata": self.metadata,
         }
+        if self.output_expires_after is not None:
+            public["output_expires_after"] = {
+                "anchor": "created_at",
+                "seconds": self.output_expires_after,
+            }
         for stamp in _STAMPS.values():
             public[stamp] = self.stamps.get(stamp)
         return public

@@ -38,6 +38,7 @@ class RunSettings:
     model_wait_seconds: float
     max_line_bytes: int
     request_timeout_seconds: float = 600.0  # unless the batch's metadata says otherwise
+    output_retention_seconds: int | None = None  # unless the batch sets output_expires_after
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,8 @@ class BatchRun:
 
     async def _register(self, file_id: str, kind: str) -> None:
         path, name = self._folder() / f"{kind}.jsonl", f"{self.batch.id}_{kind}.jsonl"
-        await self._write(lambda: self._context.files.add_output(file_id, path, name))
+        keep = self.batch.output_expires_after or self._settings.output_retention_seconds
+        await self._write(lambda: self._context.files.add_output(file_id, path, name, keep))
 
     def _folder(self) -> Path:
         return self._settings.folder / self.batch.id

@@ -13,6 +13,7 @@ import secrets
 import time
 from typing import Any
 
+from vllm_bootstrap.batches.files import FileExpired
 from vllm_bootstrap.batches.record import (
     COMPLETION_WINDOWS,
     MAX_REQUEST_TIMEOUT_SECONDS,
@@ -73,11 +74,14 @@ class Batches:
         endpoint: str,
         completion_window: str,
         metadata: dict[str, Any] | None,
+        output_expires_after: int | None = None,
     ) -> Batch:
         _check(endpoint, completion_window, metadata)
         input_file = self.files.get(input_file_id)
         if input_file is None:
             raise InputFileNotFound(f"no file {input_file_id!r}", "input_file_id")
+        if input_file.expired_at is not None:
+            raise FileExpired(input_file)
         if input_file.purpose != "batch":
             raise BatchRefused(
                 f"file {input_file_id} has purpose {input_file.purpose!r}; upload the input "
@@ -93,6 +97,7 @@ class Batches:
             metadata=metadata,
             created_at=now,
             expires_at=now + int(COMPLETION_WINDOWS[completion_window]),
+            output_expires_after=output_expires_after,
         )
         self._store.add_batch(batch)
         self._start(batch)

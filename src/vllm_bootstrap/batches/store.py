@@ -21,7 +21,7 @@ from typing import TypeVar
 from vllm_bootstrap.batches.record import TERMINAL, Batch
 from vllm_bootstrap.sqlite import Transaction, open_private
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: files expire (expires_at, expired_at)
 WRITE_RETRY_SECONDS = 0.25
 T = TypeVar("T")
 logger = logging.getLogger("vllm_bootstrap.batches")
@@ -34,8 +34,12 @@ CREATE TABLE IF NOT EXISTS files (
     filename TEXT NOT NULL,
     bytes INTEGER NOT NULL,
     created_at INTEGER NOT NULL,
-    path TEXT NOT NULL
+    path TEXT NOT NULL,
+    expires_at INTEGER,
+    expired_at INTEGER
 );
+CREATE INDEX IF NOT EXISTS expiring_files ON files(expires_at)
+    WHERE expires_at IS NOT NULL AND expired_at IS NULL;
 CREATE TABLE IF NOT EXISTS batches (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -104,18 +108,23 @@ class FileRecord:
     bytes: int
     created_at: int
     path: Path
+    expires_at: int | None = None  # None: kept until deleted
+    expired_at: int | None = None  # when its content was deleted for its expiry
 
     def to_public(self) -> dict[str, object]:
+        expired = self.expired_at is not None
         return {
             "id": self.id,
             "object": "file",
             "bytes": self.bytes,
             "created_at": self.created_at,
-            "expires_at": None,
+            "expires_at": self.expires_at,
             "filename": self.filename,
             "purpose": self.purpose,
-            "status": "processed",
-            "status_details": None,
+            "status": "expired" if expired else "processed",
+            "status_details": (
+                f"expired at {self.expired_at}; its content was deleted" if expired else None
+            ),
         }
 
 
@@ -147,10 +156,17 @@ class BatchStore:
                     f"the batch database {path} was written by a newer vllm-bootstrap "
                     f"(schema {found}, this one knows {SCHEMA_VERSION})"
                 )
+            self._add_expiry_columns()  # a version 1 database's files table lacks them
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     self._db.execute(statement)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _add_expiry_columns(self) -> None:
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(files)")}
+        if columns and "expires_at" not in columns:
+            self._db.execute("ALTER TABLE files ADD COLUMN expires_at INTEGER")
+            self._db.execute("ALTER TABLE files ADD COLUMN expired_at INTEGER")
 
     def close(self) -> None:
         self._db.close()
@@ -161,8 +177,8 @@ class BatchStore:
         """Record a file; one recorded before under the same id keeps its place and date
         (a batch finalized again after a crash registers its files again)."""
         self._write(
-            "INSERT INTO files (id, purpose, filename, bytes, created_at, path) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET bytes = excluded.bytes",
+            "INSERT INTO files (id, purpose, filename, bytes, created_at, path, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET bytes = excluded.bytes",
             (
                 record.id,
                 record.purpose,
@@ -170,6 +186,7 @@ class BatchStore:
                 record.bytes,
                 record.created_at,
                 str(record.path),
+                record.expires_at,
             ),
         )
 
@@ -184,6 +201,18 @@ class BatchStore:
             params.append(purpose)
         rows = self._page("files", where, params, limit, after, newest_first)
         return Page([_file(row) for row in rows[:limit]], len(rows) > limit)
+
+    def files_due(self, now: int, limit: int) -> list[FileRecord]:
+        """Files past their expiry whose content is still kept, oldest expiry first."""
+        rows = self._db.execute(
+            "SELECT * FROM files WHERE expires_at <= ? AND expired_at IS NULL "
+            "ORDER BY expires_at LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [_file(row) for row in rows]
+
+    def mark_expired(self, file_id: str, now: int) -> None:
+        self._write("UPDATE files SET expired_at = ? WHERE id = ?", (now, file_id))
 
     def delete_file(self, file_id: str) -> None:
         self._write("DELETE FROM files WHERE id = ?", (file_id,))
@@ -337,6 +366,8 @@ def _file(row: sqlite3.Row) -> FileRecord:
         row["bytes"],
         row["created_at"],
         Path(row["path"]),
+        row["expires_at"],
+        row["expired_at"],
     )
 
 

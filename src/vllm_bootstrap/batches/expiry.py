@@ -1,0 +1,45 @@
+"""The task that deletes expired files' content, every so often (files.py says which)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from vllm_bootstrap.batches.files import FileDirectory
+from vllm_bootstrap.batches.store import BatchWriteFailed
+
+logger = logging.getLogger("vllm_bootstrap.batches")
+
+
+class FileExpiry:
+    def __init__(self, files: FileDirectory, check_seconds: float) -> None:
+        self._files = files
+        self._check_seconds = check_seconds
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="file expiry")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await self._expire_all_due()
+            await asyncio.sleep(self._check_seconds)
+
+    async def _expire_all_due(self) -> None:
+        """A page at a time, with the loop's turn in between."""
+        more = True
+        while more:
+            try:
+                more = self._files.expire_due(int(time.time())) > 0
+            except BatchWriteFailed as exc:  # a full or locked disk: the next round retries
+                logger.warning("expired files not recorded yet: %s", exc)
+                return
+            await asyncio.sleep(0)
