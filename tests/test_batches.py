@@ -21,7 +21,7 @@ from tests.batch_helpers import (
     wait_for_batch,
 )
 from tests.conftest import ServerFactory
-from tests.harness import eventually
+from tests.harness import Server, eventually
 
 KEY = "batch-key"
 
@@ -184,6 +184,60 @@ def test_a_batch_sets_its_own_request_timeout_in_its_metadata(
             jsonl([chat_line("b", "org/wedged")]),
             metadata={"request_timeout_seconds": "soon"},
         )
+
+
+def _priorities_after(server: Server, launch_id: str, metadata: dict[str, str] | None) -> dict:
+    client = client_for(server)
+    lines = [
+        chat_line("a", "m"),
+        chat_line("b", "m", priority=-5),  # a line's own priority wins
+    ]
+    done = wait_for_batch(client, submit(client, jsonl(lines), metadata=metadata).id)
+    assert done.status == "completed"
+    assert done.request_counts is not None
+    assert done.request_counts.completed == 2
+    live = server.client.post(
+        "/v1/chat/completions",
+        json={"model": "m", "messages": [{"role": "user", "content": "live"}]},
+    )
+    assert live.status_code == 200
+    return dict(standin_stats(server, launch_id)["priorities"])
+
+
+def test_batch_lines_yield_to_live_ones_under_vllms_priority_scheduling(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server()
+    launch = server.launch_ready(
+        model="m", gpu_ids=[0], extra_args=["--scheduling-policy", "priority"]
+    )
+    priorities = _priorities_after(server, launch["launch_id"], None)
+    assert priorities == {'"a"': 1, '"b"': -5, '"live"': 0}
+
+
+def test_an_urgent_batch_does_not_yield(start_server: ServerFactory) -> None:
+    server = start_server()
+    launch = server.launch_ready(
+        model="m", gpu_ids=[0], extra_args=["--scheduling-policy=priority"]
+    )
+    priorities = _priorities_after(server, launch["launch_id"], {"priority": "live"})
+    assert priorities == {'"a"': 0, '"b"': -5, '"live"': 0}
+    client = client_for(server)
+    with pytest.raises(openai.BadRequestError, match=r"metadata\.priority must be one of"):
+        submit(client, jsonl([chat_line("c", "m")]), metadata={"priority": "asap"})
+
+
+def test_without_priority_scheduling_batch_lines_say_no_priority(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server()
+    launch = server.launch_ready(model="m", gpu_ids=[0])
+    client = client_for(server)
+    done = wait_for_batch(client, submit(client, jsonl([chat_line("a", "m")])).id)
+    assert done.request_counts is not None
+    assert done.request_counts.completed == 1
+    # vLLM refuses a priority other than 0 without priority scheduling: none was sent.
+    assert standin_stats(server, launch["launch_id"])["priorities"] == {'"a"': 0}
 
 
 def test_each_launch_is_kept_at_its_in_flight_limit(start_server: ServerFactory) -> None:

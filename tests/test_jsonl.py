@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vllm_bootstrap.batches.jsonl import InvalidLine, parse_line
+from vllm_bootstrap.batches.requests import uses_priority_scheduling, with_priority
 
 values = st.recursive(
     st.none()
@@ -56,3 +57,36 @@ def test_a_line_that_is_not_an_object_parses_without_spans() -> None:
 def test_broken_lines_are_invalid(raw: bytes) -> None:
     with pytest.raises(InvalidLine):
         parse_line(raw)
+
+
+@pytest.mark.parametrize(
+    ("body", "sent"),
+    [
+        (b'{"model": "m"}', {"priority": 1, "model": "m"}),
+        (b'  {"model": "m", "priority": -3}', {"priority": -3, "model": "m"}),  # its own wins
+        (b"{ }", {"priority": 1}),
+        (b'{"messages": [{"role": "user", "content": "{"}]}', None),
+    ],
+)
+def test_a_batch_line_gets_its_priority_spliced_in(body: bytes, sent: dict | None) -> None:
+    spliced = json.loads(with_priority(body, 1))
+    if sent is None:
+        assert spliced == {"priority": 1, **json.loads(body)}
+    else:
+        assert spliced == sent
+
+
+@pytest.mark.parametrize(
+    ("extra_args", "uses"),
+    [
+        (["--scheduling-policy", "priority"], True),
+        (["--scheduling-policy=priority"], True),
+        (["--scheduling-policy", "fcfs"], False),
+        (["--scheduling-policy"], False),
+        ([], False),
+    ],
+)
+def test_priority_scheduling_is_read_from_the_launch_arguments(
+    extra_args: list[str], uses: bool
+) -> None:
+    assert uses_priority_scheduling(extra_args) is uses

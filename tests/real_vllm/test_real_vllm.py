@@ -24,7 +24,11 @@ from vllm_bootstrap.supervision.processes import group_members
 pytestmark = [pytest.mark.real_vllm, pytest.mark.timeout(900)]
 
 SERVED_NAME = "tiny-llama"
-VLLM_FLAGS = ["--dtype", "float32", "--max-model-len", "256", "--max-num-seqs", "4"]
+# With vLLM's priority scheduling: batch lines are sent with a priority after live ones'.
+VLLM_FLAGS = [
+    *("--dtype", "float32", "--max-model-len", "256", "--max-num-seqs", "4"),
+    *("--scheduling-policy", "priority"),
+]
 STARTUP_TIMEOUT = 300
 
 
@@ -131,15 +135,18 @@ def test_a_batch_runs_through_real_vllm(real_server: Server, ready_launch: dict)
     lines.append(
         {**lines[0], "custom_id": "too-long", "body": {**lines[0]["body"], "max_tokens": 9999}}
     )
+    # vLLM takes the priority we add to each line, and a line's own priority over it.
+    lines.append({**lines[0], "custom_id": "own", "body": {**lines[0]["body"], "priority": -1}})
     batch = submit(client, jsonl(lines), endpoint="/v1/completions")
 
     done = wait_for_batch(client, batch.id, timeout=300)
 
     assert done.status == "completed"
     assert done.request_counts is not None
-    assert (done.request_counts.completed, done.request_counts.failed) == (12, 2)
+    assert (done.request_counts.completed, done.request_counts.failed) == (13, 2)
     output = result_lines(client, done.output_file_id)
-    assert sorted(line["custom_id"] for line in output) == sorted(f"r{i}" for i in range(12))
+    expected = [*(f"r{i}" for i in range(12)), "own"]
+    assert sorted(line["custom_id"] for line in output) == sorted(expected)
     # A random tiny model may stop at once: the answer's shape is what is checked.
     choices = [line["response"]["body"]["choices"][0] for line in output]
     assert all(choice["finish_reason"] in ("length", "stop") for choice in choices)

@@ -16,7 +16,7 @@ import logging
 import os
 
 from vllm_bootstrap.batches.gates import ModelGates, ModelMissing
-from vllm_bootstrap.batches.record import Batch
+from vllm_bootstrap.batches.record import Batch, is_urgent
 from vllm_bootstrap.batches.requests import (
     ATTEMPTS,
     Outcome,
@@ -53,6 +53,7 @@ class Lanes:
         self._input_fd = input_fd
         self._model_wait = model_wait_seconds
         self._request_timeout = request_timeout_seconds
+        self._urgent = is_urgent(batch)
 
     async def run(self) -> None:
         """Send every pending request of the batch; returns when each has an outcome.
@@ -142,6 +143,7 @@ class Lanes:
                 this_id,
                 final=attempts >= ATTEMPTS - 1,
                 timeout=self._request_timeout,
+                urgent=self._urgent,
             )
             slot.release_if_held()
             if isinstance(outcome, Outcome):

@@ -72,6 +72,15 @@ def parse_request_timeout(raw: str) -> float | None:
     return seconds if 0 < seconds <= MAX_REQUEST_TIMEOUT_SECONDS else None
 
 
+# `metadata={"priority": "live"}` makes a batch urgent: its lines do not yield to live ones.
+PRIORITY_KEY = "priority"
+PRIORITIES = ("batch", "live")
+
+
+def is_urgent(batch: Batch) -> bool:
+    return (batch.metadata or {}).get(PRIORITY_KEY) == "live"
+
+
 def request_timeout(batch: Batch, default: float) -> float:
     """How long each of the batch's requests may wait for its answer."""
     raw = (batch.metadata or {}).get(REQUEST_TIMEOUT_KEY)

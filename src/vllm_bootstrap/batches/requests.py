@@ -7,6 +7,10 @@ say nothing about the request itself (connection refused or reset, 429, 502, 503
 no ready launch for a moment) are retried with backoff; any other answer is final. A request
 that gets no answer within the batch's request timeout is cut off (closing its connection
 makes vLLM drop it) and sent once more; a second timeout is its final outcome.
+
+A launch that runs vLLM's priority scheduling (`--scheduling-policy priority`) gets each
+line with `"priority": BATCH_PRIORITY` added, so vLLM serves live requests (its default
+priority, 0) first; a line's own `priority` wins, and an urgent batch adds none.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ FIRST_BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 8.0
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 _JSON_HEADERS = [(b"content-type", b"application/json"), (b"accept", b"application/json")]
+# vLLM serves lower priorities first; requests that say none have 0.
+BATCH_PRIORITY = 1
 
 
 @dataclass(frozen=True)
@@ -64,14 +70,18 @@ class RequestSender:
         request_id: str,
         final: bool,
         timeout: float,
+        urgent: bool = False,
     ) -> Outcome | Retry:
         """Send once, waiting at most `timeout` seconds for the whole answer. A retryable
-        answer is final when `final` (the last attempt)."""
+        answer is final when `final` (the last attempt); an `urgent` line does not yield
+        to live requests."""
         try:
             launch = self._router.choose(model)
         except (UnknownModel, NoReadyReplica):
             return Retry("model_not_found", f"no ready launch serves {model!r}", counts=False)
         headers = [*_JSON_HEADERS, (b"x-request-id", request_id.encode())]
+        if not urgent and uses_priority_scheduling(launch.extra_args):
+            body = with_priority(body, BATCH_PRIORITY)
         try:
             async with asyncio.timeout(timeout):
                 async with self._forwarder.request(
@@ -155,3 +165,26 @@ def error_outcome(request_id: str, custom_id: str, code: str, message: str) -> O
 def request_id(batch_id: str, line: int) -> str:
     """The id of a batch's request line: unique, and the same when it is sent again."""
     return f"batch_req_{batch_id.removeprefix('batch_')}_{line}"
+
+
+def uses_priority_scheduling(extra_args: list[str]) -> bool:
+    """Whether vLLM was started with `--scheduling-policy priority` (either spelling)."""
+    for index, arg in enumerate(extra_args):
+        if arg == "--scheduling-policy=priority":
+            return True
+        if arg == "--scheduling-policy" and extra_args[index + 1 : index + 2] == ["priority"]:
+            return True
+    return False
+
+
+def with_priority(body: bytes, priority: int) -> bytes:
+    """The JSON object `body` with a `priority` member put first: a `priority` of the line's
+    own comes later and wins (JSON parsers keep a repeated key's last value). Spliced, not
+    parsed and written again: this runs for every line."""
+    start = body.find(b"{")
+    if start < 0:
+        return body  # not an object: validation let only objects through
+    rest = body[start + 1 :]
+    member = b'"priority":%d' % priority
+    separator = b"" if rest.lstrip().startswith(b"}") else b","
+    return body[: start + 1] + member + separator + rest

@@ -17,6 +17,8 @@ from vllm_bootstrap.batches.files import FileExpired
 from vllm_bootstrap.batches.record import (
     COMPLETION_WINDOWS,
     MAX_REQUEST_TIMEOUT_SECONDS,
+    PRIORITIES,
+    PRIORITY_KEY,
     REQUEST_TIMEOUT_KEY,
     Batch,
     BatchStatus,
@@ -189,6 +191,13 @@ def _check(endpoint: str, completion_window: str, metadata: dict[str, Any] | Non
         raise BatchRefused(
             f"metadata: at most {MAX_METADATA_PAIRS} string pairs, keys up to 64 characters, "
             "values up to 512",
+            "metadata",
+        )
+    priority = metadata.get(PRIORITY_KEY)
+    if priority is not None and priority not in PRIORITIES:
+        raise BatchRefused(
+            f"metadata.{PRIORITY_KEY} must be one of {', '.join(PRIORITIES)} "
+            f"(live: the batch's lines do not yield to live requests), got {priority[:40]!r}",
             "metadata",
         )
     timeout = metadata.get(REQUEST_TIMEOUT_KEY)

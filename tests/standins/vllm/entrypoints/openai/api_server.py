@@ -32,7 +32,9 @@ Test-only extras: ANY /debug/echo/... describes the request it received; GET
 FAKE_VLLM_TOKEN_DELAY_SECONDS spaces streamed tokens out; FAKE_VLLM_LATENCY_SECONDS makes
 every non-streaming answer take that long (given up when the client goes, as vLLM aborts);
 GET /debug/stats says how many requests ran at once at most, finished, and were aborted,
-and how often each prompt was seen (a prompt is the request's last message or its prompt);
+how often each prompt was seen (a prompt is the request's last message or its prompt) and
+with which `priority` last (non-zero ones are refused with 400 unless the server runs with
+--scheduling-policy priority, as vLLM does);
 a model named "flaky..." answers 503 to the first two tries of each X-Request-Id, one
 named "resets..." drops the connection of every inference request unanswered, and one
 named "wedged..." takes every non-streaming inference request and never answers it (until
@@ -74,6 +76,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
     parser.add_argument("--served-model-name", nargs="+")
     parser.add_argument("--enable-sleep-mode", action="store_true")
+    parser.add_argument("--scheduling-policy", choices=["fcfs", "priority"], default="fcfs")
     args, _unknown = parser.parse_known_args(argv)
     return args
 
@@ -90,6 +93,7 @@ class StandinServer:
         self.peak_running = 0
         self.aborted = 0
         self.prompts: dict[str, int] = {}
+        self.priorities: dict[str, int] = {}  # the last priority each prompt came with
         self.tries: dict[str, int] = {}
         self.site: web.BaseSite | None = None
         self.background: set[asyncio.Task] = set()
@@ -311,11 +315,17 @@ class StandinServer:
             self.running -= 1
 
     def _note(self, request: web.Request, body: dict) -> web.Response | None:
-        """Count the prompt; for a "flaky" model, refuse the first two tries of a request."""
+        """Count the prompt and its priority (refused, as vLLM does, when not 0 without
+        --scheduling-policy priority); for a "flaky" model, refuse the first two tries."""
         messages = body.get("messages")
         prompt = messages[-1].get("content") if isinstance(messages, list) and messages else None
         prompt = prompt if prompt is not None else body.get("prompt", body.get("input"))
         key = json.dumps(prompt)
+        priority = body.get("priority", 0)
+        if priority != 0 and self.args.scheduling_policy != "priority":
+            message = f"Got priority {priority} but Priority scheduling is not enabled."
+            return web.json_response({"error": {"message": message, "code": 400}}, status=400)
+        self.priorities[key] = priority
         self.prompts[key] = self.prompts.get(key, 0) + 1
         if "resets" in self.model and request.transport is not None:
             request.transport.abort()
@@ -335,6 +345,7 @@ class StandinServer:
                 "requests_total": self.requests_total,
                 "aborted": self.aborted,
                 "prompts": self.prompts,
+                "priorities": self.priorities,
                 "sleeps": self.sleeps,
                 "wakes": self.wakes,
                 "pid": os.getpid(),
