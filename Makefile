@@ -1,5 +1,6 @@
 .PHONY: lint lint-verify test test-real-vllm real-vllm-env validate bench-proxy \
-	bench-http-clients bench-readiness bench-batch bench-batch-real-vllm bench-swap test-container
+	bench-http-clients bench-readiness bench-batch bench-batch-real-vllm bench-coexist bench-swap \
+	test-container
 
 lint:
 	uv run ruff format .
@@ -43,3 +44,7 @@ test-container: real-vllm-env
 
 bench-batch-real-vllm: real-vllm-env
 	uv run python bench/batch_real_vllm.py
+
+bench-coexist: real-vllm-env
+	uv run python bench/coexist.py
+	uv run python bench/coexist.py --priority
