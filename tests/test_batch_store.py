@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from vllm_bootstrap.batches.files import FileDirectory
+from vllm_bootstrap.batches.record import Batch
 from vllm_bootstrap.batches.store import (
     CLEAR_PAGE_ROWS,
     BatchStore,
@@ -65,3 +67,27 @@ def test_a_version_1_database_gains_file_expiry_and_keeps_its_files(tmp_path: Pa
     store.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_expiry_skips_what_it_cannot_delete_and_what_a_running_batch_reads(
+    tmp_path: Path,
+) -> None:
+    store = BatchStore(tmp_path / "batches.sqlite3")
+    files = FileDirectory(store, tmp_path / "files", max_bytes=1024)
+    stuck = tmp_path / "stuck"
+    (stuck / "inside").mkdir(parents=True)  # a directory in the file's place: unlink fails
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    used = tmp_path / "used"
+    used.write_text("x")
+    for file_id, path in [("file-stuck", stuck), ("file-plain", plain), ("file-used", used)]:
+        store.add_file(FileRecord(file_id, "batch", "f.jsonl", 1, 100, path, 101))
+    store.add_batch(Batch("batch_x", "file-used", "/v1/chat/completions", "24h", None, 100, 999))
+    assert files.expire_due(200) == 1
+    assert not plain.exists()
+    assert stuck.exists()
+    assert used.exists()
+    assert store.file("file-plain").expired_at == 200  # type: ignore[union-attr]
+    assert store.file("file-stuck").expired_at is None  # type: ignore[union-attr]
+    assert [record.id for record in store.files_due(200, 10)] == ["file-stuck"]
+    store.close()

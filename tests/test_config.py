@@ -73,6 +73,11 @@ def test_flags_override_the_environment() -> None:
         ("VLLM_STARTUP_TIMEOUT_SECONDS", "nan", "VLLM_STARTUP_TIMEOUT_SECONDS must be a positive"),
         ("VLLM_BOOTSTRAP_VLLM_COMMAND", "python -c 'oops", "VLLM_BOOTSTRAP_VLLM_COMMAND cannot"),
         (
+            "VLLM_BOOTSTRAP_BATCH_OUTPUT_RETENTION_SECONDS",
+            "0.5",
+            "VLLM_BOOTSTRAP_BATCH_OUTPUT_RETENTION_SECONDS must be a whole number of seconds",
+        ),
+        (
             "VLLM_BOOTSTRAP_MAX_HELD_BODY_BYTES",
             "1048576",
             "VLLM_BOOTSTRAP_MAX_HELD_BODY_BYTES (1048576) is below",

@@ -115,6 +115,7 @@ def test_output_files_follow_the_default_retention(start_server: ServerFactory) 
         {"expires_after[anchor]": "created_at", "expires_after[seconds]": "0"},
         {"expires_after[anchor]": "created_at", "expires_after[seconds]": "a week"},
         {"expires_after[anchor]": "created_at"},
+        {"expires_after[anchor]": "created_at", "expires_after[seconds]": "\u00b2"},  # "²"
     ],
 )
 def test_a_malformed_expiry_is_refused(server: Server, fields: dict[str, str]) -> None:
@@ -125,3 +126,25 @@ def test_a_malformed_expiry_is_refused(server: Server, fields: dict[str, str]) -
     )
     assert response.status_code == 400, response.text
     assert "expires_after[" in response.json()["error"]["message"]
+
+
+def test_a_file_past_its_expiry_is_unusable_before_the_next_sweep(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(VLLM_BOOTSTRAP_FILE_EXPIRY_CHECK_SECONDS="3600")
+    client = client_for(server)
+    uploaded = client.files.create(
+        file=("input.jsonl", jsonl([chat_line("a", "m")])),
+        purpose="batch",
+        expires_after=SOON,  # type: ignore[arg-type]
+    )
+
+    def refused() -> bool:
+        return server.client.get(f"/v1/files/{uploaded.id}/content").status_code == 404
+
+    eventually(refused, timeout=10)
+    assert client.files.retrieve(uploaded.id).status == "processed"  # not swept yet
+    with pytest.raises(openai.NotFoundError):
+        client.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )

@@ -84,6 +84,9 @@ def test_a_batch_line_gets_its_priority_spliced_in(body: bytes, sent: dict | Non
         (["--scheduling-policy", "fcfs"], False),
         (["--scheduling-policy"], False),
         ([], False),
+        (["--scheduling-policy", "priority", "--scheduling-policy", "fcfs"], False),  # last wins
+        (["--scheduling_policy", "priority"], True),  # spellings vLLM's parser takes
+        (["--scheduling-pol=priority"], True),
     ],
 )
 def test_priority_scheduling_is_read_from_the_launch_arguments(

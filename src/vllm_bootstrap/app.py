@@ -193,11 +193,7 @@ def _batch_service(
         model_wait_seconds=settings.batch_model_wait_seconds,
         max_line_bytes=settings.max_routed_body_bytes,
         request_timeout_seconds=settings.batch_request_timeout_seconds,
-        output_retention_seconds=(
-            int(settings.batch_output_retention_seconds)
-            if settings.batch_output_retention_seconds is not None
-            else None
-        ),
+        output_retention_seconds=settings.batch_output_retention_seconds,
     )
     sender = RequestSender(router, forwarder)
     return Batches(

@@ -76,6 +76,17 @@ def _bytes_up_to(most: int) -> Parser:
     return parse
 
 
+def _whole_seconds_up_to(most: int) -> Parser:
+    def parse(name: str, raw: str) -> int:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= most:
+            raise ConfigError(
+                f"{name} must be a whole number of seconds from 1 to {most}, got {raw!r}"
+            )
+        return int(raw)
+
+    return parse
+
+
 def _count(name: str, raw: str) -> int:
     if not raw.isdigit() or not 1 <= int(raw) <= 1_000_000:
         raise ConfigError(f"{name} must be a whole number from 1 to 1000000, got {raw!r}")
@@ -194,7 +205,8 @@ class Settings:
     # Output and error files of batches that set no output_expires_after: kept this long
     # (unset: until deleted). Expired files' content is looked for this often.
     batch_output_retention_seconds: Annotated[
-        float | None, Env("VLLM_BOOTSTRAP_BATCH_OUTPUT_RETENTION_SECONDS", _seconds)
+        int | None,
+        Env("VLLM_BOOTSTRAP_BATCH_OUTPUT_RETENTION_SECONDS", _whole_seconds_up_to(2_592_000)),
     ] = None
     file_expiry_check_seconds: Annotated[
         float, Env("VLLM_BOOTSTRAP_FILE_EXPIRY_CHECK_SECONDS", _seconds)

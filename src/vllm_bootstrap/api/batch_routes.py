@@ -12,14 +12,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, FastAPI, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from starlette.requests import Request
 
 from vllm_bootstrap.api import errors
 from vllm_bootstrap.api.errors import ApiError
 from vllm_bootstrap.api.services import Services, ServicesDep, provide
 from vllm_bootstrap.asgi import BodyTooLarge, ClientGone, read_body
-from vllm_bootstrap.batches import MAX_EXPIRY_SECONDS, FileExpired, FileInUse, Page
+from vllm_bootstrap.batches import MAX_EXPIRY_SECONDS, FileInUse, Page, check_not_expired
 
 MAX_JSON_BODY_BYTES = 64 * 1024
 router = APIRouter(prefix="/v1")
@@ -32,7 +32,7 @@ class ExpiresAfter(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     anchor: Literal["created_at"]
-    seconds: Annotated[int, Field(ge=1, le=MAX_EXPIRY_SECONDS)]
+    seconds: Annotated[StrictInt, Field(ge=1, le=MAX_EXPIRY_SECONDS)]
 
 
 class BatchRequest(BaseModel):
@@ -88,8 +88,7 @@ async def get_file(file_id: str, services: ServicesDep) -> dict[str, Any]:
 @router.get("/files/{file_id}/content")
 async def file_content(file_id: str, services: ServicesDep) -> FileResponse:
     record = _file_or_404(services, file_id)
-    if record.expired_at is not None:
-        raise FileExpired(record)
+    check_not_expired(record)
     if not record.path.is_file():  # deleted from disk by hand
         raise ApiError(404, f"the content of file {file_id} is gone", "file_not_found")
     return FileResponse(record.path, media_type="application/jsonl", filename=record.filename)

@@ -25,6 +25,7 @@ _FACE = {
     "FileExpired": "files",
     "FileExpiry": "expiry",
     "FileInUse": "files",
+    "check_not_expired": "files",
     "InputFileNotFound": "service",
     "ModelGates": "gates",
     "NotCancellable": "service",

@@ -26,7 +26,7 @@ class FileExpiry:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await self._task  # its rounds never raise: see _expire_all_due
 
     async def _run(self) -> None:
         while True:
@@ -41,5 +41,8 @@ class FileExpiry:
                 more = self._files.expire_due(int(time.time())) > 0
             except BatchWriteFailed as exc:  # a full or locked disk: the next round retries
                 logger.warning("expired files not recorded yet: %s", exc)
+                return
+            except Exception:  # never the end of expiry, nor of the server's shutdown
+                logger.exception("expiring files failed; trying again at the next round")
                 return
             await asyncio.sleep(0)

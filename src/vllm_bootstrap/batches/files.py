@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import secrets
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from vllm_bootstrap.batches.multipart import (
 )
 from vllm_bootstrap.batches.store import BatchStore, FileRecord, Page
 
+logger = logging.getLogger("vllm_bootstrap.batches")
 UPLOAD_PURPOSES = ("batch",)
 OUTPUT_PURPOSE = "batch_output"
 # OpenAI takes 3600 to 2592000 seconds (30 days); shorter ones are allowed here.
@@ -37,12 +39,19 @@ EXPIRY_PAGE = 100
 
 
 class FileExpired(LookupError):
-    """The file's content was deleted when it expired."""
+    """The file is past its expiry: its content is deleted, or about to be."""
 
     def __init__(self, record: FileRecord) -> None:
-        super().__init__(
-            f"file {record.id} expired at {record.expired_at} and its content was deleted"
-        )
+        when = record.expired_at or record.expires_at
+        super().__init__(f"file {record.id} expired at {when} and its content is deleted")
+
+
+def check_not_expired(record: FileRecord) -> None:
+    """FileExpired once `record` is past its expiry, deleted by the sweeper yet or not."""
+    if record.expired_at is not None or (
+        record.expires_at is not None and record.expires_at <= time.time()
+    ):
+        raise FileExpired(record)
 
 
 class FileInUse(RuntimeError):
@@ -120,10 +129,12 @@ class FileDirectory:
         has not ended); how many went."""
         expired = 0
         for record in self._store.files_due(now, EXPIRY_PAGE):
-            if self._store.file_in_use(record.id):
-                continue  # its batch still reads it: it goes once the batch has ended
-            with contextlib.suppress(FileNotFoundError):
-                record.path.unlink()
+            try:
+                with contextlib.suppress(FileNotFoundError):
+                    record.path.unlink()
+            except OSError as exc:  # kept, and tried again at the next round
+                logger.warning("expired file %s could not be deleted: %s", record.id, exc)
+                continue
             self._store.mark_expired(record.id, now)
             expired += 1
         return expired
@@ -157,7 +168,11 @@ def _expires_after(fields: dict[str, str]) -> int | None:
         return None
     if anchor != "created_at":
         raise UploadRefused("expires_after[anchor] must be created_at")
-    if seconds is None or not seconds.isdigit() or not 1 <= int(seconds) <= MAX_EXPIRY_SECONDS:
+    if (
+        seconds is None
+        or not (seconds.isascii() and seconds.isdigit())  # "²" is a digit to isdigit()
+        or not 1 <= int(seconds) <= MAX_EXPIRY_SECONDS
+    ):
         raise UploadRefused(
             f"expires_after[seconds] must be a whole number of seconds from 1 to "
             f"{MAX_EXPIRY_SECONDS}"

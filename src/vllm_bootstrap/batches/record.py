@@ -12,6 +12,7 @@ disk) fails from wherever it is. `expired` keeps what finished, like `cancelled`
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -60,16 +61,19 @@ class InvalidTransition(RuntimeError):
 
 # A batch's own request timeout, in its metadata (OpenAI's batches take no such field).
 REQUEST_TIMEOUT_KEY = "request_timeout_seconds"
+MIN_REQUEST_TIMEOUT_SECONDS = 0.1
 MAX_REQUEST_TIMEOUT_SECONDS = 86_400.0
+_PLAIN_NUMBER = re.compile(r"[0-9]{1,5}(\.[0-9]{1,3})?")  # not float()'s "1e-300" or "١٢٠"
 
 
 def parse_request_timeout(raw: str) -> float | None:
     """The metadata's timeout in seconds, or None when it is not one."""
-    try:
-        seconds = float(raw)
-    except ValueError:
+    if not _PLAIN_NUMBER.fullmatch(raw):
         return None
-    return seconds if 0 < seconds <= MAX_REQUEST_TIMEOUT_SECONDS else None
+    seconds = float(raw)
+    return (
+        seconds if MIN_REQUEST_TIMEOUT_SECONDS <= seconds <= MAX_REQUEST_TIMEOUT_SECONDS else None
+    )
 
 
 # `metadata={"priority": "live"}` makes a batch urgent: its lines do not yield to live ones.

@@ -20,6 +20,7 @@ import json
 import random
 from dataclasses import dataclass
 
+from vllm_bootstrap.launches import flag_value
 from vllm_bootstrap.serving import Forwarder, ModelRouter, NoReadyReplica, UnknownModel
 from vllm_bootstrap.upstream import UpstreamError
 
@@ -168,13 +169,9 @@ def request_id(batch_id: str, line: int) -> str:
 
 
 def uses_priority_scheduling(extra_args: list[str]) -> bool:
-    """Whether vLLM was started with `--scheduling-policy priority` (either spelling)."""
-    for index, arg in enumerate(extra_args):
-        if arg == "--scheduling-policy=priority":
-            return True
-        if arg == "--scheduling-policy" and extra_args[index + 1 : index + 2] == ["priority"]:
-            return True
-    return False
+    """Whether vLLM was started with `--scheduling-policy priority` (in any spelling its
+    parser takes; the last one given wins)."""
+    return flag_value(extra_args, "--scheduling-policy") == "priority"
 
 
 def with_priority(body: bytes, priority: int) -> bytes:

@@ -13,10 +13,11 @@ import secrets
 import time
 from typing import Any
 
-from vllm_bootstrap.batches.files import FileExpired
+from vllm_bootstrap.batches.files import check_not_expired
 from vllm_bootstrap.batches.record import (
     COMPLETION_WINDOWS,
     MAX_REQUEST_TIMEOUT_SECONDS,
+    MIN_REQUEST_TIMEOUT_SECONDS,
     PRIORITIES,
     PRIORITY_KEY,
     REQUEST_TIMEOUT_KEY,
@@ -82,8 +83,7 @@ class Batches:
         input_file = self.files.get(input_file_id)
         if input_file is None:
             raise InputFileNotFound(f"no file {input_file_id!r}", "input_file_id")
-        if input_file.expired_at is not None:
-            raise FileExpired(input_file)
+        check_not_expired(input_file)
         if input_file.purpose != "batch":
             raise BatchRefused(
                 f"file {input_file_id} has purpose {input_file.purpose!r}; upload the input "
@@ -203,7 +203,8 @@ def _check(endpoint: str, completion_window: str, metadata: dict[str, Any] | Non
     timeout = metadata.get(REQUEST_TIMEOUT_KEY)
     if timeout is not None and parse_request_timeout(timeout) is None:
         raise BatchRefused(
-            f"metadata.{REQUEST_TIMEOUT_KEY} must be a number of seconds above 0 and at most "
-            f'{MAX_REQUEST_TIMEOUT_SECONDS:g}, as a string ("120"), got {timeout[:40]!r}',
+            f"metadata.{REQUEST_TIMEOUT_KEY} must be a number of seconds from "
+            f"{MIN_REQUEST_TIMEOUT_SECONDS:g} to {MAX_REQUEST_TIMEOUT_SECONDS:g}, written "
+            f'as a string of digits ("120" or "2.5"), got {timeout[:40]!r}',
             "metadata",
         )

@@ -203,9 +203,12 @@ class BatchStore:
         return Page([_file(row) for row in rows[:limit]], len(rows) > limit)
 
     def files_due(self, now: int, limit: int) -> list[FileRecord]:
-        """Files past their expiry whose content is still kept, oldest expiry first."""
+        """Files past their expiry whose content is still kept, oldest expiry first; not
+        the input of a batch that has not ended (it goes once the batch has)."""
         rows = self._db.execute(
             "SELECT * FROM files WHERE expires_at <= ? AND expired_at IS NULL "
+            "AND NOT EXISTS (SELECT 1 FROM batches WHERE batches.input_file_id = files.id "
+            f"AND batches.status NOT IN ({_TERMINAL_LIST})) "
             "ORDER BY expires_at LIMIT ?",
             (now, limit),
         ).fetchall()

@@ -23,6 +23,7 @@ _FACE = {
     "check_env": "spec",
     "check_extra_args": "spec",
     "check_text": "spec",
+    "flag_value": "spec",
     "iso_time": "record",
     "known_cause": "logs",
     "last_error_line": "logs",

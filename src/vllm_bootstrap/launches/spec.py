@@ -5,7 +5,7 @@ an admitted spec into a launch record (supervision/child.py builds its command).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from vllm_bootstrap.launches.record import (
@@ -87,6 +87,20 @@ def reserved_flag(arg: str, reserved: Iterable[str] = RESERVED_FLAGS) -> str | N
     if len(name) <= 2:
         return None
     return next((flag for flag in reserved if flag.startswith(name)), None)
+
+
+def flag_value(extra_args: Sequence[str], flag: str) -> str | None:
+    """The value vLLM's parser gives `flag` from `extra_args` (in any spelling
+    `reserved_flag` knows; the last one wins, as argparse has it); None when not given."""
+    value = None
+    for index, arg in enumerate(extra_args):
+        if reserved_flag(arg, (flag,)) is None:
+            continue
+        if "=" in arg:
+            value = arg.split("=", 1)[1]
+        elif index + 1 < len(extra_args):
+            value = extra_args[index + 1]
+    return value
 
 
 def _reject_nul(field_name: str, value: str) -> None:
