@@ -133,7 +133,8 @@ class Lanes:
         except (OSError, ValueError) as exc:  # the input file changed on disk
             message = f"line {row.line} of the input file could not be read again: {exc}"
             return error_outcome(this_id, row.custom_id, "invalid_line", message)
-        attempts = 0
+        attempts = 0  # counting towards ATTEMPTS (a timeout leaves one more)
+        tries = 0  # requests that reached a launch, for the error line
         while True:
             outcome = await self._sender.attempt(
                 row.custom_id,
@@ -144,11 +145,13 @@ class Lanes:
                 final=attempts >= ATTEMPTS - 1,
                 timeout=self._request_timeout,
                 urgent=self._urgent,
+                tries=tries + 1,
             )
             slot.release_if_held()
             if isinstance(outcome, Outcome):
                 return outcome
             attempts += outcome.counts
+            tries += outcome.counts
             delay = backoff(attempts) if outcome.counts else 0.05
             if outcome.last_chance:
                 attempts = max(attempts, ATTEMPTS - 1)

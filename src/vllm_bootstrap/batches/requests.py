@@ -72,10 +72,11 @@ class RequestSender:
         final: bool,
         timeout: float,
         urgent: bool = False,
+        tries: int = ATTEMPTS,
     ) -> Outcome | Retry:
         """Send once, waiting at most `timeout` seconds for the whole answer. A retryable
-        answer is final when `final` (the last attempt); an `urgent` line does not yield
-        to live requests."""
+        answer is final when `final` (the last attempt, try number `tries`); an `urgent`
+        line does not yield to live requests."""
         try:
             launch = self._router.choose(model)
         except (UnknownModel, NoReadyReplica):
@@ -92,13 +93,13 @@ class RequestSender:
         except TimeoutError:
             message = f"launch {launch.launch_id} gave no answer within {timeout:g} s"
             if final:
-                message = f"{message}, twice (the batch's request timeout)"
+                message = f"{message} ({tries} tries; the batch's request timeout)"
                 return error_outcome(request_id, custom_id, "request_timeout", message)
             return Retry("request_timeout", message, last_chance=True)
         except UpstreamError as exc:
             message = f"launch {launch.launch_id} did not answer: {exc}"
             if final:
-                message = f"{message} ({ATTEMPTS} tries)"
+                message = f"{message} ({tries} tries)"
                 return error_outcome(request_id, custom_id, "upstream_unavailable", message)
             return Retry("upstream_unavailable", message)
         except _TooLarge:
