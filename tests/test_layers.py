@@ -17,7 +17,8 @@ SOURCE = Path(__file__).parents[1] / "src" / "vllm_bootstrap"
 # Lowest first: a package may import from its own layer's modules only if it is one of them,
 # and otherwise only from layers below it.
 LAYERS = [
-    {"__init__", "faces", "log_text", "asgi", "sqlite", "config", "upstream", "client"},
+    {"__init__", "faces", "log_text", "asgi", "sqlite", "config", "background", "upstream"}
+    | {"client"},
     {"launches"},
     {"usage", "supervision", "head_guard"},
     {"serving", "monitoring", "dashboard"},

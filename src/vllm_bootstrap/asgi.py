@@ -1,12 +1,12 @@
 """Plain ASGI helpers shared by the layers that run before (or instead of) FastAPI:
-JSON responses and reading request bodies."""
+a request header, JSON responses and reading request bodies."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable, Iterable
 
-from starlette.types import Message, Receive, Send
+from starlette.types import Message, Receive, Scope, Send
 
 
 class ClientGone(Exception):
@@ -15,6 +15,14 @@ class ClientGone(Exception):
 
 class BodyTooLarge(Exception):
     """The request body is longer than the reader allows."""
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of request header `name` (lower case, as ASGI gives names)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return None
 
 
 async def send_json(

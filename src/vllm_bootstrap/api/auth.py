@@ -16,6 +16,7 @@ import time
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vllm_bootstrap.api.errors import Error, send_error
+from vllm_bootstrap.asgi import header
 from vllm_bootstrap.log_text import escaped
 
 logger = logging.getLogger("vllm_bootstrap.auth")
@@ -100,8 +101,8 @@ class AccessKeyMiddleware:
 
     def is_authorized(self, scope: Scope) -> bool:
         assert self._key is not None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                presented = key_from_authorization(value)
-                return presented is not None and hmac.compare_digest(presented, self._key)
-        return False
+        authorization = header(scope, b"authorization")
+        if authorization is None:
+            return False
+        presented = key_from_authorization(authorization)
+        return presented is not None and hmac.compare_digest(presented, self._key)

@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vllm_bootstrap.api.errors import Error, send_error
+from vllm_bootstrap.asgi import header
 from vllm_bootstrap.log_text import escaped
 
 logger = logging.getLogger("vllm_bootstrap.hosts")
@@ -110,7 +111,7 @@ class HostCheck:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        host = _host_header(scope)
+        host = header(scope, b"host")
         # No Host at all is not a browser (every browser sends one): nothing to rebind.
         if host is None or self._allowed.allows(host):
             await self.app(scope, receive, send)
@@ -136,13 +137,6 @@ class HostCheck:
         )
         self._last_logged = now
         self._unlogged = 0
-
-
-def _host_header(scope: Scope) -> bytes | None:
-    for name, value in scope["headers"]:
-        if name == b"host":
-            return value
-    return None
 
 
 def _refusal(host: str) -> Error:

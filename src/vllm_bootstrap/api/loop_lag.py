@@ -8,31 +8,23 @@ asks to sleep for a fixed interval and measures how late it wakes up sees every 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
+
+from vllm_bootstrap.background import BackgroundTask
 
 INTERVAL_SECONDS = 0.05
 
 
-class LoopLagMonitor:
+class LoopLagMonitor(BackgroundTask):
     def __init__(self) -> None:
+        super().__init__(self._measure, "loop-lag-monitor")
         self.last_ms = 0.0
         self.max_ms = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="loop-lag-monitor")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     def snapshot(self) -> dict[str, Any]:
         return {"last_ms": round(self.last_ms, 2), "max_ms": round(self.max_ms, 2)}
 
-    async def _run(self) -> None:
+    async def _measure(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             asked_at = loop.time()

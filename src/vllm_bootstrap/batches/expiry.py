@@ -3,32 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
+from vllm_bootstrap.background import BackgroundTask
 from vllm_bootstrap.batches.files import FileDirectory
 from vllm_bootstrap.batches.store import BatchWriteFailed
 
 logger = logging.getLogger("vllm_bootstrap.batches")
 
 
-class FileExpiry:
+class FileExpiry(BackgroundTask):
     def __init__(self, files: FileDirectory, check_seconds: float) -> None:
+        super().__init__(self._rounds, "file expiry")
         self._files = files
         self._check_seconds = check_seconds
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="file expiry")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task  # its rounds never raise: see _expire_all_due
-
-    async def _run(self) -> None:
+    async def _rounds(self) -> None:  # they never raise: see _expire_all_due
         while True:
             await self._expire_all_due()
             await asyncio.sleep(self._check_seconds)

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from starlette.types import Receive, Scope, Send
 
-from vllm_bootstrap.asgi import BodyTooLarge, ClientGone, read_body, send_json
+from vllm_bootstrap.asgi import BodyTooLarge, ClientGone, header, read_body, send_json
 from vllm_bootstrap.launches import Launch
 from vllm_bootstrap.serving.errors import (
     NoModelInBody,
@@ -118,10 +118,8 @@ class OpenAIRouter:
 
 def declared_length(scope: Scope) -> int | None:
     """The request's Content-Length (the server already refused a malformed one), if any."""
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            return int(value) if value.isdigit() else None
-    return None
+    value = header(scope, b"content-length")
+    return int(value) if value is not None and value.isdigit() else None
 
 
 def model_of(body: bytes) -> str | None:
