@@ -28,7 +28,8 @@ class _NoProfiles:
 
 def _gates(per_launch: int) -> tuple[LaunchRegistry, ModelGates]:
     registry = LaunchRegistry()
-    gates = ModelGates(ModelRouter(registry, UsageLedger()), per_launch, _NoProfiles())
+    router = ModelRouter(registry, UsageLedger())
+    gates = ModelGates(router, lambda _launch, _urgent: per_launch, _NoProfiles())
     registry.subscribe(lambda _launch: gates.launches_changed())
     return registry, gates
 

@@ -41,6 +41,7 @@ from vllm_bootstrap.api import (
 from vllm_bootstrap.batches import (
     Batches,
     BatchStore,
+    BatchYield,
     FileDirectory,
     FileExpiry,
     ModelGates,
@@ -97,12 +98,22 @@ def create_app(settings: Settings) -> ASGIApp:
     swapper = ModelSwapper(supervisor, profiles, router, ledger, pool, settings)
     batch_store = BatchStore(settings.batch_db_path)
     files = FileDirectory(batch_store, settings.state_dir / "files", settings.max_file_bytes)
-    gates = ModelGates(router, settings.batch_in_flight_per_launch, on_demand=swapper)
+    batch_yield = BatchYield(
+        ledger,
+        pool,
+        settings.batch_in_flight_per_launch,
+        settings.batch_yield_check_seconds,
+        settings.batch_yield_hold_seconds,
+    )
+    metrics.watch_batch_windows(batch_yield.limits)
+    gates = ModelGates(router, batch_yield.window, on_demand=swapper)
+    batch_yield.when_raised(gates.launches_changed)
     # After the router's own subscription, so it has seen the change when gates look.
     directory.subscribe(
         lambda _launch: asyncio.get_running_loop().call_soon(gates.launches_changed)
     )
-    batches = _batch_service(settings, batch_store, files, gates, router, forwarder, metrics)
+    sender = RequestSender(router, forwarder, batch_yield)
+    batches = _batch_service(settings, batch_store, files, gates, sender, metrics)
     services = Services(
         supervisor=supervisor,
         ledger=ledger,
@@ -124,11 +135,13 @@ def create_app(settings: Settings) -> ASGIApp:
         idle_watch.start()
         swapper.start()
         batches.resume()
+        batch_yield.start()
         file_expiry.start()
         try:
             yield
         finally:
             await file_expiry.stop()
+            await batch_yield.stop()
             await batches.shutdown()
             await idle_watch.stop()
             await swapper.close()  # no load may start a launch once the supervisor stops them
@@ -184,8 +197,7 @@ def _batch_service(
     store: BatchStore,
     files: FileDirectory,
     gates: ModelGates,
-    router: ModelRouter,
-    forwarder: Forwarder,
+    sender: RequestSender,
     metrics: Metrics,
 ) -> Batches:
     run_settings = RunSettings(
@@ -195,7 +207,6 @@ def _batch_service(
         request_timeout_seconds=settings.batch_request_timeout_seconds,
         output_retention_seconds=settings.batch_output_retention_seconds,
     )
-    sender = RequestSender(router, forwarder)
     return Batches(
         RunContext(store, files, gates, sender, run_settings, on_outcome=metrics.batch_outcome)
     )

@@ -212,6 +212,15 @@ class Settings:
         float, Env("VLLM_BOOTSTRAP_FILE_EXPIRY_CHECK_SECONDS", _seconds)
     ] = 60.0
     batch_in_flight_per_launch: Annotated[int, Env("VLLM_BATCH_IN_FLIGHT_PER_LAUNCH", _count)] = 512
+    # On launches without priority scheduling, batch lines make way for live requests: vLLM's
+    # queue is read this often while they do, and they go back to full speed once no live
+    # request came for the hold (batches/yielding.py).
+    batch_yield_check_seconds: Annotated[
+        float, Env("VLLM_BOOTSTRAP_BATCH_YIELD_CHECK_SECONDS", _seconds)
+    ] = 0.5
+    batch_yield_hold_seconds: Annotated[
+        float, Env("VLLM_BOOTSTRAP_BATCH_YIELD_HOLD_SECONDS", _seconds)
+    ] = 2.0
     # Model profiles declared in a file (YAML or JSON), read at start-up.
     models_file: Annotated[Path | None, Env("VLLM_BOOTSTRAP_MODELS_FILE", _path)] = None
     # Requests that may wait at once for profiles to load (each holds its body); past it, 429.

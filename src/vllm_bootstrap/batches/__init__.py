@@ -6,6 +6,7 @@ record.py      a batch's fields and statuses, and its OpenAI shape
 store.py       the batch database (files, batches, one row per request line)
 validation.py  checking an input file, all or nothing, with line numbers
 gates.py       how many requests each model may have in flight, shared fairly
+yielding.py    batch lines making way for live requests on a launch
 requests.py    sending one request line, with retries; its output line
 results.py     appending results and recording progress, together
 runner.py      running, cancelling, expiring and resuming batches
@@ -18,6 +19,7 @@ _FACE = {
     "BatchNotFound": "service",
     "BatchRefused": "service",
     "BatchStore": "store",
+    "BatchYield": "yielding",
     "BatchWriteFailed": "store",
     "Batches": "service",
     "MAX_EXPIRY_SECONDS": "files",

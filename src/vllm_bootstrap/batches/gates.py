@@ -1,11 +1,13 @@
 """How many batch requests each model may have in flight, shared fairly between batches.
 
-A model's capacity is `VLLM_BATCH_IN_FLIGHT_PER_LAUNCH` for each ready launch serving it:
-enough that vLLM's scheduler always has a full queue (its default max_num_seqs is 256), so
-a launch never idles between results. Batches wanting the same model take turns: a slot
-freed goes to the next waiting batch in rotation, so a new batch is not starved behind a
-large one. Interactive /v1 requests do not take slots; they share the launches through the
-router, which reads the usage ledger, where batch requests count too.
+A model's capacity is the sum of its ready launches' windows (yielding.py): each is
+`VLLM_BATCH_IN_FLIGHT_PER_LAUNCH`, enough that vLLM's scheduler always has a full queue
+(its default max_num_seqs is 256), until live requests on the launch shrink it. Urgent
+batches have gates of their own, always at full width: they do not yield. Batches wanting
+the same model take turns: a slot freed goes to the next waiting batch in rotation, so a
+new batch is not starved behind a large one. Interactive /v1 requests do not take slots;
+they share the launches through the router, which reads the usage ledger, where batch
+requests count too.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Protocol
 
+from vllm_bootstrap.launches import Launch
 from vllm_bootstrap.serving import ModelRouter
 
 RECHECK_SECONDS = 1.0
@@ -59,37 +63,46 @@ class _Gate:
                 self.in_use += 1
 
 
+# A launch's window: how many lines of batches (urgent ones, when True) it takes now.
+Window = Callable[[Launch, bool], int]
+_GateKey = tuple[str, bool]  # (model, urgent)
+
+
 class ModelGates:
-    def __init__(self, router: ModelRouter, per_launch: int, on_demand: OnDemand) -> None:
+    def __init__(self, router: ModelRouter, window: Window, on_demand: OnDemand) -> None:
         self._router = router
-        self._per_launch = per_launch
-        self._gates: dict[str, _Gate] = {}
+        self._window = window
+        self._gates: dict[_GateKey, _Gate] = {}
         self._on_demand = on_demand
 
     async def batch_order(self, models: list[str]) -> tuple[list[str], list[str]]:
         return await self._on_demand.batch_order(models)
 
-    def capacity(self, model: str) -> int:
-        return self._router.replica_count(model) * self._per_launch
+    def capacity(self, model: str, urgent: bool = False) -> int:
+        return sum(self._window(launch, urgent) for launch in self._router.replicas(model))
 
-    def in_flight(self, model: str) -> int:
-        gate = self._gates.get(model)
+    def in_flight(self, model: str, urgent: bool = False) -> int:
+        gate = self._gates.get((model, urgent))
         return gate.in_use if gate else 0
 
     def launches_changed(self) -> None:
         """Capacity may have grown: hand out what is free now."""
-        for model, gate in self._gates.items():
-            gate.grant(self.capacity(model))
+        for key, gate in list(self._gates.items()):
+            gate.grant(self.capacity(*key))
 
-    async def acquire(self, model: str, owner: str, missing_wait: float) -> None:
-        """Wait for a slot for `model`; ModelMissing once no launch has served or been loading
-        it for `missing_wait` seconds in a row."""
-        gate = self._gates.setdefault(model, _Gate())
-        if not gate.waiting and gate.in_use < self.capacity(model):
+    async def acquire(
+        self, model: str, owner: str, missing_wait: float, urgent: bool = False
+    ) -> None:
+        """Wait for a slot for `model` (in the urgent batches' gate when `urgent`);
+        ModelMissing once no launch has served or been loading it for `missing_wait`
+        seconds in a row."""
+        key = (model, urgent)
+        gate = self._gates.setdefault(key, _Gate())
+        if not gate.waiting and gate.in_use < self.capacity(*key):
             gate.in_use += 1
             return
         future = gate.enqueue(owner)
-        gate.grant(self.capacity(model))
+        gate.grant(self.capacity(*key))
         waiting_since = time.monotonic()
         missing_since: float | None = None
         try:
@@ -100,17 +113,17 @@ class ModelGates:
                     missing_since = missing_since or time.monotonic()
                     if time.monotonic() - missing_since >= missing_wait:
                         future.cancel()
-                        self._forget_if_idle(model, gate)
+                        self._forget_if_idle(key, gate)
                         raise ModelMissing(model)
                 # Capacity changes are pushed (launches_changed); the recheck only notices a
                 # model that stopped loading without ever becoming ready.
                 await asyncio.wait([future], timeout=min(RECHECK_SECONDS, missing_wait))
         except BaseException:  # cancelled, or anything else: no slot stays taken
             if future.done() and not future.cancelled():
-                self.release(model)
+                self.release(model, urgent)
             else:
                 future.cancel()
-                self._forget_if_idle(model, gate)
+                self._forget_if_idle(key, gate)
             raise
 
     def _is_coming(self, model: str, owner: str, since: float) -> bool:
@@ -122,18 +135,19 @@ class ModelGates:
             or self._on_demand.demand(model, f"batch {owner}", since)
         )
 
-    def release(self, model: str) -> None:
-        gate = self._gates[model]
+    def release(self, model: str, urgent: bool = False) -> None:
+        key = (model, urgent)
+        gate = self._gates[key]
         gate.in_use -= 1
-        gate.grant(self.capacity(model))
-        self._forget_if_idle(model, gate)
+        gate.grant(self.capacity(*key))
+        self._forget_if_idle(key, gate)
 
-    def _forget_if_idle(self, model: str, gate: _Gate) -> None:
+    def _forget_if_idle(self, key: _GateKey, gate: _Gate) -> None:
         """A gate nobody holds or waits for goes: models come and go over a server's life."""
         if gate.in_use:
             return
         for owner, queue in list(gate.waiting.items()):
             if all(future.done() for future in queue):
                 del gate.waiting[owner]
-        if not gate.waiting and self._gates.get(model) is gate:
-            del self._gates[model]
+        if not gate.waiting and self._gates.get(key) is gate:
+            del self._gates[key]

@@ -6,7 +6,8 @@ request as soon as the model's gate gives it a slot, so the in-flight count per 
 stays at its limit while results stream back. A request that must be retried gives its slot
 back while it waits. A model that no launch serves within the wait fails only its own lane's
 rows. Cancelling the lanes' task aborts every request in flight: closing their connections
-makes vLLM drop them.
+makes vLLM drop them. A line taken back to make way for live requests (yielding.py) waits
+for a slot again, at no cost to its attempts.
 """
 
 from __future__ import annotations
@@ -93,13 +94,15 @@ class Lanes:
                         return  # results can no longer be kept: stop sending
                     if not missing:
                         try:
-                            await self._gates.acquire(model, self._batch.id, self._model_wait)
+                            await self._gates.acquire(
+                                model, self._batch.id, self._model_wait, self._urgent
+                            )
                         except ModelMissing:
                             missing = True
                     if missing:
                         self._record(row, _model_missing(self._batch.id, row, model))
                         continue
-                    slot = _Slot(self._gates, model, self._batch.id, self._model_wait)
+                    slot = _Slot(self._gates, model, self._batch.id, self._model_wait, self._urgent)
                     task = asyncio.create_task(self._request(row, slot))
                     in_flight.add(task)
                     task.add_done_callback(in_flight.discard)
@@ -175,20 +178,23 @@ class Lanes:
 class _Slot:
     """One request's place in its model's gate: taken by the lane, given back once."""
 
-    def __init__(self, gates: ModelGates, model: str, owner: str, model_wait: float) -> None:
+    def __init__(
+        self, gates: ModelGates, model: str, owner: str, model_wait: float, urgent: bool
+    ) -> None:
         self._gates = gates
         self.model = model
         self._owner = owner
         self._model_wait = model_wait
+        self._urgent = urgent
         self.held = True
 
     def release_if_held(self, _task: object = None) -> None:
         if self.held:
             self.held = False
-            self._gates.release(self.model)
+            self._gates.release(self.model, self._urgent)
 
     async def take_again(self) -> None:
-        await self._gates.acquire(self.model, self._owner, self._model_wait)
+        await self._gates.acquire(self.model, self._owner, self._model_wait, self._urgent)
         self.held = True
 
 

@@ -10,7 +10,9 @@ makes vLLM drop it) and sent once more; a second timeout is its final outcome.
 
 A launch that runs vLLM's priority scheduling (`--scheduling-policy priority`) gets each
 line with `"priority": BATCH_PRIORITY` added, so vLLM serves live requests (its default
-priority, 0) first; a line's own `priority` wins, and an urgent batch adds none.
+priority, 0) first; a line's own `priority` wins, and an urgent batch adds none. On any
+other launch a line may be taken back to make way for live requests (yielding.py): it is
+sent again later, and that costs it no attempt.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import random
 from dataclasses import dataclass
 
+from vllm_bootstrap.batches.yielding import BatchYield
 from vllm_bootstrap.launches import flag_value
 from vllm_bootstrap.serving import Forwarder, ModelRouter, NoReadyReplica, UnknownModel
 from vllm_bootstrap.upstream import UpstreamError
@@ -58,9 +61,10 @@ class _TooLarge(Exception):
 
 
 class RequestSender:
-    def __init__(self, router: ModelRouter, forwarder: Forwarder) -> None:
+    def __init__(self, router: ModelRouter, forwarder: Forwarder, yielding: BatchYield) -> None:
         self._router = router
         self._forwarder = forwarder
+        self._yield = yielding
 
     async def attempt(
         self,
@@ -82,15 +86,22 @@ class RequestSender:
         except (UnknownModel, NoReadyReplica):
             return Retry("model_not_found", f"no ready launch serves {model!r}", counts=False)
         headers = [*_JSON_HEADERS, (b"x-request-id", request_id.encode())]
-        if not urgent and uses_priority_scheduling(launch.extra_args):
+        prioritised = uses_priority_scheduling(launch.extra_args)
+        if not urgent and prioritised:
             body = with_priority(body, BATCH_PRIORITY)
+        line = None if urgent or prioritised else self._yield.track(launch)
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout) as deadline:
+                if line is not None:
+                    line.deadline = deadline
                 async with self._forwarder.request(
                     launch, "batch", model, url.encode(), headers, body
                 ) as response:
                     status, payload = response.status, await _read_capped(response)
         except TimeoutError:
+            if line is not None and line.taken_back:
+                message = f"taken back from launch {launch.launch_id} for live requests"
+                return Retry("made_way", message, counts=False)
             message = f"launch {launch.launch_id} gave no answer within {timeout:g} s"
             if final:
                 message = f"{message} ({tries} tries; the batch's request timeout)"
@@ -105,6 +116,9 @@ class RequestSender:
         except _TooLarge:
             message = f"the response was over {MAX_RESPONSE_BYTES} bytes"
             return error_outcome(request_id, custom_id, "response_too_large", message)
+        finally:
+            if line is not None:
+                self._yield.untrack(line)
         if status in RETRY_STATUSES and not final:
             return Retry("upstream_unavailable", f"launch {launch.launch_id} answered {status}")
         return response_outcome(request_id, custom_id, status, payload)

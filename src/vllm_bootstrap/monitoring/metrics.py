@@ -62,6 +62,10 @@ class Metrics:
         )
         held.set_function(read)
 
+    def watch_batch_windows(self, read: Callable[[], Iterable[tuple[str, int]]]) -> None:
+        """(launch_id, lines) of the launches where batches make way for live requests."""
+        self.registry.register(_BatchWindows(read))
+
     def refused(self, route: str, code: str) -> None:
         self.refusals.labels(route, code).inc()
 
@@ -127,6 +131,22 @@ class LaunchCollector(Collector):
             counts[launch.state] += 1
         for state, count in counts.items():
             family.add_metric([state.value], count)
+        yield family
+
+
+class _BatchWindows(Collector):
+    def __init__(self, read: Callable[[], Iterable[tuple[str, int]]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            f"{PREFIX}_batch_window_lines",
+            "Batch lines a launch takes at once while batches make way for live requests "
+            "there (absent: VLLM_BATCH_IN_FLIGHT_PER_LAUNCH).",
+            labels=["launch_id"],
+        )
+        for launch_id, lines in self._read():
+            family.add_metric([launch_id], lines)
         yield family
 
 

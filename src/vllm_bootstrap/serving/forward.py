@@ -87,7 +87,8 @@ class Forwarder:
         started = time.perf_counter()
         status = CLIENT_GONE_STATUS
         launch_id = launch.launch_id
-        self._ledger.begin(launch_id)  # not a context manager: this is the hot path
+        # Not a context manager: this is the hot path. A POST is inference someone waits for.
+        self._ledger.begin(launch_id, live=scope["method"] == "POST")
         try:
             status = await self._exchange(scope, receive, send, launch, path, body)
         except UpstreamUnreachable:

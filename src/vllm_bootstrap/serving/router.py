@@ -45,6 +45,10 @@ class ModelRouter:
     def replica_count(self, model: str) -> int:
         return len(self._index().get(model, ()))
 
+    def replicas(self, model: str) -> list[Launch]:
+        """The ready launches serving `model`."""
+        return list(self._index().get(model, ()))
+
     def is_loading(self, model: str) -> bool:
         """A launch that will serve `model` is starting (or restarting)."""
         self._index()

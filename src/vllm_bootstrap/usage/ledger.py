@@ -21,6 +21,7 @@ from vllm_bootstrap.launches import Launch
 # From a fast completion to a long generation; streams count until their last byte.
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 IdleListener = Callable[[str], None]
+LiveListener = Callable[[str], None]
 
 
 class UsageLedger:
@@ -28,6 +29,7 @@ class UsageLedger:
         self._in_flight: dict[str, int] = {}
         self._last_request_at: dict[str, float] = {}
         self._idle_listeners: list[IdleListener] = []
+        self._live_listeners: list[LiveListener] = []
         self._counts: dict[tuple[str, str, str, str], int] = {}
         # (route, model, launch) -> per-bucket counts (the last is +Inf), then the sum.
         self._latency: dict[tuple[str, str, str], list[float]] = {}
@@ -36,9 +38,13 @@ class UsageLedger:
 
     # ----------------------------------------------------------------- written by the forwarder
 
-    def begin(self, launch_id: str) -> None:
-        """A request to `launch_id` is on its way; `end` it once it is answered or gone."""
+    def begin(self, launch_id: str, live: bool = False) -> None:
+        """A request to `launch_id` is on its way; `end` it once it is answered or gone.
+        `live`: someone waits for it (a client's inference request, not a batch line)."""
         self._in_flight[launch_id] = self._in_flight.get(launch_id, 0) + 1
+        if live:
+            for listener in self._live_listeners:
+                listener(launch_id)
 
     def end(self, launch_id: str) -> None:
         """The request is answered (or its client gone); `record` it first."""
@@ -80,6 +86,10 @@ class UsageLedger:
     def on_idle(self, listener: IdleListener) -> None:
         """Call `listener(launch_id)` whenever a launch's last request in flight ends."""
         self._idle_listeners.append(listener)
+
+    def on_live_begin(self, listener: LiveListener) -> None:
+        """Call `listener(launch_id)` whenever a live request to a launch begins."""
+        self._live_listeners.append(listener)
 
     def counts(self) -> Iterator[tuple[tuple[str, str, str, str], int]]:
         """(route, model, launch_id, status) -> requests, for /metrics."""

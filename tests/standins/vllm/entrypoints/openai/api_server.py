@@ -10,7 +10,11 @@ What it shares with vLLM, as far as the control plane can tell:
   (checkpoint shards, torch.compile, memory profiling, CUDA graph capture), "Starting vLLM
   server on ..." and uvicorn's "Application startup complete.";
 - /health, /v1/models, /v1/completions, /v1/chat/completions (SSE when streaming),
-  /v1/embeddings and /metrics; a clean exit on SIGTERM.
+  /v1/embeddings and /metrics (with vLLM's running and waiting gauges); a clean exit on
+  SIGTERM;
+- its scheduler (scheduling.py): at most --max-num-seqs requests run at once, the rest wait
+  (fcfs, or by priority with --scheduling-policy priority) and are dropped if their client
+  goes first.
 
 Failures are chosen by the model name:
 - "crash-on-start": dies during loading with a RuntimeError traceback;
@@ -31,7 +35,8 @@ Test-only extras: ANY /debug/echo/... describes the request it received; GET
 /debug/status/{code} answers that status with a Content-Length;
 FAKE_VLLM_TOKEN_DELAY_SECONDS spaces streamed tokens out; FAKE_VLLM_LATENCY_SECONDS makes
 every non-streaming answer take that long (given up when the client goes, as vLLM aborts);
-GET /debug/stats says how many requests ran at once at most, finished, and were aborted,
+GET /debug/stats says how many requests ran at once at most, run and wait now, finished,
+and were aborted, how many were let in ahead of each prompt while it waited,
 how often each prompt was seen (a prompt is the request's last message or its prompt) and
 with which `priority` last (non-zero ones are refused with 400 unless the server runs with
 --scheduling-policy priority, as vLLM does);
@@ -59,6 +64,8 @@ from datetime import datetime
 
 from aiohttp import web
 
+from vllm.entrypoints.openai.scheduling import Scheduler
+
 VERSION = "0.0.0+standin"
 
 
@@ -77,6 +84,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--served-model-name", nargs="+")
     parser.add_argument("--enable-sleep-mode", action="store_true")
     parser.add_argument("--scheduling-policy", choices=["fcfs", "priority"], default="fcfs")
+    parser.add_argument("--max-num-seqs", type=int, default=256)
     args, _unknown = parser.parse_known_args(argv)
     return args
 
@@ -89,10 +97,11 @@ class StandinServer:
         self.token_delay = float(os.environ.get("FAKE_VLLM_TOKEN_DELAY_SECONDS", "0"))
         self.latency = float(os.environ.get("FAKE_VLLM_LATENCY_SECONDS", "0"))
         self.requests_total = 0
-        self.running = 0
-        self.peak_running = 0
+        self.scheduler = Scheduler(args.max_num_seqs, args.scheduling_policy == "priority")
         self.aborted = 0
         self.prompts: dict[str, int] = {}
+        # How many requests were let in ahead of each prompt while it waited (the last time).
+        self.let_in_ahead: dict[str, int] = {}
         self.priorities: dict[str, int] = {}  # the last priority each prompt came with
         self.tries: dict[str, int] = {}
         self.site: web.BaseSite | None = None
@@ -290,15 +299,16 @@ class StandinServer:
         )
 
     async def _generate(self, request: web.Request, token_count: int) -> bool:
-        """Take FAKE_VLLM_LATENCY_SECONDS, then token_delay per token, as a non-streaming
-        generation does; like vLLM, give up as soon as the client has gone. False when it
-        went away."""
+        """Wait for a place among the running (--max-num-seqs), then take
+        FAKE_VLLM_LATENCY_SECONDS and token_delay per token, as a non-streaming generation
+        does; like vLLM, give up as soon as the client has gone. False when it went away."""
         steps = [self.latency] if self.latency else []
         steps += [self.token_delay] * token_count if self.token_delay else []
         if "wedged" in self.model:  # alive and accepting, never answering
             steps = [365 * 86_400.0]
-        self.running += 1
-        self.peak_running = max(self.peak_running, self.running)
+        if not await self._enter(request):
+            self.aborted += 1
+            return False
         try:
             for step in steps:
                 transport = request.transport
@@ -312,7 +322,15 @@ class StandinServer:
                 return False
             return True
         finally:
-            self.running -= 1
+            self.scheduler.leave()
+
+    async def _enter(self, request: web.Request) -> bool:
+        """A place among the running; False when the client went while it waited."""
+        ahead = await self.scheduler.enter(request, request.get("priority", 0))
+        if ahead is None:
+            return False
+        self.let_in_ahead[request.get("prompt_key", "")] = ahead
+        return True
 
     def _note(self, request: web.Request, body: dict) -> web.Response | None:
         """Count the prompt and its priority (refused, as vLLM does, when not 0 without
@@ -326,6 +344,7 @@ class StandinServer:
             message = f"Got priority {priority} but Priority scheduling is not enabled."
             return web.json_response({"error": {"message": message, "code": 400}}, status=400)
         self.priorities[key] = priority
+        request["priority"], request["prompt_key"] = priority, key
         self.prompts[key] = self.prompts.get(key, 0) + 1
         if "resets" in self.model and request.transport is not None:
             request.transport.abort()
@@ -340,8 +359,10 @@ class StandinServer:
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response(
             {
-                "peak_running": self.peak_running,
-                "running": self.running,
+                "peak_running": self.scheduler.peak_running,
+                "running": self.scheduler.running,
+                "waiting": self.scheduler.waiting,
+                "let_in_ahead": self.let_in_ahead,
                 "requests_total": self.requests_total,
                 "aborted": self.aborted,
                 "prompts": self.prompts,
@@ -354,11 +375,13 @@ class StandinServer:
 
     async def _stream(self, request, object_name, tokens, choice) -> web.StreamResponse:
         self.requests_total += 1
-        self.running += 1
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
-        await response.prepare(request)
+        await response.prepare(request)  # as vLLM: the head at once, tokens once it runs
+        if not await self._enter(request):
+            self.aborted += 1
+            return response
         created = int(time.time())
         try:
             for index, token in enumerate(tokens):
@@ -376,7 +399,7 @@ class StandinServer:
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
         finally:
-            self.running -= 1
+            self.scheduler.leave()
         return response
 
     async def embeddings(self, request: web.Request) -> web.Response:
@@ -410,7 +433,10 @@ class StandinServer:
         lines = [
             "# HELP vllm:num_requests_running Number of requests currently running on GPU.",
             "# TYPE vllm:num_requests_running gauge",
-            f'vllm:num_requests_running{{model_name="{name}"}} {self.running}',
+            f'vllm:num_requests_running{{model_name="{name}"}} {self.scheduler.running}',
+            "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
+            "# TYPE vllm:num_requests_waiting gauge",
+            f'vllm:num_requests_waiting{{model_name="{name}"}} {self.scheduler.waiting}',
             "# HELP vllm:request_success_total Count of successfully processed requests.",
             "# TYPE vllm:request_success_total counter",
             f'vllm:request_success_total{{model_name="{name}"}} {self.requests_total}',

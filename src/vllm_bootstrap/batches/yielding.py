@@ -1,0 +1,220 @@
+"""Batch lines that make way for live requests, on launches without vLLM's priority
+scheduling.
+
+Under vLLM's default scheduling (first come, first served) a live request waits behind
+every batch line sent before it, and a batch sends hundreds. So batches hold a window per
+launch: how many of their lines may be in flight there.
+
+- No live request there for VLLM_BOOTSTRAP_BATCH_YIELD_HOLD_SECONDS: the window is full
+  (VLLM_BATCH_IN_FLIGHT_PER_LAUNCH), so vLLM's queue never runs dry.
+- A live request arrives (a POST through /v1 or /proxy): the window shrinks at once to the
+  batch lines vLLM was running at the last look, and the lines waiting in its queue are
+  taken back. Their connections are closed, so vLLM drops them, and they are sent again
+  later without costing an attempt. The newest lines are taken back: under first come,
+  first served they are the ones still waiting.
+- While live requests come, vLLM's queue is read from its /metrics every
+  VLLM_BOOTSTRAP_BATCH_YIELD_CHECK_SECONDS. A queue while a live request is in flight
+  halves the window (and takes the queued lines back); no queue adds one line. The window
+  never goes below one line.
+
+With priority scheduling vLLM itself serves live requests first (batch lines carry a
+lower priority, requests.py), and an urgent batch does not yield: their lines are not
+tracked here and their window is always full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from vllm_bootstrap.background import BackgroundTask
+from vllm_bootstrap.launches import Launch
+from vllm_bootstrap.upstream import UpstreamError, UpstreamPool
+from vllm_bootstrap.usage import UsageLedger
+
+logger = logging.getLogger("vllm_bootstrap.batches")
+READ_TIMEOUT_SECONDS = 2.0
+MAX_METRICS_BYTES = 16 * 1024 * 1024
+# vLLM's gauges, one sample per engine: summed.
+_QUEUE_GAUGE = re.compile(rb"^vllm:num_requests_(waiting|running)(?:\{[^}\n]*\})? (\S+)", re.M)
+
+
+@dataclass(frozen=True)
+class QueueReading:
+    waiting: int
+    running: int
+
+
+class Line:
+    """One batch line in flight on a launch; `taken_back` once it made way."""
+
+    __slots__ = ("deadline", "launch_id", "taken_back")
+
+    def __init__(self, launch_id: str) -> None:
+        self.launch_id = launch_id
+        self.deadline: asyncio.Timeout | None = None
+        self.taken_back = False
+
+    def take_back(self) -> None:
+        self.taken_back = True
+        if self.deadline is not None:
+            self.deadline.reschedule(asyncio.get_running_loop().time())
+
+
+@dataclass
+class _Window:
+    launch: Launch
+    limit: int
+    live_at: float = -math.inf  # time.monotonic() of the last live request seen
+    waiting: int = 0  # vLLM's queue at the last reading, less the lines taken back since
+    lines: dict[Line, None] = field(default_factory=dict)  # in the order they were sent
+
+
+class BatchYield(BackgroundTask):
+    def __init__(
+        self,
+        ledger: UsageLedger,
+        pool: UpstreamPool,
+        full: int,
+        check_seconds: float,
+        hold_seconds: float,
+    ) -> None:
+        super().__init__(self._watch, "batch-yield")
+        self._ledger = ledger
+        self._pool = pool
+        self._full = full
+        self._check_seconds = check_seconds
+        self._hold_seconds = hold_seconds
+        self._windows: dict[str, _Window] = {}
+        self._raised: list[Callable[[], None]] = []
+        ledger.on_live_begin(self._live_began)
+
+    def when_raised(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` whenever a window grows (more lines may be sent)."""
+        self._raised.append(listener)
+
+    def window(self, launch: Launch, urgent: bool = False) -> int:
+        """How many lines of batches (`urgent` ones: of those) may be in flight on it."""
+        window = self._windows.get(launch.launch_id)
+        return self._full if urgent or window is None else window.limit
+
+    def limits(self) -> Iterator[tuple[str, int]]:
+        """(launch_id, window) of the launches where batch lines are held back now."""
+        for launch_id, window in list(self._windows.items()):
+            if window.limit < self._full:
+                yield launch_id, window.limit
+
+    # ----------------------------------------------------------------- lines, from the sender
+
+    def track(self, launch: Launch) -> Line:
+        """A line is sent to `launch`; `untrack` it once it has its answer or made way."""
+        window = self._windows.get(launch.launch_id)
+        if window is None:
+            window = self._windows[launch.launch_id] = _Window(launch, self._full)
+        line = Line(launch.launch_id)
+        window.lines[line] = None
+        return line
+
+    def untrack(self, line: Line) -> None:
+        window = self._windows.get(line.launch_id)
+        if window is not None:
+            window.lines.pop(line, None)
+            if not window.lines and window.limit == self._full:
+                del self._windows[line.launch_id]
+
+    # ----------------------------------------------------------------- the control
+
+    def _live_began(self, launch_id: str) -> None:
+        """A live request is on its way to `launch_id`: the batch's queued lines make way."""
+        window = self._windows.get(launch_id)
+        if window is None or not window.lines:
+            return
+        window.live_at = time.monotonic()
+        running = len(window.lines) - window.waiting  # batch lines vLLM runs, at the last look
+        self._set(window, max(1, min(window.limit, running)))
+        self._take_back(window, len(window.lines) - window.limit)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._check_seconds)
+            for window in list(self._windows.values()):
+                try:
+                    await self._check(window)
+                except Exception:  # a bug must not end the watch for good
+                    logger.exception("batch yield: checking %s failed", window.launch.launch_id)
+
+    async def _check(self, window: _Window) -> None:
+        # Read even with no live request about, so the first one finds the queue known.
+        reading = await read_queue(self._pool, window.launch)
+        if reading is not None:
+            window.waiting = reading.waiting
+        live = self._ledger.in_flight(window.launch.launch_id) - len(window.lines)
+        now = time.monotonic()
+        if live > 0:
+            window.live_at = now
+        elif now - window.live_at >= self._hold_seconds:
+            self._set(window, self._full)  # no live traffic: full speed
+            if not window.lines:
+                self._windows.pop(window.launch.launch_id, None)
+            return
+        if reading is None:
+            return
+        if live > 0 and reading.waiting:
+            self._set(window, max(1, min(window.limit, len(window.lines)) // 2))
+            self._take_back(window, min(reading.waiting, len(window.lines) - window.limit))
+        elif not reading.waiting:
+            self._set(window, min(self._full, window.limit + 1))
+
+    def _take_back(self, window: _Window, count: int) -> None:
+        """The `count` newest lines make way (under fcfs, those still in vLLM's queue)."""
+        newest = list(window.lines)[len(window.lines) - count :] if count > 0 else []
+        for line in newest:
+            line.take_back()
+            del window.lines[line]
+        window.waiting = max(0, window.waiting - len(newest))
+
+    def _set(self, window: _Window, limit: int) -> None:
+        raised = limit > window.limit
+        window.limit = limit
+        if raised:
+            for listener in self._raised:
+                listener()
+
+
+async def read_queue(pool: UpstreamPool, launch: Launch) -> QueueReading | None:
+    """vLLM's waiting and running requests, from its /metrics; None if it did not say."""
+    try:
+        async with asyncio.timeout(READ_TIMEOUT_SECONDS):
+            response = await pool.request(
+                launch.local_host, launch.port, b"GET", b"/metrics", [], b""
+            )
+            async with response:
+                if response.status != 200:
+                    return None
+                body = await _read_capped(response)
+    except (UpstreamError, TimeoutError):
+        return None
+    if body is None:
+        return None
+    totals = {b"waiting": 0.0, b"running": 0.0}
+    for match in _QUEUE_GAUGE.finditer(body):
+        try:
+            totals[match[1]] += float(match[2])
+        except ValueError:
+            return None
+    return QueueReading(int(totals[b"waiting"]), int(totals[b"running"]))
+
+
+async def _read_capped(response) -> bytes | None:  # type: ignore[no-untyped-def]
+    parts, size = [], 0
+    async for chunk in response.chunks():
+        size += len(chunk)
+        if size > MAX_METRICS_BYTES:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)

@@ -1,0 +1,159 @@
+"""The batch window of one launch, driven in-process: vLLM's /metrics is served over real
+HTTP on loopback by a small server whose queue figures the test sets."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from tests.test_registry import a_launch
+from vllm_bootstrap.batches.yielding import BatchYield, Line, read_queue
+from vllm_bootstrap.launches import Launch
+from vllm_bootstrap.upstream import UpstreamPool
+from vllm_bootstrap.usage import UsageLedger
+
+FULL = 64
+HOLD_SECONDS = 0.3
+
+
+class FakeMetrics:
+    """Answers GET /metrics with vLLM's two queue gauges (two engines, to be summed)."""
+
+    def __init__(self) -> None:
+        self.waiting = 0
+        self.running = 0
+        self.reads = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                await self._answer(writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client closed its connection
+        finally:
+            writer.close()
+
+    async def _answer(self, writer: asyncio.StreamWriter) -> None:
+        self.reads += 1
+        body = (
+            "# TYPE vllm:num_requests_waiting gauge\n"
+            f'vllm:num_requests_waiting{{engine="0",model_name="m"}} {self.waiting / 2}\n'
+            f'vllm:num_requests_waiting{{engine="1",model_name="m"}} {self.waiting / 2}\n'
+            f'vllm:num_requests_running{{engine="0",model_name="m"}} {self.running}.0\n'
+            "vllm:num_requests_running_total 99\n"
+        ).encode()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+
+
+@pytest.fixture
+async def metrics_launch() -> AsyncIterator[tuple[FakeMetrics, Launch]]:
+    metrics = FakeMetrics()
+    server = await asyncio.start_server(metrics.handle, "127.0.0.1", 0)
+    launch = a_launch("L")
+    launch.port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield metrics, launch
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 5) -> None:
+    """Poll a state that the control's own task changes (it announces no event to wait on)."""
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+
+
+async def reads_after(metrics: FakeMetrics, count: int) -> None:
+    """Until the control has read vLLM's queue `count` more times (and acted on the last)."""
+    target = metrics.reads + count + 1
+    await eventually(lambda: metrics.reads >= target)
+
+
+def sent(control: BatchYield, ledger: UsageLedger, launch: Launch, count: int) -> list[Line]:
+    """Batch lines on their way to `launch`, as the sender tracks and the ledger counts them."""
+    lines = []
+    for _ in range(count):
+        lines.append(control.track(launch))
+        ledger.begin(launch.launch_id)
+    return lines
+
+
+@pytest.mark.anyio
+async def test_the_window_shrinks_for_live_requests_and_grows_back(
+    metrics_launch: tuple[FakeMetrics, Launch],
+) -> None:
+    metrics, launch = metrics_launch
+    ledger, pool = UsageLedger(), UpstreamPool()
+    control = BatchYield(ledger, pool, FULL, check_seconds=0.01, hold_seconds=HOLD_SECONDS)
+    grew: list[int] = []
+    control.when_raised(lambda: grew.append(control.window(launch)))
+    control.start()
+    try:
+        lines = sent(control, ledger, launch, 14)
+        metrics.waiting, metrics.running = 10, 4
+        await reads_after(metrics, 1)
+        assert control.window(launch) == FULL  # no live request: full speed
+
+        ledger.begin(launch.launch_id, live=True)
+        # At once: the window is what vLLM runs, and the ten queued (newest) lines make way.
+        assert control.window(launch) == 4
+        assert [line.taken_back for line in lines] == [False] * 4 + [True] * 10
+        assert control.window(launch, urgent=True) == FULL
+
+        metrics.waiting = 3  # still a queue while the live request is in flight: halve
+        await eventually(lambda: control.window(launch) == 1)
+        assert sum(line.taken_back for line in lines) == 13
+        await reads_after(metrics, 3)
+        assert control.window(launch) == 1  # never below one line
+        assert dict(control.limits()) == {"L": 1}
+
+        metrics.waiting = 0  # no queue: one line more per look
+        await reads_after(metrics, 3)
+        assert 2 <= control.window(launch) <= 1 + metrics.reads
+        assert grew[:2] == [2, 3]
+
+        ledger.end(launch.launch_id)  # the live request is answered
+        await eventually(lambda: control.window(launch) == FULL)
+        assert dict(control.limits()) == {}
+    finally:
+        await control.stop()
+        pool.close()
+
+
+@pytest.mark.anyio
+async def test_a_launch_without_batch_lines_is_not_watched(
+    metrics_launch: tuple[FakeMetrics, Launch],
+) -> None:
+    metrics, launch = metrics_launch
+    ledger, pool = UsageLedger(), UpstreamPool()
+    control = BatchYield(ledger, pool, FULL, check_seconds=0.01, hold_seconds=HOLD_SECONDS)
+    control.start()
+    try:
+        [line] = sent(control, ledger, launch, 1)
+        await reads_after(metrics, 1)
+        control.untrack(line)
+        ledger.begin(launch.launch_id, live=True)  # nothing to take back
+        assert not line.taken_back
+        reads = metrics.reads
+        await asyncio.sleep(0.1)  # a stretch with nothing to watch: no reads at all
+        assert metrics.reads <= reads + 1
+    finally:
+        await control.stop()
+        pool.close()
+
+
+@pytest.mark.anyio
+async def test_a_queue_reading_sums_engines_and_ignores_other_series(
+    metrics_launch: tuple[FakeMetrics, Launch],
+) -> None:
+    metrics, launch = metrics_launch
+    metrics.waiting, metrics.running = 7, 3
+    pool = UpstreamPool()
+    try:
+        reading = await read_queue(pool, launch)
+    finally:
+        pool.close()
+    assert reading is not None
+    assert (reading.waiting, reading.running) == (7, 3)
