@@ -4,7 +4,10 @@ One launch of the tiny model (`--max-num-seqs 16`), measured in one run, in roun
 
 - live alone: sequential streamed chat requests through /v1, time to their first token;
 - batch alone: a batch of `--lines` chat lines, its rate (lines per second, create to done);
-- both: the same batch again, with the live requests sent while it runs.
+- both: the same batch again, with the live requests sent while it runs; its lines yield
+  to them (batches/yielding.py, or vLLM's priority scheduling with `--priority`);
+- both, not yielding: the batch created urgent (`metadata={"priority": "live"}`), as every
+  batch was sent before batches yielded: the baseline, in the same run.
 
 Then the ratios: live time to first token during the batch over alone (the goal is at most
 1.5), and the batch's rate with live traffic over alone (the goal is at least 0.8). Run it
@@ -84,13 +87,14 @@ def live_requests(client: httpx.Client, count: int, gap: float) -> list[float]:
     return times
 
 
-def run_batch(server: BenchServer, content: bytes) -> float:
+def run_batch(server: BenchServer, content: bytes, urgent: bool = False) -> float:
     """Lines per second from create to completed."""
     file_id = upload(server, content)
     started = time.perf_counter()
-    batch = server.request(
-        "POST", "/v1/batches", {"input_file_id": file_id, "endpoint": "/v1/chat/completions"}
-    )
+    body = {"input_file_id": file_id, "endpoint": "/v1/chat/completions"}
+    if urgent:
+        body["metadata"] = {"priority": "live"}
+    batch = server.request("POST", "/v1/batches", body)
     while batch["status"] not in ("completed", "failed", "cancelled", "expired"):
         time.sleep(0.1)
         batch = server.request("GET", f"/v1/batches/{batch['id']}")
@@ -105,7 +109,22 @@ def one_round(
     server: BenchServer, client: httpx.Client, args: argparse.Namespace, number: int
 ) -> dict[str, float]:
     alone = statistics.median(live_requests(client, args.live, args.gap))
-    batch_alone = run_batch(server, batch_lines(args.lines, 2 * number))
+    batch_alone = run_batch(server, batch_lines(args.lines, 3 * number))
+    yielding = with_live_traffic(server, client, args, 3 * number + 1, urgent=False)
+    urgent = with_live_traffic(server, client, args, 3 * number + 2, urgent=True)
+    return {
+        "ttft_alone": alone,
+        "batch_alone": batch_alone,
+        **{f"{key}_yielding": value for key, value in yielding.items()},
+        **{f"{key}_urgent": value for key, value in urgent.items()},
+    }
+
+
+def with_live_traffic(
+    server: BenchServer, client: httpx.Client, args: argparse.Namespace, seed: int, urgent: bool
+) -> dict[str, float]:
+    """A batch with live requests sent while it runs: their time to first token (median),
+    how many there were, and the batch's rate."""
     during: list[float] = []
     stop = threading.Event()
 
@@ -118,16 +137,10 @@ def one_round(
 
     thread = threading.Thread(target=live_while_batch)
     thread.start()
-    batch_with_live = run_batch(server, batch_lines(args.lines, 2 * number + 1))
+    rate = run_batch(server, batch_lines(args.lines, seed), urgent)
     stop.set()
     thread.join()
-    return {
-        "ttft_alone": alone,
-        "ttft_during": statistics.median(during),
-        "live_during": len(during),
-        "batch_alone": batch_alone,
-        "batch_with_live": batch_with_live,
-    }
+    return {"ttft": statistics.median(during), "live": len(during), "rate": rate}
 
 
 def main() -> None:
@@ -187,19 +200,21 @@ def report(rounds: list[dict[str, float]], args: argparse.Namespace) -> None:
         f"{args.lines}-line batches of {BATCH_MAX_TOKENS} tokens; live: streamed chat of "
         f"{LIVE_MAX_TOKENS} tokens, {args.gap:g} s apart; medians of {args.rounds} rounds"
     )
-    alone, during = median("ttft_alone"), median("ttft_during")
-    rate_alone, rate_live = median("batch_alone"), median("batch_with_live")
-    print(f"  live time to first token, alone        {alone * 1000:8.1f} ms")
-    print(
-        f"  live time to first token, during batch {during * 1000:8.1f} ms  "
-        f"({during / alone:.2f}x alone; goal <= 1.5)"
-    )
-    print(f"  batch rate, alone                      {rate_alone:8.1f} lines/s")
-    print(
-        f"  batch rate, with live traffic          {rate_live:8.1f} lines/s  "
-        f"({rate_live / rate_alone:.2f}x alone; goal >= 0.8)"
-    )
-    print(f"  live requests measured during batches  {median('live_during'):8.0f} per round")
+    alone, rate_alone = median("ttft_alone"), median("batch_alone")
+    print(f"  live time to first token, alone            {alone * 1000:8.1f} ms")
+    print(f"  batch rate, alone                          {rate_alone:8.1f} lines/s")
+    for mode, title in (("yielding", "batch yielding"), ("urgent", "urgent batch (baseline)")):
+        during, rate = median(f"ttft_{mode}"), median(f"rate_{mode}")
+        print(f"  with an {title}:" if mode == "urgent" else f"  with a {title}:")
+        print(
+            f"    live time to first token               {during * 1000:8.1f} ms  "
+            f"({during / alone:.2f}x alone; goal <= 1.5)"
+        )
+        print(
+            f"    batch rate                             {rate:8.1f} lines/s  "
+            f"({rate / rate_alone:.2f}x alone; goal >= 0.8)"
+        )
+        print(f"    live requests measured                 {median(f'live_{mode}'):8.0f}")
 
 
 if __name__ == "__main__":

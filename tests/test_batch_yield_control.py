@@ -11,6 +11,9 @@ import pytest
 from tests.test_registry import a_launch
 from vllm_bootstrap.batches.yielding import BatchYield, Line, read_queue
 from vllm_bootstrap.launches import Launch
+from vllm_bootstrap.launches.registry import LaunchRegistry
+from vllm_bootstrap.launches.states import LaunchState
+from vllm_bootstrap.serving.router import ModelRouter
 from vllm_bootstrap.upstream import UpstreamPool
 from vllm_bootstrap.usage import UsageLedger
 
@@ -71,6 +74,14 @@ async def reads_after(metrics: FakeMetrics, count: int) -> None:
     await eventually(lambda: metrics.reads >= target)
 
 
+def settle(control: BatchYield, ledger: UsageLedger, lines: list[Line]) -> None:
+    """What the sender does with the lines taken back: they leave the launch."""
+    for line in [line for line in lines if line.taken_back]:
+        control.untrack(line)
+        ledger.end(line.launch_id)
+        lines.remove(line)
+
+
 def sent(control: BatchYield, ledger: UsageLedger, launch: Launch, count: int) -> list[Line]:
     """Batch lines on their way to `launch`, as the sender tracks and the ledger counts them."""
     lines = []
@@ -97,14 +108,16 @@ async def test_the_window_shrinks_for_live_requests_and_grows_back(
         assert control.window(launch) == FULL  # no live request: full speed
 
         ledger.begin(launch.launch_id, live=True)
-        # At once: the window is what vLLM runs, and the ten queued (newest) lines make way.
-        assert control.window(launch) == 4
+        # At once: the window is what vLLM runs (4: it was full, with a queue) and a queue
+        # of one line (an eighth of that, at least one); the ten queued (newest) make way.
+        assert control.window(launch) == 5
         assert [line.taken_back for line in lines] == [False] * 4 + [True] * 10
+        settle(control, ledger, lines)
         assert control.window(launch, urgent=True) == FULL
 
-        metrics.waiting = 3  # still a queue while the live request is in flight: halve
-        await eventually(lambda: control.window(launch) == 1)
-        assert sum(line.taken_back for line in lines) == 13
+        metrics.waiting = 3  # more queued than allowed while the live request is in flight
+        await eventually(lambda: control.window(launch) == 1)  # halved, and halved again
+        assert sum(line.taken_back for line in lines) == 3  # and 10 before
         await reads_after(metrics, 3)
         assert control.window(launch) == 1  # never below one line
         assert dict(control.limits()) == {"L": 1}
@@ -114,8 +127,15 @@ async def test_the_window_shrinks_for_live_requests_and_grows_back(
         assert 2 <= control.window(launch) <= 1 + metrics.reads
         assert grew[:2] == [2, 3]
 
-        ledger.end(launch.launch_id)  # the live request is answered
+        metrics.waiting = 5  # a queue again while the live request is in flight
+        await eventually(lambda: control.window(launch) == 1)
+        settle(control, ledger, lines)
+        grew.clear()
+        ledger.end(launch.launch_id)  # the live request is answered; no other comes
         await eventually(lambda: control.window(launch) == FULL)
+        start = grew[0] // 2  # back to full speed, doubling each look
+        assert grew == [min(FULL, start * 2**step) for step in range(1, len(grew) + 1)]
+        assert len(grew) >= 2
         assert dict(control.limits()) == {}
     finally:
         await control.stop()
@@ -157,3 +177,42 @@ async def test_a_queue_reading_sums_engines_and_ignores_other_series(
         pool.close()
     assert reading is not None
     assert (reading.waiting, reading.running) == (7, 3)
+
+
+def test_a_launchs_max_num_seqs_sets_what_a_live_request_leaves_the_batch() -> None:
+    launch = a_launch("L")
+    launch.extra_args = ["--max-num-seqs", "16"]
+    ledger = UsageLedger()
+    control = BatchYield(ledger, UpstreamPool(), FULL, check_seconds=1, hold_seconds=1)
+    lines = sent(control, ledger, launch, 40)
+
+    ledger.begin(launch.launch_id, live=True)  # no look at vLLM's queue yet
+
+    assert control.window(launch) == 18  # its 16 running, and two lines queued
+    assert [line.taken_back for line in lines] == [False] * 18 + [True] * 22
+
+
+def test_a_line_goes_to_a_replica_with_room_in_its_window() -> None:
+    registry, ledger = LaunchRegistry(), UsageLedger()
+    router = ModelRouter(registry, ledger)
+    held, free = (_ready_replica(registry, launch_id) for launch_id in ("held", "free"))
+    control = BatchYield(ledger, UpstreamPool(), FULL, check_seconds=1, hold_seconds=1)
+    sent(control, ledger, held, 2)
+    for _ in range(10):
+        ledger.begin(free.launch_id)  # the other replica is busier
+    assert router.choose("m").launch_id == "held"  # least busy, when nothing is held back
+
+    ledger.begin(held.launch_id, live=True)  # its window shrinks to its two lines
+    assert control.window(held) == 2
+
+    assert router.choose("m", control.has_room).launch_id == "free"
+    assert router.choose("m", lambda _launch: False).launch_id == "held"  # none has room
+
+
+def _ready_replica(registry: LaunchRegistry, launch_id: str) -> Launch:
+    launch = a_launch(launch_id)
+    registry.add(launch)
+    launch.move_to(LaunchState.READY)
+    launch.served_models = ["m"]
+    registry.changed(launch)
+    return launch

@@ -205,11 +205,29 @@ def test_batch_lines_yield_to_live_ones_under_vllms_priority_scheduling(
     start_server: ServerFactory,
 ) -> None:
     server = start_server()
-    launch = server.launch_ready(
-        model="m", gpu_ids=[0], extra_args=["--scheduling-policy", "priority"]
-    )
+    launch = server.launch_ready(model="m", gpu_ids=[0], priority_scheduling=True)
+    assert launch["extra_args"][-2:] == ["--scheduling-policy", "priority"]
     priorities = _priorities_after(server, launch["launch_id"], None)
     assert priorities == {'"a"': 1, '"b"': -5, '"live"': 0}
+    contradicting = {"priority_scheduling": True, "extra_args": ["--scheduling-policy", "fcfs"]}
+    refused = server.client.post("/launch", json={"model": "m", "gpu_ids": [1], **contradicting})
+    assert refused.status_code == 422
+    assert "contradicts --scheduling-policy 'fcfs'" in refused.text
+
+
+def test_a_profile_turns_on_priority_scheduling_with_one_field(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server()
+    body = {"model": "org/m", "priority_scheduling": True}
+    assert server.client.put("/models/m", json=body).status_code == 200
+    assert server.client.get("/models/m").json()["priority_scheduling"] is True
+    loaded = server.client.post("/models/m/load", params={"wait": True}, timeout=30)
+    assert loaded.status_code == 200, loaded.text
+    launch_id = server.client.get("/models/m").json()["status"]["launch_id"]
+    launch = server.client.get(f"/status/{launch_id}").json()
+    assert "--scheduling-policy" in launch["extra_args"]
+    assert _priorities_after(server, launch_id, None) == {'"a"': 1, '"b"': -5, '"live"': 0}
 
 
 def test_an_urgent_batch_does_not_yield(start_server: ServerFactory) -> None:

@@ -41,6 +41,10 @@ def test_a_name_with_a_slash_is_one_profile(server: Server) -> None:
         ({"model": "m", "extra_args": ["--port", "1"]}, "set `port` instead"),
         ({"model": "m", "idle_ttl_seconds": -1}, "body.idle_ttl_seconds"),
         ({"model": "m", "sleep": "yes"}, "body.sleep"),
+        (
+            {"model": "m", "priority_scheduling": True, "extra_args": ["--scheduling-policy=fcfs"]},
+            "priority_scheduling contradicts --scheduling-policy 'fcfs'",
+        ),
         ({"model": "m", "unknown": 1}, "Extra inputs are not permitted"),
     ],
 )

@@ -53,6 +53,7 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         HF_HUB_OFFLINE="1",
         VLLM_CACHE_ROOT=str(build_env.cache_root() / "vllm-cache"),
         VLLM_BATCH_MODEL_WAIT_SECONDS="3",
+        VLLM_BOOTSTRAP_BATCH_YIELD_CHECK_SECONDS="0.1",
     )
     server = Server(env, workdir / "server.log").start()
     yield server
@@ -60,11 +61,17 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.client.close()
 
 
-def launch_tiny(server: Server, gpu: int, model: Path | None = None) -> dict:
+def launch_tiny(
+    server: Server,
+    gpu: int,
+    model: Path | None = None,
+    flags: list[str] = VLLM_FLAGS,
+    name: str = SERVED_NAME,
+) -> dict:
     return server.launch(
         model=str(model or build_env.model_dir()),
         gpu_ids=[gpu],
-        extra_args=[*VLLM_FLAGS, "--served-model-name", SERVED_NAME],
+        extra_args=[*flags, "--served-model-name", name],
     )
 
 
@@ -165,6 +172,52 @@ def test_missing_model_fails_with_vllms_message(real_server: Server, ready_launc
     assert failed["return_code"] not in (None, 0)
     assert any(name in failed["error"] for name in ("HFValidationError", "OSError"))
     assert "/nonexistent/tiny-model" in real_server.logs(launch["launch_id"])
+
+
+def test_batch_lines_make_way_for_live_requests_on_a_first_come_first_served_vllm(
+    real_server: Server, ready_launch: dict
+) -> None:
+    name = "tiny-fcfs"
+    ready, _seconds = wait_ready(
+        real_server, launch_tiny(real_server, gpu=1, flags=VLLM_FLAGS[:-2], name=name)
+    )
+    client = client_for(real_server)
+    lines = [
+        {
+            "custom_id": f"r{index}",
+            "method": "POST",
+            "url": "/v1/completions",
+            "body": {"model": name, "prompt": f"Story {index}:", "max_tokens": 48},
+        }
+        for index in range(300)
+    ]
+    batch = submit(client, jsonl(lines), endpoint="/v1/completions")
+
+    def completed() -> int:
+        counts = client.batches.retrieve(batch.id).request_counts
+        return counts.completed if counts else 0
+
+    eventually(lambda: completed() >= 8, timeout=120)  # running, its queue read
+    live = openai.OpenAI(base_url=f"{real_server.url}/v1", api_key="unused", timeout=120)
+    for _ in range(3):
+        stream = live.completions.create(model=name, prompt="Live:", max_tokens=4, stream=True)
+        assert [chunk for chunk in stream if chunk.choices]
+
+    # Lines taken back from vLLM's queue count as given up (499): the queue was read.
+    taken_back = [
+        line
+        for line in real_server.client.get("/metrics").text.splitlines()
+        if line.startswith("vllm_bootstrap_requests_total{")
+        and 'route="batch"' in line
+        and f'launch_id="{ready["launch_id"]}"' in line
+        and 'status="499"' in line
+    ]
+    assert taken_back
+    assert float(taken_back[0].rsplit(" ", 1)[1]) > 0
+    done = wait_for_batch(client, batch.id, timeout=600)
+    assert done.request_counts is not None
+    assert (done.request_counts.completed, done.request_counts.failed) == (300, 0)
+    real_server.stop(ready["launch_id"], wait=True)
 
 
 def test_stop_ends_every_process_then_the_gpu_serves_again(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from vllm_bootstrap.launches import (
     DEFAULT_MAX_RESTARTS,
@@ -15,6 +15,7 @@ from vllm_bootstrap.launches import (
     check_env,
     check_extra_args,
     check_text,
+    with_priority_scheduling,
 )
 
 GpuIndex = Annotated[int, Field(ge=0, le=1023, strict=True)]
@@ -58,13 +59,20 @@ class LaunchRequest(BaseModel):
         le=3600,
         description="Delay before the first restart; each further one doubles it.",
     )
+    priority_scheduling: bool = Field(
+        default=False,
+        description=(
+            "Start vLLM with --scheduling-policy priority, so batch lines yield to live "
+            "requests inside vLLM."
+        ),
+    )
 
     def to_spec(self) -> LaunchSpec:
         return LaunchSpec(
             model=self.model,
             gpu_ids=self.gpu_ids,
             port=self.port,
-            extra_args=self.extra_args,
+            extra_args=with_priority_scheduling(self.extra_args, self.priority_scheduling),
             env=self.env,
             force=self.force,
             restart_policy=RestartPolicy(self.restart),
@@ -93,3 +101,8 @@ class LaunchRequest(BaseModel):
     @classmethod
     def _env_names_are_valid(cls, env: dict[str, str]) -> dict[str, str]:
         return check_env(env)
+
+    @model_validator(mode="after")
+    def _one_scheduling_policy(self) -> LaunchRequest:
+        with_priority_scheduling(self.extra_args, self.priority_scheduling)
+        return self

@@ -82,7 +82,7 @@ class RequestSender:
         answer is final when `final` (the last attempt, try number `tries`); an `urgent`
         line does not yield to live requests."""
         try:
-            launch = self._router.choose(model)
+            launch = self._router.choose(model, None if urgent else self._yield.has_room)
         except (UnknownModel, NoReadyReplica):
             return Retry("model_not_found", f"no ready launch serves {model!r}", counts=False)
         headers = [*_JSON_HEADERS, (b"x-request-id", request_id.encode())]

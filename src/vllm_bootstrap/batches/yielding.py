@@ -7,15 +7,19 @@ launch: how many of their lines may be in flight there.
 
 - No live request there for VLLM_BOOTSTRAP_BATCH_YIELD_HOLD_SECONDS: the window is full
   (VLLM_BATCH_IN_FLIGHT_PER_LAUNCH), so vLLM's queue never runs dry.
-- A live request arrives (a POST through /v1 or /proxy): the window shrinks at once to the
-  batch lines vLLM was running at the last look, and the lines waiting in its queue are
-  taken back. Their connections are closed, so vLLM drops them, and they are sent again
-  later without costing an attempt. The newest lines are taken back: under first come,
-  first served they are the ones still waiting.
+- A live request arrives (a POST through /v1 or /proxy): the window shrinks at once to
+  what vLLM runs at a time (its --max-num-seqs, from the launch's flags or from its
+  /metrics) plus a short queue (an eighth of that), and the newest lines beyond it, and
+  those waiting in vLLM's queue at the last look, are taken back. Their connections are
+  closed, so vLLM drops them; they are sent again later, behind the live request, without
+  costing an attempt. Under first come, first served the newest lines are the ones still
+  waiting.
 - While live requests come, vLLM's queue is read from its /metrics every
-  VLLM_BOOTSTRAP_BATCH_YIELD_CHECK_SECONDS. A queue while a live request is in flight
-  halves the window (and takes the queued lines back); no queue adds one line. The window
-  never goes below one line.
+  VLLM_BOOTSTRAP_BATCH_YIELD_CHECK_SECONDS: a queue longer than the short one while a
+  live request is in flight halves the window (and takes the queued lines back); a queue
+  no longer adds one line. The window never goes below one line.
+- Once no live request came for the hold, the window doubles each look back to full: not
+  at once, as hundreds of lines arriving together keep vLLM's API server busy for seconds.
 
 With priority scheduling vLLM itself serves live requests first (batch lines carry a
 lower priority, requests.py), and an urgent batch does not yield: their lines are not
@@ -33,12 +37,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from vllm_bootstrap.background import BackgroundTask
-from vllm_bootstrap.launches import Launch
+from vllm_bootstrap.launches import Launch, flag_value
 from vllm_bootstrap.upstream import UpstreamError, UpstreamPool
 from vllm_bootstrap.usage import UsageLedger
 
 logger = logging.getLogger("vllm_bootstrap.batches")
 READ_TIMEOUT_SECONDS = 2.0
+# While live requests come, batch lines may wait in vLLM's queue up to 1/8 of what it runs.
+QUEUE_SHARE = 8
 MAX_METRICS_BYTES = 16 * 1024 * 1024
 # vLLM's gauges, one sample per engine: summed.
 _QUEUE_GAUGE = re.compile(rb"^vllm:num_requests_(waiting|running)(?:\{[^}\n]*\})? (\S+)", re.M)
@@ -72,6 +78,9 @@ class _Window:
     limit: int
     live_at: float = -math.inf  # time.monotonic() of the last live request seen
     waiting: int = 0  # vLLM's queue at the last reading, less the lines taken back since
+    # Requests vLLM runs at once (--max-num-seqs): from the launch's flags, else the most
+    # seen running while others waited.
+    capacity: int | None = None
     lines: dict[Line, None] = field(default_factory=dict)  # in the order they were sent
 
 
@@ -103,6 +112,12 @@ class BatchYield(BackgroundTask):
         window = self._windows.get(launch.launch_id)
         return self._full if urgent or window is None else window.limit
 
+    def has_room(self, launch: Launch) -> bool:
+        """Whether a batch line sent to `launch` now stays within its window (with several
+        replicas, a line goes to one that has room)."""
+        window = self._windows.get(launch.launch_id)
+        return window is None or len(window.lines) < window.limit
+
     def limits(self) -> Iterator[tuple[str, int]]:
         """(launch_id, window) of the launches where batch lines are held back now."""
         for launch_id, window in list(self._windows.items()):
@@ -115,7 +130,9 @@ class BatchYield(BackgroundTask):
         """A line is sent to `launch`; `untrack` it once it has its answer or made way."""
         window = self._windows.get(launch.launch_id)
         if window is None:
-            window = self._windows[launch.launch_id] = _Window(launch, self._full)
+            window = self._windows[launch.launch_id] = _Window(
+                launch, self._full, capacity=_max_num_seqs(launch)
+            )
         line = Line(launch.launch_id)
         window.lines[line] = None
         return line
@@ -135,9 +152,13 @@ class BatchYield(BackgroundTask):
         if window is None or not window.lines:
             return
         window.live_at = time.monotonic()
-        running = len(window.lines) - window.waiting  # batch lines vLLM runs, at the last look
-        self._set(window, max(1, min(window.limit, running)))
-        self._take_back(window, len(window.lines) - window.limit)
+        if window.capacity is not None:  # what vLLM runs, and a short queue to keep it busy
+            target = window.capacity + _allowance(window)
+        else:  # the batch lines vLLM ran at the last look
+            target = len(window.lines) - window.waiting
+        self._set(window, max(1, min(window.limit, target)))
+        # Those queued in vLLM go too: sent again, they queue behind the live request.
+        self._take_back(window, max(len(window.lines) - window.limit, window.waiting))
 
     async def _watch(self) -> None:
         while True:
@@ -153,21 +174,24 @@ class BatchYield(BackgroundTask):
         reading = await read_queue(self._pool, window.launch)
         if reading is not None:
             window.waiting = reading.waiting
+            if reading.waiting:  # vLLM is full: what it runs is all it can
+                window.capacity = max(window.capacity or 0, reading.running)
         live = self._ledger.in_flight(window.launch.launch_id) - len(window.lines)
         now = time.monotonic()
         if live > 0:
             window.live_at = now
         elif now - window.live_at >= self._hold_seconds:
-            self._set(window, self._full)  # no live traffic: full speed
-            if not window.lines:
+            # No live traffic: back to full speed, doubling each look.
+            self._set(window, min(self._full, window.limit * 2))
+            if not window.lines and window.limit == self._full:
                 self._windows.pop(window.launch.launch_id, None)
             return
         if reading is None:
             return
-        if live > 0 and reading.waiting:
+        if live > 0 and reading.waiting > _allowance(window):
             self._set(window, max(1, min(window.limit, len(window.lines)) // 2))
             self._take_back(window, min(reading.waiting, len(window.lines) - window.limit))
-        elif not reading.waiting:
+        elif reading.waiting <= _allowance(window):
             self._set(window, min(self._full, window.limit + 1))
 
     def _take_back(self, window: _Window, count: int) -> None:
@@ -184,6 +208,17 @@ class BatchYield(BackgroundTask):
         if raised:
             for listener in self._raised:
                 listener()
+
+
+def _allowance(window: _Window) -> int:
+    """Batch lines that may wait in vLLM's queue while live requests come: enough that a
+    running slot freed is taken at once, few enough that a live request is soon in."""
+    return max(1, (window.capacity or 0) // QUEUE_SHARE)
+
+
+def _max_num_seqs(launch: Launch) -> int | None:
+    value = flag_value(launch.extra_args, "--max-num-seqs")
+    return int(value) if value is not None and value.isascii() and value.isdigit() else None
 
 
 async def read_queue(pool: UpstreamPool, launch: Launch) -> QueueReading | None:

@@ -77,6 +77,7 @@ class Profile(_Answer):
     extra_args: list[str] = []
     idle_ttl_seconds: float | None = None
     sleep: bool = False
+    priority_scheduling: bool = False
     pinned: bool = False
     preload: bool = False
     status: ProfileStatus | None = None

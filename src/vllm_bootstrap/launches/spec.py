@@ -103,6 +103,22 @@ def flag_value(extra_args: Sequence[str], flag: str) -> str | None:
     return value
 
 
+def with_priority_scheduling(extra_args: list[str], wanted: bool) -> list[str]:
+    """`extra_args`, with vLLM's priority scheduling when `wanted` (the one field launches
+    and profiles have for it); ValueError when they choose another policy themselves."""
+    if not wanted:
+        return extra_args
+    policy = flag_value(extra_args, "--scheduling-policy")
+    if policy == "priority":
+        return extra_args
+    if policy is not None:
+        raise ValueError(
+            f"priority_scheduling contradicts --scheduling-policy {policy!r} in extra_args: "
+            "give one of them"
+        )
+    return [*extra_args, "--scheduling-policy", "priority"]
+
+
 def _reject_nul(field_name: str, value: str) -> None:
     if "\x00" in value:
         raise ValueError(f"{field_name} must not contain NUL characters")

@@ -7,6 +7,7 @@ gpu_ids           exactly which ones (neither: one GPU)
 extra_args, env   as for POST /launch
 idle_ttl_seconds  stop (or put to sleep) after this long without requests; none: never
 sleep             swap out with vLLM's sleep mode instead of stopping
+priority_scheduling  vLLM's priority scheduling, so batch lines yield to live requests
 pinned            never evicted to make room for another profile
 preload           launched when the server starts
 """
@@ -17,7 +18,13 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from vllm_bootstrap.launches import LaunchSpec, check_env, check_extra_args, check_text
+from vllm_bootstrap.launches import (
+    LaunchSpec,
+    check_env,
+    check_extra_args,
+    check_text,
+    with_priority_scheduling,
+)
 
 # vLLM's sleep mode needs both (models/sleep_mode.py says why).
 SLEEP_ARGS = ("--enable-sleep-mode",)
@@ -44,6 +51,7 @@ class ModelProfile(BaseModel):
     )
     idle_ttl_seconds: float | None = Field(default=None, gt=0, le=365 * 24 * 3600)
     sleep: bool = False
+    priority_scheduling: bool = False
     pinned: bool = False
     preload: bool = False
 
@@ -77,14 +85,17 @@ class ModelProfile(BaseModel):
             raise ValueError("give gpu_count or gpu_ids, not both")
         if self.gpu_ids is not None and len(set(self.gpu_ids)) != len(self.gpu_ids):
             raise ValueError(f"gpu_ids must not repeat a GPU, got {self.gpu_ids}")
+        with_priority_scheduling(self.extra_args, self.priority_scheduling)
         return self
 
     def to_document(self) -> dict[str, Any]:
         return self.model_dump()
 
     def launch_spec(self, gpu_ids: list[int], reason: str) -> LaunchSpec:
-        """Its launch on `gpu_ids`: served under its name, with sleep mode when it sleeps."""
-        extra_args = [*self.extra_args, "--served-model-name", self.name]
+        """Its launch on `gpu_ids`: served under its name, with sleep mode when it sleeps
+        and priority scheduling when asked."""
+        extra_args = with_priority_scheduling(self.extra_args, self.priority_scheduling)
+        extra_args = [*extra_args, "--served-model-name", self.name]
         env = dict(self.env)
         if self.sleep:
             extra_args += SLEEP_ARGS

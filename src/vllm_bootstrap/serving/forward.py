@@ -109,8 +109,8 @@ class Forwarder:
     ) -> AsyncIterator[UpstreamResponse]:
         """POST a request of our own (a batch line) to `launch`; the response, to be read
         inside the block. Counted like a client's request, with its status once the block
-        read it without error (else as 502, as a broken-off response is); UpstreamError as
-        the pool raises it."""
+        read it without error (else as 502, as a broken-off response is, or 499 when we gave
+        it up: cancelled, timed out or taken back); UpstreamError as the pool raises it."""
         started = time.perf_counter()
         status = UPSTREAM_FAILED_STATUS
         self._ledger.begin(launch.launch_id)
@@ -121,6 +121,9 @@ class Forwarder:
             async with response:
                 yield response
             status = response.status
+        except asyncio.CancelledError:
+            status = CLIENT_GONE_STATUS
+            raise
         finally:
             self._ended(launch.launch_id, route, model, status, started)
 

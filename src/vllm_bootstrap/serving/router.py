@@ -13,6 +13,7 @@ launches are routed to: one falling asleep is in a state of its own.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 from vllm_bootstrap.launches import LOADING_STATES, Launch, LaunchDirectory, LaunchState
@@ -30,7 +31,8 @@ class ModelRouter:
         self._stale = True
         directory.subscribe(self._launch_changed)
 
-    def choose(self, model: str) -> Launch:
+    def choose(self, model: str, has_room: Callable[[Launch], bool] | None = None) -> Launch:
+        """The least busy ready replica of `model`; of those that `has_room`, when any has."""
         replicas = self._index().get(model)
         if not replicas:
             if model in self._loading:
@@ -40,6 +42,8 @@ class ModelRouter:
             return replicas[0]
         start = next(self._turn) % len(replicas)
         rotated = replicas[start:] + replicas[:start]
+        if has_room is not None:
+            rotated = [launch for launch in rotated if has_room(launch)] or rotated
         return min(rotated, key=lambda launch: self._ledger.in_flight(launch.launch_id))
 
     def replica_count(self, model: str) -> int:
