@@ -4,6 +4,7 @@ HTTP on loopback by a small server whose queue figures the test sets."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -28,6 +29,7 @@ class FakeMetrics:
         self.waiting = 0
         self.running = 0
         self.reads = 0
+        self.body: bytes | None = None  # instead of the gauges, when set
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -47,6 +49,7 @@ class FakeMetrics:
             f'vllm:num_requests_running{{engine="0",model_name="m"}} {self.running}.0\n'
             "vllm:num_requests_running_total 99\n"
         ).encode()
+        body = self.body if self.body is not None else body
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
         await writer.drain()
 
@@ -82,18 +85,46 @@ def settle(control: BatchYield, ledger: UsageLedger, lines: list[Line]) -> None:
         lines.remove(line)
 
 
-def sent(control: BatchYield, ledger: UsageLedger, launch: Launch, count: int) -> list[Line]:
-    """Batch lines on their way to `launch`, as the sender tracks and the ledger counts them."""
-    lines = []
-    for _ in range(count):
-        lines.append(control.track(launch))
-        ledger.begin(launch.launch_id)
-    return lines
+class Flights:
+    """Batch lines in flight: each a task awaiting its answer within a request timeout, as
+    the sender's are, so that taking one back cuts it off."""
+
+    def __init__(self) -> None:
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def send(
+        self, control: BatchYield, ledger: UsageLedger, launch: Launch, count: int
+    ) -> list[Line]:
+        """Lines on their way to `launch`, tracked and counted as the sender does it."""
+        lines = []
+        for _ in range(count):
+            line = control.track(launch)
+            ledger.begin(launch.launch_id)
+            self.tasks.append(asyncio.create_task(_awaiting_answer(line)))
+            lines.append(line)
+        await asyncio.sleep(0)  # each enters its timeout
+        return lines
+
+
+async def _awaiting_answer(line: Line) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(3600) as deadline:
+            line.deadline = deadline
+            await asyncio.Event().wait()
+
+
+@pytest.fixture
+async def flights() -> AsyncIterator[Flights]:
+    in_flight = Flights()
+    yield in_flight
+    for task in in_flight.tasks:
+        task.cancel()
+    await asyncio.gather(*in_flight.tasks, return_exceptions=True)
 
 
 @pytest.mark.anyio
 async def test_the_window_shrinks_for_live_requests_and_grows_back(
-    metrics_launch: tuple[FakeMetrics, Launch],
+    metrics_launch: tuple[FakeMetrics, Launch], flights: Flights
 ) -> None:
     metrics, launch = metrics_launch
     ledger, pool = UsageLedger(), UpstreamPool()
@@ -102,7 +133,7 @@ async def test_the_window_shrinks_for_live_requests_and_grows_back(
     control.when_raised(lambda: grew.append(control.window(launch)))
     control.start()
     try:
-        lines = sent(control, ledger, launch, 14)
+        lines = await flights.send(control, ledger, launch, 14)
         metrics.waiting, metrics.running = 10, 4
         await reads_after(metrics, 1)
         assert control.window(launch) == FULL  # no live request: full speed
@@ -144,14 +175,14 @@ async def test_the_window_shrinks_for_live_requests_and_grows_back(
 
 @pytest.mark.anyio
 async def test_a_launch_without_batch_lines_is_not_watched(
-    metrics_launch: tuple[FakeMetrics, Launch],
+    metrics_launch: tuple[FakeMetrics, Launch], flights: Flights
 ) -> None:
     metrics, launch = metrics_launch
     ledger, pool = UsageLedger(), UpstreamPool()
     control = BatchYield(ledger, pool, FULL, check_seconds=0.01, hold_seconds=HOLD_SECONDS)
     control.start()
     try:
-        [line] = sent(control, ledger, launch, 1)
+        [line] = await flights.send(control, ledger, launch, 1)
         await reads_after(metrics, 1)
         control.untrack(line)
         ledger.begin(launch.launch_id, live=True)  # nothing to take back
@@ -179,12 +210,15 @@ async def test_a_queue_reading_sums_engines_and_ignores_other_series(
     assert (reading.waiting, reading.running) == (7, 3)
 
 
-def test_a_launchs_max_num_seqs_sets_what_a_live_request_leaves_the_batch() -> None:
+@pytest.mark.anyio
+async def test_a_launchs_max_num_seqs_sets_what_a_live_request_leaves_the_batch(
+    flights: Flights,
+) -> None:
     launch = a_launch("L")
     launch.extra_args = ["--max-num-seqs", "16"]
     ledger = UsageLedger()
     control = BatchYield(ledger, UpstreamPool(), FULL, check_seconds=1, hold_seconds=1)
-    lines = sent(control, ledger, launch, 40)
+    lines = await flights.send(control, ledger, launch, 40)
 
     ledger.begin(launch.launch_id, live=True)  # no look at vLLM's queue yet
 
@@ -192,12 +226,14 @@ def test_a_launchs_max_num_seqs_sets_what_a_live_request_leaves_the_batch() -> N
     assert [line.taken_back for line in lines] == [False] * 18 + [True] * 22
 
 
-def test_a_line_goes_to_a_replica_with_room_in_its_window() -> None:
+@pytest.mark.anyio
+async def test_a_line_goes_to_a_replica_with_room_in_its_window(flights: Flights) -> None:
     registry, ledger = LaunchRegistry(), UsageLedger()
     router = ModelRouter(registry, ledger)
     held, free = (_ready_replica(registry, launch_id) for launch_id in ("held", "free"))
+    held.extra_args = ["--max-num-seqs", "1"]  # one running, one queued
     control = BatchYield(ledger, UpstreamPool(), FULL, check_seconds=1, hold_seconds=1)
-    sent(control, ledger, held, 2)
+    await flights.send(control, ledger, held, 2)
     for _ in range(10):
         ledger.begin(free.launch_id)  # the other replica is busier
     assert router.choose("m").launch_id == "held"  # least busy, when nothing is held back
@@ -216,3 +252,86 @@ def _ready_replica(registry: LaunchRegistry, launch_id: str) -> Launch:
     launch.served_models = ["m"]
     registry.changed(launch)
     return launch
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("value", ["NaN", "+Inf", "-1", "1e300", "many", None])
+async def test_a_queue_reading_that_is_no_count_is_no_reading(
+    metrics_launch: tuple[FakeMetrics, Launch], value: str | None
+) -> None:
+    metrics, launch = metrics_launch
+    gauge = f'vllm:num_requests_waiting{{model_name="m"}} {value}\n'
+    # None: no queue gauge at all (vLLM with --disable-log-stats)
+    metrics.body = (gauge if value is not None else "vllm:cache_config_info 1\n").encode()
+    pool = UpstreamPool()
+    try:
+        assert await read_queue(pool, launch) is None
+    finally:
+        pool.close()
+
+
+@pytest.mark.anyio
+async def test_a_live_request_leaves_the_window_alone_when_nothing_says_vllm_has_a_queue(
+    flights: Flights,
+) -> None:
+    launch, ledger = a_launch("L"), UsageLedger()  # no --max-num-seqs, and no look yet
+    control = BatchYield(ledger, UpstreamPool(), FULL, check_seconds=1, hold_seconds=1)
+    lines = await flights.send(control, ledger, launch, 5)
+    ledger.begin(launch.launch_id, live=True)
+    assert control.window(launch) == FULL
+    assert not any(line.taken_back for line in lines)
+
+
+@pytest.mark.anyio
+async def test_a_line_whose_own_timeout_is_ending_is_not_taken_back() -> None:
+    line = Line("L")
+    assert line.take_back() is False  # not sent yet: nothing to cut off
+    while_ending: list[bool] = []
+    with pytest.raises(TimeoutError):
+        await _cut_off_by_its_timeout(line, while_ending)
+    assert while_ending == [False]
+    assert not line.taken_back  # a timeout, reported as one, not as making way
+
+
+async def _cut_off_by_its_timeout(line: Line, while_ending: list[bool]) -> None:
+    async with asyncio.timeout(0.001) as deadline:
+        line.deadline = deadline
+        try:
+            await asyncio.sleep(1)
+        except asyncio.CancelledError:  # its timeout is ending it: too late to take back
+            while_ending.append(line.take_back())
+            raise
+
+
+def test_a_failing_live_listener_does_not_stop_the_request() -> None:
+    ledger = UsageLedger()
+
+    def broken(_launch_id: str) -> None:
+        raise RuntimeError("a bug")
+
+    ledger.on_live_begin(broken)
+    ledger.begin("L", live=True)
+    assert ledger.in_flight("L") == 1
+
+
+@pytest.mark.anyio
+async def test_a_queue_longer_than_the_batch_takes_back_every_batch_line_not_more(
+    metrics_launch: tuple[FakeMetrics, Launch], flights: Flights
+) -> None:
+    metrics, launch = metrics_launch
+    launch.extra_args = ["--max-num-seqs", "1"]
+    ledger, pool = UsageLedger(), UpstreamPool()
+    control = BatchYield(ledger, pool, FULL, check_seconds=0.01, hold_seconds=HOLD_SECONDS)
+    control.start()
+    try:
+        lines = await flights.send(control, ledger, launch, 10)
+        metrics.waiting, metrics.running = 15, 1  # others' requests are queued as well
+        await reads_after(metrics, 1)
+
+        ledger.begin(launch.launch_id, live=True)
+
+        assert control.window(launch) == 2
+        assert all(line.taken_back for line in lines)
+    finally:
+        await control.stop()
+        pool.close()

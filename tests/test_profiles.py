@@ -45,6 +45,10 @@ def test_a_name_with_a_slash_is_one_profile(server: Server) -> None:
             {"model": "m", "priority_scheduling": True, "extra_args": ["--scheduling-policy=fcfs"]},
             "priority_scheduling contradicts --scheduling-policy 'fcfs'",
         ),
+        (
+            {"model": "m", "priority_scheduling": True, "extra_args": ["--scheduling-policy"]},
+            "--scheduling-policy in extra_args needs a value",
+        ),
         ({"model": "m", "unknown": 1}, "Extra inputs are not permitted"),
     ],
 )

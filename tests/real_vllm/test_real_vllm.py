@@ -181,6 +181,13 @@ def test_batch_lines_make_way_for_live_requests_on_a_first_come_first_served_vll
     ready, _seconds = wait_ready(
         real_server, launch_tiny(real_server, gpu=1, flags=VLLM_FLAGS[:-2], name=name)
     )
+    try:
+        _batch_lines_make_way(real_server, name, ready["launch_id"])
+    finally:
+        real_server.stop(ready["launch_id"], wait=True)
+
+
+def _batch_lines_make_way(real_server: Server, name: str, launch_id: str) -> None:
     client = client_for(real_server)
     lines = [
         {
@@ -209,7 +216,7 @@ def test_batch_lines_make_way_for_live_requests_on_a_first_come_first_served_vll
         for line in real_server.client.get("/metrics").text.splitlines()
         if line.startswith("vllm_bootstrap_requests_total{")
         and 'route="batch"' in line
-        and f'launch_id="{ready["launch_id"]}"' in line
+        and f'launch_id="{launch_id}"' in line
         and 'status="499"' in line
     ]
     assert taken_back
@@ -217,7 +224,6 @@ def test_batch_lines_make_way_for_live_requests_on_a_first_come_first_served_vll
     done = wait_for_batch(client, batch.id, timeout=600)
     assert done.request_counts is not None
     assert (done.request_counts.completed, done.request_counts.failed) == (300, 0)
-    real_server.stop(ready["launch_id"], wait=True)
 
 
 def test_stop_ends_every_process_then_the_gpu_serves_again(

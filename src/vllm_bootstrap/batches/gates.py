@@ -1,8 +1,8 @@
 """How many batch requests each model may have in flight, shared fairly between batches.
 
 A model's capacity is the sum of its ready launches' windows (yielding.py): each is
-`VLLM_BATCH_IN_FLIGHT_PER_LAUNCH`, enough that vLLM's scheduler always has a full queue
-(its default max_num_seqs is 256), until live requests on the launch shrink it. Urgent
+`VLLM_BATCH_IN_FLIGHT_PER_LAUNCH`, enough that vLLM's scheduler always has a queue to
+take from, until live requests on the launch shrink it. Urgent
 batches have gates of their own, always at full width: they do not yield. Batches wanting
 the same model take turns: a slot freed goes to the next waiting batch in rotation, so a
 new batch is not starved behind a large one. Interactive /v1 requests do not take slots;

@@ -95,7 +95,7 @@ class RequestSender:
                 if line is not None:
                     line.deadline = deadline
                 async with self._forwarder.request(
-                    launch, "batch", model, url.encode(), headers, body
+                    launch, "batch", model, url.encode(), headers, body, live=urgent
                 ) as response:
                     status, payload = response.status, await _read_capped(response)
         except TimeoutError:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 from vllm_bootstrap.background import BackgroundTask
 from vllm_bootstrap.launches import Launch, flag_value
-from vllm_bootstrap.upstream import UpstreamError, UpstreamPool
+from vllm_bootstrap.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from vllm_bootstrap.usage import UsageLedger
 
 logger = logging.getLogger("vllm_bootstrap.batches")
@@ -46,6 +46,7 @@ READ_TIMEOUT_SECONDS = 2.0
 # While live requests come, batch lines may wait in vLLM's queue up to 1/8 of what it runs.
 QUEUE_SHARE = 8
 MAX_METRICS_BYTES = 16 * 1024 * 1024
+MAX_REQUESTS = 1e9  # a gauge above this is not a count of requests
 # vLLM's gauges, one sample per engine: summed.
 _QUEUE_GAUGE = re.compile(rb"^vllm:num_requests_(waiting|running)(?:\{[^}\n]*\})? (\S+)", re.M)
 
@@ -66,10 +67,14 @@ class Line:
         self.deadline: asyncio.Timeout | None = None
         self.taken_back = False
 
-    def take_back(self) -> None:
+    def take_back(self) -> bool:
+        """Cut its request off now; False when it cannot be (not sent yet, or its own
+        timeout is already ending it)."""
+        if self.deadline is None or self.deadline.expired():
+            return False
         self.taken_back = True
-        if self.deadline is not None:
-            self.deadline.reschedule(asyncio.get_running_loop().time())
+        self.deadline.reschedule(asyncio.get_running_loop().time())
+        return True
 
 
 @dataclass
@@ -82,6 +87,7 @@ class _Window:
     # seen running while others waited.
     capacity: int | None = None
     lines: dict[Line, None] = field(default_factory=dict)  # in the order they were sent
+    taken_back: int = 0  # lines taken back so far (a reading older than some still counts them)
 
 
 class BatchYield(BackgroundTask):
@@ -98,6 +104,8 @@ class BatchYield(BackgroundTask):
         self._pool = pool
         self._full = full
         self._check_seconds = check_seconds
+        # A look slower than this finds vLLM's API server too busy to say: no reading.
+        self._read_timeout = max(check_seconds, READ_TIMEOUT_SECONDS)
         self._hold_seconds = hold_seconds
         self._windows: dict[str, _Window] = {}
         self._raised: list[Callable[[], None]] = []
@@ -154,8 +162,10 @@ class BatchYield(BackgroundTask):
         window.live_at = time.monotonic()
         if window.capacity is not None:  # what vLLM runs, and a short queue to keep it busy
             target = window.capacity + _allowance(window)
-        else:  # the batch lines vLLM ran at the last look
+        elif window.waiting:  # the batch lines vLLM ran at the last look
             target = len(window.lines) - window.waiting
+        else:  # no queue seen, and vLLM's size unknown: nothing is ahead of the live request
+            return
         self._set(window, max(1, min(window.limit, target)))
         # Those queued in vLLM go too: sent again, they queue behind the live request.
         self._take_back(window, max(len(window.lines) - window.limit, window.waiting))
@@ -163,17 +173,24 @@ class BatchYield(BackgroundTask):
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self._check_seconds)
-            for window in list(self._windows.values()):
-                try:
-                    await self._check(window)
-                except Exception:  # a bug must not end the watch for good
-                    logger.exception("batch yield: checking %s failed", window.launch.launch_id)
+            # Together: one slow launch must not hold back the others' looks.
+            await asyncio.gather(*(self._check_safely(w) for w in list(self._windows.values())))
+
+    async def _check_safely(self, window: _Window) -> None:
+        try:
+            await self._check(window)
+        except Exception:  # a bug must not end the watch for good
+            logger.exception("batch yield: checking %s failed", window.launch.launch_id)
 
     async def _check(self, window: _Window) -> None:
         # Read even with no live request about, so the first one finds the queue known.
-        reading = await read_queue(self._pool, window.launch)
+        taken_before = window.taken_back
+        reading = await read_queue(self._pool, window.launch, self._read_timeout)
+        if self._windows.get(window.launch.launch_id) is not window:
+            return  # forgotten while it was read
         if reading is not None:
-            window.waiting = reading.waiting
+            # Less what was taken back during the read: vLLM had not dropped them yet.
+            window.waiting = max(0, reading.waiting - (window.taken_back - taken_before))
             if reading.waiting:  # vLLM is full: what it runs is all it can
                 window.capacity = max(window.capacity or 0, reading.running)
         live = self._ledger.in_flight(window.launch.launch_id) - len(window.lines)
@@ -188,19 +205,21 @@ class BatchYield(BackgroundTask):
             return
         if reading is None:
             return
-        if live > 0 and reading.waiting > _allowance(window):
+        if live > 0 and window.waiting > _allowance(window):
             self._set(window, max(1, min(window.limit, len(window.lines)) // 2))
-            self._take_back(window, min(reading.waiting, len(window.lines) - window.limit))
-        elif reading.waiting <= _allowance(window):
+            self._take_back(window, min(window.waiting, len(window.lines) - window.limit))
+        elif window.waiting <= _allowance(window):
             self._set(window, min(self._full, window.limit + 1))
 
     def _take_back(self, window: _Window, count: int) -> None:
         """The `count` newest lines make way (under fcfs, those still in vLLM's queue)."""
+        count = min(count, len(window.lines))
         newest = list(window.lines)[len(window.lines) - count :] if count > 0 else []
-        for line in newest:
-            line.take_back()
+        taken = [line for line in newest if line.take_back()]
+        for line in taken:
             del window.lines[line]
-        window.waiting = max(0, window.waiting - len(newest))
+        window.taken_back += len(taken)
+        window.waiting = max(0, window.waiting - len(taken))
 
     def _set(self, window: _Window, limit: int) -> None:
         raised = limit > window.limit
@@ -221,10 +240,13 @@ def _max_num_seqs(launch: Launch) -> int | None:
     return int(value) if value is not None and value.isascii() and value.isdigit() else None
 
 
-async def read_queue(pool: UpstreamPool, launch: Launch) -> QueueReading | None:
-    """vLLM's waiting and running requests, from its /metrics; None if it did not say."""
+async def read_queue(
+    pool: UpstreamPool, launch: Launch, timeout: float = READ_TIMEOUT_SECONDS
+) -> QueueReading | None:
+    """vLLM's waiting and running requests, from its /metrics; None if it did not say
+    (in `timeout` seconds, or at all: vLLM started with --disable-log-stats has no gauges)."""
     try:
-        async with asyncio.timeout(READ_TIMEOUT_SECONDS):
+        async with asyncio.timeout(timeout):
             response = await pool.request(
                 launch.local_host, launch.port, b"GET", b"/metrics", [], b""
             )
@@ -236,17 +258,23 @@ async def read_queue(pool: UpstreamPool, launch: Launch) -> QueueReading | None:
         return None
     if body is None:
         return None
-    totals = {b"waiting": 0.0, b"running": 0.0}
+    totals: dict[bytes, float] = {}
     for match in _QUEUE_GAUGE.finditer(body):
         try:
-            totals[match[1]] += float(match[2])
+            value = float(match[2])
         except ValueError:
             return None
-    return QueueReading(int(totals[b"waiting"]), int(totals[b"running"]))
+        if not 0 <= value <= MAX_REQUESTS:  # NaN, infinite or negative: not a queue
+            return None
+        totals[match[1]] = totals.get(match[1], 0.0) + value
+    if b"waiting" not in totals:
+        return None
+    return QueueReading(int(totals[b"waiting"]), int(totals.get(b"running", 0.0)))
 
 
-async def _read_capped(response) -> bytes | None:  # type: ignore[no-untyped-def]
-    parts, size = [], 0
+async def _read_capped(response: UpstreamResponse) -> bytes | None:
+    parts: list[bytes] = []
+    size = 0
     async for chunk in response.chunks():
         size += len(chunk)
         if size > MAX_METRICS_BYTES:

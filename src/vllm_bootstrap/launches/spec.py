@@ -111,6 +111,8 @@ def with_priority_scheduling(extra_args: list[str], wanted: bool) -> list[str]:
     policy = flag_value(extra_args, "--scheduling-policy")
     if policy == "priority":
         return extra_args
+    if policy is None and any(reserved_flag(arg, ("--scheduling-policy",)) for arg in extra_args):
+        raise ValueError("--scheduling-policy in extra_args needs a value")
     if policy is not None:
         raise ValueError(
             f"priority_scheduling contradicts --scheduling-policy {policy!r} in extra_args: "

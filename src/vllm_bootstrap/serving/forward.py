@@ -106,14 +106,16 @@ class Forwarder:
         target: bytes,
         headers: list[tuple[bytes, bytes]],
         body: bytes,
+        live: bool = False,
     ) -> AsyncIterator[UpstreamResponse]:
         """POST a request of our own (a batch line) to `launch`; the response, to be read
         inside the block. Counted like a client's request, with its status once the block
         read it without error (else as 502, as a broken-off response is, or 499 when we gave
-        it up: cancelled, timed out or taken back); UpstreamError as the pool raises it."""
+        it up: cancelled, timed out or taken back); UpstreamError as the pool raises it.
+        `live`: batch lines make way for it as for a client's (an urgent batch's line)."""
         started = time.perf_counter()
         status = UPSTREAM_FAILED_STATUS
-        self._ledger.begin(launch.launch_id)
+        self._ledger.begin(launch.launch_id, live)
         try:
             response = await self._pool.request(
                 launch.local_host, launch.port, b"POST", target, headers, body

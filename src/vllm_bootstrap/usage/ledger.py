@@ -13,6 +13,7 @@ proxy a sixth of its throughput.
 from __future__ import annotations
 
 import bisect
+import logging
 import time
 from collections.abc import Callable, Iterator
 
@@ -22,6 +23,7 @@ from vllm_bootstrap.launches import Launch
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 IdleListener = Callable[[str], None]
 LiveListener = Callable[[str], None]
+logger = logging.getLogger("vllm_bootstrap.usage")
 
 
 class UsageLedger:
@@ -44,7 +46,10 @@ class UsageLedger:
         self._in_flight[launch_id] = self._in_flight.get(launch_id, 0) + 1
         if live:
             for listener in self._live_listeners:
-                listener(launch_id)
+                try:
+                    listener(launch_id)
+                except Exception:  # the request it announces must go ahead regardless
+                    logger.exception("a listener to live requests on %s failed", launch_id)
 
     def end(self, launch_id: str) -> None:
         """The request is answered (or its client gone); `record` it first."""
