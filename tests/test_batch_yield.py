@@ -12,7 +12,7 @@ from tests.conftest import ServerFactory
 from tests.harness import Server, eventually
 
 SLOW_LINES = {
-    "FAKE_VLLM_TOKEN_DELAY_SECONDS": "0.1",  # two tokens a line: 0.2 s each, two at a time
+    "FAKE_VLLM_TOKEN_DELAY_SECONDS": "0.05",  # two tokens a line: 0.1 s each, two at a time
     "VLLM_BOOTSTRAP_BATCH_YIELD_CHECK_SECONDS": "0.05",
     "VLLM_BOOTSTRAP_BATCH_YIELD_HOLD_SECONDS": "0.5",
 }
