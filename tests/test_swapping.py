@@ -111,7 +111,8 @@ def test_the_idle_least_recently_used_launch_is_evicted(start_server: ServerFact
     _past_the_eviction_grace()
     assert _complete(server, "first").status_code == 200  # "second" is now the LRU
     _past_the_eviction_grace()
-    assert _complete(server, "third").status_code == 200
+    third = _complete(server, "third")
+    assert third.status_code == 200, f"{third.text}\n{server.output()[-3000:]}"
     live = {launch["profile"]: launch for launch in _profile_launches(server)}
     assert set(live) == {"first", "third"}
     assert live["third"]["gpu_ids"] == [1]  # the GPU "second" had
