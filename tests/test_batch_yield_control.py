@@ -114,6 +114,17 @@ async def _awaiting_answer(line: Line) -> None:
 
 
 @pytest.fixture
+async def watching() -> AsyncIterator[tuple[UsageLedger, BatchYield]]:
+    """A ledger and a running control that looks every 0.01 s."""
+    ledger, pool = UsageLedger(), UpstreamPool()
+    control = BatchYield(ledger, pool, FULL, check_seconds=0.01, hold_seconds=HOLD_SECONDS)
+    control.start()
+    yield ledger, control
+    await control.stop()
+    pool.close()
+
+
+@pytest.fixture
 async def flights() -> AsyncIterator[Flights]:
     in_flight = Flights()
     yield in_flight
@@ -124,75 +135,67 @@ async def flights() -> AsyncIterator[Flights]:
 
 @pytest.mark.anyio
 async def test_the_window_shrinks_for_live_requests_and_grows_back(
-    metrics_launch: tuple[FakeMetrics, Launch], flights: Flights
+    metrics_launch: tuple[FakeMetrics, Launch],
+    flights: Flights,
+    watching: tuple[UsageLedger, BatchYield],
 ) -> None:
     metrics, launch = metrics_launch
-    ledger, pool = UsageLedger(), UpstreamPool()
-    control = BatchYield(ledger, pool, FULL, check_seconds=0.01, hold_seconds=HOLD_SECONDS)
+    ledger, control = watching
     grew: list[int] = []
     control.when_raised(lambda: grew.append(control.window(launch)))
-    control.start()
-    try:
-        lines = await flights.send(control, ledger, launch, 14)
-        metrics.waiting, metrics.running = 10, 4
-        await reads_after(metrics, 1)
-        assert control.window(launch) == FULL  # no live request: full speed
+    lines = await flights.send(control, ledger, launch, 14)
+    metrics.waiting, metrics.running = 10, 4
+    await reads_after(metrics, 1)
+    assert control.window(launch) == FULL  # no live request: full speed
 
-        ledger.begin(launch.launch_id, live=True)
-        # At once: the window is what vLLM runs (4: it was full, with a queue) and a queue
-        # of one line (an eighth of that, at least one); the ten queued (newest) make way.
-        assert control.window(launch) == 5
-        assert [line.taken_back for line in lines] == [False] * 4 + [True] * 10
-        settle(control, ledger, lines)
-        assert control.window(launch, urgent=True) == FULL
+    ledger.begin(launch.launch_id, live=True)
+    # At once: the window is what vLLM runs (4: it was full, with a queue) and a queue
+    # of one line (an eighth of that, at least one); the ten queued (newest) make way.
+    assert control.window(launch) == 5
+    assert [line.taken_back for line in lines] == [False] * 4 + [True] * 10
+    settle(control, ledger, lines)
+    assert control.window(launch, urgent=True) == FULL
 
-        metrics.waiting = 3  # more queued than allowed while the live request is in flight
-        await eventually(lambda: control.window(launch) == 1)  # halved, and halved again
-        assert sum(line.taken_back for line in lines) == 3  # and 10 before
-        await reads_after(metrics, 3)
-        assert control.window(launch) == 1  # never below one line
-        assert dict(control.limits()) == {"L": 1}
+    metrics.waiting = 3  # more queued than allowed while the live request is in flight
+    await eventually(lambda: control.window(launch) == 1)  # halved, and halved again
+    assert sum(line.taken_back for line in lines) == 3  # and 10 before
+    await reads_after(metrics, 3)
+    assert control.window(launch) == 1  # never below one line
+    assert dict(control.limits()) == {"L": 1}
 
-        metrics.waiting = 0  # no queue: one line more per look
-        await reads_after(metrics, 3)
-        assert 2 <= control.window(launch) <= 1 + metrics.reads
-        assert grew[:2] == [2, 3]
+    metrics.waiting = 0  # no queue: one line more per look
+    await reads_after(metrics, 3)
+    assert 2 <= control.window(launch) <= 1 + metrics.reads
+    assert grew[:2] == [2, 3]
 
-        metrics.waiting = 5  # a queue again while the live request is in flight
-        await eventually(lambda: control.window(launch) == 1)
-        settle(control, ledger, lines)
-        grew.clear()
-        ledger.end(launch.launch_id)  # the live request is answered; no other comes
-        await eventually(lambda: control.window(launch) == FULL)
-        start = grew[0] // 2  # back to full speed, doubling each look
-        assert grew == [min(FULL, start * 2**step) for step in range(1, len(grew) + 1)]
-        assert len(grew) >= 2
-        assert dict(control.limits()) == {}
-    finally:
-        await control.stop()
-        pool.close()
+    metrics.waiting = 5  # a queue again while the live request is in flight
+    await eventually(lambda: control.window(launch) == 1)
+    settle(control, ledger, lines)
+    grew.clear()
+    ledger.end(launch.launch_id)  # the live request is answered; no other comes
+    await eventually(lambda: control.window(launch) == FULL)
+    start = grew[0] // 2  # back to full speed, doubling each look
+    assert grew == [min(FULL, start * 2**step) for step in range(1, len(grew) + 1)]
+    assert len(grew) >= 2
+    assert dict(control.limits()) == {}
 
 
 @pytest.mark.anyio
 async def test_a_launch_without_batch_lines_is_not_watched(
-    metrics_launch: tuple[FakeMetrics, Launch], flights: Flights
+    metrics_launch: tuple[FakeMetrics, Launch],
+    flights: Flights,
+    watching: tuple[UsageLedger, BatchYield],
 ) -> None:
     metrics, launch = metrics_launch
-    ledger, pool = UsageLedger(), UpstreamPool()
-    control = BatchYield(ledger, pool, FULL, check_seconds=0.01, hold_seconds=HOLD_SECONDS)
-    control.start()
-    try:
-        [line] = await flights.send(control, ledger, launch, 1)
-        await reads_after(metrics, 1)
-        control.untrack(line)
-        ledger.begin(launch.launch_id, live=True)  # nothing to take back
-        assert not line.taken_back
-        reads = metrics.reads
-        await asyncio.sleep(0.1)  # a stretch with nothing to watch: no reads at all
-        assert metrics.reads <= reads + 1
-    finally:
-        await control.stop()
-        pool.close()
+    ledger, control = watching
+    [line] = await flights.send(control, ledger, launch, 1)
+    await reads_after(metrics, 1)
+    control.untrack(line)
+    ledger.begin(launch.launch_id, live=True)  # nothing to take back
+    assert not line.taken_back
+    reads = metrics.reads
+    await asyncio.sleep(0.1)  # a stretch with nothing to watch: no reads at all
+    assert metrics.reads <= reads + 1
 
 
 @pytest.mark.anyio
@@ -316,22 +319,18 @@ def test_a_failing_live_listener_does_not_stop_the_request() -> None:
 
 @pytest.mark.anyio
 async def test_a_queue_longer_than_the_batch_takes_back_every_batch_line_not_more(
-    metrics_launch: tuple[FakeMetrics, Launch], flights: Flights
+    metrics_launch: tuple[FakeMetrics, Launch],
+    flights: Flights,
+    watching: tuple[UsageLedger, BatchYield],
 ) -> None:
     metrics, launch = metrics_launch
     launch.extra_args = ["--max-num-seqs", "1"]
-    ledger, pool = UsageLedger(), UpstreamPool()
-    control = BatchYield(ledger, pool, FULL, check_seconds=0.01, hold_seconds=HOLD_SECONDS)
-    control.start()
-    try:
-        lines = await flights.send(control, ledger, launch, 10)
-        metrics.waiting, metrics.running = 15, 1  # others' requests are queued as well
-        await reads_after(metrics, 1)
+    ledger, control = watching
+    lines = await flights.send(control, ledger, launch, 10)
+    metrics.waiting, metrics.running = 15, 1  # others' requests are queued as well
+    await reads_after(metrics, 1)
 
-        ledger.begin(launch.launch_id, live=True)
+    ledger.begin(launch.launch_id, live=True)
 
-        assert control.window(launch) == 2
-        assert all(line.taken_back for line in lines)
-    finally:
-        await control.stop()
-        pool.close()
+    assert control.window(launch) == 2
+    assert all(line.taken_back for line in lines)

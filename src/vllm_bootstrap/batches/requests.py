@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from vllm_bootstrap.batches.yielding import BatchYield
 from vllm_bootstrap.launches import flag_value
 from vllm_bootstrap.serving import Forwarder, ModelRouter, NoReadyReplica, UnknownModel
-from vllm_bootstrap.upstream import UpstreamError
+from vllm_bootstrap.upstream import UpstreamError, UpstreamResponse
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 ATTEMPTS = 5
@@ -124,16 +124,11 @@ class RequestSender:
         return response_outcome(request_id, custom_id, status, payload)
 
 
-async def _read_capped(response) -> bytes:  # type: ignore[no-untyped-def]
-    if response.content_length is not None and response.content_length > MAX_RESPONSE_BYTES:
+async def _read_capped(response: UpstreamResponse) -> bytes:
+    body = await response.read_at_most(MAX_RESPONSE_BYTES)
+    if body is None:
         raise _TooLarge
-    parts, size = [], 0
-    async for chunk in response.chunks():
-        size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            raise _TooLarge
-        parts.append(chunk)
-    return b"".join(parts)
+    return body
 
 
 def backoff(attempt: int) -> float:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 from vllm_bootstrap.background import BackgroundTask
 from vllm_bootstrap.launches import Launch, flag_value
-from vllm_bootstrap.upstream import UpstreamError, UpstreamPool, UpstreamResponse
+from vllm_bootstrap.upstream import UpstreamError, UpstreamPool
 from vllm_bootstrap.usage import UsageLedger
 
 logger = logging.getLogger("vllm_bootstrap.batches")
@@ -253,7 +253,7 @@ async def read_queue(
             async with response:
                 if response.status != 200:
                     return None
-                body = await _read_capped(response)
+                body = await response.read_at_most(MAX_METRICS_BYTES)
     except (UpstreamError, TimeoutError):
         return None
     if body is None:
@@ -270,14 +270,3 @@ async def read_queue(
     if b"waiting" not in totals:
         return None
     return QueueReading(int(totals[b"waiting"]), int(totals.get(b"running", 0.0)))
-
-
-async def _read_capped(response: UpstreamResponse) -> bytes | None:
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in response.chunks():
-        size += len(chunk)
-        if size > MAX_METRICS_BYTES:
-            return None
-        parts.append(chunk)
-    return b"".join(parts)

@@ -97,6 +97,19 @@ class UpstreamResponse:
             return body
         return b"".join([chunk async for chunk in self.chunks()])
 
+    async def read_at_most(self, limit: int) -> bytes | None:
+        """The whole body, or None once it says or proves to be over `limit` bytes."""
+        if self.content_length is not None and self.content_length > limit:
+            return None
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in self.chunks():
+            size += len(chunk)
+            if size > limit:
+                return None
+            parts.append(chunk)
+        return b"".join(parts)
+
     async def aclose(self) -> None:
         self._close()
 
