@@ -14,7 +14,7 @@ from vllm_bootstrap.config import ConfigError, Settings, load_settings
 
 def test_defaults_need_no_environment() -> None:
     settings = load_settings({})
-    assert settings.host == "0.0.0.0"
+    assert settings.host == "127.0.0.1"  # loopback unless told: keys/admin_key.py
     assert settings.port == 8000
     assert settings.launch_host == "127.0.0.1"
     assert (settings.launch_port_start, settings.launch_port_end) == (8001, 8099)

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vllm_bootstrap.batches.jsonl import InvalidLine, parse_line
-from vllm_bootstrap.batches.requests import uses_priority_scheduling, with_priority
+from vllm_bootstrap.serving.priority import uses_priority_scheduling, with_priority
 
 values = st.recursive(
     st.none()
@@ -74,6 +74,18 @@ def test_a_batch_line_gets_its_priority_spliced_in(body: bytes, sent: dict | Non
         assert spliced == {"priority": 1, **json.loads(body)}
     else:
         assert spliced == sent
+
+
+@pytest.mark.parametrize(
+    ("body", "sent"),
+    [
+        (b'{"model": "m"}', {"model": "m", "priority": 5}),
+        (b'{"model": "m", "priority": -3}  ', {"model": "m", "priority": 5}),  # the key's wins
+        (b"{ }", {"priority": 5}),
+    ],
+)
+def test_a_scoped_keys_priority_is_forced_over_the_requests_own(body: bytes, sent: dict) -> None:
+    assert json.loads(with_priority(body, 5, forced=True)) == sent
 
 
 @pytest.mark.parametrize(

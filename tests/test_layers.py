@@ -20,7 +20,7 @@ LAYERS = [
     {"__init__", "faces", "log_text", "asgi", "sqlite", "config", "background", "upstream"}
     | {"client"},
     {"launches"},
-    {"usage", "supervision", "head_guard"},
+    {"usage", "keys", "supervision", "head_guard"},
     {"serving", "monitoring", "dashboard"},
     {"batches", "models"},
     {"api"},
@@ -36,6 +36,7 @@ SERVER_ONLY = (
     "vllm_bootstrap.api",
     "vllm_bootstrap.app",
     "vllm_bootstrap.batches",
+    "vllm_bootstrap.keys",
     "vllm_bootstrap.monitoring",
     "vllm_bootstrap.models.swapper",
     "vllm_bootstrap.serving",

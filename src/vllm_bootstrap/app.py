@@ -1,13 +1,14 @@
 """Assembling the server: every object is built here, whole; the lifespan starts and stops.
 
-request -> CrossSiteGuard -> AccessKeyMiddleware (or HostCheck) -> ServingDispatcher
-             /proxy/{id}/... -> ErrorEdge -> LaunchProxy  --+--> Forwarder -> UpstreamPool
-             /v1/...         -> ErrorEdge -> OpenAIRouter --+    |  (feeds the UsageLedger)
+request -> CrossSiteGuard -> AccessKeyMiddleware (and scopes) -> ServingDispatcher
+             /proxy/{id}/... -> ErrorEdge -> KeyedTraffic -> LaunchProxy  --+--> Forwarder
+             /v1/...         -> ErrorEdge -> KeyedTraffic -> OpenAIRouter --+    -> UpstreamPool
+                  (a scoped key's limits and usage: keys/; the ledger is fed by the Forwarder)
                   (a profile no launch serves: models/ loads it, evicting if it must)
              /v1/files, /v1/batches -> AccessLog -> batch API (batch lines go through the
                                        same router and forwarder)
              anything else   -> AccessLog -> BodySizeLimit -> FastAPI routes
-Without an access key, HostCheck takes the key's place (api/host_check.py).
+Without an access key, HostCheck guards the way in first (api/host_check.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from vllm_bootstrap.api import (
     Services,
     batch_api,
     install_error_table,
+    key_router,
     launch_router,
     model_router,
     monitoring_router,
@@ -44,6 +46,7 @@ from vllm_bootstrap.batches import (
     BatchYield,
     FileDirectory,
     FileExpiry,
+    KeyedLines,
     ModelGates,
     RequestSender,
     RunContext,
@@ -51,6 +54,7 @@ from vllm_bootstrap.batches import (
 )
 from vllm_bootstrap.config import Settings
 from vllm_bootstrap.dashboard import api_docs_router, dashboard_router
+from vllm_bootstrap.keys import KeyedTraffic, KeyLimits, KeyStore, UsageBook
 from vllm_bootstrap.launches import StateStore
 from vllm_bootstrap.models import IdleWatch, ModelSwapper, ProfileStore, load_profiles
 from vllm_bootstrap.monitoring import GpuReadings, Metrics
@@ -86,8 +90,12 @@ def create_app(settings: Settings) -> ASGIApp:
     directory = supervisor.registry
     ledger = UsageLedger()
     directory.subscribe(ledger.launch_changed)
+    keys = KeyStore(settings.state_db_path)
+    limits = KeyLimits()
+    usage = UsageBook(settings.state_db_path, settings.usage_flush_seconds)
     pool = UpstreamPool()
     metrics = Metrics(directory, ledger)
+    metrics.watch_keys(usage.totals, keys.name_of, limits.in_flight_by_key)
     forwarder = Forwarder(pool, ledger, settings.access_key)
     held_bodies = HeldBodies(settings.max_held_body_bytes)
     metrics.watch_held_bodies(lambda: held_bodies.total)
@@ -112,7 +120,7 @@ def create_app(settings: Settings) -> ASGIApp:
     directory.subscribe(
         lambda _launch: asyncio.get_running_loop().call_soon(gates.launches_changed)
     )
-    sender = RequestSender(router, forwarder, batch_yield)
+    sender = RequestSender(router, forwarder, batch_yield, KeyedLines(keys, limits, usage))
     batches = _batch_service(settings, batch_store, files, gates, sender, metrics)
     services = Services(
         supervisor=supervisor,
@@ -123,6 +131,9 @@ def create_app(settings: Settings) -> ASGIApp:
         loop_lag=LoopLagMonitor(),
         batches=batches,
         files=files,
+        keys=keys,
+        limits=limits,
+        usage=usage,
     )
     idle_watch = IdleWatch(swapper)
     file_expiry = FileExpiry(files, settings.file_expiry_check_seconds)
@@ -137,10 +148,12 @@ def create_app(settings: Settings) -> ASGIApp:
         batches.resume()
         batch_yield.start()
         file_expiry.start()
+        usage.start()
         try:
             yield
         finally:
             await file_expiry.stop()
+            await usage.stop()  # after the batches: their last lines are counted too
             await batch_yield.stop()
             await batches.shutdown()
             await idle_watch.stop()
@@ -151,6 +164,7 @@ def create_app(settings: Settings) -> ASGIApp:
             store.close()
             batch_store.close()
             profiles.close()
+            keys.close()
 
     api = FastAPI(
         title="vllm-bootstrap",
@@ -164,32 +178,51 @@ def create_app(settings: Settings) -> ASGIApp:
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
     )
-    routers = (launch_router, model_router, monitoring_router, dashboard_router, api_docs_router)
+    routers = (
+        launch_router,
+        model_router,
+        key_router,
+        monitoring_router,
+        dashboard_router,
+        api_docs_router,
+    )
     for routes in routers:
         api.include_router(routes)
     provide_services(api, services)
     install_error_table(api, openai_shape=False)
     dispatcher = ServingDispatcher(
         api=AccessLog(BodySizeLimit(api, MAX_API_BODY_BYTES)),
-        proxy=ErrorEdge(LaunchProxy(directory, forwarder), "proxy", metrics.refused),
+        proxy=ErrorEdge(
+            KeyedTraffic(LaunchProxy(directory, forwarder), limits, usage),
+            "proxy",
+            metrics.refused,
+        ),
         openai=ErrorEdge(
-            OpenAIRouter(router, forwarder, settings.max_routed_body_bytes, swapper, held_bodies),
+            KeyedTraffic(
+                OpenAIRouter(
+                    router, forwarder, settings.max_routed_body_bytes, swapper, held_bodies
+                ),
+                limits,
+                usage,
+            ),
             "v1",
             metrics.refused,
         ),
         batches=AccessLog(batch_api(services)),
     )
-    return CrossSiteGuard(_who_may_enter(dispatcher, settings))
+    return CrossSiteGuard(_who_may_enter(dispatcher, settings, keys))
 
 
-def _who_may_enter(app: ASGIApp, settings: Settings) -> ASGIApp:
-    """With a key, whoever presents it; without one, requests naming this machine."""
+def _who_may_enter(app: ASGIApp, settings: Settings, keys: KeyStore) -> ASGIApp:
+    """With an access key, whoever presents it or a scoped key; without one, requests naming
+    this machine (a scoped key presented there is still that key, with its scopes)."""
+    checked = AccessKeyMiddleware(app, settings.access_key, keys, settings.public_health)
     if settings.access_key:
-        return AccessKeyMiddleware(app, settings.access_key)
+        return checked
     allowed = AllowedHosts.for_server(
         settings.host, settings.port, settings.allowed_hosts, settings.runpod_pod_id
     )
-    return HostCheck(app, allowed)
+    return HostCheck(checked, allowed)
 
 
 def _batch_service(

@@ -148,7 +148,8 @@ _MiB = 1024 * 1024
 
 @dataclass(frozen=True)
 class Settings:
-    host: Annotated[str, Env("VLLM_BOOTSTRAP_HOST", _text)] = "0.0.0.0"
+    # Loopback unless told otherwise: a server reachable from elsewhere gets a key (keys/).
+    host: Annotated[str, Env("VLLM_BOOTSTRAP_HOST", _text)] = "127.0.0.1"
     port: Annotated[int, Env("VLLM_BOOTSTRAP_PORT", _port)] = 8000
     launch_host: Annotated[str, Env("VLLM_LAUNCH_HOST", _text)] = "127.0.0.1"
     launch_port_start: Annotated[int, Env("VLLM_LAUNCH_PORT_START", _port)] = 8001
@@ -159,6 +160,12 @@ class Settings:
     access_key: Annotated[str | None, Env("VLLM_ACCESS_KEY", _access_key)] = field(
         default=None, repr=False
     )
+    # Listening beyond loopback without a key: only when this says so (else one is made).
+    no_key: Annotated[bool, Env("VLLM_BOOTSTRAP_NO_KEY", _flag)] = False
+    # GET /health answers a bare liveness reply without a key (load balancers, probes).
+    public_health: Annotated[bool, Env("VLLM_BOOTSTRAP_PUBLIC_HEALTH", _flag)] = False
+    # Scoped keys' usage is written to the state database this often (what a kill -9 loses).
+    usage_flush_seconds: Annotated[float, Env("VLLM_BOOTSTRAP_USAGE_FLUSH_SECONDS", _seconds)] = 1.0
     # Without a key, the Host names answered besides this machine's own (host_check.py).
     allowed_hosts: Annotated[tuple[str, ...], Env("VLLM_BOOTSTRAP_ALLOWED_HOSTS", _host_names)] = ()
     # Set by Runpod in every pod: its proxy's name for our port is one of this machine's.
@@ -240,6 +247,11 @@ class Settings:
     @property
     def state_db_path(self) -> Path:
         return self.state_dir / "state.sqlite3"
+
+    @property
+    def admin_key_path(self) -> Path:
+        """Where the admin key made for a server without VLLM_ACCESS_KEY is kept."""
+        return self.state_dir / "admin-key"
 
     @property
     def batch_db_path(self) -> Path:

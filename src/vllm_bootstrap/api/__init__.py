@@ -16,6 +16,7 @@ _FACE = {
     "provide_services": "services:provide",
     "batch_api": "batch_routes",
     "install_error_table": "errors:install",
+    "key_router": "key_routes:router",
     "launch_router": "routes:router",
     "model_router": "model_routes:router",
     "monitoring_router": "monitoring_routes:router",

@@ -1,4 +1,5 @@
-"""The optional shared access key, checked for every route before anything else runs.
+"""The optional shared access key and the scoped keys, checked for every route before
+anything else runs.
 
 Accepted as `Authorization: Bearer <key>` (what OpenAI clients send) or HTTP Basic with any
 user name and the key as password (what browsers and curl -u send). Comparison is constant
@@ -16,7 +17,8 @@ import time
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vllm_bootstrap.api.errors import Error, send_error
-from vllm_bootstrap.asgi import header
+from vllm_bootstrap.asgi import header, send_json
+from vllm_bootstrap.keys import KEY_IN_SCOPE, ApiKey, KeyStore, required_scope
 from vllm_bootstrap.log_text import escaped
 
 logger = logging.getLogger("vllm_bootstrap.auth")
@@ -79,30 +81,71 @@ class RefusalLog:
 
 
 class AccessKeyMiddleware:
-    """Pure ASGI middleware: cheap enough for the proxy's hot path."""
+    """Pure ASGI middleware: cheap enough for the proxy's hot path.
 
-    def __init__(self, app: ASGIApp, access_key: str | None) -> None:
+    The access key opens every route. A scoped key (keys/) opens the routes of its scopes
+    and is left in the ASGI scope for the layers behind to apply its models, limits and
+    usage; a deleted one is gone from the lookup, so its next request is refused, on a
+    kept-alive connection too. Without an access key (an open server, which the host
+    check guards), a request that presents a scoped key is that key's, and one that
+    presents none is let in.
+    """
+
+    def __init__(
+        self, app: ASGIApp, access_key: str | None, keys: KeyStore, public_health: bool = False
+    ) -> None:
         self.app = app
         self._key = access_key.encode() if access_key else None
+        self._keys = keys
+        self._public_health = public_health
         self._refusals = RefusalLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._key is None or scope["type"] not in ("http", "websocket"):
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        if self.is_authorized(scope):
+        authorization = header(scope, b"authorization")
+        presented = key_from_authorization(authorization) if authorization else None
+        admin = self._key
+        if presented is not None and admin is not None and hmac.compare_digest(presented, admin):
             await self.app(scope, receive, send)
+            return
+        key = self._keys.find(presented) if presented else None
+        if key is None:
+            if self._key is None:
+                await self.app(scope, receive, send)
+            else:
+                await self._refuse(scope, send, _UNAUTHORIZED)
+            return
+        if key.expired():
+            await self._refuse(scope, send, _expired(key))
+            return
+        needed = required_scope(scope["path"])
+        if needed and not key.has_scope(needed):
+            await send_error(send, scope, _lacks_scope(key, needed, scope["path"]))
+            return
+        scope[KEY_IN_SCOPE] = key
+        await self.app(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, send: Send, error: Error) -> None:
+        if self._public_health and scope["path"] == "/health" and scope["type"] == "http":
+            await send_json(send, 200, {"status": "ok"})
             return
         self._refusals.note(scope)
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        await send_error(send, scope, _UNAUTHORIZED, _CHALLENGE)
+        await send_error(send, scope, error, _CHALLENGE)
 
-    def is_authorized(self, scope: Scope) -> bool:
-        assert self._key is not None
-        authorization = header(scope, b"authorization")
-        if authorization is None:
-            return False
-        presented = key_from_authorization(authorization)
-        return presented is not None and hmac.compare_digest(presented, self._key)
+
+def _expired(key: ApiKey) -> Error:
+    return Error(401, f"the key {key.name!r} expired at {key.expires_at}", "expired_api_key")
+
+
+def _lacks_scope(key: ApiKey, needed: str, path: str) -> Error:
+    return Error(
+        403,
+        f"the key {key.name!r} lacks the {needed!r} scope that {path[:200]} needs "
+        f"(it has: {', '.join(sorted(key.scopes))})",
+        "insufficient_scope",
+    )

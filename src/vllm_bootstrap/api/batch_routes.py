@@ -20,6 +20,7 @@ from vllm_bootstrap.api.errors import ApiError
 from vllm_bootstrap.api.services import Services, ServicesDep, provide
 from vllm_bootstrap.asgi import BodyTooLarge, ClientGone, read_body
 from vllm_bootstrap.batches import MAX_EXPIRY_SECONDS, FileInUse, Page, check_not_expired
+from vllm_bootstrap.keys import ADMIN, key_of
 
 MAX_JSON_BODY_BYTES = 64 * 1024
 router = APIRouter(prefix="/v1")
@@ -56,12 +57,25 @@ def _listing(page: Page, items: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _owner(request: Request) -> str | None:
+    """The scoped key a request came with, whose files and batches it makes."""
+    key = key_of(request.scope)
+    return key.id if key is not None else None
+
+
+def _viewer(request: Request) -> str | None:
+    """Whose files and batches a request sees: a scoped key its own; None: every one (the
+    access key, and keys with the admin scope)."""
+    key = key_of(request.scope)
+    return key.id if key is not None and ADMIN not in key.scopes else None
+
+
 @router.post("/files")
 async def upload_file(request: Request, services: ServicesDep) -> dict[str, Any]:
     """multipart/form-data with `purpose=batch` and `file`, streamed to disk."""
     try:
         record = await services.files.upload(
-            request.receive, request.headers.get("content-type", "").encode()
+            request.receive, request.headers.get("content-type", "").encode(), _owner(request)
         )
     except ClientGone:
         raise ApiError(400, "the upload was cut off", "invalid_request") from None
@@ -70,24 +84,25 @@ async def upload_file(request: Request, services: ServicesDep) -> dict[str, Any]
 
 @router.get("/files")
 async def list_files(
+    request: Request,
     services: ServicesDep,
     purpose: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
     after: str | None = None,
     order: Literal["asc", "desc"] = "desc",
 ) -> dict[str, Any]:
-    page = services.files.list(purpose, limit, after, newest_first=order == "desc")
+    page = services.files.list(purpose, limit, after, order == "desc", _viewer(request))
     return _listing(page, [record.to_public() for record in page.items])
 
 
 @router.get("/files/{file_id}")
-async def get_file(file_id: str, services: ServicesDep) -> dict[str, Any]:
-    return _file_or_404(services, file_id).to_public()
+async def get_file(file_id: str, request: Request, services: ServicesDep) -> dict[str, Any]:
+    return _file_or_404(services, file_id, request).to_public()
 
 
 @router.get("/files/{file_id}/content")
-async def file_content(file_id: str, services: ServicesDep) -> FileResponse:
-    record = _file_or_404(services, file_id)
+async def file_content(file_id: str, request: Request, services: ServicesDep) -> FileResponse:
+    record = _file_or_404(services, file_id, request)
     check_not_expired(record)
     if not record.path.is_file():  # deleted from disk by hand
         raise ApiError(404, f"the content of file {file_id} is gone", "file_not_found")
@@ -95,8 +110,8 @@ async def file_content(file_id: str, services: ServicesDep) -> FileResponse:
 
 
 @router.delete("/files/{file_id}")
-async def delete_file(file_id: str, services: ServicesDep) -> dict[str, Any]:
-    _file_or_404(services, file_id)
+async def delete_file(file_id: str, request: Request, services: ServicesDep) -> dict[str, Any]:
+    _file_or_404(services, file_id, request)
     try:
         services.files.delete(file_id)
     except FileInUse:
@@ -119,33 +134,39 @@ async def create_batch(request: Request, services: ServicesDep) -> dict[str, Any
         raise RequestValidationError(exc.errors()) from None
     keep = body.output_expires_after.seconds if body.output_expires_after else None
     batch = services.batches.create(
-        body.input_file_id, body.endpoint, body.completion_window, body.metadata, keep
+        body.input_file_id,
+        body.endpoint,
+        body.completion_window,
+        body.metadata,
+        keep,
+        _owner(request),
     )
     return batch.to_public()
 
 
 @router.get("/batches")
 async def list_batches(
+    request: Request,
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: str | None = None,
 ) -> dict[str, Any]:
-    page = services.batches.list(limit, after)
+    page = services.batches.list(limit, after, _viewer(request))
     return _listing(page, [batch.to_public() for batch in page.items])
 
 
 @router.get("/batches/{batch_id}")
-async def get_batch(batch_id: str, services: ServicesDep) -> dict[str, Any]:
-    return services.batches.get(batch_id).to_public()
+async def get_batch(batch_id: str, request: Request, services: ServicesDep) -> dict[str, Any]:
+    return services.batches.get(batch_id, _viewer(request)).to_public()
 
 
 @router.post("/batches/{batch_id}/cancel")
-async def cancel_batch(batch_id: str, services: ServicesDep) -> dict[str, Any]:
-    return services.batches.cancel(batch_id).to_public()
+async def cancel_batch(batch_id: str, request: Request, services: ServicesDep) -> dict[str, Any]:
+    return services.batches.cancel(batch_id, _viewer(request)).to_public()
 
 
-def _file_or_404(services: Services, file_id: str):  # type: ignore[no-untyped-def]
-    record = services.files.get(file_id)
+def _file_or_404(services: Services, file_id: str, request: Request):  # type: ignore[no-untyped-def]
+    record = services.files.get(file_id, _viewer(request))
     if record is None:
         raise ApiError(404, f"no file with id {file_id!r}", "file_not_found")
     return record

@@ -34,6 +34,7 @@ from vllm_bootstrap.batches import (
     UploadRefused,
     UploadTooLarge,
 )
+from vllm_bootstrap.keys import KeyNotFound, NameTaken, RateLimited
 from vllm_bootstrap.launches import LaunchNotFound
 from vllm_bootstrap.models import (
     LoadTimedOut,
@@ -119,6 +120,10 @@ TABLE: dict[type[Exception], Answer] = {
     BatchWriteFailed: Answer(
         503, "storage_unavailable", hint="; nothing was changed, retry shortly"
     ),
+    # scoped keys (Retry-After and the x-ratelimit headers are the error's own)
+    RateLimited: Answer(429, "rate_limit_exceeded", retry_after=True),
+    NameTaken: Answer(409, "key_name_taken"),
+    KeyNotFound: Answer(404, "key_not_found"),
 }
 
 
@@ -132,6 +137,8 @@ class Error:
     param: str | None = None
     retry_after: bool = False
     refusal: bool = True
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    retry_after_seconds: int | None = None
 
 
 def error_of(exc: Exception) -> Error | None:
@@ -148,6 +155,8 @@ def error_of(exc: Exception) -> Error | None:
                 getattr(exc, "param", None),
                 answer.retry_after,
                 answer.refusal,
+                tuple(getattr(exc, "headers", ())),
+                getattr(exc, "retry_after_seconds", None),
             )
     return None
 
@@ -189,7 +198,10 @@ def body_of(error: Error, openai_shape: bool) -> dict[str, object]:
 
 
 def headers_of(error: Error) -> list[tuple[bytes, bytes]]:
-    return [(b"retry-after", RETRY_AFTER_SECONDS.encode())] if error.retry_after else []
+    if not error.retry_after:
+        return list(error.headers)
+    seconds = error.retry_after_seconds or RETRY_AFTER_SECONDS
+    return [(b"retry-after", str(seconds).encode()), *error.headers]
 
 
 async def send_error(

@@ -8,6 +8,7 @@ validation.py  checking an input file, all or nothing, with line numbers
 gates.py       how many requests each model may have in flight, shared fairly
 yielding.py    batch lines making way for live requests on a launch
 requests.py    sending one request line, with retries; its output line
+keyed.py       a scoped key's batch lines: its limits, usage and revocation
 results.py     appending results and recording progress, together
 runner.py      running, cancelling, expiring and resuming batches
 """
@@ -29,6 +30,7 @@ _FACE = {
     "FileInUse": "files",
     "check_not_expired": "files",
     "InputFileNotFound": "service",
+    "KeyedLines": "keyed",
     "ModelGates": "gates",
     "NotCancellable": "service",
     "Page": "store",

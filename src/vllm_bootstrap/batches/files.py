@@ -71,8 +71,11 @@ class FileDirectory:
         for leftover in folder.glob("*.partial"):  # uploads cut off by a crash
             leftover.unlink(missing_ok=True)
 
-    async def upload(self, receive: Receive, content_type: bytes) -> FileRecord:
-        """Take a multipart upload; raises UploadRefused saying what to fix."""
+    async def upload(
+        self, receive: Receive, content_type: bytes, owner: str | None = None
+    ) -> FileRecord:
+        """Take a multipart upload (`owner`'s: a scoped key's); raises UploadRefused saying
+        what to fix."""
         boundary = boundary_of(content_type)
         file_id = new_id("file")
         partial = self.folder / f"{file_id}.partial"
@@ -96,6 +99,7 @@ class FileDirectory:
                 now,
                 self.folder / file_id,
                 now + keep_seconds if keep_seconds is not None else None,
+                owner=owner,
             )
             partial.rename(record.path)
             self._store.add_file(record)
@@ -106,23 +110,47 @@ class FileDirectory:
         return record
 
     def add_output(
-        self, file_id: str, path: Path, filename: str, keep_seconds: int | None
+        self,
+        file_id: str,
+        path: Path,
+        filename: str,
+        keep_seconds: int | None,
+        owner: str | None = None,
     ) -> FileRecord:
         """Register a file a batch wrote (its id is chosen by the batch, so this is
         idempotent: finalizing again after a crash registers the same file)."""
         now = int(time.time())
         expires_at = now + keep_seconds if keep_seconds is not None else None
         record = FileRecord(
-            file_id, OUTPUT_PURPOSE, filename, path.stat().st_size, now, path, expires_at
+            file_id,
+            OUTPUT_PURPOSE,
+            filename,
+            path.stat().st_size,
+            now,
+            path,
+            expires_at,
+            owner=owner,
         )
         self._store.add_file(record)
         return record
 
-    def get(self, file_id: str) -> FileRecord | None:
-        return self._store.file(file_id)
+    def get(self, file_id: str, viewer: str | None = None) -> FileRecord | None:
+        """The file; None when there is none, or it is not `viewer`'s (a scoped key sees its
+        own files only; None: every file)."""
+        record = self._store.file(file_id)
+        if record is None or (viewer is not None and record.owner != viewer):
+            return None
+        return record
 
-    def list(self, purpose: str | None, limit: int, after: str | None, newest_first: bool) -> Page:
-        return self._store.files(purpose, limit, after, newest_first)
+    def list(
+        self,
+        purpose: str | None,
+        limit: int,
+        after: str | None,
+        newest_first: bool,
+        viewer: str | None = None,
+    ) -> Page:
+        return self._store.files(purpose, limit, after, newest_first, viewer)
 
     def expire_due(self, now: int) -> int:
         """Delete the content of every file past its expiry (but the input of a batch that

@@ -17,6 +17,7 @@ import logging
 import os
 
 from vllm_bootstrap.batches.gates import ModelGates, ModelMissing
+from vllm_bootstrap.batches.keyed import revoked
 from vllm_bootstrap.batches.record import Batch, is_urgent
 from vllm_bootstrap.batches.requests import (
     ATTEMPTS,
@@ -28,9 +29,11 @@ from vllm_bootstrap.batches.requests import (
 )
 from vllm_bootstrap.batches.results import ResultWriter
 from vllm_bootstrap.batches.store import BatchStore, RequestRow
+from vllm_bootstrap.keys import ApiKey
 from vllm_bootstrap.log_text import escaped
 
 PAGE_ROWS = 256
+_CUT_OFF = Outcome(b"", ok=False)
 logger = logging.getLogger("vllm_bootstrap.batches")
 
 
@@ -55,6 +58,7 @@ class Lanes:
         self._model_wait = model_wait_seconds
         self._request_timeout = request_timeout_seconds
         self._urgent = is_urgent(batch)
+        self._keyed = sender.keyed
 
     async def run(self) -> None:
         """Send every pending request of the batch; returns when each has an outcome.
@@ -92,6 +96,13 @@ class Lanes:
                     await self._writer.writable.wait()
                     if self._writer.failure is not None:
                         return  # results can no longer be kept: stop sending
+                    key = None
+                    if self._batch.owner is not None and not missing:
+                        key = await self._keyed.turn(self._batch.owner)
+                        if key is None:
+                            line_id = request_id(self._batch.id, row.line)
+                            self._record(row, revoked(line_id, row.custom_id))
+                            continue
                     if not missing:
                         try:
                             await self._gates.acquire(
@@ -99,11 +110,16 @@ class Lanes:
                             )
                         except ModelMissing:
                             missing = True
+                        except BaseException:
+                            self._end_turn(key, model, None)
+                            raise
                     if missing:
-                        self._record(row, _model_missing(self._batch.id, row, model))
+                        outcome = _model_missing(self._batch.id, row, model)
+                        self._end_turn(key, model, outcome)
+                        self._record(row, outcome)
                         continue
                     slot = _Slot(self._gates, model, self._batch.id, self._model_wait, self._urgent)
-                    task = asyncio.create_task(self._request(row, slot))
+                    task = asyncio.create_task(self._request(row, slot, key))
                     in_flight.add(task)
                     task.add_done_callback(in_flight.discard)
                     # Also for a task cancelled before it ran a line: the slot goes back.
@@ -117,19 +133,28 @@ class Lanes:
             if in_flight:
                 await asyncio.wait(in_flight)
 
-    async def _request(self, row: RequestRow, slot: _Slot) -> None:
-        """One request line, holding a slot, until it has a final outcome."""
+    async def _request(self, row: RequestRow, slot: _Slot, key: ApiKey | None) -> None:
+        """One request line, holding a slot (and its key's turn), until it has a final
+        outcome."""
+        outcome = None
         try:
-            outcome = await self._attempts(row, slot)
+            outcome = await self._attempts(row, slot, key)
         except Exception as exc:  # a bug must cost this line an error, not its result
             logger.exception("batch %s: line %d failed", self._batch.id, row.line)
             message = f"{type(exc).__name__}: {exc}"
             outcome = error_outcome(
                 request_id(self._batch.id, row.line), row.custom_id, "internal_error", message
             )
+        finally:
+            self._end_turn(key, slot.model, outcome)
         self._record(row, outcome)
 
-    async def _attempts(self, row: RequestRow, slot: _Slot) -> Outcome:
+    def _end_turn(self, key: ApiKey | None, model: str, outcome: Outcome | None) -> None:
+        """The line's turn among its key's requests ends (a line cut off counts as failed)."""
+        if key is not None:
+            self._keyed.done(key, model, outcome or _CUT_OFF)
+
+    async def _attempts(self, row: RequestRow, slot: _Slot, key: ApiKey | None) -> Outcome:
         this_id = request_id(self._batch.id, row.line)
         try:
             body = self._read_body(row)
@@ -149,6 +174,7 @@ class Lanes:
                 timeout=self._request_timeout,
                 urgent=self._urgent,
                 tries=tries + 1,
+                key=key,
             )
             slot.release_if_held()
             if isinstance(outcome, Outcome):

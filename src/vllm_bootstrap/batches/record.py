@@ -116,6 +116,9 @@ class Batch:
     # OpenAI's output_expires_after, in seconds from the output files' creation; None: the
     # server's default retention.
     output_expires_after: int | None = None
+    # The scoped key that created it (None: the access key): only it sees the batch, and
+    # its lines are that key's requests (its models, limits, priority and usage).
+    owner: str | None = None
 
     @property
     def is_terminal(self) -> bool:

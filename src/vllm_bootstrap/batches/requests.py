@@ -21,11 +21,22 @@ import asyncio
 import json
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from vllm_bootstrap.batches.yielding import BatchYield
-from vllm_bootstrap.launches import flag_value
-from vllm_bootstrap.serving import Forwarder, ModelRouter, NoReadyReplica, UnknownModel
+from vllm_bootstrap.keys import ApiKey
+from vllm_bootstrap.serving import (
+    Forwarder,
+    ModelRouter,
+    NoReadyReplica,
+    UnknownModel,
+    uses_priority_scheduling,
+    with_priority,
+)
 from vllm_bootstrap.upstream import UpstreamError, UpstreamResponse
+
+if TYPE_CHECKING:
+    from vllm_bootstrap.batches.keyed import KeyedLines
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 ATTEMPTS = 5
@@ -61,10 +72,17 @@ class _TooLarge(Exception):
 
 
 class RequestSender:
-    def __init__(self, router: ModelRouter, forwarder: Forwarder, yielding: BatchYield) -> None:
+    def __init__(
+        self,
+        router: ModelRouter,
+        forwarder: Forwarder,
+        yielding: BatchYield,
+        keyed: KeyedLines,
+    ) -> None:
         self._router = router
         self._forwarder = forwarder
         self._yield = yielding
+        self.keyed = keyed  # the lines of scoped keys' batches wait for their key's turn
 
     async def attempt(
         self,
@@ -77,17 +95,24 @@ class RequestSender:
         timeout: float,
         urgent: bool = False,
         tries: int = ATTEMPTS,
+        key: ApiKey | None = None,
     ) -> Outcome | Retry:
         """Send once, waiting at most `timeout` seconds for the whole answer. A retryable
         answer is final when `final` (the last attempt, try number `tries`); an `urgent`
-        line does not yield to live requests."""
+        line does not yield to live requests. A scoped `key`'s line reaches only its models,
+        at its priority."""
+        if key is not None and not key.allows_model(model):
+            message = f"The model `{model}` does not exist"
+            return error_outcome(request_id, custom_id, "model_not_found", message)
         try:
             launch = self._router.choose(model, None if urgent else self._yield.has_room)
         except (UnknownModel, NoReadyReplica):
             return Retry("model_not_found", f"no ready launch serves {model!r}", counts=False)
         headers = [*_JSON_HEADERS, (b"x-request-id", request_id.encode())]
         prioritised = uses_priority_scheduling(launch.extra_args)
-        if not urgent and prioritised:
+        if prioritised and key is not None:  # the key's priority, not what its lines say
+            body = with_priority(body, key.priority + (0 if urgent else BATCH_PRIORITY), True)
+        elif prioritised and not urgent:
             body = with_priority(body, BATCH_PRIORITY)
         line = None if urgent or prioritised else self._yield.track(launch)
         try:
@@ -176,22 +201,3 @@ def error_outcome(request_id: str, custom_id: str, code: str, message: str) -> O
 def request_id(batch_id: str, line: int) -> str:
     """The id of a batch's request line: unique, and the same when it is sent again."""
     return f"batch_req_{batch_id.removeprefix('batch_')}_{line}"
-
-
-def uses_priority_scheduling(extra_args: list[str]) -> bool:
-    """Whether vLLM was started with `--scheduling-policy priority` (in any spelling its
-    parser takes; the last one given wins)."""
-    return flag_value(extra_args, "--scheduling-policy") == "priority"
-
-
-def with_priority(body: bytes, priority: int) -> bytes:
-    """The JSON object `body` with a `priority` member put first: a `priority` of the line's
-    own comes later and wins (JSON parsers keep a repeated key's last value). Spliced, not
-    parsed and written again: this runs for every line."""
-    start = body.find(b"{")
-    if start < 0:
-        return body  # not an object: validation let only objects through
-    rest = body[start + 1 :]
-    member = b'"priority":%d' % priority
-    separator = b"" if rest.lstrip().startswith(b"}") else b","
-    return body[: start + 1] + member + separator + rest

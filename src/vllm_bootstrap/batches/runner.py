@@ -124,13 +124,32 @@ class BatchRun:
             self.batch.endpoint,
             self._settings.max_line_bytes,
         )
-        if result.errors:
-            self.batch.errors = result.errors
+        errors = result.errors or self._models_out_of_reach()
+        if errors:
+            if not result.errors:
+                await clear_requests(self._store, self.batch.id)
+            self.batch.errors = errors
             await self._move(BatchStatus.FAILED)
             return
         self.batch.total = result.total
         if self.stopping_as is None:
             await self._move(BatchStatus.IN_PROGRESS)
+
+    def _models_out_of_reach(self) -> list[dict[str, Any]]:
+        """A scoped key's batch names only models of its list: the others are, to it, as if
+        they did not exist (validation's errors, in OpenAI's shape)."""
+        if self.batch.owner is None:
+            return []
+        models = self._store.pending_models(self.batch.id)
+        return [
+            {
+                "code": "model_not_found",
+                "message": f"The model `{model}` does not exist",
+                "param": "model",
+                "line": None,
+            }
+            for model in self._context.sender.keyed.out_of_reach(self.batch.owner, models)
+        ]
 
     async def _execute(self) -> None:
         input_file = self._context.files.get(self.batch.input_file_id)
@@ -207,7 +226,8 @@ class BatchRun:
     async def _register(self, file_id: str, kind: str) -> None:
         path, name = self._folder() / f"{kind}.jsonl", f"{self.batch.id}_{kind}.jsonl"
         keep = self.batch.output_expires_after or self._settings.output_retention_seconds
-        await self._write(lambda: self._context.files.add_output(file_id, path, name, keep))
+        owner = self.batch.owner
+        await self._write(lambda: self._context.files.add_output(file_id, path, name, keep, owner))
 
     def _folder(self) -> Path:
         return self._settings.folder / self.batch.id

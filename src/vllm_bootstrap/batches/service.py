@@ -78,9 +78,11 @@ class Batches:
         completion_window: str,
         metadata: dict[str, Any] | None,
         output_expires_after: int | None = None,
+        owner: str | None = None,
     ) -> Batch:
+        """A new batch (`owner`'s: a scoped key's, whose own file its input must be)."""
         _check(endpoint, completion_window, metadata)
-        input_file = self.files.get(input_file_id)
+        input_file = self.files.get(input_file_id, owner)
         if input_file is None:
             raise InputFileNotFound(f"no file {input_file_id!r}", "input_file_id")
         check_not_expired(input_file)
@@ -100,27 +102,27 @@ class Batches:
             created_at=now,
             expires_at=now + int(COMPLETION_WINDOWS[completion_window]),
             output_expires_after=output_expires_after,
+            owner=owner,
         )
         self._store.add_batch(batch)
         self._start(batch)
         return batch
 
-    def get(self, batch_id: str) -> Batch:
+    def get(self, batch_id: str, viewer: str | None = None) -> Batch:
+        """The batch; BatchNotFound also when it is not `viewer`'s (None: anyone's)."""
         run = self._runs.get(batch_id)
-        if run is not None:
-            return run.batch
-        batch = self._store.batch(batch_id)
-        if batch is None:
+        batch = run.batch if run is not None else self._store.batch(batch_id)
+        if batch is None or (viewer is not None and batch.owner != viewer):
             raise BatchNotFound(batch_id)
         return batch
 
-    def list(self, limit: int, after: str | None) -> Page:
-        page = self._store.batches(limit, after)
+    def list(self, limit: int, after: str | None, viewer: str | None = None) -> Page:
+        page = self._store.batches(limit, after, viewer)
         live = [self._runs[b.id].batch if b.id in self._runs else b for b in page.items]
         return Page(live, page.has_more)
 
-    def cancel(self, batch_id: str) -> Batch:
-        batch = self.get(batch_id)
+    def cancel(self, batch_id: str, viewer: str | None = None) -> Batch:
+        batch = self.get(batch_id, viewer)
         run = self._runs.get(batch_id)
         if batch.status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED) or (
             run is not None and run.stopping_as is BatchStatus.CANCELLED

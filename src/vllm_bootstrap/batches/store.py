@@ -21,7 +21,7 @@ from typing import TypeVar
 from vllm_bootstrap.batches.record import TERMINAL, Batch
 from vllm_bootstrap.sqlite import Transaction, open_private
 
-SCHEMA_VERSION = 2  # 2: files expire (expires_at, expired_at)
+SCHEMA_VERSION = 3  # 2: files expire (expires_at, expired_at); 3: owners (scoped keys)
 WRITE_RETRY_SECONDS = 0.25
 T = TypeVar("T")
 logger = logging.getLogger("vllm_bootstrap.batches")
@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS files (
     created_at INTEGER NOT NULL,
     path TEXT NOT NULL,
     expires_at INTEGER,
-    expired_at INTEGER
+    expired_at INTEGER,
+    owner TEXT
 );
 CREATE INDEX IF NOT EXISTS expiring_files ON files(expires_at)
     WHERE expires_at IS NOT NULL AND expired_at IS NULL;
@@ -45,7 +46,8 @@ CREATE TABLE IF NOT EXISTS batches (
     id TEXT NOT NULL UNIQUE,
     input_file_id TEXT NOT NULL,
     status TEXT NOT NULL,
-    document TEXT NOT NULL
+    document TEXT NOT NULL,
+    owner TEXT
 );
 CREATE INDEX IF NOT EXISTS live_batch_inputs ON batches(input_file_id)
     WHERE status NOT IN ({_TERMINAL_LIST});
@@ -110,6 +112,7 @@ class FileRecord:
     path: Path
     expires_at: int | None = None  # None: kept until deleted
     expired_at: int | None = None  # when its content was deleted for its expiry
+    owner: str | None = None  # the scoped key that uploaded it (or whose batch wrote it)
 
     def to_public(self) -> dict[str, object]:
         expired = self.expired_at is not None
@@ -157,6 +160,7 @@ class BatchStore:
                     f"(schema {found}, this one knows {SCHEMA_VERSION})"
                 )
             self._add_expiry_columns()  # a version 1 database's files table lacks them
+            self._add_owner_columns()  # and a version 2 one its owners
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     self._db.execute(statement)
@@ -168,6 +172,12 @@ class BatchStore:
             self._db.execute("ALTER TABLE files ADD COLUMN expires_at INTEGER")
             self._db.execute("ALTER TABLE files ADD COLUMN expired_at INTEGER")
 
+    def _add_owner_columns(self) -> None:
+        for table in ("files", "batches"):
+            columns = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if columns and "owner" not in columns:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN owner TEXT")
+
     def close(self) -> None:
         self._db.close()
 
@@ -177,8 +187,9 @@ class BatchStore:
         """Record a file; one recorded before under the same id keeps its place and date
         (a batch finalized again after a crash registers its files again)."""
         self._write(
-            "INSERT INTO files (id, purpose, filename, bytes, created_at, path, expires_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET bytes = excluded.bytes",
+            "INSERT INTO files (id, purpose, filename, bytes, created_at, path, expires_at, "
+            "owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET bytes = excluded.bytes",
             (
                 record.id,
                 record.purpose,
@@ -187,6 +198,7 @@ class BatchStore:
                 record.created_at,
                 str(record.path),
                 record.expires_at,
+                record.owner,
             ),
         )
 
@@ -194,11 +206,20 @@ class BatchStore:
         row = self._db.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
         return _file(row) if row else None
 
-    def files(self, purpose: str | None, limit: int, after: str | None, newest_first: bool) -> Page:
+    def files(
+        self,
+        purpose: str | None,
+        limit: int,
+        after: str | None,
+        newest_first: bool,
+        owner: str | None = None,
+    ) -> Page:
+        """A page of the files (`owner`'s only, when given)."""
         where, params = ["1"], []
-        if purpose is not None:
-            where.append("purpose = ?")
-            params.append(purpose)
+        for column, value in (("purpose", purpose), ("owner", owner)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
         rows = self._page("files", where, params, limit, after, newest_first)
         return Page([_file(row) for row in rows[:limit]], len(rows) > limit)
 
@@ -231,8 +252,9 @@ class BatchStore:
 
     def add_batch(self, batch: Batch) -> None:
         self._write(
-            "INSERT INTO batches (id, input_file_id, status, document) VALUES (?, ?, ?, ?)",
-            (batch.id, batch.input_file_id, batch.status.value, _document(batch)),
+            "INSERT INTO batches (id, input_file_id, status, document, owner) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (batch.id, batch.input_file_id, batch.status.value, _document(batch), batch.owner),
         )
 
     def save_batch(self, batch: Batch, done_lines: Iterable[int] = ()) -> None:
@@ -254,8 +276,10 @@ class BatchStore:
         row = self._db.execute("SELECT document FROM batches WHERE id = ?", (batch_id,)).fetchone()
         return Batch.from_document(json.loads(row["document"])) if row else None
 
-    def batches(self, limit: int, after: str | None) -> Page:
-        rows = self._page("batches", ["1"], [], limit, after, newest_first=True)
+    def batches(self, limit: int, after: str | None, owner: str | None = None) -> Page:
+        """A page of the batches, newest first (`owner`'s only, when given)."""
+        where, params = (["owner = ?"], [owner]) if owner is not None else (["1"], [])
+        rows = self._page("batches", where, params, limit, after, newest_first=True)
         return Page(
             [Batch.from_document(json.loads(row["document"])) for row in rows[:limit]],
             len(rows) > limit,
@@ -371,6 +395,7 @@ def _file(row: sqlite3.Row) -> FileRecord:
         Path(row["path"]),
         row["expires_at"],
         row["expired_at"],
+        row["owner"],
     )
 
 

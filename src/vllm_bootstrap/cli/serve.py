@@ -15,6 +15,7 @@ from vllm_bootstrap import __version__
 from vllm_bootstrap.app import create_app
 from vllm_bootstrap.config import GRACEFUL_SHUTDOWN_SECONDS, ConfigError, load_settings
 from vllm_bootstrap.head_guard import head_guard_protocol
+from vllm_bootstrap.keys import with_admin_key
 from vllm_bootstrap.launches import StateStore
 from vllm_bootstrap.models import ProfileFileError, load_profiles
 
@@ -23,7 +24,9 @@ def serve(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="vllm-bootstrap serve", description="Launch, supervise and proxy vLLM servers."
     )
-    parser.add_argument("--host", help="address to listen on (env VLLM_BOOTSTRAP_HOST)")
+    parser.add_argument(
+        "--host", help="address to listen on (env VLLM_BOOTSTRAP_HOST; default 127.0.0.1)"
+    )
     parser.add_argument("--port", type=int, help="port to listen on (env VLLM_BOOTSTRAP_PORT)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -41,6 +44,7 @@ def serve(argv: list[str]) -> None:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    settings = with_admin_key(settings)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

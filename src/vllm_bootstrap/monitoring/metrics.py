@@ -66,6 +66,16 @@ class Metrics:
         """(launch_id, lines) of the launches where batches make way for live requests."""
         self.registry.register(_BatchWindows(read))
 
+    def watch_keys(
+        self,
+        totals: Callable[[], Iterable[tuple[tuple[str, str], list[float]]]],
+        name_of: Callable[[str], str],
+        in_flight: Callable[[], Iterable[tuple[str, int]]],
+    ) -> None:
+        """The scoped keys' usage since start, by key name and model, and their requests
+        in flight."""
+        self.registry.register(_KeyUsage(totals, name_of, in_flight))
+
     def refused(self, route: str, code: str) -> None:
         self.refusals.labels(route, code).inc()
 
@@ -148,6 +158,45 @@ class _BatchWindows(Collector):
         for launch_id, lines in self._read():
             family.add_metric([launch_id], lines)
         yield family
+
+
+# The usage figures (keys/usage.py FIGURES order), as counters.
+_KEY_FIGURES = (
+    ("key_requests", "Requests of each scoped key through /v1 and /proxy, by model."),
+    ("key_prompt_tokens", "Prompt tokens of each scoped key's requests and batch lines."),
+    ("key_completion_tokens", "Completion tokens of each scoped key's requests and batch lines."),
+    ("key_errors", "Requests and batch lines of each scoped key that ended in an error."),
+    ("key_batch_lines", "Batch lines of each scoped key's batches sent to vLLM."),
+    ("key_load_gpu_seconds", "GPU-seconds of model loads each scoped key's requests caused."),
+)
+
+
+class _KeyUsage(Collector):
+    def __init__(
+        self,
+        totals: Callable[[], Iterable[tuple[tuple[str, str], list[float]]]],
+        name_of: Callable[[str], str],
+        in_flight: Callable[[], Iterable[tuple[str, int]]],
+    ) -> None:
+        self._totals = totals
+        self._name_of = name_of
+        self._in_flight = in_flight
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        families = [
+            CounterMetricFamily(f"{PREFIX}_{name}", text, labels=["key", "model"])
+            for name, text in _KEY_FIGURES
+        ]
+        for (key_id, model), figures in self._totals():
+            for family, value in zip(families, figures, strict=True):
+                family.add_metric([self._name_of(key_id), model], value)
+        yield from families
+        in_flight = GaugeMetricFamily(
+            f"{PREFIX}_key_in_flight", "Requests of each scoped key in flight now.", labels=["key"]
+        )
+        for key_id, count in self._in_flight():
+            in_flight.add_metric([self._name_of(key_id)], count)
+        yield in_flight
 
 
 class GpuCollector(Collector):

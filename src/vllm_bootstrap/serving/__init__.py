@@ -21,6 +21,9 @@ _FACE = {
     "SwapperOnlyRoute": "errors",
     "UnknownModel": "errors",
     "UpstreamUnreachable": "errors",
+    "PriorityTurns": "priority",
+    "uses_priority_scheduling": "priority",
+    "with_priority": "priority",
 }
 __all__ = sorted(_FACE)
 __getattr__ = lazy_face(__name__, _FACE)

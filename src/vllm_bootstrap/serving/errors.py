@@ -46,6 +46,7 @@ class NoModelInBody(ServingError):
 
 class UnknownModel(ServingError, LookupError):
     def __init__(self, model: str, served: list[str]) -> None:
+        self.model = model
         super().__init__(
             f"The model `{shown(model)}` does not exist. "
             f"Served models: {', '.join(served) or 'none'}"

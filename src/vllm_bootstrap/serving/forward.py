@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from starlette.types import Receive, Scope, Send
 
 from vllm_bootstrap.asgi import ClientGone, body_or_stream
+from vllm_bootstrap.keys import KEY_IN_SCOPE
 from vllm_bootstrap.launches import Launch
 from vllm_bootstrap.serving.client_watch import ClientWatch
 from vllm_bootstrap.serving.errors import UpstreamUnreachable
@@ -42,6 +43,7 @@ _HOP_BY_HOP = frozenset(
 # Host, Content-Length and the framing are the upstream client's to write; Expect was
 # already answered by our own server.
 _DROP_FROM_REQUEST = _HOP_BY_HOP | {b"host", b"content-length", b"expect"}
+_DROP_WITH_KEY = _DROP_FROM_REQUEST | {b"authorization"}
 _DROP_FROM_RESPONSE = _HOP_BY_HOP | {b"server", b"date"}
 # A 204 or 304 has no body, and a Content-Length on it would make our server expect one.
 _BODILESS = frozenset({204, 304})
@@ -66,9 +68,7 @@ class Forwarder:
         self._ledger = ledger
         # With an access key set, the request got here by carrying it in Authorization:
         # that header is the control plane's credential and never reaches vLLM.
-        self._dropped_request_headers = (
-            _DROP_FROM_REQUEST | {b"authorization"} if access_key else _DROP_FROM_REQUEST
-        )
+        self._dropped_request_headers = _DROP_WITH_KEY if access_key else _DROP_FROM_REQUEST
 
     async def forward(
         self,
@@ -159,7 +159,7 @@ class Forwarder:
                 launch.port,
                 scope["method"].encode(),
                 target,
-                self._upstream_headers(scope["headers"]),
+                self._upstream_headers(scope),
                 data,
             )
             async with upstream:
@@ -184,8 +184,10 @@ class Forwarder:
         finally:
             client_gone.stop()
 
-    def _upstream_headers(self, raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        return end_to_end(raw, self._dropped_request_headers)
+    def _upstream_headers(self, scope: Scope) -> list[tuple[bytes, bytes]]:
+        # A scoped key is a credential too, also on a server without an access key.
+        dropped = _DROP_WITH_KEY if KEY_IN_SCOPE in scope else self._dropped_request_headers
+        return end_to_end(scope["headers"], dropped)
 
 
 def end_to_end(

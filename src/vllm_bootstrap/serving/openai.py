@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from starlette.types import Receive, Scope, Send
 
 from vllm_bootstrap.asgi import BodyTooLarge, ClientGone, header, read_body, send_json
+from vllm_bootstrap.keys import METER_IN_SCOPE, ApiKey, key_of, with_usage_asked
 from vllm_bootstrap.launches import Launch
 from vllm_bootstrap.serving.errors import (
     NoModelInBody,
@@ -29,9 +30,12 @@ from vllm_bootstrap.serving.errors import (
 )
 from vllm_bootstrap.serving.forward import Forwarder
 from vllm_bootstrap.serving.held_bodies import HeldBodies, Holding
+from vllm_bootstrap.serving.priority import PriorityTurns, uses_priority_scheduling, with_priority
 from vllm_bootstrap.serving.router import ModelRouter
 
 OPENAI_PREFIX = "/v1/"
+# Streams whose usage vLLM sends only when asked (stream_options.include_usage).
+_USAGE_STREAMS = frozenset({"/v1/chat/completions", "/v1/completions"})
 
 
 class OnDemand(Protocol):
@@ -58,10 +62,11 @@ class OpenAIRouter:
         self._max_body_bytes = max_body_bytes
         self._on_demand = on_demand
         self._held_bodies = held_bodies
+        self._turns = PriorityTurns()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] == "GET" and scope["path"] == "/v1/models":
-            await send_json(send, 200, self._on_demand.models_listing())
+            await send_json(send, 200, self._listing(key_of(scope)))
             return
         declared = declared_length(scope)
         if declared is not None and declared > self._max_body_bytes:
@@ -82,23 +87,61 @@ class OpenAIRouter:
             holding.release()
 
     async def _route(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
-        model = model_of(body)
-        if model is None:
+        payload = json_object(body)
+        model = payload.get("model") if payload is not None else None
+        if not isinstance(model, str):
             raise NoModelInBody
+        key = key_of(scope)
+        if key is not None:
+            body = self._as_key_sends(key, scope, model, payload, body)  # type: ignore[arg-type]
         try:
             launch = self._router.choose(model)
-        except (UnknownModel, NoReadyReplica):
+        except (UnknownModel, NoReadyReplica) as missing:
             if not self._on_demand.is_profile(model):
-                raise
-            launch = await self._load_on_demand(model, receive)
+                raise self._for_key(missing, key) from None
+            launch = await self._load_on_demand(model, receive, key.priority if key else 0)
             if launch is None:
                 return
+        if key is not None:
+            scope[METER_IN_SCOPE].model = model  # a served name: a bounded label
+            if uses_priority_scheduling(launch.extra_args):
+                body = with_priority(body, key.priority, forced=True)
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         await self._forwarder.forward(scope, receive, send, launch, raw_path, body, "v1", model)
 
-    async def _load_on_demand(self, model: str, receive: Receive) -> Launch | None:
+    def _as_key_sends(
+        self, key: ApiKey, scope: Scope, model: str, payload: dict[str, Any], body: bytes
+    ) -> bytes:
+        """A scoped key's request: refused, as if the model did not exist, outside its model
+        list; a stream asks vLLM for its usage (the meter drops that chunk again)."""
+        if not key.allows_model(model):
+            raise UnknownModel(model, self._served_for(key))
+        if scope["path"] in _USAGE_STREAMS:
+            asked = with_usage_asked(payload)
+            if asked is not None:
+                scope[METER_IN_SCOPE].strip_usage = True
+                return asked
+        return body
+
+    def _for_key(self, missing: Exception, key: ApiKey | None) -> Exception:
+        """An unknown model's error names the served models the key may see, no others."""
+        if key is None or not isinstance(missing, UnknownModel) or key.models is None:
+            return missing
+        return UnknownModel(missing.model, self._served_for(key))
+
+    def _served_for(self, key: ApiKey) -> list[str]:
+        return [name for name in self._router.ready_models() if key.allows_model(name)]
+
+    def _listing(self, key: ApiKey | None) -> dict[str, Any]:
+        listing = self._on_demand.models_listing()
+        if key is not None and key.models is not None:
+            listing["data"] = [entry for entry in listing["data"] if key.allows_model(entry["id"])]
+        return listing
+
+    async def _load_on_demand(self, model: str, receive: Receive, priority: int) -> Launch | None:
         """Wait for the profile's launch; None when the client left (the load goes on for
-        whoever else wants it). A refusal is raised as the loader raised it."""
+        whoever else wants it). A refusal is raised as the loader raised it. The requests
+        that waited go on by their keys' priority, lowest first."""
         loaded = asyncio.ensure_future(self._on_demand.serve(model, "a /v1 request"))
         # The body is in: the next message from the client can only be its disconnect.
         gone = asyncio.ensure_future(receive())
@@ -110,6 +153,7 @@ class OpenAIRouter:
         if not loaded.done() or loaded.cancelled():
             return None
         loaded.result()
+        await self._turns.turn(priority)
         try:
             return self._router.choose(model)
         except (UnknownModel, NoReadyReplica):  # stopped again in the same moment
@@ -122,10 +166,10 @@ def declared_length(scope: Scope) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
 
-def model_of(body: bytes) -> str | None:
+def json_object(body: bytes) -> dict[str, Any] | None:
+    """The body as a JSON object; None when it is not one."""
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):  # "[[[[..." nests too deep
         return None
-    model = payload.get("model") if isinstance(payload, dict) else None
-    return model if isinstance(model, str) else None
+    return payload if isinstance(payload, dict) else None

@@ -6,7 +6,8 @@ from urllib.parse import unquote_to_bytes
 
 from starlette.types import Receive, Scope, Send
 
-from vllm_bootstrap.launches import LaunchDirectory, LaunchState
+from vllm_bootstrap.keys import METER_IN_SCOPE, ApiKey, key_of
+from vllm_bootstrap.launches import Launch, LaunchDirectory, LaunchState
 from vllm_bootstrap.serving.errors import (
     LaunchAsleep,
     LaunchNotReady,
@@ -50,8 +51,9 @@ class LaunchProxy:
         raw_id, _, _ = raw_path[len(PROXY_PREFIX) :].partition(b"/")
         launch_id = raw_id.decode("latin-1")
         launch = self._directory.find(launch_id)
-        if launch is None:
-            raise NoSuchLaunch(launch_id)
+        key = key_of(scope)
+        if launch is None or (key is not None and not _serves_for(launch, key)):
+            raise NoSuchLaunch(launch_id)  # another key's launch is as if it did not exist
         if launch.state in (LaunchState.SLEEPING, LaunchState.FALLING_ASLEEP):
             raise LaunchAsleep(launch_id, launch.profile, launch.state)
         if launch.state is not LaunchState.READY:
@@ -59,7 +61,15 @@ class LaunchProxy:
         upstream_path = raw_path[len(PROXY_PREFIX) + len(raw_id) :] or b"/"
         if launch.profile is not None and _swapper_only(upstream_path):
             raise SwapperOnlyRoute(launch_id, launch.profile)
+        if key is not None:
+            scope[METER_IN_SCOPE].model = launch.profile or launch.model
         await self._forwarder.forward(scope, receive, send, launch, upstream_path, None)
+
+
+def _serves_for(launch: Launch, key: ApiKey) -> bool:
+    """It serves one of the key's models (by served name, model or profile name)."""
+    names = (launch.model, launch.profile, *launch.served_models)
+    return key.models is None or any(name in key.models for name in names if name)
 
 
 def _swapper_only(path: bytes) -> bool:

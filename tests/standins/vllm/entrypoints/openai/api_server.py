@@ -9,7 +9,8 @@ What it shares with vLLM, as far as the control plane can tell:
 - log lines in vLLM 0.32's format, including its start-up steps with their progress bars
   (checkpoint shards, torch.compile, memory profiling, CUDA graph capture), "Starting vLLM
   server on ..." and uvicorn's "Application startup complete.";
-- /health, /v1/models, /v1/completions, /v1/chat/completions (SSE when streaming),
+- /health, /v1/models, /v1/completions, /v1/chat/completions (SSE when streaming, with a
+  last usage chunk when stream_options.include_usage asks for it, as vLLM),
   /v1/embeddings and /metrics (with vLLM's running and waiting gauges); a clean exit on
   SIGTERM;
 - its scheduler (scheduling.py): at most --max-num-seqs requests run at once, the rest wait
@@ -239,7 +240,11 @@ class StandinServer:
         tokens = self._tokens(body)
         if body.get("stream"):
             return await self._stream(
-                request, "text_completion", tokens, lambda t, f: {"text": t, "finish_reason": f}
+                request,
+                body,
+                "text_completion",
+                tokens,
+                lambda t, f: {"text": t, "finish_reason": f},
             )
         if not await self._generate(request, len(tokens)):
             return web.Response(status=499)
@@ -274,6 +279,7 @@ class StandinServer:
         if body.get("stream"):
             return await self._stream(
                 request,
+                body,
                 "chat.completion.chunk",
                 tokens,
                 lambda t, f: {"delta": {"role": "assistant", "content": t}, "finish_reason": f},
@@ -373,7 +379,7 @@ class StandinServer:
             }
         )
 
-    async def _stream(self, request, object_name, tokens, choice) -> web.StreamResponse:
+    async def _stream(self, request, body, object_name, tokens, choice) -> web.StreamResponse:
         self.requests_total += 1
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -396,6 +402,19 @@ class StandinServer:
                 await response.write(f"data: {json.dumps(event)}\n\n".encode())
                 if self.token_delay:
                     await asyncio.sleep(self.token_delay)
+            options = body.get("stream_options")
+            if isinstance(options, dict) and options.get("include_usage"):
+                # As vLLM: one last chunk with no choices and the whole request's usage.
+                prompt = body.get("messages", body.get("prompt"))
+                usage = {
+                    "id": f"stream-{self.requests_total}",
+                    "object": object_name,
+                    "created": created,
+                    "model": self.names[0],
+                    "choices": [],
+                    "usage": _usage(prompt, tokens),
+                }
+                await response.write(f"data: {json.dumps(usage)}\n\n".encode())
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
         finally:

@@ -1,0 +1,44 @@
+"""A scoped key's batch: its lines are the key's requests. Each waits for the key's limits
+(instead of failing, as a live request would), counts in its usage as a batch line with the
+tokens vLLM reported, and fails at once once the key is deleted or expired."""
+
+from __future__ import annotations
+
+from vllm_bootstrap.batches.requests import Outcome, error_outcome
+from vllm_bootstrap.keys import ApiKey, KeyLimits, KeyStore, UsageBook, usage_in
+
+
+class KeyedLines:
+    def __init__(self, keys: KeyStore, limits: KeyLimits, usage: UsageBook) -> None:
+        self._keys = keys
+        self._limits = limits
+        self._usage = usage
+
+    async def turn(self, owner: str) -> ApiKey | None:
+        """The key, once its limits let one more line go (`done` ends it); None when the key
+        is deleted or expired."""
+        key = self._current(owner)
+        if key is None:
+            return None
+        await self._limits.wait_turn(key)
+        return key
+
+    def done(self, key: ApiKey, model: str, outcome: Outcome) -> None:
+        usage = usage_in(outcome.line) if outcome.ok else None
+        prompt, completion = usage or (0, 0)
+        self._limits.release(key.id, prompt + completion)
+        self._usage.count(key.id, model, prompt, completion, not outcome.ok, batch_line=True)
+
+    def out_of_reach(self, owner: str, models: list[str]) -> list[str]:
+        """The models outside the key's list (all of them once the key is gone)."""
+        key = self._current(owner)
+        return [model for model in models if key is None or not key.allows_model(model)]
+
+    def _current(self, owner: str) -> ApiKey | None:
+        key = self._keys.current(owner)
+        return None if key is None or key.expired() else key
+
+
+def revoked(request_id: str, custom_id: str) -> Outcome:
+    message = "the batch's key was deleted or has expired"
+    return error_outcome(request_id, custom_id, "key_revoked", message)

@@ -1,0 +1,38 @@
+"""A scoped key's requests to /v1 and /proxy: admitted by its limits, metered, counted.
+
+Requests that came with the access key (or to an open server) pass straight through: the
+only cost on their path is one dict lookup in the ASGI scope.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from vllm_bootstrap.keys.limits import KeyLimits
+from vllm_bootstrap.keys.metering import Meter
+from vllm_bootstrap.keys.record import KEY_IN_SCOPE, METER_IN_SCOPE
+from vllm_bootstrap.keys.usage import UsageBook
+
+
+class KeyedTraffic:
+    def __init__(self, app: ASGIApp, limits: KeyLimits, usage: UsageBook) -> None:
+        self.app = app
+        self._limits = limits
+        self._usage = usage
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        key = scope.get(KEY_IN_SCOPE)
+        if key is None:
+            await self.app(scope, receive, send)
+            return
+        self._limits.admit(key)  # RateLimited: rendered as 429 by the error edge outside
+        meter = Meter(send, self._limits.headers(key))
+        scope[METER_IN_SCOPE] = meter
+        try:
+            await self.app(scope, receive, meter.send)
+        finally:
+            self._limits.release(key.id, meter.tokens)
+            failed = meter.status is None or meter.status >= 400 or not meter.complete
+            self._usage.count(
+                key.id, meter.model, meter.prompt_tokens, meter.completion_tokens, failed
+            )

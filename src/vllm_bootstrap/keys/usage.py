@@ -1,0 +1,197 @@
+"""Usage per scoped key, per model, per day (UTC): requests, tokens, errors, batch lines and
+the GPU-seconds of the model loads the key caused.
+
+Requests add to counters in memory; a background task writes what was added to the state
+database every VLLM_BOOTSTRAP_USAGE_FLUSH_SECONDS (one transaction for all of it), so the
+hot path never waits for SQLite and a kill -9 loses at most that last second. The totals
+since start are also kept for /metrics, by key and model (bounded by the keys times the
+models they used).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from vllm_bootstrap.sqlite import Transaction, open_private
+
+logger = logging.getLogger("vllm_bootstrap.keys")
+COUNTS = ("requests", "prompt_tokens", "completion_tokens", "errors", "batch_lines")
+FIGURES = (*COUNTS, "load_gpu_seconds")
+GROUPS = ("key", "model", "day")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS key_usage (
+    key_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    day TEXT NOT NULL,
+    requests INTEGER NOT NULL DEFAULT 0,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0,
+    batch_lines INTEGER NOT NULL DEFAULT 0,
+    load_gpu_seconds REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (key_id, model, day)
+) WITHOUT ROWID
+"""
+_ADD = (
+    "INSERT INTO key_usage (key_id, model, day, requests, prompt_tokens, completion_tokens, "
+    "errors, batch_lines, load_gpu_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (key_id, model, day) DO UPDATE SET "
+    + ", ".join(f"{name} = {name} + excluded.{name}" for name in FIGURES)
+)
+Figures = list[float]  # in FIGURES order
+
+
+def today() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d")
+
+
+class UsageBook:
+    def __init__(self, path: Path, flush_seconds: float) -> None:
+        self._db = open_private(path)
+        self._db.execute(SCHEMA)
+        self._flush_seconds = flush_seconds
+        self._pending: dict[tuple[str, str, str], Figures] = {}
+        self._totals: dict[tuple[str, str], Figures] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    # ----------------------------------------------------------------- the hot path
+
+    def count(
+        self,
+        key_id: str,
+        model: str,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        error: bool = False,
+        batch_line: bool = False,
+    ) -> None:
+        """One request (or batch line) of `key_id` to `model`, ended."""
+        self._add(
+            key_id,
+            model,
+            (
+                0 if batch_line else 1,
+                prompt_tokens,
+                completion_tokens,
+                int(error),
+                int(batch_line),
+                0,
+            ),
+        )
+
+    def charge_load(self, key_id: str, model: str, gpu_seconds: float) -> None:
+        """A model load the key's request started took `gpu_seconds` of GPU time."""
+        self._add(key_id, model, (0, 0, 0, 0, 0, gpu_seconds))
+
+    def _add(self, key_id: str, model: str, figures: tuple[float, ...]) -> None:
+        _add_to(self._pending, (key_id, model, today()), figures)
+        _add_to(self._totals, (key_id, model), figures)
+
+    # ----------------------------------------------------------------- writing
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._flush_every_while())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.flush()
+        self._db.close()
+
+    async def _flush_every_while(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_seconds)
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what was added since the last flush, in one transaction; kept for the next
+        try when the database cannot take it (a full disk, a lock held by a shell)."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        try:
+            with Transaction(self._db):
+                self._db.executemany(
+                    _ADD, [(*where, *figures) for where, figures in pending.items()]
+                )
+        except sqlite3.Error as exc:
+            logger.warning("usage could not be written yet (kept for the next try): %s", exc)
+            for where, figures in pending.items():
+                _add_to(self._pending, where, figures)
+
+    # ----------------------------------------------------------------- reading
+
+    def totals(self) -> Iterator[tuple[tuple[str, str], Figures]]:
+        """(key_id, model) -> figures since the server started, for /metrics."""
+        return iter(list(self._totals.items()))
+
+    def forget(self, key_id: str) -> None:
+        """A deleted key's /metrics series end (its usage stays in the database)."""
+        for where in [where for where in self._totals if where[0] == key_id]:
+            del self._totals[where]
+
+    def query(
+        self,
+        key_id: str | None,
+        model: str | None,
+        since: str | None,
+        until: str | None,
+        group_by: tuple[str, ...],
+        name_of: Callable[[str], str],
+    ) -> list[dict[str, Any]]:
+        """Rows of figures summed over what `group_by` leaves out; days from `since` to
+        `until` (YYYY-MM-DD, both included)."""
+        self.flush()
+        where, params = ["1"], []
+        for column, value in (("key_id", key_id), ("model", model)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            where.append("day >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("day <= ?")
+            params.append(until)
+        columns = [{"key": "key_id"}.get(group, group) for group in group_by]
+        selected = ", ".join([*columns, *(f"sum({name}) AS {name}" for name in FIGURES)])
+        grouping = (
+            f" GROUP BY {', '.join(columns)} ORDER BY {', '.join(columns)}" if columns else ""
+        )
+        rows = self._db.execute(
+            f"SELECT {selected} FROM key_usage WHERE {' AND '.join(where)}{grouping}", params
+        ).fetchall()
+        return [_row(row, name_of) for row in rows if row["requests"] is not None]
+
+
+def _add_to(book: dict[Any, Figures], where: tuple[str, ...], figures: Any) -> None:
+    kept = book.get(where)
+    if kept is None:
+        kept = book[where] = [0] * len(FIGURES)
+    for index, value in enumerate(figures):
+        kept[index] += value
+
+
+def _row(row: sqlite3.Row, name_of: Callable[[str], str]) -> dict[str, Any]:
+    shown: dict[str, Any] = {}
+    names = row.keys()
+    if "key_id" in names:
+        shown["key_id"] = row["key_id"]
+        shown["key"] = name_of(row["key_id"])
+    for group in ("model", "day"):
+        if group in names:
+            shown[group] = row[group]
+    for name in COUNTS:
+        shown[name] = row[name]
+    shown["total_tokens"] = row["prompt_tokens"] + row["completion_tokens"]
+    shown["load_gpu_seconds"] = round(row["load_gpu_seconds"], 3)
+    return shown
