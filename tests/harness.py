@@ -87,6 +87,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
+        self.host = "127.0.0.1"  # the address it listens on (tests of the safe default widen it)
         key = env.get("VLLM_ACCESS_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.client = httpx.Client(base_url=self.url, headers=headers, timeout=30)
@@ -100,7 +101,7 @@ class Server:
                     "-m",
                     "vllm_bootstrap",
                     "--host",
-                    "127.0.0.1",
+                    self.host,
                     "--port",
                     str(self.port),
                 ],

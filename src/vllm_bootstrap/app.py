@@ -104,6 +104,7 @@ def create_app(settings: Settings) -> ASGIApp:
     for profile in load_profiles(settings.models_file) if settings.models_file else []:
         profiles.put(profile, source="file")
     swapper = ModelSwapper(supervisor, profiles, router, ledger, pool, settings)
+    swapper.wing.paid_loads.append(usage.charge_load)
     batch_store = BatchStore(settings.batch_db_path)
     files = FileDirectory(batch_store, settings.state_dir / "files", settings.max_file_bytes)
     batch_yield = BatchYield(

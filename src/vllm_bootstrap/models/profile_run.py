@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from vllm_bootstrap.launches import LOADING_STATES, Launch, LaunchState, iso_time
@@ -53,6 +53,8 @@ class _Load:
     task: asyncio.Task[None]
     waiters: int = 0
     interest_until: float = 0.0
+    payer: str | None = None  # the scoped key whose request started it
+    started: float = field(default_factory=time.monotonic)
 
     def wanted(self) -> bool:
         return self.waiters > 0 or time.monotonic() < self.interest_until
@@ -144,7 +146,7 @@ class ProfileRun:
 
     # ----------------------------------------------------------------- asking for it
 
-    async def wait_ready(self, reason: str) -> None:
+    async def wait_ready(self, reason: str, payer: str | None = None) -> None:
         """Return once a launch of the profile is ready, loading it if needed; its refusals
         (QueueFull, LoadTimedOut, ModelLoadFailed) say why in a client's words."""
         wing = self._wing
@@ -155,7 +157,7 @@ class ProfileRun:
             raise ModelLoadFailed(self.name, failure.message)
         if wing.waiting_requests() >= wing.settings.model_queue_limit:
             raise QueueFull(wing.settings.model_queue_limit)
-        load = self._start(reason)
+        load = self._start(reason, payer)
         load.waiters += 1
         try:
             async with asyncio.timeout(wing.settings.batch_model_wait_seconds):
@@ -203,15 +205,16 @@ class ProfileRun:
 
     # ----------------------------------------------------------------- one load
 
-    def _start(self, reason: str) -> _Load:
+    def _start(self, reason: str, payer: str | None = None) -> _Load:
         if self._load is None:
             task = asyncio.create_task(self._run(), name=f"load-{self.name}")
             # Batches and preloads do not await the task: its failure is logged and kept.
             task.add_done_callback(retrieve_exception)
-            self._load = _Load(reason, task)
+            self._load = _Load(reason, task, payer=payer)
         return self._load
 
     async def _run(self) -> None:
+        load = self._load
         try:
             await self._bring_up()
         except Abandoned:
@@ -225,9 +228,18 @@ class ProfileRun:
             raise LoadFailed(message) from None
         else:
             self._failure = None
+            if load is not None and load.payer is not None:
+                self._charge(load.payer, time.monotonic() - load.started)
         finally:
             self._load = None
             self._wing.changes.notify()
+
+    def _charge(self, payer: str, seconds: float) -> None:
+        """The GPU time of the load, to the key whose request started it."""
+        launch = self.launch()
+        gpu_seconds = seconds * len(launch.gpu_ids) if launch is not None else 0.0
+        for listener in self._wing.paid_loads:
+            listener(payer, self.name, gpu_seconds)
 
     async def _bring_up(self) -> None:
         changes = self._wing.changes

@@ -79,9 +79,10 @@ class ModelSwapper:
     def is_profile(self, name: str) -> bool:
         return self.wing.profiles.get(name) is not None
 
-    async def serve(self, name: str, reason: str) -> None:
-        """Once a launch of profile `name` is ready; refusals raise models.errors."""
-        await self.run(name).wait_ready(reason)
+    async def serve(self, name: str, reason: str, payer: str | None = None) -> None:
+        """Once a launch of profile `name` is ready; refusals raise models.errors. A load
+        this starts is charged to `payer` (a scoped key's id)."""
+        await self.run(name).wait_ready(reason, payer)
 
     def models_listing(self) -> dict[str, Any]:
         """GET /v1/models: the ready launches' models, then the profiles not loaded now."""

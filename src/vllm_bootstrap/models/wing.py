@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vllm_bootstrap.config import Settings
 from vllm_bootstrap.models.changes import Changes
@@ -29,3 +29,5 @@ class Wing:
     claims: GpuClaims
     # Requests waiting for any profile to load: the queue limit counts them all.
     waiting_requests: Callable[[], int]
+    # Told (key id, profile, GPU-seconds) of each load a scoped key's request started.
+    paid_loads: list[Callable[[str, str, float], None]] = field(default_factory=list)

@@ -43,7 +43,7 @@ class OnDemand(Protocol):
 
     def is_profile(self, name: str) -> bool: ...
 
-    async def serve(self, name: str, reason: str) -> None: ...
+    async def serve(self, name: str, reason: str, payer: str | None = None) -> None: ...
 
     def models_listing(self) -> dict[str, Any]: ...
 
@@ -99,7 +99,7 @@ class OpenAIRouter:
         except (UnknownModel, NoReadyReplica) as missing:
             if not self._on_demand.is_profile(model):
                 raise self._for_key(missing, key) from None
-            launch = await self._load_on_demand(model, receive, key.priority if key else 0)
+            launch = await self._load_on_demand(model, receive, key)
             if launch is None:
                 return
         if key is not None:
@@ -138,11 +138,14 @@ class OpenAIRouter:
             listing["data"] = [entry for entry in listing["data"] if key.allows_model(entry["id"])]
         return listing
 
-    async def _load_on_demand(self, model: str, receive: Receive, priority: int) -> Launch | None:
+    async def _load_on_demand(
+        self, model: str, receive: Receive, key: ApiKey | None
+    ) -> Launch | None:
         """Wait for the profile's launch; None when the client left (the load goes on for
         whoever else wants it). A refusal is raised as the loader raised it. The requests
         that waited go on by their keys' priority, lowest first."""
-        loaded = asyncio.ensure_future(self._on_demand.serve(model, "a /v1 request"))
+        payer = key.id if key is not None else None
+        loaded = asyncio.ensure_future(self._on_demand.serve(model, "a /v1 request", payer))
         # The body is in: the next message from the client can only be its disconnect.
         gone = asyncio.ensure_future(receive())
         try:
@@ -153,7 +156,7 @@ class OpenAIRouter:
         if not loaded.done() or loaded.cancelled():
             return None
         loaded.result()
-        await self._turns.turn(priority)
+        await self._turns.turn(key.priority if key is not None else 0)
         try:
             return self._router.choose(model)
         except (UnknownModel, NoReadyReplica):  # stopped again in the same moment

@@ -223,7 +223,17 @@ class StandinServer:
                 {"error": {"message": "invalid JSON", "type": "BadRequestError", "code": 400}},
                 status=400,
             )
-        return body if isinstance(body, dict) else {}
+        if not isinstance(body, dict):
+            return {}
+        limit = body.get("max_tokens")
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)):
+            # As vLLM's request validation answers it.
+            message = "max_tokens: Input should be a valid integer"
+            return web.json_response(
+                {"error": {"message": message, "type": "BadRequestError", "code": 400}},
+                status=400,
+            )
+        return body
 
     def _tokens(self, body: dict) -> list[str]:
         count = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
