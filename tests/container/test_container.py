@@ -73,7 +73,8 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 class Container:
-    def __init__(self, image: str, data: Path, name: str) -> None:
+    def __init__(self, image: str, data: Path, name: str, key: str | None = KEY) -> None:
+        """`key` None: started without VLLM_ACCESS_KEY, so the server makes its own."""
         self.name = name
         self.port = free_port()
         start, end = free_port_range(4)
@@ -82,7 +83,7 @@ class Container:
             "--name", name, "--stop-timeout", str(STOP_TIMEOUT + 10),
             "-v", f"{data}:/workspace",
             "-v", f"{build_env.model_dir()}:/models/tiny:ro",
-            "-e", f"VLLM_ACCESS_KEY={KEY}",
+            *(("-e", f"VLLM_ACCESS_KEY={key}") if key else ()),
             "-e", f"VLLM_BOOTSTRAP_PORT={self.port}",
             "-e", f"VLLM_LAUNCH_PORT_START={start}", "-e", f"VLLM_LAUNCH_PORT_END={end}",
             "-e", f"VLLM_STOP_TIMEOUT_SECONDS={STOP_TIMEOUT}",
@@ -90,10 +91,19 @@ class Container:
             image,
         )  # fmt: skip
         self.url = f"http://127.0.0.1:{self.port}"
+        self.key = key or self._made_key(data / "vllm-bootstrap" / "state" / "admin-key")
         self.client = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30
+            base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=30
         )
         self._wait_until_up()
+
+    def _made_key(self, path: Path, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while not path.is_file() or not path.read_text().strip():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no admin key was made:\n{self.logs()}")
+            time.sleep(0.2)
+        return path.read_text().strip()
 
     def _wait_until_up(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -154,6 +164,19 @@ def ready_launch(container: Container) -> dict:
     assert status["state"] == "ready", f"{status}\n{log[-3000:]}"
     print(f"\nlaunch ready in the container in {time.monotonic() - started:.0f} s")
     return dict(status)
+
+
+def test_a_container_started_without_a_key_makes_one_and_shows_it_once(
+    image: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    keyless = Container(image, tmp_path_factory.mktemp("keyless"), f"keyless-{free_port()}", None)
+    try:
+        assert keyless.logs().count(keyless.key) == 1
+        assert httpx.get(f"{keyless.url}/health", timeout=10).status_code == 401
+        assert keyless.client.get("/launch").status_code == 200
+        assert podman("healthcheck", "run", keyless.name, check=False).returncode == 0
+    finally:
+        keyless.remove()
 
 
 def test_the_key_is_enforced_and_the_health_check_passes(container: Container) -> None:

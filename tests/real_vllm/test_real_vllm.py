@@ -129,6 +129,39 @@ def test_openai_client(real_server: Server, ready_launch: dict, way_in: str) -> 
     assert SERVED_NAME in [model.id for model in client.models.list()]
 
 
+def test_a_scoped_keys_usage_and_priority_reach_real_vllm(
+    real_server: Server, ready_launch: dict
+) -> None:
+    created = real_server.client.post("/keys", json={"name": "real-key", "priority": 2})
+    assert created.status_code == 201, created.text
+    client = openai.OpenAI(
+        base_url=f"{real_server.url}/v1", api_key=created.json()["key"], max_retries=0, timeout=120
+    )
+    # Greedy, and never stopping early: each request generates the same 8 tokens.
+    ask = {
+        "model": SERVED_NAME,
+        "messages": [{"role": "user", "content": "Hello!"}],
+        "max_tokens": 8,
+        "temperature": 0,
+        "extra_body": {"ignore_eos": True},
+    }
+    plain = client.chat.completions.create(**ask)  # at the key's priority: vLLM took it
+    assert plain.usage is not None
+    quiet = list(client.chat.completions.create(**ask, stream=True))
+    assert quiet
+    assert all(chunk.choices for chunk in quiet)  # vLLM's usage chunk was taken out
+    asked = list(
+        client.chat.completions.create(**ask, stream=True, stream_options={"include_usage": True})
+    )
+    (usage_chunk,) = [chunk for chunk in asked if not chunk.choices]
+    assert usage_chunk.usage == plain.usage
+    row = real_server.client.get("/usage", params={"key": "real-key", "group_by": "key"})
+    (counted,) = row.json()["data"]
+    assert counted["requests"] == 3
+    assert counted["prompt_tokens"] == 3 * plain.usage.prompt_tokens
+    assert counted["completion_tokens"] == 3 * plain.usage.completion_tokens == 24
+
+
 def test_a_batch_runs_through_real_vllm(real_server: Server, ready_launch: dict) -> None:
     client = client_for(real_server)
     lines = [
