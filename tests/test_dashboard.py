@@ -1,6 +1,7 @@
 """The dashboard at / in a real headless browser (Playwright driving Debian's chromium): the
 access key through the browser's Basic credentials, a launch from the form, its progress to
-ready, its log tail, and the stop button. Run with `uv run pytest -m browser` (.ci/run
+ready, its log tail, and the stop button; a scoped key made, shown once, used, metered and
+revoked. Run with `uv run pytest -m browser` (.ci/run
 installs chromium)."""
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def test_launch_watch_read_the_log_and_stop_from_the_page(
     page.fill("input[name=model]", "org/dashboard-model")
     page.fill("input[name=gpus]", "1")
     page.fill("input[name=args]", "--max-model-len 4096")
-    page.click("button[type=submit]")
+    page.click("#launch-form button[type=submit]")
     row = page.locator("#launches tbody tr").first
     expect(row).to_contain_text("org/dashboard-model")
     expect(row).to_have_attribute("data-state", "bootstrapping")
@@ -81,8 +82,108 @@ def test_a_refused_launch_shows_the_servers_reason(page: Page, keyed: Server) ->
     page.goto(keyed.url + "/")
     page.fill("input[name=model]", "org/m")
     page.fill("input[name=gpus]", "7")
-    page.click("button[type=submit]")
+    page.click("#launch-form button[type=submit]")
     expect(page.locator("#launch-error")).to_contain_text("7")
+
+
+def chat(server: Server, secret: str) -> httpx.Response:
+    return httpx.post(
+        server.url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {secret}"},
+        json={"model": "m", "messages": [{"role": "user", "content": "hello"}]},
+        timeout=30,
+    )
+
+
+def test_a_key_made_in_the_page_shows_its_secret_once_its_usage_and_is_revoked(
+    page: Page, keyed: Server
+) -> None:
+    keyed.launch_ready(model="m", gpu_ids=[0])
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.goto(keyed.url + "/")
+    form = page.locator("#key-form")
+    form.locator("input[name=name]").fill("team-a")
+    form.locator("input[name=scopes][value=batches]").check()
+    form.locator("input[name=models]").fill("m, other/model")
+    form.locator("input[name=max_concurrency]").fill("2")
+    form.locator("input[name=requests_per_minute]").fill("60")
+    form.locator("input[name=priority]").fill("-1")
+    form.locator("button[type=submit]").click()
+
+    # The secret, once, in its own box; the form is cleared for the next key.
+    box = page.locator("#new-key")
+    expect(box).to_be_visible()
+    expect(box).to_contain_text("team-a")
+    secret = page.locator("#new-key-secret").input_value()
+    assert secret.startswith("vbk_")
+    expect(form.locator("input[name=name]")).to_have_value("")
+    page.locator("#new-key-copy").click()
+    expect(page.locator("#new-key-copy")).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == secret
+
+    # Listed by name and prefix, with what it may reach; the server kept the same.
+    row = page.locator("#keys tbody tr[data-key-name='team-a']")
+    for shown in (
+        secret[:12],
+        "batches, inference",
+        "m, other/model",
+        "2 at once",
+        "60 requests/min",
+    ):
+        expect(row).to_contain_text(shown)
+    key_id = row.get_attribute("data-key-id")
+    stored = keyed.client.get(f"/keys/{key_id}").json()
+    assert stored["models"] == ["m", "other/model"]
+    assert stored["priority"] == -1
+    assert stored["tokens_per_minute"] is None
+
+    # Done forgets it: the page never shows the secret again.
+    page.locator("#new-key-done").click()
+    expect(box).to_be_hidden()
+    assert page.locator("#new-key-secret").input_value() == ""
+    page.reload()
+    expect(row).to_be_visible()
+    assert secret not in page.content()
+
+    # A request with the key shows up in its usage at the next refresh.
+    assert chat(keyed, secret).status_code == 200
+    usage = page.locator(f"#usage tbody tr[data-key-id='{key_id}'][data-model='m']")
+    expect(usage).to_have_count(1, timeout=10_000)
+    expect(usage.locator("td").nth(1)).to_have_text("team-a")
+    expect(usage.locator("td").nth(3)).to_have_text("1")  # requests
+
+    # Revoking asks first: dismissed, the key stays.
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    row.get_by_role("button", name="Revoke").click()
+    expect(row).to_have_count(1)
+    assert chat(keyed, secret).status_code == 200
+
+    # Accepted, the key is gone from the table and refused; its usage stays, marked.
+    questions: list[str] = []
+    page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.accept()))
+    row.get_by_role("button", name="Revoke").click()
+    expect(row).to_have_count(0)
+    assert "team-a" in questions[0]
+    assert chat(keyed, secret).status_code == 401
+    expect(usage.locator("td").nth(1)).to_have_text("team-a (revoked)")
+    expect(usage.locator("td").nth(3)).to_have_text("2")
+
+
+def test_a_refused_key_shows_the_servers_reason(page: Page, keyed: Server) -> None:
+    assert keyed.client.post("/keys", json={"name": "taken"}).status_code == 201
+    page.goto(keyed.url + "/")
+    form = page.locator("#key-form")
+    form.locator("input[name=name]").fill("taken")
+    form.locator("button[type=submit]").click()
+    expect(page.locator("#key-error")).to_contain_text("a key named 'taken' exists already")
+    form.locator("input[name=name]").fill("-starts-with-a-dash")
+    form.locator("input[name=scopes][value=inference]").uncheck()
+    form.locator("button[type=submit]").click()
+    expect(page.locator("#key-error")).to_contain_text("name")
+    expect(page.locator("#key-error")).to_contain_text("scopes")
+    expect(page.locator("#new-key")).to_be_hidden()
+    # The launch form's error line is left alone.
+    expect(page.locator("#launch-error")).to_have_text("")
 
 
 def test_without_the_key_the_browser_is_asked_for_it(keyed: Server) -> None:
@@ -103,10 +204,13 @@ def test_user_text_is_shown_as_text_never_run(page: Page, keyed: Server) -> None
     hostile = '<img src=x onerror="window.pwned=1">'
     stored = httpx.put(f"{keyed.url}/models/evil", json={"model": hostile}, auth=("me", KEY))
     assert stored.status_code == 200
+    key = httpx.post(f"{keyed.url}/keys", json={"name": "k", "models": [hostile]}, auth=("me", KEY))
+    assert key.status_code == 201
     page.goto(keyed.url + "/")
     expect(page.locator("#profiles tbody")).to_contain_text(hostile)
+    expect(page.locator("#keys tbody")).to_contain_text(hostile)
     assert page.evaluate("window.pwned") is None
-    assert page.locator("#profiles img").count() == 0
+    assert page.locator("main img").count() == 0
 
 
 @pytest.mark.parametrize(

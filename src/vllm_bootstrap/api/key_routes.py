@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -44,6 +44,8 @@ class KeyFields(BaseModel):
     @field_validator("expires_at")
     @classmethod
     def _in_the_future(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)  # a time without a zone means the same everywhere
         if value is not None and value.timestamp() <= time.time():
             raise ValueError("must be in the future")
         return value
@@ -171,9 +173,9 @@ def _is_day(text: str) -> bool:
 
 
 def _key_id(wanted: str, services: ServicesDep) -> str:
-    for key in services.keys.all():
-        if wanted in (key.id, key.name):
-            return key.id
-    if wanted.startswith("key_"):
-        return wanted  # a deleted key's usage is still there
-    raise KeyNotFound(wanted)
+    """The id of the key `wanted` names (by id or name; a live key's name first, else a
+    deleted one's, whose usage is still there)."""
+    key_id = services.keys.id_of(wanted)
+    if key_id is None:
+        raise KeyNotFound(wanted)
+    return key_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -207,6 +208,86 @@ def batch_download(client: Client, args: argparse.Namespace) -> None:
             print(output.shown(str(target)))
 
 
+# --------------------------------------------------------------------- scoped keys and usage
+
+# The columns a usage row may be grouped by, and their headers.
+_GROUP_COLUMNS = {"key": "KEY", "model": "MODEL", "day": "DAY"}
+
+
+def keys_create(client: Client, args: argparse.Namespace) -> None:
+    created = client.create_key(
+        args.name,
+        args.scope,
+        models=args.model,
+        max_concurrency=args.max_concurrency,
+        requests_per_minute=args.rpm,
+        tokens_per_minute=args.tpm,
+        priority=args.priority,
+        expires_at=_moment(args.expires_at),
+    )
+    text = (
+        f"{created.id} {created.name} ({','.join(created.scopes)})\n{created.key}\n"
+        "The secret above is not shown again (the server keeps only its hash): store it now."
+    )
+    _print(args, created.model_dump(), text)
+
+
+def keys_list(client: Client, args: argparse.Namespace) -> None:
+    keys = client.keys()
+    rows = [
+        (
+            item.id,
+            item.name,
+            item.prefix,
+            ",".join(item.scopes),
+            "all" if item.models is None else ",".join(item.models),
+            _limit(item.max_concurrency),
+            _limit(item.requests_per_minute),
+            _limit(item.tokens_per_minute),
+            item.priority,
+            "never" if item.expires_at is None else _utc(item.expires_at),
+            item.in_flight,
+        )
+        for item in keys
+    ]
+    header = ("ID", "NAME", "PREFIX", "SCOPES", "MODELS", "CONCURRENCY", "RPM", "TPM")
+    header += ("PRIORITY", "EXPIRES", "IN FLIGHT")
+    _print(args, [item.model_dump() for item in keys], output.table(rows, header))
+
+
+def keys_delete(client: Client, args: argparse.Namespace) -> None:
+    client.delete_key(args.key_id)
+    print(output.shown(f"{args.key_id} deleted"))
+
+
+def usage(client: Client, args: argparse.Namespace) -> None:
+    if args.me and args.usage_key is not None:
+        raise CommandError("--me shows the usage of the key this command sends: drop --key")
+    group_by = args.group_by
+    if group_by is None:
+        group_by = "model,day" if args.me else "key,model,day"
+    asked = {"model": args.model, "since": args.since, "until": args.until, "group_by": group_by}
+    rows = client.my_usage(**asked) if args.me else client.usage(args.usage_key, **asked)
+    groups = [group for part in group_by.split(",") if (group := part.strip()) in _GROUP_COLUMNS]
+    table = [
+        (
+            *(getattr(row, group) or "" for group in groups),
+            row.requests,
+            row.prompt_tokens,
+            row.completion_tokens,
+            row.total_tokens,
+            row.errors,
+            row.batch_lines,
+            f"{row.load_gpu_seconds:.1f}",
+        )
+        for row in rows
+    ]
+    header = (*(_GROUP_COLUMNS[group] for group in groups), "REQUESTS", "PROMPT", "COMPLETION")
+    header += ("TOTAL TOKENS", "ERRORS", "BATCH LINES", "LOAD GPU S")
+    answer = [row.model_dump(exclude_unset=True) for row in rows]
+    _print(args, answer, output.table(table, header))
+
+
 # --------------------------------------------------------------------- parsing
 
 
@@ -234,3 +315,21 @@ def _pair(text: str) -> tuple[str, str]:
 
 def _bytes(value: int | None) -> str:
     return "-" if value is None else f"{value / 2**30:.1f} GiB"
+
+
+def _moment(text: str | None) -> int | str | None:
+    """--expires-at: Unix seconds as a number; anything else (ISO 8601) for the server to read."""
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _limit(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _utc(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))

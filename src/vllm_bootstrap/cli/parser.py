@@ -22,11 +22,19 @@ def build_parser() -> argparse.ArgumentParser:
     _launch_commands(commands)
     _model_commands(commands)
     _batch_commands(commands)
+    _key_commands(commands)
     return parser
 
 
-def _command(commands: Any, name: str, handler: Handler, help: str, read: bool = False) -> Any:
-    parser = commands.add_parser(name, help=help, description=help)
+def _command(
+    commands: Any,
+    name: str,
+    handler: Handler,
+    help: str,
+    read: bool = False,
+    aliases: tuple[str, ...] = (),
+) -> Any:
+    parser = commands.add_parser(name, help=help, description=help, aliases=list(aliases))
     parser.set_defaults(handler=handler)
     if read:
         parser.add_argument("--json", action="store_true", help="print the server's answer")
@@ -93,3 +101,39 @@ def _batch_commands(commands: Any) -> None:
     download = _command(batches, "download", handlers.batch_download, "save its result files")
     download.add_argument("batch_id")
     download.add_argument("--output", default=".", help="folder (default: here)")
+
+
+def _key_commands(commands: Any) -> None:
+    keys = commands.add_parser("keys", help="scoped API keys").add_subparsers(
+        dest="keys_command", required=True, metavar="ACTION"
+    )
+    created = _command(
+        keys, "create", handlers.keys_create, "a new key; its secret is shown once", read=True
+    )
+    created.add_argument("name")
+    created.add_argument(
+        "--scope", action="append", help="inference (the default), batches or admin (repeatable)"
+    )
+    created.add_argument(
+        "--model", action="append", help="a model it may use (repeatable; default: all)"
+    )
+    created.add_argument("--max-concurrency", type=int, help="its requests in flight at once")
+    created.add_argument("--rpm", type=int, help="requests per minute")
+    created.add_argument("--tpm", type=int, help="tokens per minute")
+    created.add_argument("--priority", type=int, help="vLLM's request priority (default 0)")
+    created.add_argument("--expires-at", help="Unix seconds or ISO 8601 (2030-01-01T00:00Z)")
+    listed = "every key, its limits and requests in flight"
+    _command(keys, "ls", handlers.keys_list, listed, read=True, aliases=("list",))
+    revoked = "revoke a key at once (its usage stays)"
+    _command(keys, "rm", handlers.keys_delete, revoked).add_argument("key_id")
+    used = _command(
+        commands, "usage", handlers.usage, "requests and tokens per key, model and day", read=True
+    )
+    used.add_argument("--key", dest="usage_key", metavar="KEY", help="one key's, by id or name")
+    used.add_argument("--model", help="one model's")
+    used.add_argument("--since", help="from this day on, YYYY-MM-DD (UTC)")
+    used.add_argument("--until", help="up to this day, YYYY-MM-DD, included")
+    used.add_argument(
+        "--group-by", help="a comma-separated set of key, model, day (default: all; '': totals)"
+    )
+    used.add_argument("--me", action="store_true", help="the usage of the key this command sends")

@@ -11,16 +11,27 @@ with client.run("Qwen/Qwen3-8B", gpu_ids=[0]) as launch:
 
 from vllm_bootstrap.client.async_client import AsyncClient
 from vllm_bootstrap.client.common import ApiError, LaunchFailed
-from vllm_bootstrap.client.models import Launch, LogChunk, Profile, Stats
+from vllm_bootstrap.client.models import (
+    ApiKey,
+    Launch,
+    LogChunk,
+    NewApiKey,
+    Profile,
+    Stats,
+    UsageRow,
+)
 from vllm_bootstrap.client.sync_client import Client
 
 __all__ = [
     "ApiError",
+    "ApiKey",
     "AsyncClient",
     "Client",
     "Launch",
     "LaunchFailed",
     "LogChunk",
+    "NewApiKey",
     "Profile",
     "Stats",
+    "UsageRow",
 ]

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -15,7 +16,15 @@ import httpx
 
 from vllm_bootstrap.client import calls, common
 from vllm_bootstrap.client.common import ApiError
-from vllm_bootstrap.client.models import Launch, LogChunk, Profile, Stats
+from vllm_bootstrap.client.models import (
+    ApiKey,
+    Launch,
+    LogChunk,
+    NewApiKey,
+    Profile,
+    Stats,
+    UsageRow,
+)
 
 T = TypeVar("T")
 POLL_SECONDS = 0.5
@@ -180,6 +189,64 @@ class AsyncClient(common.ClientBase):
         for file_id in common.result_files(await self.batch(batch_id)):
             for line in common.result_lines(await self.file_content(file_id)):
                 yield line
+
+    # ----------------------------------------------------------------- scoped keys
+
+    async def create_key(
+        self,
+        name: str,
+        scopes: Iterable[str] | None = None,
+        *,
+        models: Iterable[str] | None = None,
+        max_concurrency: int | None = None,
+        requests_per_minute: int | None = None,
+        tokens_per_minute: int | None = None,
+        priority: int | None = None,
+        expires_at: common.Moment | None = None,
+    ) -> NewApiKey:
+        fields = {
+            "scopes": scopes,
+            "models": models,
+            "max_concurrency": max_concurrency,
+            "requests_per_minute": requests_per_minute,
+            "tokens_per_minute": tokens_per_minute,
+            "priority": priority,
+            "expires_at": expires_at,
+        }
+        return await self._send(calls.create_key(common.new_key_body(name, fields)))
+
+    async def keys(self) -> list[ApiKey]:
+        return await self._send(calls.keys())
+
+    async def key(self, key_id: str) -> ApiKey:
+        return await self._send(calls.key(key_id))
+
+    async def update_key(self, key_id: str, **changes: Any) -> ApiKey:
+        return await self._send(calls.update_key(key_id, common.key_fields(changes)))
+
+    async def delete_key(self, key_id: str) -> None:
+        await self._send(calls.delete_key(key_id))
+
+    async def usage(
+        self,
+        key: str | None = None,
+        model: str | None = None,
+        since: date | str | None = None,
+        until: date | str | None = None,
+        group_by: str | Iterable[str] | None = None,
+    ) -> list[UsageRow]:
+        params = common.usage_params(key, model, since, until, group_by)
+        return await self._send(calls.usage(params))
+
+    async def my_usage(
+        self,
+        model: str | None = None,
+        since: date | str | None = None,
+        until: date | str | None = None,
+        group_by: str | Iterable[str] | None = None,
+    ) -> list[UsageRow]:
+        params = common.usage_params(None, model, since, until, group_by)
+        return await self._send(calls.my_usage(params))
 
     # ----------------------------------------------------------------- sending
 

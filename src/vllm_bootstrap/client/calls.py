@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
-from vllm_bootstrap.client.models import Launch, LogChunk, Profile, Stats
+from vllm_bootstrap.client.models import (
+    ApiKey,
+    Launch,
+    LogChunk,
+    NewApiKey,
+    Profile,
+    Stats,
+    UsageRow,
+)
 
 T = TypeVar("T")
 
@@ -47,6 +55,14 @@ def _launches(answer: Any) -> list[Launch]:
 
 def _profiles(answer: Any) -> list[Profile]:
     return [Profile.model_validate(profile) for profile in answer]
+
+
+def _keys(answer: Any) -> list[ApiKey]:
+    return [ApiKey.model_validate(key) for key in answer["data"]]
+
+
+def _usage_rows(answer: Any) -> list[UsageRow]:
+    return [UsageRow.model_validate(row) for row in answer["data"]]
 
 
 def _dict(answer: Any) -> dict[str, Any]:
@@ -131,3 +147,31 @@ def batches(limit: int) -> Call[dict[str, Any]]:
 
 def cancel_batch(batch_id: str) -> Call[dict[str, Any]]:
     return Call("POST", f"/v1/batches/{_id(batch_id)}/cancel", _dict)
+
+
+def create_key(body: dict[str, Any]) -> Call[NewApiKey]:
+    return Call("POST", "/keys", NewApiKey.model_validate, json=body)
+
+
+def keys() -> Call[list[ApiKey]]:
+    return Call("GET", "/keys", _keys)
+
+
+def key(key_id: str) -> Call[ApiKey]:
+    return Call("GET", f"/keys/{_id(key_id)}", ApiKey.model_validate)
+
+
+def update_key(key_id: str, changes: dict[str, Any]) -> Call[ApiKey]:
+    return Call("PATCH", f"/keys/{_id(key_id)}", ApiKey.model_validate, json=changes)
+
+
+def delete_key(key_id: str) -> Call[None]:
+    return Call("DELETE", f"/keys/{_id(key_id)}", _nothing)
+
+
+def usage(params: dict[str, str]) -> Call[list[UsageRow]]:
+    return Call("GET", "/usage", _usage_rows, params=params)
+
+
+def my_usage(params: dict[str, str]) -> Call[list[UsageRow]]:
+    return Call("GET", "/usage/me", _usage_rows, params=params)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,52 @@ def launch_body(model: str, gpu_ids: list[int] | None, **options: Any) -> dict[s
     if gpu_ids is not None:
         body["gpu_ids"] = gpu_ids
     return body
+
+
+# When a key stops working: Unix seconds, ISO 8601 text, or a datetime.
+Moment = int | float | str | datetime
+
+
+def new_key_body(name: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """POST /keys's body: what was not given is left to the server's defaults."""
+    given = {field: value for field, value in fields.items() if value is not None}
+    return key_fields({"name": name, **given})
+
+
+def key_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Fields of POST or PATCH /keys as JSON: lists for `scopes` and `models` (one name is a
+    list of one), a datetime `expires_at` as Unix seconds (a naive one in this machine's time
+    zone). None stays: PATCH takes it as "no limit" ("every model", "never")."""
+    body = dict(fields)
+    for name in ("scopes", "models"):
+        value = body.get(name)
+        if value is not None:
+            body[name] = [value] if isinstance(value, str) else list(value)
+    if isinstance(body.get("expires_at"), datetime):
+        body["expires_at"] = int(body["expires_at"].timestamp())
+    return body
+
+
+def usage_params(
+    key: str | None,
+    model: str | None,
+    since: date | str | None,
+    until: date | str | None,
+    group_by: str | Iterable[str] | None,
+) -> dict[str, str]:
+    """GET /usage's query: days as YYYY-MM-DD, `group_by` as "key,model" (empty: one row of
+    totals; None: the server's default)."""
+    days = {"since": since, "until": until}
+    params = {"key": key, "model": model, **{name: _day(day) for name, day in days.items()}}
+    if group_by is not None:
+        params["group_by"] = group_by if isinstance(group_by, str) else ",".join(group_by)
+    return {name: value for name, value in params.items() if value is not None}
+
+
+def _day(value: date | str | None) -> str | None:
+    if isinstance(value, datetime):
+        value = value.date()
+    return value.isoformat() if isinstance(value, date) else value
 
 
 def openai_client(url: str, key: str | None, launch_id: str | None) -> Any:

@@ -81,3 +81,43 @@ class Profile(_Answer):
     pinned: bool = False
     preload: bool = False
     status: ProfileStatus | None = None
+
+
+class ApiKey(_Answer):
+    """A scoped key as GET /keys shows it: never its secret, only the secret's `prefix`."""
+
+    id: str
+    name: str
+    prefix: str
+    scopes: list[str]
+    models: list[str] | None = None  # None: every model
+    max_concurrency: int | None = None
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    priority: int = 0
+    expires_at: int | None = None  # Unix seconds; None: never
+    created_at: int
+    in_flight: int = 0
+
+
+class NewApiKey(ApiKey):
+    """The answer to POST /keys: the key with its secret, which no later answer shows."""
+
+    key: str
+
+
+class UsageRow(_Answer):
+    """One row of GET /usage: figures summed over what was not grouped by. `key_id` and `key`
+    (its name), `model` and `day` are set only when grouped by them."""
+
+    key_id: str | None = None
+    key: str | None = None
+    model: str | None = None
+    day: str | None = None
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    errors: int = 0
+    batch_lines: int = 0
+    load_gpu_seconds: float = 0.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -13,7 +14,15 @@ import httpx
 
 from vllm_bootstrap.client import calls, common
 from vllm_bootstrap.client.common import ApiError
-from vllm_bootstrap.client.models import Launch, LogChunk, Profile, Stats
+from vllm_bootstrap.client.models import (
+    ApiKey,
+    Launch,
+    LogChunk,
+    NewApiKey,
+    Profile,
+    Stats,
+    UsageRow,
+)
 
 T = TypeVar("T")
 POLL_SECONDS = 0.5
@@ -180,6 +189,73 @@ class Client(common.ClientBase):
         """Every result line (output file, then error file), each with its custom_id."""
         for file_id in common.result_files(self.batch(batch_id)):
             yield from common.result_lines(self.file_content(file_id))
+
+    # ----------------------------------------------------------------- scoped keys
+
+    def create_key(
+        self,
+        name: str,
+        scopes: Iterable[str] | None = None,
+        *,
+        models: Iterable[str] | None = None,
+        max_concurrency: int | None = None,
+        requests_per_minute: int | None = None,
+        tokens_per_minute: int | None = None,
+        priority: int | None = None,
+        expires_at: common.Moment | None = None,
+    ) -> NewApiKey:
+        """A new key: `scopes` default to inference, `models` to all of them, limits to none.
+        Its secret, `.key`, is in this answer only (the server keeps its hash)."""
+        fields = {
+            "scopes": scopes,
+            "models": models,
+            "max_concurrency": max_concurrency,
+            "requests_per_minute": requests_per_minute,
+            "tokens_per_minute": tokens_per_minute,
+            "priority": priority,
+            "expires_at": expires_at,
+        }
+        return self._send(calls.create_key(common.new_key_body(name, fields)))
+
+    def keys(self) -> list[ApiKey]:
+        return self._send(calls.keys())
+
+    def key(self, key_id: str) -> ApiKey:
+        return self._send(calls.key(key_id))
+
+    def update_key(self, key_id: str, **changes: Any) -> ApiKey:
+        """Change some fields (as POST /keys names them); None clears a limit, `models=None`
+        allows every model, `expires_at=None` never expires."""
+        return self._send(calls.update_key(key_id, common.key_fields(changes)))
+
+    def delete_key(self, key_id: str) -> None:
+        self._send(calls.delete_key(key_id))
+
+    def usage(
+        self,
+        key: str | None = None,
+        model: str | None = None,
+        since: date | str | None = None,
+        until: date | str | None = None,
+        group_by: str | Iterable[str] | None = None,
+    ) -> list[UsageRow]:
+        """Usage of every scoped key (`key`: one key's, by id or name), summed per
+        `group_by` ("key,model,day" by default; "" or []: one row of totals); days are
+        YYYY-MM-DD (UTC) or dates, both ends included."""
+        params = common.usage_params(key, model, since, until, group_by)
+        return self._send(calls.usage(params))
+
+    def my_usage(
+        self,
+        model: str | None = None,
+        since: date | str | None = None,
+        until: date | str | None = None,
+        group_by: str | Iterable[str] | None = None,
+    ) -> list[UsageRow]:
+        """The usage of the key this client sends (a scoped key's; the access key has
+        none): per model and day unless `group_by` says otherwise."""
+        params = common.usage_params(None, model, since, until, group_by)
+        return self._send(calls.my_usage(params))
 
     # ----------------------------------------------------------------- sending
 

@@ -1,12 +1,16 @@
 // The dashboard: reads the server's own API every REFRESH_MS and redraws the tables.
 // Everything shown comes from users (model names, logs, errors): it is only ever set as
-// text (textContent), never parsed as HTML.
+// text (textContent), never parsed as HTML. A new key's secret is in the answer to its
+// POST /keys alone: it lives in the "new key" box until Done (or its revocation), nowhere else.
 "use strict";
 
 const REFRESH_MS = 2000;
 const LOG_POLL_MS = 1000;
 const LOG_KEEP_CHARS = 200000;
+const USAGE_DAYS = 30;
+const KEY_NUMBERS = ["max_concurrency", "requests_per_minute", "tokens_per_minute", "priority"];
 const log = { launchId: null, offset: 0 };
+const newKey = { id: null }; // the key whose secret the "new key" box shows
 
 async function api(method, path, body) {
   const options = { method, credentials: "same-origin", headers: {} };
@@ -47,7 +51,7 @@ function bar(fraction, label) {
 
 function button(text, onClick, secondary) {
   const node = el("button", { type: "button", textContent: text, className: secondary ? "secondary" : "" });
-  node.addEventListener("click", () => onClick().catch(showError));
+  node.addEventListener("click", () => onClick().catch((error) => showError(error, node)));
   return node;
 }
 
@@ -61,6 +65,8 @@ function row(cells, attributes) {
   for (const cell of cells) tr.append(cell instanceof Node && cell.tagName === "TD" ? cell : el("td", {}, cell));
   return tr;
 }
+
+function given(value) { return value !== null && value !== undefined; }
 
 function gib(mib) { return mib === null || mib === undefined ? "-" : `${(mib / 1024).toFixed(1)} GiB`; }
 
@@ -119,10 +125,48 @@ function renderBatches(listing) {
   }));
 }
 
+function renderKeys(keys) {
+  fill("keys", keys.map((key) => {
+    const revoke = el("td", {}, button("Revoke", () => revokeKey(key)));
+    return row([key.name, `${key.prefix}…`, key.scopes.join(", "),
+      el("td", { className: "model" }, given(key.models) ? key.models.join(", ") : "all"),
+      limits(key), key.priority, given(key.expires_at) ? when(key.expires_at) : "never",
+      key.in_flight || 0, revoke], { "data-key-id": key.id, "data-key-name": key.name });
+  }));
+}
+
+function limits(key) {
+  const parts = [];
+  if (given(key.max_concurrency)) parts.push(`${key.max_concurrency} at once`);
+  if (given(key.requests_per_minute)) parts.push(`${key.requests_per_minute} requests/min`);
+  if (given(key.tokens_per_minute)) parts.push(`${key.tokens_per_minute} tokens/min`);
+  return parts.join(" · ") || "none";
+}
+
+function when(unixSeconds) { return new Date(unixSeconds * 1000).toLocaleString(); }
+
+// Newest day first; a revoked key's usage stays, under its name.
+function renderUsage(usage, keys) {
+  const live = keys ? new Set(keys.map((key) => key.id)) : null;
+  const entries = usage.data.slice().sort((a, b) =>
+    b.day.localeCompare(a.day) || a.key.localeCompare(b.key) || a.model.localeCompare(b.model));
+  fill("usage", entries.map((entry) => row([entry.day,
+    live && !live.has(entry.key_id) ? `${entry.key} (revoked)` : entry.key,
+    el("td", { className: "model" }, entry.model), entry.requests, entry.prompt_tokens,
+    entry.completion_tokens, entry.errors, entry.batch_lines, entry.load_gpu_seconds],
+  { "data-key-id": entry.key_id, "data-model": entry.model, "data-day": entry.day })));
+}
+
+function usagePath() {
+  const since = new Date(Date.now() - (USAGE_DAYS - 1) * 86400000).toISOString().slice(0, 10);
+  return `/usage?group_by=key,model,day&since=${since}`;
+}
+
 async function refresh() {
-  const [health, stats, launches, profiles, batches] = await Promise.allSettled([
+  const [health, stats, launches, profiles, batches, keys, usage] = await Promise.allSettled([
     api("GET", "/health"), api("GET", "/stats"), api("GET", "/launch?all=true"),
-    api("GET", "/models"), api("GET", "/v1/batches?limit=20"),
+    api("GET", "/models"), api("GET", "/v1/batches?limit=20"), api("GET", "/keys"),
+    api("GET", usagePath()),
   ]);
   const healthText = health.status === "fulfilled"
     ? `up · ${health.value.live_launches} live launch(es) · updated ${new Date().toLocaleTimeString()}`
@@ -132,6 +176,9 @@ async function refresh() {
   if (launches.status === "fulfilled") renderLaunches(launches.value);
   if (profiles.status === "fulfilled") renderProfiles(profiles.value);
   if (batches.status === "fulfilled") renderBatches(batches.value);
+  const liveKeys = keys.status === "fulfilled" ? keys.value.data : null;
+  if (liveKeys) renderKeys(liveKeys);
+  if (usage.status === "fulfilled") renderUsage(usage.value, liveKeys);
 }
 
 function showLog(launchId) {
@@ -157,8 +204,48 @@ async function pollLog() {
   if (follow) pre.scrollTop = pre.scrollHeight;
 }
 
-function showError(error) {
-  document.getElementById("launch-error").textContent = error.message;
+// In the error line of the section `near` is in; the launch form's when it has none.
+function showError(error, near) {
+  const box = near && near.closest("section").querySelector(".error");
+  (box || document.getElementById("launch-error")).textContent = error.message;
+}
+
+async function revokeKey(key) {
+  const question = `Revoke the key ${key.name} (${key.prefix}…)? Its next request is refused; ` +
+    "its usage stays.";
+  if (!window.confirm(question)) return;
+  document.getElementById("key-error").textContent = "";
+  await api("DELETE", `/keys/${encodeURIComponent(key.id)}`);
+  if (newKey.id === key.id) hideSecret();
+  await refresh();
+}
+
+function showSecret(created) {
+  newKey.id = created.id;
+  document.getElementById("new-key-name").textContent = created.name;
+  document.getElementById("new-key-copy").textContent = "Copy";
+  const field = document.getElementById("new-key-secret");
+  field.value = created.key;
+  document.getElementById("new-key").hidden = false;
+  field.focus();
+  field.select();
+}
+
+function hideSecret() {
+  newKey.id = null;
+  document.getElementById("new-key-secret").value = "";
+  document.getElementById("new-key").hidden = true;
+}
+
+// The clipboard API needs a secure context (https or localhost); elsewhere the
+// older copy command, and failing both the text stays selected for the user to copy.
+async function copySecret() {
+  const field = document.getElementById("new-key-secret");
+  field.select();
+  const copied = navigator.clipboard
+    ? await navigator.clipboard.writeText(field.value).then(() => true, () => false)
+    : document.execCommand("copy");
+  document.getElementById("new-key-copy").textContent = copied ? "Copied" : "Press Ctrl+C";
 }
 
 document.getElementById("launch-form").addEventListener("submit", async (event) => {
@@ -179,6 +266,31 @@ document.getElementById("launch-form").addEventListener("submit", async (event) 
     showError(error);
   }
 });
+
+document.getElementById("key-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.target;
+  const field = (name) => form.elements.namedItem(name).value.trim();
+  const body = {
+    name: field("name"),
+    scopes: Array.from(form.querySelectorAll("input[name=scopes]:checked"), (box) => box.value),
+  };
+  const models = field("models").split(",").map((model) => model.trim()).filter(Boolean);
+  if (models.length) body.models = models;
+  for (const name of KEY_NUMBERS) if (field(name)) body[name] = Number(field(name));
+  document.getElementById("key-error").textContent = "";
+  try {
+    const created = await api("POST", "/keys", body);
+    form.reset();
+    showSecret(created);
+    await refresh();
+  } catch (error) {
+    showError(error, form);
+  }
+});
+
+document.getElementById("new-key-copy").addEventListener("click", () => copySecret());
+document.getElementById("new-key-done").addEventListener("click", hideSecret);
 
 setInterval(() => refresh().catch(() => {}), REFRESH_MS);
 setInterval(() => pollLog().catch(() => {}), LOG_POLL_MS);

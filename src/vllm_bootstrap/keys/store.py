@@ -56,7 +56,7 @@ class NameTaken(Exception):
 
 class KeyNotFound(LookupError):
     def __init__(self, key_id: str) -> None:
-        super().__init__(f"no key with id {key_id!r}")
+        super().__init__(f"no key with id (or name) {key_id!r}")
 
 
 class KeyStore:
@@ -90,6 +90,16 @@ class KeyStore:
 
     def name_of(self, key_id: str) -> str:
         return self._names.get(key_id, key_id)
+
+    def id_of(self, id_or_name: str) -> str | None:
+        """The key an id or a name means: a live key's name first, then a deleted one's."""
+        if id_or_name in self._names:
+            return id_or_name
+        for key in self._by_id.values():
+            if key.name == id_or_name:
+                return key.id
+        deleted = [key_id for key_id, name in self._names.items() if name == id_or_name]
+        return deleted[-1] if deleted else None
 
     # ----------------------------------------------------------------- the admin's routes
 
