@@ -89,6 +89,7 @@ class BenchServer:
         self.port = free_port()
         self.workdir = workdir
         self.launched: dict[str, Any] = {}  # the launch a benchmark made, once made
+        self.scoped_key: str | None = None  # a scoped key a benchmark made, once made
         bin_dir = workdir / "bin"
         bin_dir.mkdir(exist_ok=True)
         nvidia_smi = bin_dir / "nvidia-smi"
@@ -108,6 +109,7 @@ class BenchServer:
         if source is not None:
             env["PYTHONPATH"] = str(source / "src")
         env.update(extra_env or {})
+        self.access_key = env.get("VLLM_ACCESS_KEY")
         self.log = open(workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [
@@ -128,7 +130,10 @@ class BenchServer:
     def request(self, method: str, path: str, body: object | None = None) -> Any:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         payload = json.dumps(body).encode() if body is not None else None
-        connection.request(method, path, body=payload, headers={"content-type": "application/json"})
+        headers = {"content-type": "application/json"}
+        if self.access_key:
+            headers["authorization"] = f"Bearer {self.access_key}"
+        connection.request(method, path, body=payload, headers=headers)
         response = connection.getresponse()
         data = response.read()
         connection.close()

@@ -15,7 +15,10 @@ Every path is measured for throughput (`wrk`, 32 connections, small non-streamin
 completions), latency (a sequential keep-alive client, p50 and p99) and time to the first
 SSE event. `--rounds N` measures every path N times, interleaved, and prints medians (the
 machine is noisy). `--compare-with DIR` also measures another checkout's server (its `src/`)
-in the same run, for before/after figures of a change.
+in the same run, for before/after figures of a change. `--keys` runs our server with an
+access key and measures both of its paths twice: with the admin key, and with a scoped key
+whose limits are set high (so every request is admitted, metered and counted in usage),
+and prints what the scoped key's checks and accounting cost.
 
 Needs `nginx` and `wrk` (apt-get install nginx wrk).
 
@@ -47,7 +50,15 @@ WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{body}'
+{authorization}
 """
+ADMIN_KEY = "bench-admin-key"
+# High enough that no request of the benchmark is refused: only their cost is measured.
+HIGH_LIMITS = {
+    "max_concurrency": 100_000,
+    "requests_per_minute": 1_000_000_000,
+    "tokens_per_minute": 1_000_000_000,
+}
 NGINX_PROXY_HTTP_BLOCK = """
     upstream vllm {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
     server {{
@@ -72,9 +83,17 @@ class Result:
     first_event_ms: float
 
 
-def run_wrk(url: str, seconds: int, workdir: Path) -> tuple[float, float]:
+def headers_with(key: str | None) -> dict[str, str]:
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    return headers
+
+
+def run_wrk(url: str, seconds: int, workdir: Path, key: str | None = None) -> tuple[float, float]:
     script = workdir / "post.lua"
-    script.write_text(WRK_SCRIPT.format(body=BODY.decode()))
+    authorization = f'wrk.headers["Authorization"] = "Bearer {key}"' if key else ""
+    script.write_text(WRK_SCRIPT.format(body=BODY.decode(), authorization=authorization))
     output = subprocess.run(
         ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", "-s", str(script), url],
         capture_output=True,
@@ -91,12 +110,12 @@ def run_wrk(url: str, seconds: int, workdir: Path) -> tuple[float, float]:
     return rps, float(p50.group(1)) * scale
 
 
-def sequential(port: int, path: str, count: int) -> tuple[float, float]:
+def sequential(port: int, path: str, count: int, key: str | None = None) -> tuple[float, float]:
     connection = http.client.HTTPConnection("127.0.0.1", port)
     timings = []
     for _ in range(count):
         started = time.perf_counter()
-        connection.request("POST", path, body=BODY, headers={"Content-Type": "application/json"})
+        connection.request("POST", path, body=BODY, headers=headers_with(key))
         response = connection.getresponse()
         response.read()
         timings.append((time.perf_counter() - started) * 1000)
@@ -106,15 +125,13 @@ def sequential(port: int, path: str, count: int) -> tuple[float, float]:
     return statistics.median(timings), timings[int(len(timings) * 0.99)]
 
 
-def first_event(port: int, path: str, count: int) -> float:
+def first_event(port: int, path: str, count: int, key: str | None = None) -> float:
     """Median time from sending a streaming request to reading its first SSE event."""
     timings = []
     for _ in range(count):
         connection = http.client.HTTPConnection("127.0.0.1", port)
         started = time.perf_counter()
-        connection.request(
-            "POST", path, body=STREAM_BODY, headers={"Content-Type": "application/json"}
-        )
+        connection.request("POST", path, body=STREAM_BODY, headers=headers_with(key))
         response = connection.getresponse()
         assert response.status == 200, response.status
         while not response.readline().startswith(b"data:"):
@@ -125,12 +142,19 @@ def first_event(port: int, path: str, count: int) -> float:
     return statistics.median(timings)
 
 
-def measure(name: str, port: int, prefix: str, args: argparse.Namespace, workdir: Path) -> Result:
+def measure(
+    name: str,
+    port: int,
+    prefix: str,
+    args: argparse.Namespace,
+    workdir: Path,
+    key: str | None = None,
+) -> Result:
     completions, chat = f"{prefix}/v1/completions", f"{prefix}/v1/chat/completions"
-    sequential(port, completions, 200)  # warm up pools and caches
-    rps, wrk_p50 = run_wrk(f"http://127.0.0.1:{port}{completions}", args.seconds, workdir)
-    p50, p99 = sequential(port, completions, args.requests)
-    ttfe = first_event(port, chat, 200)
+    sequential(port, completions, 200, key)  # warm up pools and caches
+    rps, wrk_p50 = run_wrk(f"http://127.0.0.1:{port}{completions}", args.seconds, workdir, key)
+    p50, p99 = sequential(port, completions, args.requests, key)
+    ttfe = first_event(port, chat, 200, key)
     print(f"  measured {name}", file=sys.stderr)
     return Result(name, rps, wrk_p50, p50, p99, ttfe)
 
@@ -168,13 +192,17 @@ def wait_for_port(port: int) -> None:
 def measure_server(
     label: str, server: BenchServer, args: argparse.Namespace, workdir: Path
 ) -> list[Result]:
-    launch = server.launched
-    return [
-        measure(
-            f"{label}/proxy/{{id}}", server.port, f"/proxy/{launch['launch_id']}", args, workdir
-        ),
-        measure(f"{label}/v1 (by model)", server.port, "", args, workdir),
-    ]
+    proxy = f"/proxy/{server.launched['launch_id']}"
+    keys = [("", server.access_key)]
+    if args.keys:
+        keys = [(" admin key", server.access_key), (" scoped key", server.scoped_key)]
+    results = []
+    for suffix, key in keys:
+        results += [
+            measure(f"{label}/proxy/{{id}}{suffix}", server.port, proxy, args, workdir, key),
+            measure(f"{label}/v1{suffix}", server.port, "", args, workdir, key),
+        ]
+    return results
 
 
 def main() -> None:
@@ -185,6 +213,9 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=1, help="measure every path this often, interleaved; medians"
     )
+    parser.add_argument(
+        "--keys", action="store_true", help="measure our paths with the admin and a scoped key"
+    )
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:
@@ -192,7 +223,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        servers = [("", BenchServer(workdir, canned_vllm_command()))]
+        keyed = {"VLLM_ACCESS_KEY": ADMIN_KEY} if args.keys else {}
+        servers = [("", BenchServer(workdir, canned_vllm_command(), extra_env=keyed))]
         if args.compare_with is not None:
             servers.append(
                 ("before ", BenchServer(workdir, canned_vllm_command(), args.compare_with))
@@ -201,6 +233,9 @@ def main() -> None:
         try:
             for _, server in servers:
                 server.launched = server.launch_ready(model="bench")
+                if args.keys:
+                    made = server.request("POST", "/keys", {"name": "bench", **HIGH_LIMITS})
+                    server.scoped_key = made["key"]
             upstream = int(servers[0][1].launched["port"])
             nginx, nginx_port = start_nginx_proxy(upstream, workdir)
             bare, bare_port = start_bare_uvicorn()
@@ -266,6 +301,16 @@ def report(results: list[Result]) -> None:
             f"{result.first_event_ms - direct.first_event_ms:>8.3f}"
         )
     print("times in ms; +p50 and +1st are added over the direct path (nginx's canned answers)")
+    by_name = {result.name: result for result in results}
+    for path in ("/proxy/{id}", "/v1"):
+        admin, scoped = by_name.get(f"{path} admin key"), by_name.get(f"{path} scoped key")
+        if admin is not None and scoped is not None:
+            print(
+                f"{path}: a scoped key (limits, metering, usage) keeps "
+                f"{scoped.requests_per_second / admin.requests_per_second:.3f}x of the admin "
+                f"key's throughput, {scoped.sequential_p50_ms - admin.sequential_p50_ms:+.3f} ms "
+                f"p50, {scoped.first_event_ms - admin.first_event_ms:+.3f} ms to the first event"
+            )
 
 
 if __name__ == "__main__":

@@ -261,6 +261,9 @@ def test_a_deleted_key_is_refused_at_once_on_a_kept_alive_connection_and_its_str
         assert refused.status_code == 401
     assert server.client.get(f"/keys/{created['id']}").status_code == 404
     assert server.client.delete(f"/keys/{created['id']}").status_code == 404
+    # Its usage stays, found by its name too.
+    assert usage_of(server, "revoked")[0]["requests"] == 2
+    assert server.client.get("/usage", params={"key": "nobody"}).status_code == 404
 
 
 def test_an_expired_key_is_refused(box: dict[str, Any]) -> None:
@@ -270,6 +273,13 @@ def test_an_expired_key_is_refused(box: dict[str, Any]) -> None:
         assert chat(client).status_code == 200
         eventually(lambda: chat(client).status_code == 401, timeout=10)
         assert "expired" in chat(client).json()["error"]["message"]
+
+
+def test_an_expiry_without_a_time_zone_is_utc(box: dict[str, Any]) -> None:
+    server = box["server"]
+    expiry = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() + 3600))
+    created = new_key(server, "utc-expiry", expires_at=expiry)
+    assert abs(created["expires_at"] - (time.time() + 3600)) < 5
 
 
 def test_an_edited_key_applies_to_its_next_request(box: dict[str, Any]) -> None:

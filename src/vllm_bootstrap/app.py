@@ -154,9 +154,9 @@ def create_app(settings: Settings) -> ASGIApp:
             yield
         finally:
             await file_expiry.stop()
-            await usage.stop()  # after the batches: their last lines are counted too
             await batch_yield.stop()
             await batches.shutdown()
+            await usage.stop()  # after the batches: their last lines are counted too
             await idle_watch.stop()
             await swapper.close()  # no load may start a launch once the supervisor stops them
             await supervisor.shutdown()

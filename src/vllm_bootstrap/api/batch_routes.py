@@ -139,7 +139,8 @@ async def create_batch(request: Request, services: ServicesDep) -> dict[str, Any
         body.completion_window,
         body.metadata,
         keep,
-        _owner(request),
+        owner=_owner(request),
+        viewer=_viewer(request),
     )
     return batch.to_public()
 

@@ -4,8 +4,18 @@ tokens vLLM reported, and fails at once once the key is deleted or expired."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from vllm_bootstrap.batches.requests import Outcome, error_outcome
-from vllm_bootstrap.keys import ApiKey, KeyLimits, KeyStore, UsageBook, usage_in
+from vllm_bootstrap.keys import ApiKey, KeyLimits, KeyState, KeyStore, UsageBook, usage_in
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A line's place among its key's requests in flight."""
+
+    key: ApiKey
+    state: KeyState
 
 
 class KeyedLines:
@@ -14,20 +24,19 @@ class KeyedLines:
         self._limits = limits
         self._usage = usage
 
-    async def turn(self, owner: str) -> ApiKey | None:
-        """The key, once its limits let one more line go (`done` ends it); None when the key
-        is deleted or expired."""
+    async def turn(self, owner: str) -> Turn | None:
+        """The key's turn, once its limits let one more line go (`done` ends it); None when
+        the key is deleted or expired."""
         key = self._current(owner)
         if key is None:
             return None
-        await self._limits.wait_turn(key)
-        return key
+        return Turn(key, await self._limits.wait_turn(key))
 
-    def done(self, key: ApiKey, model: str, outcome: Outcome) -> None:
+    def done(self, turn: Turn, model: str, outcome: Outcome) -> None:
         usage = usage_in(outcome.line) if outcome.ok else None
         prompt, completion = usage or (0, 0)
-        self._limits.release(key.id, prompt + completion)
-        self._usage.count(key.id, model, prompt, completion, not outcome.ok, batch_line=True)
+        self._limits.release(turn.state, prompt + completion)
+        self._usage.count(turn.key.id, model, prompt, completion, not outcome.ok, True)
 
     def out_of_reach(self, owner: str, models: list[str]) -> list[str]:
         """The models outside the key's list (all of them once the key is gone)."""

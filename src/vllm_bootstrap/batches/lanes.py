@@ -17,7 +17,7 @@ import logging
 import os
 
 from vllm_bootstrap.batches.gates import ModelGates, ModelMissing
-from vllm_bootstrap.batches.keyed import revoked
+from vllm_bootstrap.batches.keyed import Turn, revoked
 from vllm_bootstrap.batches.record import Batch, is_urgent
 from vllm_bootstrap.batches.requests import (
     ATTEMPTS,
@@ -96,10 +96,10 @@ class Lanes:
                     await self._writer.writable.wait()
                     if self._writer.failure is not None:
                         return  # results can no longer be kept: stop sending
-                    key = None
+                    turn = None
                     if self._batch.owner is not None and not missing:
-                        key = await self._keyed.turn(self._batch.owner)
-                        if key is None:
+                        turn = await self._keyed.turn(self._batch.owner)
+                        if turn is None:
                             line_id = request_id(self._batch.id, row.line)
                             self._record(row, revoked(line_id, row.custom_id))
                             continue
@@ -111,15 +111,15 @@ class Lanes:
                         except ModelMissing:
                             missing = True
                         except BaseException:
-                            self._end_turn(key, model, None)
+                            self._end_turn(turn, model, None)
                             raise
                     if missing:
                         outcome = _model_missing(self._batch.id, row, model)
-                        self._end_turn(key, model, outcome)
+                        self._end_turn(turn, model, outcome)
                         self._record(row, outcome)
                         continue
                     slot = _Slot(self._gates, model, self._batch.id, self._model_wait, self._urgent)
-                    task = asyncio.create_task(self._request(row, slot, key))
+                    task = asyncio.create_task(self._request(row, slot, turn))
                     in_flight.add(task)
                     task.add_done_callback(in_flight.discard)
                     # Also for a task cancelled before it ran a line: the slot goes back.
@@ -133,12 +133,12 @@ class Lanes:
             if in_flight:
                 await asyncio.wait(in_flight)
 
-    async def _request(self, row: RequestRow, slot: _Slot, key: ApiKey | None) -> None:
+    async def _request(self, row: RequestRow, slot: _Slot, turn: Turn | None) -> None:
         """One request line, holding a slot (and its key's turn), until it has a final
         outcome."""
         outcome = None
         try:
-            outcome = await self._attempts(row, slot, key)
+            outcome = await self._attempts(row, slot, turn.key if turn else None)
         except Exception as exc:  # a bug must cost this line an error, not its result
             logger.exception("batch %s: line %d failed", self._batch.id, row.line)
             message = f"{type(exc).__name__}: {exc}"
@@ -146,13 +146,13 @@ class Lanes:
                 request_id(self._batch.id, row.line), row.custom_id, "internal_error", message
             )
         finally:
-            self._end_turn(key, slot.model, outcome)
+            self._end_turn(turn, slot.model, outcome)
         self._record(row, outcome)
 
-    def _end_turn(self, key: ApiKey | None, model: str, outcome: Outcome | None) -> None:
+    def _end_turn(self, turn: Turn | None, model: str, outcome: Outcome | None) -> None:
         """The line's turn among its key's requests ends (a line cut off counts as failed)."""
-        if key is not None:
-            self._keyed.done(key, model, outcome or _CUT_OFF)
+        if turn is not None:
+            self._keyed.done(turn, model, outcome or _CUT_OFF)
 
     async def _attempts(self, row: RequestRow, slot: _Slot, key: ApiKey | None) -> Outcome:
         this_id = request_id(self._batch.id, row.line)

@@ -79,10 +79,11 @@ class Batches:
         metadata: dict[str, Any] | None,
         output_expires_after: int | None = None,
         owner: str | None = None,
+        viewer: str | None = None,
     ) -> Batch:
-        """A new batch (`owner`'s: a scoped key's, whose own file its input must be)."""
+        """A new batch (`owner`'s: a scoped key's), of an input file `viewer` may see."""
         _check(endpoint, completion_window, metadata)
-        input_file = self.files.get(input_file_id, owner)
+        input_file = self.files.get(input_file_id, viewer)
         if input_file is None:
             raise InputFileNotFound(f"no file {input_file_id!r}", "input_file_id")
         check_not_expired(input_file)

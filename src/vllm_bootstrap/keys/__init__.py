@@ -15,6 +15,7 @@ _FACE = {
     "ApiKey": "record",
     "GROUPS": "usage",
     "KeyLimits": "limits",
+    "KeyState": "limits",
     "KeyNotFound": "store",
     "KeyStore": "store",
     "KeyedTraffic": "traffic",

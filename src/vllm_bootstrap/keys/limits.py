@@ -11,9 +11,7 @@ tokens per minute by what its requests in flight bring, never by more.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
-from dataclasses import dataclass
 
 from vllm_bootstrap.keys.record import ApiKey
 
@@ -33,119 +31,114 @@ class RateLimited(Exception):
         self.headers = headers
 
 
-@dataclass
-class _Window:
-    started: float
-    requests: int = 0
-    tokens: int = 0
+class KeyState:
+    """One key's counts: requests in flight, and requests and tokens in its minute."""
+
+    __slots__ = ("freed", "in_flight", "requests", "started", "tokens")
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.started = -WINDOW_SECONDS  # the minute under way began then (none yet)
+        self.requests = 0
+        self.tokens = 0
+        self.freed: asyncio.Event | None = None  # set when a request ends (batch lines wait)
 
 
 class KeyLimits:
     def __init__(self) -> None:
-        self._in_flight: dict[str, int] = {}
-        self._windows: dict[str, _Window] = {}
-        self._freed: dict[str, asyncio.Event] = {}
+        self._states: dict[str, KeyState] = {}
 
     def in_flight(self, key_id: str) -> int:
-        return self._in_flight.get(key_id, 0)
+        state = self._states.get(key_id)
+        return state.in_flight if state is not None else 0
 
     def in_flight_by_key(self) -> list[tuple[str, int]]:
-        return list(self._in_flight.items())
+        return [(key_id, state.in_flight) for key_id, state in self._states.items()]
 
-    def admit(self, key: ApiKey) -> None:
+    def admit(self, key: ApiKey) -> KeyState:
         """Count one more request of `key` in flight (`release` it once done); RateLimited
         when a limit says no, counting nothing."""
+        state = self._states.get(key.id)
+        if state is None:
+            state = self._states[key.id] = KeyState()
         now = time.monotonic()
-        window = self._window(key.id, now)
-        if key.max_concurrency is not None and self.in_flight(key.id) >= key.max_concurrency:
-            raise RateLimited(
+        if now - state.started >= WINDOW_SECONDS:
+            state.started, state.requests, state.tokens = now, 0, 0
+        if key.max_concurrency is not None and state.in_flight >= key.max_concurrency:
+            message = (
                 f"key {key.name!r} has {key.max_concurrency} requests in flight, its "
-                "max_concurrency: retry when one has ended",
-                1,
-                self.headers(key, window),
+                "max_concurrency: retry when one has ended"
             )
-        retry = _seconds_left(window, now)
-        if key.requests_per_minute is not None and window.requests >= key.requests_per_minute:
-            raise RateLimited(
+            raise RateLimited(message, 1, self.headers(key, state))
+        if key.requests_per_minute is not None and state.requests >= key.requests_per_minute:
+            retry = _seconds_left(state, now)
+            message = (
                 f"key {key.name!r} reached its {key.requests_per_minute} requests per minute: "
-                f"retry in {retry} s",
-                retry,
-                self.headers(key, window),
+                f"retry in {retry} s"
             )
-        if key.tokens_per_minute is not None and window.tokens >= key.tokens_per_minute:
-            raise RateLimited(
+            raise RateLimited(message, retry, self.headers(key, state))
+        if key.tokens_per_minute is not None and state.tokens >= key.tokens_per_minute:
+            retry = _seconds_left(state, now)
+            message = (
                 f"key {key.name!r} reached its {key.tokens_per_minute} tokens per minute: "
-                f"retry in {retry} s",
-                retry,
-                self.headers(key, window),
+                f"retry in {retry} s"
             )
-        window.requests += 1
-        self._in_flight[key.id] = self.in_flight(key.id) + 1
+            raise RateLimited(message, retry, self.headers(key, state))
+        state.requests += 1
+        state.in_flight += 1
+        return state
 
-    def release(self, key_id: str, tokens: int) -> None:
-        """The request ended, having used `tokens` (prompt and completion)."""
-        remaining = self._in_flight[key_id] - 1
-        if remaining:
-            self._in_flight[key_id] = remaining
-        else:
-            del self._in_flight[key_id]
-        if tokens:
-            window = self._windows.get(key_id)
-            if window is not None:
-                window.tokens += tokens
-        freed = self._freed.pop(key_id, None)
-        if freed is not None:
-            freed.set()
+    @staticmethod
+    def release(state: KeyState, tokens: int) -> None:
+        """The request `admit` counted ended, having used `tokens` (prompt and completion)."""
+        state.in_flight -= 1
+        state.tokens += tokens
+        if state.freed is not None:
+            state.freed.set()
+            state.freed = None
 
-    async def wait_turn(self, key: ApiKey) -> None:
+    async def wait_turn(self, key: ApiKey) -> KeyState:
         """`admit`, waiting for room instead of refusing (a batch line): for a request in
         flight to end, or for the minute to pass."""
         while True:
             try:
-                self.admit(key)
-                return
+                return self.admit(key)
             except RateLimited as limited:
-                if key.max_concurrency is not None and self.in_flight(key.id) >= (
-                    key.max_concurrency
-                ):
-                    await self._freed.setdefault(key.id, asyncio.Event()).wait()
+                state = self._states[key.id]
+                if key.max_concurrency is not None and state.in_flight >= key.max_concurrency:
+                    if state.freed is None:
+                        state.freed = asyncio.Event()
+                    await state.freed.wait()
                 else:
                     await asyncio.sleep(limited.retry_after_seconds)
 
-    def headers(self, key: ApiKey, window: _Window | None = None) -> list[tuple[bytes, bytes]]:
+    def headers(self, key: ApiKey, state: KeyState) -> list[tuple[bytes, bytes]]:
         """OpenAI's x-ratelimit-* headers for the key's minute limits (none without one)."""
-        if not key.rate_limited:
+        if key.requests_per_minute is None and key.tokens_per_minute is None:
             return []
-        now = time.monotonic()
-        window = window or self._window(key.id, now)
-        reset = f"{_seconds_left(window, now)}s".encode()
+        reset = b"%ds" % _seconds_left(state, time.monotonic())
         headers = []
         if key.requests_per_minute is not None:
-            left = max(key.requests_per_minute - window.requests, 0)
+            left = max(key.requests_per_minute - state.requests, 0)
             headers += [
-                (b"x-ratelimit-limit-requests", str(key.requests_per_minute).encode()),
-                (b"x-ratelimit-remaining-requests", str(left).encode()),
+                (b"x-ratelimit-limit-requests", b"%d" % key.requests_per_minute),
+                (b"x-ratelimit-remaining-requests", b"%d" % left),
                 (b"x-ratelimit-reset-requests", reset),
             ]
         if key.tokens_per_minute is not None:
-            left = max(key.tokens_per_minute - window.tokens, 0)
+            left = max(key.tokens_per_minute - state.tokens, 0)
             headers += [
-                (b"x-ratelimit-limit-tokens", str(key.tokens_per_minute).encode()),
-                (b"x-ratelimit-remaining-tokens", str(left).encode()),
+                (b"x-ratelimit-limit-tokens", b"%d" % key.tokens_per_minute),
+                (b"x-ratelimit-remaining-tokens", b"%d" % left),
                 (b"x-ratelimit-reset-tokens", reset),
             ]
         return headers
 
     def forget(self, key_id: str) -> None:
-        """A deleted key's minute goes (its requests in flight still release)."""
-        self._windows.pop(key_id, None)
-
-    def _window(self, key_id: str, now: float) -> _Window:
-        window = self._windows.get(key_id)
-        if window is None or now - window.started >= WINDOW_SECONDS:
-            window = self._windows[key_id] = _Window(now)
-        return window
+        """A deleted key's counts go (its requests in flight still release theirs)."""
+        self._states.pop(key_id, None)
 
 
-def _seconds_left(window: _Window, now: float) -> int:
-    return max(1, math.ceil(window.started + WINDOW_SECONDS - now))
+def _seconds_left(state: KeyState, now: float) -> int:
+    left = int(state.started + WINDOW_SECONDS - now) + 1  # rounded up, at least 1
+    return left if left < WINDOW_SECONDS else int(WINDOW_SECONDS)

@@ -11,92 +11,135 @@ from __future__ import annotations
 import json
 import re
 
-from starlette.types import Message, Send
-
-# The last "usage" key of a JSON text; a quote inside a string is escaped, so one that is
-# not preceded by a backslash is the document's own.
-_USAGE = re.compile(rb'(?<!\\)"usage"\s*:\s*\{')
-# Its counts come first; what follows them (the details objects) is not read.
+# vLLM's own order (and OpenAI's), read in one match: prompt, total, completion tokens.
+_USUAL_USAGE = re.compile(
+    rb'"usage"\s*:\s*\{\s*"prompt_tokens"\s*:\s*(\d{1,12})\s*,\s*'
+    rb'(?:"total_tokens"\s*:\s*\d{1,12}\s*,\s*)?"completion_tokens"\s*:\s*(\d{1,12})'
+)
+# Any other: after a "usage" key, the object it names (a null one counts nothing), and
+# after a count's name, its number.
+_OBJECT_FOLLOWS = re.compile(rb"\s*:\s*\{")
+_NUMBER_FOLLOWS = re.compile(rb"\s*:\s*(\d{1,12})")
+# The counts come first in the object; what follows them (the details objects) is not read.
 USAGE_BYTES = 1024
-_PROMPT = re.compile(rb'"(?:prompt_tokens|input_tokens)"\s*:\s*(\d{1,12})')
-_COMPLETION = re.compile(rb'"(?:completion_tokens|output_tokens)"\s*:\s*(\d{1,12})')
 # A chunked JSON answer is read for usage in its last part only.
 TAIL_BYTES = 64 * 1024
-STRIP_USAGE_KEY = "vllm_bootstrap.strip_usage"
 
 
 def usage_in(text: bytes) -> tuple[int, int] | None:
-    """(prompt, completion) tokens of the last usage object in `text`, if any."""
-    found = None
-    for found in _USAGE.finditer(text):  # noqa: B007 (the last one is wanted)
-        pass
-    if found is None:
+    """(prompt, completion) tokens of the last `usage` object in the JSON `text`, if any.
+    Searched from the end, where vLLM writes it; a quote inside a string is escaped, so a
+    `"usage"` after a backslash is text, not a key. No parsing: this runs for every answer
+    a scoped key gets (one search and one match, in vLLM's usual order)."""
+    end = len(text)
+    while (at := text.rfind(b'"usage"', 0, end)) >= 0:
+        if at and text[at - 1] == 0x5C:  # a backslash: inside a string
+            end = at
+            continue
+        usual = _USUAL_USAGE.match(text, at)
+        if usual is not None:
+            return int(usual[1]), int(usual[2])
+        found = _OBJECT_FOLLOWS.match(text, at + 7)
+        if found is None:
+            return None
+        start, stop = found.end(), found.end() + USAGE_BYTES
+        prompt = _count(text, b'"prompt_tokens"', start, stop)
+        if prompt is None:
+            prompt = _count(text, b'"input_tokens"', start, stop)
+        completion = _count(text, b'"completion_tokens"', start, stop)
+        if completion is None:
+            completion = _count(text, b'"output_tokens"', start, stop)
+        return prompt or 0, completion or 0
+    return None
+
+
+def _count(text: bytes, name: bytes, start: int, stop: int) -> int | None:
+    at = text.find(name, start, stop)
+    if at < 0:
         return None
-    inner = text[found.end() : found.end() + USAGE_BYTES]
-    prompt = _PROMPT.search(inner)
-    completion = _COMPLETION.search(inner)
-    return (
-        int(prompt.group(1)) if prompt else 0,
-        int(completion.group(1)) if completion else 0,
-    )
+    number = _NUMBER_FOLLOWS.match(text, at + len(name))
+    return int(number[1]) if number else None
 
 
 class Meter:
-    """Wraps `send` for one request: notes the status, adds headers to the response's
-    start, reads the usage and (`strip_usage`) takes the usage chunk out of a stream."""
+    """One scoped key's request, as the forwarder relays its answer: the status, the headers
+    to add to it, the usage read from its body, and (`strip_usage`) the usage chunk taken
+    out of a stream. Called by the forwarder itself, not wrapped around `send`: a wrapper
+    cost every message a coroutine and a copy."""
 
-    def __init__(self, send: Send, headers: list[tuple[bytes, bytes]]) -> None:
-        self._send = send
-        self._headers = headers
+    __slots__ = (
+        "_held",
+        "_stream",
+        "complete",
+        "completion_tokens",
+        "headers",
+        "model",
+        "prompt_tokens",
+        "status",
+        "strip_usage",
+    )
+
+    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self.headers = headers  # added to the response (the key's x-ratelimit-*)
         self.status: int | None = None
         self.complete = False
         self.model = "-"
         self.strip_usage = False
         self.prompt_tokens = 0
         self.completion_tokens = 0
-        self._stream = False
+        # Whether the body is server-sent events; the response's headers until that is known.
+        self._stream: bool | list[tuple[bytes, bytes]] = False
         self._held = b""  # a stream's unfinished event, or a JSON answer's tail
 
     @property
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
-    async def send(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self.status = message["status"]
-            for name, value in message.get("headers", ()):
-                if name.lower() == b"content-type":
-                    self._stream = value.startswith(b"text/event-stream")
-            if self._headers:
-                message = {**message, "headers": [*message.get("headers", ()), *self._headers]}
-            await self._send(message)
-            return
-        if message["type"] != "http.response.body":
-            await self._send(message)
-            return
-        body: bytes = message.get("body", b"")
-        more = message.get("more_body", False)
-        if self._stream:
-            body = self._events(body, more)
-        else:
-            self._read_json(body, more)
-        if not more:
-            self.complete = True
-        if body or not more:
-            await self._send({**message, "body": body})
+    def answered(self, status: int) -> None:
+        """Answered by the control plane itself (GET /v1/models), whole."""
+        self.status, self.complete = status, True
 
-    def _read_json(self, body: bytes, more: bool) -> None:
-        if more or self._held:
-            self._held = (self._held + body)[-TAIL_BYTES:]
-            body = self._held
-        if not more:
+    def started(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """The response starts with `status` and (vLLM's) `headers` (read only if its body
+        comes in parts: most answers come whole, and need no more than their status)."""
+        self.status = status
+        self._stream = headers
+
+    def whole(self, body: bytes) -> bytes:
+        """The whole body, in one piece; what of it to send."""
+        self.complete = True
+        if body[:1] == b"{":  # JSON (vLLM's answers start so): its headers need no reading
             self._note(usage_in(body))
+            return body
+        if isinstance(self._stream, list):
+            self._stream = _is_event_stream(self._stream)
+        return self._events(body, more=False) if self._stream else body
+
+    def part(self, chunk: bytes) -> bytes:
+        """A part of the body as it came; what of it to send on."""
+        if isinstance(self._stream, list):
+            self._stream = _is_event_stream(self._stream)
+        if self._stream:
+            return self._events(chunk, more=True)
+        self._held = (self._held + chunk)[-TAIL_BYTES:]
+        return chunk
+
+    def end(self) -> bytes:
+        """The body is over; what is left to send (a stream's held part)."""
+        self.complete = True
+        if isinstance(self._stream, list):
+            self._stream = _is_event_stream(self._stream)
+        if self._stream:
+            return self._events(b"", more=False)
+        self._note(usage_in(self._held))
+        return b""
 
     def _events(self, body: bytes, more: bool) -> bytes:
         """The complete events of what came so far, the usage chunk left out if asked; an
         unfinished one is held until its end comes (vLLM writes whole events)."""
         text = self._held + body if self._held else body
-        end = text.rfind(b"\n\n") + 2
+        last = text.rfind(b"\n\n")
+        end = last + 2 if last >= 0 else 0
         if more:
             text, self._held = text[:end], text[end:]
         else:
@@ -116,6 +159,13 @@ class Meter:
     def _note(self, usage: tuple[int, int] | None) -> None:
         if usage is not None:
             self.prompt_tokens, self.completion_tokens = usage
+
+
+def _is_event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(
+        name.lower() == b"content-type" and value.startswith(b"text/event-stream")
+        for name, value in headers
+    )
 
 
 def with_usage_asked(payload: dict[str, object]) -> bytes | None:

@@ -12,8 +12,23 @@ _BATCH_PREFIXES = ("/v1/files/", "/v1/batches/")
 _ADMIN_V1_PATHS = frozenset({"/v1/load_lora_adapter", "/v1/unload_lora_adapter"})
 
 
+# Paths already judged: the same few come again and again. Cleared when full, so a client
+# sending endless distinct paths costs a bounded amount of memory.
+_JUDGED: dict[str, str] = {}
+JUDGED_PATHS = 4096
+
+
 def required_scope(path: str) -> str:
     """The scope a request for `path` (decoded, as ASGI gives it) needs."""
+    scope = _JUDGED.get(path)
+    if scope is None:
+        if len(_JUDGED) >= JUDGED_PATHS:
+            _JUDGED.clear()
+        scope = _JUDGED[path] = _judge(path)
+    return scope
+
+
+def _judge(path: str) -> str:
     if path.startswith("/v1/"):
         if path in _BATCH_PATHS or path.startswith(_BATCH_PREFIXES):
             return BATCHES
@@ -24,7 +39,7 @@ def required_scope(path: str) -> str:
         return BATCHES
     if path.startswith("/proxy/"):
         upstream = "/" + path[len("/proxy/") :].partition("/")[2]
-        if upstream.startswith("/v1/") and required_scope(upstream) == INFERENCE:
+        if upstream.startswith("/v1/") and _judge(upstream) == INFERENCE:
             return INFERENCE  # and the launch must serve one of the key's models (proxy.py)
         return ADMIN
     if path == "/usage/me":
@@ -34,4 +49,4 @@ def required_scope(path: str) -> str:
 
 def _has_dot_segment(path: str) -> bool:
     """A `.` or `..` segment: a path that some server on the way might resolve elsewhere."""
-    return any(segment in (".", "..") for segment in path.split("/"))
+    return "/." in path and any(segment in (".", "..") for segment in path.split("/"))

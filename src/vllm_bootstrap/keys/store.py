@@ -18,6 +18,7 @@ from typing import Any
 from vllm_bootstrap.keys.record import (
     SHOWN_PREFIX_CHARACTERS,
     ApiKey,
+    digest_of,
     hash_of,
     new_key_id,
     new_secret,
@@ -65,7 +66,7 @@ class KeyStore:
         for statement in SCHEMA.split(";"):
             if statement.strip():
                 self._db.execute(statement)
-        self._by_hash: dict[str, ApiKey] = {}
+        self._by_hash: dict[bytes, ApiKey] = {}  # by the digest (the stored hash's bytes)
         self._by_id: dict[str, ApiKey] = {}
         self._names: dict[str, str] = {}  # every key's name by id, deleted ones too
         for row in self._db.execute("SELECT * FROM api_keys ORDER BY created_at"):
@@ -82,7 +83,7 @@ class KeyStore:
     def find(self, presented: bytes) -> ApiKey | None:
         """The live key whose secret was presented (expired ones included: the caller says
         so). Looked up by the secret's hash, so no comparison runs on the secret itself."""
-        return self._by_hash.get(hash_of(presented))
+        return self._by_hash.get(digest_of(presented))
 
     def current(self, key_id: str) -> ApiKey | None:
         """The key as it is now (edits apply to requests and batch lines from then on)."""
@@ -150,7 +151,7 @@ class KeyStore:
                 "UPDATE api_keys SET deleted_at = ? WHERE id = ?", (int(time.time()), key_id)
             )
         del self._by_id[key_id]
-        del self._by_hash[key.secret_hash]
+        del self._by_hash[bytes.fromhex(key.secret_hash)]
         return key
 
     def _check_name(self, name: str, key_id: str) -> None:
@@ -159,7 +160,7 @@ class KeyStore:
 
     def _remember(self, key: ApiKey) -> None:
         self._by_id[key.id] = key
-        self._by_hash[key.secret_hash] = key
+        self._by_hash[bytes.fromhex(key.secret_hash)] = key
         self._names[key.id] = key.name
 
 

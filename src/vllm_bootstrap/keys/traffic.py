@@ -25,13 +25,12 @@ class KeyedTraffic:
         if key is None:
             await self.app(scope, receive, send)
             return
-        self._limits.admit(key)  # RateLimited: rendered as 429 by the error edge outside
-        meter = Meter(send, self._limits.headers(key))
-        scope[METER_IN_SCOPE] = meter
+        state = self._limits.admit(key)  # RateLimited: a 429 from the error edge outside
+        meter = scope[METER_IN_SCOPE] = Meter(self._limits.headers(key, state))
         try:
-            await self.app(scope, receive, meter.send)
+            await self.app(scope, receive, send)  # the forwarder feeds the meter
         finally:
-            self._limits.release(key.id, meter.tokens)
+            self._limits.release(state, meter.tokens)
             failed = meter.status is None or meter.status >= 400 or not meter.complete
             self._usage.count(
                 key.id, meter.model, meter.prompt_tokens, meter.completion_tokens, failed

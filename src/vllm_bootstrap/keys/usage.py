@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,8 +49,37 @@ _ADD = (
 Figures = list[float]  # in FIGURES order
 
 
-def today() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%d")
+class _Today:
+    """Today's date (UTC) as usage rows name it, worked out again only once it is over."""
+
+    def __init__(self) -> None:
+        self._name = ""
+        self._ends = 0.0
+
+    def __call__(self) -> str:
+        now = time.time()
+        if now >= self._ends:
+            day = datetime.fromtimestamp(now, UTC).replace(
+                hour=0, minute=0, second=0, microsecond=0
+            )
+            self._name = day.strftime("%Y-%m-%d")
+            self._ends = day.timestamp() + 86400
+        return self._name
+
+
+today = _Today()
+
+
+class _Counts:
+    """One key's figures for one model: since start (for /metrics), and today's not yet
+    written."""
+
+    __slots__ = ("day", "pending", "totals")
+
+    def __init__(self, day: str) -> None:
+        self.day = day
+        self.pending: Figures = [0] * len(FIGURES)
+        self.totals: Figures = [0] * len(FIGURES)
 
 
 class UsageBook:
@@ -57,8 +87,11 @@ class UsageBook:
         self._db = open_private(path)
         self._db.execute(SCHEMA)
         self._flush_seconds = flush_seconds
-        self._pending: dict[tuple[str, str, str], Figures] = {}
-        self._totals: dict[tuple[str, str], Figures] = {}
+        # One lookup and a few additions in place per request: nothing is made that
+        # outlives it, so the garbage collector has no more to do than without keys.
+        self._counts: dict[tuple[str, str], _Counts] = {}
+        # Figures of a day that ended (or of a deleted key) before they were written.
+        self._closed: dict[tuple[str, str, str], Figures] = {}
         self._task: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------------------- the hot path
@@ -73,26 +106,40 @@ class UsageBook:
         batch_line: bool = False,
     ) -> None:
         """One request (or batch line) of `key_id` to `model`, ended."""
-        self._add(
-            key_id,
-            model,
-            (
-                0 if batch_line else 1,
-                prompt_tokens,
-                completion_tokens,
-                int(error),
-                int(batch_line),
-                0,
-            ),
-        )
+        counts = self._today(key_id, model)
+        pending, totals = counts.pending, counts.totals
+        kind = 4 if batch_line else 0
+        pending[kind] += 1
+        totals[kind] += 1
+        if prompt_tokens or completion_tokens:
+            pending[1] += prompt_tokens
+            totals[1] += prompt_tokens
+            pending[2] += completion_tokens
+            totals[2] += completion_tokens
+        if error:
+            pending[3] += 1
+            totals[3] += 1
 
     def charge_load(self, key_id: str, model: str, gpu_seconds: float) -> None:
         """A model load the key's request started took `gpu_seconds` of GPU time."""
-        self._add(key_id, model, (0, 0, 0, 0, 0, gpu_seconds))
+        counts = self._today(key_id, model)
+        counts.pending[5] += gpu_seconds
+        counts.totals[5] += gpu_seconds
 
-    def _add(self, key_id: str, model: str, figures: tuple[float, ...]) -> None:
-        _add_to(self._pending, (key_id, model, today()), figures)
-        _add_to(self._totals, (key_id, model), figures)
+    def _today(self, key_id: str, model: str) -> _Counts:
+        day = today()
+        counts = self._counts.get((key_id, model))
+        if counts is None:
+            counts = self._counts[(key_id, model)] = _Counts(day)
+        elif counts.day != day:  # a new day: the last one's figures wait for the flush
+            self._close(key_id, model, counts)
+            counts.day = day
+        return counts
+
+    def _close(self, key_id: str, model: str, counts: _Counts) -> None:
+        if any(counts.pending):
+            _add_to(self._closed, (key_id, model, counts.day), counts.pending)
+            counts.pending = [0] * len(FIGURES)
 
     # ----------------------------------------------------------------- writing
 
@@ -115,29 +162,32 @@ class UsageBook:
     def flush(self) -> None:
         """Write what was added since the last flush, in one transaction; kept for the next
         try when the database cannot take it (a full disk, a lock held by a shell)."""
-        if not self._pending:
+        rows = dict(self._closed)
+        for (key_id, model), counts in self._counts.items():
+            if any(counts.pending):
+                _add_to(rows, (key_id, model, counts.day), counts.pending)
+        if not rows:
             return
-        pending, self._pending = self._pending, {}
         try:
             with Transaction(self._db):
-                self._db.executemany(
-                    _ADD, [(*where, *figures) for where, figures in pending.items()]
-                )
+                self._db.executemany(_ADD, [(*where, *figures) for where, figures in rows.items()])
         except sqlite3.Error as exc:
             logger.warning("usage could not be written yet (kept for the next try): %s", exc)
-            for where, figures in pending.items():
-                _add_to(self._pending, where, figures)
+            return
+        self._closed.clear()
+        for counts in self._counts.values():
+            counts.pending = [0] * len(FIGURES)
 
     # ----------------------------------------------------------------- reading
 
     def totals(self) -> Iterator[tuple[tuple[str, str], Figures]]:
         """(key_id, model) -> figures since the server started, for /metrics."""
-        return iter(list(self._totals.items()))
+        return iter([(where, list(counts.totals)) for where, counts in self._counts.items()])
 
     def forget(self, key_id: str) -> None:
-        """A deleted key's /metrics series end (its usage stays in the database)."""
-        for where in [where for where in self._totals if where[0] == key_id]:
-            del self._totals[where]
+        """A deleted key's /metrics series end (its usage stays, and is still written)."""
+        for where in [where for where in self._counts if where[0] == key_id]:
+            self._close(*where, self._counts.pop(where))
 
     def query(
         self,
@@ -173,12 +223,12 @@ class UsageBook:
         return [_row(row, name_of) for row in rows if row["requests"] is not None]
 
 
-def _add_to(book: dict[Any, Figures], where: tuple[str, ...], figures: Any) -> None:
+def _add_to(book: dict[Any, Figures], where: tuple[str, ...], figures: Figures) -> None:
     kept = book.get(where)
     if kept is None:
-        kept = book[where] = [0] * len(FIGURES)
-    for index, value in enumerate(figures):
-        kept[index] += value
+        book[where] = list(figures)
+        return
+    kept[:] = [mine + added for mine, added in zip(kept, figures, strict=True)]
 
 
 def _row(row: sqlite3.Row, name_of: Callable[[str], str]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from starlette.types import Receive, Scope, Send
 
 from vllm_bootstrap.asgi import ClientGone, body_or_stream
-from vllm_bootstrap.keys import KEY_IN_SCOPE
+from vllm_bootstrap.keys import KEY_IN_SCOPE, METER_IN_SCOPE, Meter
 from vllm_bootstrap.launches import Launch
 from vllm_bootstrap.serving.client_watch import ClientWatch
 from vllm_bootstrap.serving.errors import UpstreamUnreachable
@@ -164,9 +164,13 @@ class Forwarder:
             )
             async with upstream:
                 client_gone.arm()
-                await send(_response_start(upstream, launch))
+                meter: Meter | None = scope.get(METER_IN_SCOPE)
+                await send(_response_start(upstream, launch, meter))
                 response_started = True
-                await _relay_body(upstream, send)
+                if meter is None:
+                    await _relay_body(upstream, send)
+                else:
+                    await _relay_metered(upstream, send, meter)
                 return upstream.status
         except asyncio.CancelledError:
             if not client_gone.cancelled_us():
@@ -203,10 +207,17 @@ def end_to_end(
     return [pair for name, pair in zip(names, headers, strict=True) if name not in dropped]
 
 
-def _response_start(upstream: UpstreamResponse, launch: Launch) -> dict[str, object]:
+def _response_start(
+    upstream: UpstreamResponse, launch: Launch, meter: Meter | None
+) -> dict[str, object]:
     dropped = _DROP_FROM_BODILESS if upstream.status in _BODILESS else _DROP_FROM_RESPONSE
     headers = end_to_end(upstream.headers, dropped)
     headers.append((LAUNCH_ID_HEADER, launch.launch_id.encode()))
+    if meter is not None:  # a scoped key's request: its usage is read, its limits told
+        meter.started(upstream.status, headers)
+        headers += meter.headers
+        if meter.strip_usage:  # the body may come shorter than vLLM said
+            headers = [pair for pair in headers if pair[0].lower() != b"content-length"]
     return {"type": "http.response.start", "status": upstream.status, "headers": headers}
 
 
@@ -222,3 +233,16 @@ async def _relay_body(upstream: UpstreamResponse, send: Send) -> None:
     async for chunk in upstream.chunks():
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _relay_metered(upstream: UpstreamResponse, send: Send, meter: Meter) -> None:
+    """`_relay_body`, with the meter reading each part (and keeping back what it must)."""
+    length = upstream.content_length
+    if length is not None and length <= WHOLE_BODY_MAX_BYTES:
+        body = meter.whole(await upstream.read())
+        await send({"type": "http.response.body", "body": body})
+        return
+    async for chunk in upstream.chunks():
+        if kept := meter.part(chunk):
+            await send({"type": "http.response.body", "body": kept, "more_body": True})
+    await send({"type": "http.response.body", "body": meter.end(), "more_body": False})

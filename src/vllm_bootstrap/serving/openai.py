@@ -30,7 +30,7 @@ from vllm_bootstrap.serving.errors import (
 )
 from vllm_bootstrap.serving.forward import Forwarder
 from vllm_bootstrap.serving.held_bodies import HeldBodies, Holding
-from vllm_bootstrap.serving.priority import PriorityTurns, uses_priority_scheduling, with_priority
+from vllm_bootstrap.serving.priority import PriorityTurns, runs_priority_scheduling, with_priority
 from vllm_bootstrap.serving.router import ModelRouter
 
 OPENAI_PREFIX = "/v1/"
@@ -66,7 +66,10 @@ class OpenAIRouter:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] == "GET" and scope["path"] == "/v1/models":
-            await send_json(send, 200, self._listing(key_of(scope)))
+            key = key_of(scope)
+            await send_json(send, 200, self._listing(key))
+            if key is not None:
+                scope[METER_IN_SCOPE].answered(200)
             return
         declared = declared_length(scope)
         if declared is not None and declared > self._max_body_bytes:
@@ -104,7 +107,7 @@ class OpenAIRouter:
                 return
         if key is not None:
             scope[METER_IN_SCOPE].model = model  # a served name: a bounded label
-            if uses_priority_scheduling(launch.extra_args):
+            if runs_priority_scheduling(launch):
                 body = with_priority(body, key.priority, forced=True)
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         await self._forwarder.forward(scope, receive, send, launch, raw_path, body, "v1", model)

@@ -9,13 +9,27 @@ import asyncio
 import heapq
 import itertools
 
-from vllm_bootstrap.launches import flag_value
+from vllm_bootstrap.launches import Launch, flag_value
 
 
 def uses_priority_scheduling(extra_args: list[str]) -> bool:
     """Whether vLLM was started with `--scheduling-policy priority` (in any spelling its
     parser takes; the last one given wins)."""
     return flag_value(extra_args, "--scheduling-policy") == "priority"
+
+
+# Launch id -> whether it runs priority scheduling: read from its arguments once, not for
+# every request (an id is never reused, and a launch's arguments never change).
+_POLICIES: dict[str, bool] = {}
+
+
+def runs_priority_scheduling(launch: Launch) -> bool:
+    policy = _POLICIES.get(launch.launch_id)
+    if policy is None:
+        if len(_POLICIES) >= 4096:  # launches come and go: the memory stays bounded
+            _POLICIES.clear()
+        policy = _POLICIES[launch.launch_id] = uses_priority_scheduling(launch.extra_args)
+    return policy
 
 
 def with_priority(body: bytes, priority: int, forced: bool = False) -> bytes:
