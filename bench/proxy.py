@@ -190,19 +190,21 @@ def wait_for_port(port: int) -> None:
 
 
 def measure_server(
-    label: str, server: BenchServer, args: argparse.Namespace, workdir: Path
+    label: str, server: BenchServer, args: argparse.Namespace, workdir: Path, flip: bool
 ) -> list[Result]:
+    """Our two paths (with --keys, with either key; `flip`: the scoped key first, so that
+    neither key always runs second on a machine that drifts)."""
     proxy = f"/proxy/{server.launched['launch_id']}"
     keys = [("", server.access_key)]
     if args.keys:
         keys = [(" admin key", server.access_key), (" scoped key", server.scoped_key)]
-    results = []
-    for suffix, key in keys:
-        results += [
+    measured = {}
+    for suffix, key in keys[::-1] if flip else keys:
+        measured[suffix] = [
             measure(f"{label}/proxy/{{id}}{suffix}", server.port, proxy, args, workdir, key),
             measure(f"{label}/v1{suffix}", server.port, "", args, workdir, key),
         ]
-    return results
+    return [result for suffix, _ in keys for result in measured[suffix]]
 
 
 def main() -> None:
@@ -250,7 +252,8 @@ def main() -> None:
                 # neither always runs right after wrk has left the machine warm or busy.
                 order = servers if round_number % 2 == 0 else servers[::-1]
                 measured = {
-                    label: measure_server(label, server, args, workdir) for label, server in order
+                    label: measure_server(label, server, args, workdir, round_number % 2 == 1)
+                    for label, server in order
                 }
                 for label, _ in servers:
                     results += measured[label]

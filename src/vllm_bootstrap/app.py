@@ -1,14 +1,15 @@
 """Assembling the server: every object is built here, whole; the lifespan starts and stops.
 
 request -> CrossSiteGuard -> AccessKeyMiddleware (and scopes) -> ServingDispatcher
-             /proxy/{id}/... -> ErrorEdge -> KeyedTraffic -> LaunchProxy  --+--> Forwarder
-             /v1/...         -> ErrorEdge -> KeyedTraffic -> OpenAIRouter --+    -> UpstreamPool
-                  (a scoped key's limits and usage: keys/; the ledger is fed by the Forwarder)
+             /proxy/{id}/... -> ErrorEdge -> LaunchProxy  --+--> Forwarder -> UpstreamPool
+             /v1/...         -> ErrorEdge -> OpenAIRouter --+    (feeds the UsageLedger)
+                  (a scoped key's requests: ErrorEdge -> KeyedTraffic -> the same apps, for
+                  its limits and usage, keys/)
                   (a profile no launch serves: models/ loads it, evicting if it must)
              /v1/files, /v1/batches -> AccessLog -> batch API (batch lines go through the
                                        same router and forwarder)
              anything else   -> AccessLog -> BodySizeLimit -> FastAPI routes
-Without an access key, HostCheck guards the way in first (api/host_check.py).
+Without an access key, the middleware checks the Host first (api/host_check.py).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from vllm_bootstrap.api import (
     BodySizeLimit,
     CrossSiteGuard,
     ErrorEdge,
-    HostCheck,
+    HostGuard,
     LoopLagMonitor,
     Services,
     batch_api,
@@ -59,6 +60,7 @@ from vllm_bootstrap.launches import StateStore
 from vllm_bootstrap.models import IdleWatch, ModelSwapper, ProfileStore, load_profiles
 from vllm_bootstrap.monitoring import GpuReadings, Metrics
 from vllm_bootstrap.serving import (
+    DataPlane,
     Forwarder,
     HeldBodies,
     LaunchProxy,
@@ -193,37 +195,40 @@ def create_app(settings: Settings) -> ASGIApp:
     install_error_table(api, openai_shape=False)
     dispatcher = ServingDispatcher(
         api=AccessLog(BodySizeLimit(api, MAX_API_BODY_BYTES)),
-        proxy=ErrorEdge(
-            KeyedTraffic(LaunchProxy(directory, forwarder), limits, usage),
-            "proxy",
-            metrics.refused,
-        ),
-        openai=ErrorEdge(
-            KeyedTraffic(
-                OpenAIRouter(
-                    router, forwarder, settings.max_routed_body_bytes, swapper, held_bodies
-                ),
-                limits,
-                usage,
-            ),
+        proxy=_data_plane(LaunchProxy(directory, forwarder), "proxy", metrics, limits, usage),
+        openai=_data_plane(
+            OpenAIRouter(router, forwarder, settings.max_routed_body_bytes, swapper, held_bodies),
             "v1",
-            metrics.refused,
+            metrics,
+            limits,
+            usage,
         ),
         batches=AccessLog(batch_api(services)),
     )
     return CrossSiteGuard(_who_may_enter(dispatcher, settings, keys))
 
 
+def _data_plane(
+    app: ASGIApp, route: str, metrics: Metrics, limits: KeyLimits, usage: UsageBook
+) -> DataPlane:
+    """A data-plane route, its errors rendered and refusals counted; for scoped keys, with
+    their limits and usage around it too."""
+    return DataPlane(
+        app=ErrorEdge(app, route, metrics.refused),
+        keyed=ErrorEdge(KeyedTraffic(app, limits, usage), route, metrics.refused),
+    )
+
+
 def _who_may_enter(app: ASGIApp, settings: Settings, keys: KeyStore) -> ASGIApp:
     """With an access key, whoever presents it or a scoped key; without one, requests naming
     this machine (a scoped key presented there is still that key, with its scopes)."""
-    checked = AccessKeyMiddleware(app, settings.access_key, keys, settings.public_health)
-    if settings.access_key:
-        return checked
-    allowed = AllowedHosts.for_server(
-        settings.host, settings.port, settings.allowed_hosts, settings.runpod_pod_id
-    )
-    return HostCheck(checked, allowed)
+    hosts = None
+    if not settings.access_key:
+        allowed = AllowedHosts.for_server(
+            settings.host, settings.port, settings.allowed_hosts, settings.runpod_pod_id
+        )
+        hosts = HostGuard(allowed)
+    return AccessKeyMiddleware(app, settings.access_key, keys, settings.public_health, hosts)
 
 
 def _batch_service(

@@ -10,7 +10,7 @@ _FACE = {
     "BodySizeLimit": "body_limit",
     "CrossSiteGuard": "cross_site",
     "ErrorEdge": "errors",
-    "HostCheck": "host_check",
+    "HostGuard": "host_check",
     "LoopLagMonitor": "loop_lag",
     "Services": "services",
     "provide_services": "services:provide",

@@ -17,6 +17,7 @@ import time
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vllm_bootstrap.api.errors import Error, send_error
+from vllm_bootstrap.api.host_check import HostGuard
 from vllm_bootstrap.asgi import header, send_json
 from vllm_bootstrap.keys import KEY_IN_SCOPE, ApiKey, KeyStore, required_scope
 from vllm_bootstrap.log_text import escaped
@@ -92,17 +93,29 @@ class AccessKeyMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, access_key: str | None, keys: KeyStore, public_health: bool = False
+        self,
+        app: ASGIApp,
+        access_key: str | None,
+        keys: KeyStore,
+        public_health: bool = False,
+        hosts: HostGuard | None = None,
     ) -> None:
         self.app = app
         self._key = access_key.encode() if access_key else None
         self._keys = keys
         self._public_health = public_health
+        self._hosts = hosts  # without an access key: only requests naming this machine
         self._refusals = RefusalLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
+            return
+        if self._hosts is not None and (refusal := self._hosts.refusal(scope)) is not None:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+            else:
+                await send_error(send, scope, refusal)
             return
         authorization = header(scope, b"authorization")
         presented = key_from_authorization(authorization) if authorization else None
@@ -117,11 +130,11 @@ class AccessKeyMiddleware:
             else:
                 await self._refuse(scope, send, _UNAUTHORIZED)
             return
-        if key.expired():
+        if key.expires_at is not None and time.time() >= key.expires_at:
             await self._refuse(scope, send, _expired(key))
             return
         needed = required_scope(scope["path"])
-        if needed and not key.has_scope(needed):
+        if needed not in key.reach:
             await send_error(send, scope, _lacks_scope(key, needed, scope["path"]))
             return
         scope[KEY_IN_SCOPE] = key

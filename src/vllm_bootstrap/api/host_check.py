@@ -26,9 +26,9 @@ import socket
 import time
 from collections.abc import Iterable
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
-from vllm_bootstrap.api.errors import Error, send_error
+from vllm_bootstrap.api.errors import Error
 from vllm_bootstrap.asgi import header
 from vllm_bootstrap.log_text import escaped
 
@@ -100,28 +100,24 @@ def _is_address(name: str) -> bool:
     return True
 
 
-class HostCheck:
-    def __init__(self, app: ASGIApp, allowed: AllowedHosts) -> None:
-        self.app = app
+class HostGuard:
+    """The Host check itself, as a call: the access-key middleware makes it first when the
+    server has no access key (one layer, not two, on every request's way in)."""
+
+    def __init__(self, allowed: AllowedHosts) -> None:
         self._allowed = allowed
         self._last_logged = -REFUSAL_LOG_SECONDS
         self._unlogged = 0
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
+    def refusal(self, scope: Scope) -> Error | None:
+        """Why the request may not be answered; None when it may."""
         host = header(scope, b"host")
         # No Host at all is not a browser (every browser sends one): nothing to rebind.
         if host is None or self._allowed.allows(host):
-            await self.app(scope, receive, send)
-            return
+            return None
         shown = host.decode("latin-1")
         self._note(shown)
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008})
-            return
-        await send_error(send, scope, _refusal(shown))
+        return _refusal(shown)
 
     def _note(self, host: str) -> None:
         """One log line at most every REFUSAL_LOG_SECONDS, with the count since."""

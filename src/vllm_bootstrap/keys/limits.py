@@ -113,24 +113,20 @@ class KeyLimits:
                     await asyncio.sleep(limited.retry_after_seconds)
 
     def headers(self, key: ApiKey, state: KeyState) -> list[tuple[bytes, bytes]]:
-        """OpenAI's x-ratelimit-* headers for the key's minute limits (none without one)."""
-        if key.requests_per_minute is None and key.tokens_per_minute is None:
-            return []
-        reset = b"%ds" % _seconds_left(state, time.monotonic())
+        """OpenAI's x-ratelimit-* limit and remaining headers for the key's minute limits
+        (none without one; when the minute ends is in Retry-After, on a refusal)."""
         headers = []
         if key.requests_per_minute is not None:
-            left = max(key.requests_per_minute - state.requests, 0)
+            left = key.requests_per_minute - state.requests
             headers += [
                 (b"x-ratelimit-limit-requests", b"%d" % key.requests_per_minute),
-                (b"x-ratelimit-remaining-requests", b"%d" % left),
-                (b"x-ratelimit-reset-requests", reset),
+                (b"x-ratelimit-remaining-requests", b"%d" % (left if left > 0 else 0)),
             ]
         if key.tokens_per_minute is not None:
-            left = max(key.tokens_per_minute - state.tokens, 0)
+            left = key.tokens_per_minute - state.tokens
             headers += [
                 (b"x-ratelimit-limit-tokens", b"%d" % key.tokens_per_minute),
-                (b"x-ratelimit-remaining-tokens", b"%d" % left),
-                (b"x-ratelimit-reset-tokens", reset),
+                (b"x-ratelimit-remaining-tokens", b"%d" % (left if left > 0 else 0)),
             ]
         return headers
 

@@ -57,9 +57,16 @@ class ApiKey:
     priority: int = 0
     expires_at: int | None = None  # Unix seconds; None: never
     created_at: int = 0
+    # The scopes whose routes it reaches (all of them with `admin`; "" is every key's own
+    # usage), worked out once: the check every request makes is one set lookup.
+    reach: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        reach = frozenset(SCOPES) if ADMIN in self.scopes else self.scopes
+        object.__setattr__(self, "reach", reach | {""})
 
     def has_scope(self, scope: str) -> bool:
-        return scope in self.scopes or ADMIN in self.scopes
+        return scope in self.reach
 
     def allows_model(self, model: str) -> bool:
         return self.models is None or model in self.models

@@ -1,7 +1,6 @@
 """A scoped key's requests to /v1 and /proxy: admitted by its limits, metered, counted.
 
-Requests that came with the access key (or to an open server) pass straight through: the
-only cost on their path is one dict lookup in the ASGI scope.
+Only a scoped key's requests come this way (the dispatcher sends the access key's past it).
 """
 
 from __future__ import annotations
@@ -21,10 +20,7 @@ class KeyedTraffic:
         self._usage = usage
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        key = scope.get(KEY_IN_SCOPE)
-        if key is None:
-            await self.app(scope, receive, send)
-            return
+        key = scope[KEY_IN_SCOPE]
         state = self._limits.admit(key)  # RateLimited: a 429 from the error edge outside
         meter = scope[METER_IN_SCOPE] = Meter(self._limits.headers(key, state))
         try:

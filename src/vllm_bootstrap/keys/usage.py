@@ -87,9 +87,9 @@ class UsageBook:
         self._db = open_private(path)
         self._db.execute(SCHEMA)
         self._flush_seconds = flush_seconds
-        # One lookup and a few additions in place per request: nothing is made that
+        # Two lookups and a few additions in place per request: nothing is made that
         # outlives it, so the garbage collector has no more to do than without keys.
-        self._counts: dict[tuple[str, str], _Counts] = {}
+        self._counts: dict[str, dict[str, _Counts]] = {}  # key id -> model -> figures
         # Figures of a day that ended (or of a deleted key) before they were written.
         self._closed: dict[tuple[str, str, str], Figures] = {}
         self._task: asyncio.Task[None] | None = None
@@ -128,13 +128,21 @@ class UsageBook:
 
     def _today(self, key_id: str, model: str) -> _Counts:
         day = today()
-        counts = self._counts.get((key_id, model))
+        by_model = self._counts.get(key_id)
+        if by_model is None:
+            by_model = self._counts[key_id] = {}
+        counts = by_model.get(model)
         if counts is None:
-            counts = self._counts[(key_id, model)] = _Counts(day)
+            counts = by_model[model] = _Counts(day)
         elif counts.day != day:  # a new day: the last one's figures wait for the flush
             self._close(key_id, model, counts)
             counts.day = day
         return counts
+
+    def _all(self) -> Iterator[tuple[str, str, _Counts]]:
+        for key_id, by_model in self._counts.items():
+            for model, counts in by_model.items():
+                yield key_id, model, counts
 
     def _close(self, key_id: str, model: str, counts: _Counts) -> None:
         if any(counts.pending):
@@ -163,7 +171,7 @@ class UsageBook:
         """Write what was added since the last flush, in one transaction; kept for the next
         try when the database cannot take it (a full disk, a lock held by a shell)."""
         rows = dict(self._closed)
-        for (key_id, model), counts in self._counts.items():
+        for key_id, model, counts in self._all():
             if any(counts.pending):
                 _add_to(rows, (key_id, model, counts.day), counts.pending)
         if not rows:
@@ -175,19 +183,21 @@ class UsageBook:
             logger.warning("usage could not be written yet (kept for the next try): %s", exc)
             return
         self._closed.clear()
-        for counts in self._counts.values():
+        for _key_id, _model, counts in self._all():
             counts.pending = [0] * len(FIGURES)
 
     # ----------------------------------------------------------------- reading
 
     def totals(self) -> Iterator[tuple[tuple[str, str], Figures]]:
         """(key_id, model) -> figures since the server started, for /metrics."""
-        return iter([(where, list(counts.totals)) for where, counts in self._counts.items()])
+        return iter(
+            [((key_id, model), list(counts.totals)) for key_id, model, counts in self._all()]
+        )
 
     def forget(self, key_id: str) -> None:
         """A deleted key's /metrics series end (its usage stays, and is still written)."""
-        for where in [where for where in self._counts if where[0] == key_id]:
-            self._close(*where, self._counts.pop(where))
+        for model, counts in self._counts.pop(key_id, {}).items():
+            self._close(key_id, model, counts)
 
     def query(
         self,

@@ -5,6 +5,7 @@ from vllm_bootstrap.faces import lazy_face
 # What other packages may use, and the module defining each.
 _FACE = {
     "BodiesOverLimit": "errors",
+    "DataPlane": "dispatch",
     "Forwarder": "forward",
     "HeldBodies": "held_bodies",
     "LaunchAsleep": "errors",

@@ -6,8 +6,11 @@ before the forwarding itself: no routing tables, no request models, no state-sto
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from vllm_bootstrap.keys import KEY_IN_SCOPE
 from vllm_bootstrap.serving.openai import OPENAI_PREFIX
 from vllm_bootstrap.serving.proxy import PROXY_PREFIX
 
@@ -15,8 +18,17 @@ from vllm_bootstrap.serving.proxy import PROXY_PREFIX
 BATCH_PREFIXES = ("/v1/files/", "/v1/batches/")
 
 
+@dataclass(frozen=True)
+class DataPlane:
+    """One data-plane route's app, and the same app for a scoped key's requests (with the
+    key's limits and metering around it): the access key's requests do not pay for them."""
+
+    app: ASGIApp
+    keyed: ASGIApp
+
+
 class ServingDispatcher:
-    def __init__(self, api: ASGIApp, proxy: ASGIApp, openai: ASGIApp, batches: ASGIApp) -> None:
+    def __init__(self, api: ASGIApp, proxy: DataPlane, openai: DataPlane, batches: ASGIApp) -> None:
         self.api = api
         self.proxy = proxy
         self.openai = openai
@@ -26,12 +38,14 @@ class ServingDispatcher:
         if scope["type"] == "http":
             path: str = scope["path"]
             if path.startswith(PROXY_PREFIX):
-                await self.proxy(scope, receive, send)
+                plane = self.proxy
+                await (plane.keyed if KEY_IN_SCOPE in scope else plane.app)(scope, receive, send)
                 return
             if path.startswith(BATCH_PREFIXES) or path in ("/v1/files", "/v1/batches"):
                 await self.batches(scope, receive, send)
                 return
             if path.startswith(OPENAI_PREFIX):
-                await self.openai(scope, receive, send)
+                plane = self.openai
+                await (plane.keyed if KEY_IN_SCOPE in scope else plane.app)(scope, receive, send)
                 return
         await self.api(scope, receive, send)
