@@ -66,7 +66,44 @@ def test_a_version_1_database_gains_file_expiry_and_keeps_its_files(tmp_path: Pa
     assert store.files_due(200, 10) == []
     store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+
+
+def test_a_version_2_database_gains_owners_and_keeps_its_files_and_batches(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "batches.sqlite3"
+    with sqlite3.connect(path) as db:  # files and batches as version 2 had them
+        db.execute(
+            "CREATE TABLE files (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL "
+            "UNIQUE, purpose TEXT NOT NULL, filename TEXT NOT NULL, bytes INTEGER NOT NULL, "
+            "created_at INTEGER NOT NULL, path TEXT NOT NULL, expires_at INTEGER, "
+            "expired_at INTEGER)"
+        )
+        db.execute(
+            "CREATE TABLE batches (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL "
+            "UNIQUE, input_file_id TEXT NOT NULL, status TEXT NOT NULL, document TEXT NOT NULL)"
+        )
+        db.execute(
+            "INSERT INTO files (id, purpose, filename, bytes, created_at, path) "
+            "VALUES ('file-old', 'batch', 'in.jsonl', 3, 100, '/nowhere')"
+        )
+        db.execute("PRAGMA user_version = 2")
+    store = BatchStore(path)
+    old = store.file("file-old")
+    assert old is not None
+    assert old.owner is None  # the access key's, as every file was before scoped keys
+    assert [record.id for record in store.files(None, 10, None, True).items] == ["file-old"]
+    assert store.files(None, 10, None, True, owner="key_x").items == []
+    store.add_file(
+        FileRecord("file-new", "batch", "b.jsonl", 3, 100, tmp_path / "b", owner="key_x")
+    )
+    assert [record.id for record in store.files(None, 10, None, True, owner="key_x").items] == [
+        "file-new"
+    ]
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 def test_expiry_skips_what_it_cannot_delete_and_what_a_running_batch_reads(
