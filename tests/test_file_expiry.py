@@ -100,7 +100,8 @@ def test_a_batch_output_expires_after_what_the_batch_asked(server: Server) -> No
 
 
 def test_output_files_follow_the_default_retention(start_server: ServerFactory) -> None:
-    server = start_server(VLLM_BOOTSTRAP_BATCH_OUTPUT_RETENTION_SECONDS="1")
+    # Long enough to read the output on a loaded machine before it expires (1 s was not).
+    server = start_server(VLLM_BOOTSTRAP_BATCH_OUTPUT_RETENTION_SECONDS="3")
     server.launch_ready(model="m", gpu_ids=[0])
     client = client_for(server)
     done = wait_for_batch(client, submit(client, jsonl([chat_line("a", "m")])).id)

@@ -527,3 +527,82 @@ def test_concurrent_requests_of_one_key_are_all_counted(box: dict[str, Any]) -> 
         thread.join()
     assert statuses == [200] * 8
     assert usage_of(server, "parallel")[0]["requests"] == 8
+
+
+# --- the same rules through /proxy, and the review's cases ---------------------------------
+
+
+def test_through_proxy_a_keys_model_list_priority_and_usage_hold_too(box: dict[str, Any]) -> None:
+    server, beta = box["server"], box["beta"]["launch_id"]
+    secret = new_key(server, "proxied", models=["beta"], priority=5)["key"]
+    path = f"/proxy/{beta}/v1/chat/completions"
+    with as_key(server, secret) as client:
+        plain = client.post(
+            path,
+            json={
+                "model": "beta",
+                "messages": [{"role": "user", "content": "via-proxy"}],
+                "max_tokens": 3,
+                "priority": -100,
+            },
+        )
+        assert plain.status_code == 200, plain.text
+        other = client.post(path, json={"model": "org/beta", "messages": MESSAGES})
+        assert other.status_code == 404  # another name of the same launch: not the key's
+        unreadable = client.post(path, content=b"not json")
+        assert unreadable.status_code == 400
+        assert "JSON object naming its `model`" in unreadable.json()["detail"]
+        streamed = client.post(
+            path, json={"model": "beta", "messages": MESSAGES, "max_tokens": 3, "stream": True}
+        )
+    priorities = standin_stats(server, beta)["priorities"]
+    assert [value for prompt, value in priorities.items() if "via-proxy" in prompt] == [5]
+    assert all(event["choices"] for event in sse_events(streamed.text))  # usage taken out
+    (row,) = usage_of(server, "proxied", "key,model")
+    assert row["requests"] == 4
+    assert row["errors"] == 2
+    # Both answered requests' tokens, the stream's read from the chunk it was made to send.
+    assert row["prompt_tokens"] > plain.json()["usage"]["prompt_tokens"]
+    assert row["completion_tokens"] == 2 * plain.json()["usage"]["completion_tokens"]
+
+
+@pytest.mark.parametrize("stream", [1, "yes", "true"])
+def test_a_stream_spelled_otherwise_is_still_counted(box: dict[str, Any], stream: object) -> None:
+    server = box["server"]
+    name = f"spelled-{stream}"
+    secret = new_key(server, name)["key"]
+    with as_key(server, secret) as client:
+        response = chat(client, stream=stream)
+    assert response.status_code == 200
+    assert all(event["choices"] for event in sse_events(response.text))
+    (row,) = usage_of(server, name)
+    assert row["completion_tokens"] == 3
+
+
+def test_a_deleted_keys_batch_lines_waiting_for_their_turn_fail_as_revoked(
+    box: dict[str, Any],
+) -> None:
+    server = box["server"]
+    created = new_key(server, "batch-revoked", scopes=["batches"], max_concurrency=1)
+    lines = [chat_line(f"slow-{n}", "beta", max_tokens=30) for n in range(4)]
+    with as_key(server, created["key"]) as client:
+        file_id = upload(client, lines)
+        batch = client.post(
+            "/v1/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions"}
+        ).json()
+        eventually(
+            lambda: server.client.get(f"/keys/{created['id']}").json()["in_flight"] == 1,
+            timeout=10,
+        )
+        assert server.client.delete(f"/keys/{created['id']}").status_code == 200
+    finished: dict[str, Any] = {}
+
+    def ended() -> bool:
+        finished.update(server.client.get(f"/v1/batches/{batch['id']}").json())
+        return finished["status"] in ("completed", "failed")
+
+    eventually(ended, timeout=30)
+    errors = [json.loads(line) for line in _content(server, finished["error_file_id"]).splitlines()]
+    assert finished["request_counts"]["completed"] >= 1  # the line in flight finished
+    assert len(errors) >= 2
+    assert {error["error"]["code"] for error in errors} == {"key_revoked"}

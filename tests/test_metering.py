@@ -73,6 +73,46 @@ def test_usage_reads_the_responses_apis_names_and_ignores_details() -> None:
     assert usage_in(b'{"usage": null}') is None
 
 
+@pytest.mark.parametrize("stream", [1, "yes", "True", " on ", 1.0])
+def test_a_stream_spelled_any_way_vllm_reads_as_true_is_asked_for_its_usage(
+    stream: object,
+) -> None:
+    rewritten = with_usage_asked({"model": "m", "stream": stream})
+    assert rewritten is not None
+    assert json.loads(rewritten)["stream"] is True
+    assert json.loads(rewritten)["stream_options"] == {"include_usage": True}
+
+
+def test_a_usage_the_client_asked_for_in_its_own_spelling_is_not_asked_again() -> None:
+    asked = {"model": "m", "stream": True, "stream_options": {"include_usage": 1}}
+    assert with_usage_asked(asked) is None
+
+
+def test_usage_is_read_past_a_token_whose_text_is_usage_and_past_a_long_tail() -> None:
+    logprobs = [{"1": {"decoded_token": "usage", "logprob": -1.0}}] * 5000  # ~250 KB
+    answer = json.dumps(
+        {"choices": CONTENT, "usage": USAGE, "prompt_logprobs": logprobs}, separators=(",", ":")
+    ).encode()
+    assert usage_in(answer) == (5, 3)
+    seen, meter = relay(cut_every(answer, 4096), False, b"application/json")
+    assert seen == answer
+    assert (meter.prompt_tokens, meter.completion_tokens) == (5, 3)
+
+
+def test_the_responses_apis_last_event_is_counted() -> None:
+    events = [
+        {"type": "response.output_text.delta", "delta": "hi"},
+        {
+            "type": "response.completed",
+            "response": {"usage": {"input_tokens": 9, "output_tokens": 2}},
+        },
+    ]
+    full = b"".join(b"event: x\ndata: " + json.dumps(event).encode() + b"\n\n" for event in events)
+    seen, meter = relay(cut_every(full, 50), False, b"text/event-stream")
+    assert seen == full
+    assert (meter.prompt_tokens, meter.completion_tokens) == (9, 2)
+
+
 @pytest.mark.parametrize(
     ("payload", "asked"),
     [
@@ -83,7 +123,9 @@ def test_usage_reads_the_responses_apis_names_and_ignores_details() -> None:
         ),
         ({"model": "m", "stream": True, "stream_options": {"include_usage": True}}, None),
         ({"model": "m"}, None),
-        ({"model": "m", "stream": "yes"}, None),
+        ({"model": "m", "stream": False}, None),
+        ({"model": "m", "stream": "no"}, None),
+        ({"model": "m", "stream": 0}, None),
     ],
 )
 def test_a_stream_asks_vllm_for_its_usage_only_when_it_does_not_already(

@@ -195,7 +195,13 @@ def create_app(settings: Settings) -> ASGIApp:
     install_error_table(api, openai_shape=False)
     dispatcher = ServingDispatcher(
         api=AccessLog(BodySizeLimit(api, MAX_API_BODY_BYTES)),
-        proxy=_data_plane(LaunchProxy(directory, forwarder), "proxy", metrics, limits, usage),
+        proxy=_data_plane(
+            LaunchProxy(directory, forwarder, settings.max_routed_body_bytes, held_bodies),
+            "proxy",
+            metrics,
+            limits,
+            usage,
+        ),
         openai=_data_plane(
             OpenAIRouter(router, forwarder, settings.max_routed_body_bytes, swapper, held_bodies),
             "v1",

@@ -34,7 +34,7 @@ from vllm_bootstrap.batches import (
     UploadRefused,
     UploadTooLarge,
 )
-from vllm_bootstrap.keys import KeyNotFound, NameTaken, RateLimited
+from vllm_bootstrap.keys import KeyNotFound, KeyWriteFailed, NameTaken, RateLimited
 from vllm_bootstrap.launches import LaunchNotFound
 from vllm_bootstrap.models import (
     LoadTimedOut,
@@ -46,6 +46,7 @@ from vllm_bootstrap.models import (
 from vllm_bootstrap.serving import (
     OPENAI_PREFIX,
     BodiesOverLimit,
+    KeyedBodyUnreadable,
     LaunchAsleep,
     LaunchNotReady,
     NoModelInBody,
@@ -101,6 +102,7 @@ TABLE: dict[type[Exception], Answer] = {
     LaunchAsleep: Answer(409, "launch_asleep"),
     LaunchNotReady: Answer(409, "launch_not_ready"),
     SwapperOnlyRoute: Answer(403, "swapper_only_route"),
+    KeyedBodyUnreadable: Answer(400, "invalid_request"),
     UpstreamUnreachable: Answer(502, "upstream_unreachable", refusal=False),
     # model profiles
     QueueFull: Answer(429, "model_queue_full", retry_after=True),
@@ -124,6 +126,9 @@ TABLE: dict[type[Exception], Answer] = {
     RateLimited: Answer(429, "rate_limit_exceeded", retry_after=True),
     NameTaken: Answer(409, "key_name_taken"),
     KeyNotFound: Answer(404, "key_not_found"),
+    KeyWriteFailed: Answer(
+        503, "storage_unavailable", retry_after=True, hint="; nothing was changed, retry shortly"
+    ),
 }
 
 

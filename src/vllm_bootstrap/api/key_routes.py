@@ -15,7 +15,9 @@ from vllm_bootstrap.api.services import ServicesDep
 from vllm_bootstrap.keys import GROUPS, ApiKey, KeyNotFound, key_of
 
 router = APIRouter(tags=["keys"])
-Name = Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][\w.@-]*$")]
+Name = Annotated[
+    StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
+]
 ModelName = Annotated[StrictStr, Field(min_length=1, max_length=512)]
 Limit = Annotated[StrictInt, Field(ge=1, le=1_000_000_000)]
 Priority = Annotated[StrictInt, Field(ge=-(2**31), le=2**31 - 1)]

@@ -7,7 +7,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vllm_bootstrap.batches.requests import Outcome, error_outcome
-from vllm_bootstrap.keys import ApiKey, KeyLimits, KeyState, KeyStore, UsageBook, usage_in
+from vllm_bootstrap.keys import (
+    ApiKey,
+    KeyLimits,
+    KeyState,
+    KeyStore,
+    RateLimited,
+    UsageBook,
+    usage_in,
+)
 
 
 @dataclass(frozen=True)
@@ -26,24 +34,29 @@ class KeyedLines:
 
     async def turn(self, owner: str) -> Turn | None:
         """The key's turn, once its limits let one more line go (`done` ends it); None when
-        the key is deleted or expired."""
-        key = self._current(owner)
-        if key is None:
-            return None
-        return Turn(key, await self._limits.wait_turn(key))
+        the key is deleted or expired, also while the line waited."""
+        while (key := self.current(owner)) is not None:
+            try:
+                return Turn(key, self._limits.admit(key))
+            except RateLimited as limited:
+                await self._limits.room(key, limited)
+        return None
 
-    def done(self, turn: Turn, model: str, outcome: Outcome) -> None:
+    def done(self, turn: Turn, model: str | None, outcome: Outcome) -> None:
+        """The line's final outcome; `model` None when it never reached a launch of its
+        model (usage keeps it under "-": a name no launch serves is no label)."""
         usage = usage_in(outcome.line) if outcome.ok else None
         prompt, completion = usage or (0, 0)
         self._limits.release(turn.state, prompt + completion)
-        self._usage.count(turn.key.id, model, prompt, completion, not outcome.ok, True)
+        self._usage.count(turn.key.id, model or "-", prompt, completion, not outcome.ok, True)
 
     def out_of_reach(self, owner: str, models: list[str]) -> list[str]:
         """The models outside the key's list (all of them once the key is gone)."""
-        key = self._current(owner)
+        key = self.current(owner)
         return [model for model in models if key is None or not key.allows_model(model)]
 
-    def _current(self, owner: str) -> ApiKey | None:
+    def current(self, owner: str) -> ApiKey | None:
+        """The key as it is now; None once deleted or expired."""
         key = self._keys.current(owner)
         return None if key is None or key.expired() else key
 

@@ -29,7 +29,6 @@ from vllm_bootstrap.batches.requests import (
 )
 from vllm_bootstrap.batches.results import ResultWriter
 from vllm_bootstrap.batches.store import BatchStore, RequestRow
-from vllm_bootstrap.keys import ApiKey
 from vllm_bootstrap.log_text import escaped
 
 PAGE_ROWS = 256
@@ -57,7 +56,8 @@ class Lanes:
         self._input_fd = input_fd
         self._model_wait = model_wait_seconds
         self._request_timeout = request_timeout_seconds
-        self._urgent = is_urgent(batch)
+        # An urgent batch skips making way for live requests: the access key's to ask for.
+        self._urgent = is_urgent(batch) and batch.owner is None
         self._keyed = sender.keyed
 
     async def run(self) -> None:
@@ -111,11 +111,11 @@ class Lanes:
                         except ModelMissing:
                             missing = True
                         except BaseException:
-                            self._end_turn(turn, model, None)
+                            self._end_turn(turn, None, None)
                             raise
                     if missing:
                         outcome = _model_missing(self._batch.id, row, model)
-                        self._end_turn(turn, model, outcome)
+                        self._end_turn(turn, None, outcome)
                         self._record(row, outcome)
                         continue
                     slot = _Slot(self._gates, model, self._batch.id, self._model_wait, self._urgent)
@@ -138,7 +138,7 @@ class Lanes:
         outcome."""
         outcome = None
         try:
-            outcome = await self._attempts(row, slot, turn.key if turn else None)
+            outcome = await self._attempts(row, slot, turn)
         except Exception as exc:  # a bug must cost this line an error, not its result
             logger.exception("batch %s: line %d failed", self._batch.id, row.line)
             message = f"{type(exc).__name__}: {exc}"
@@ -146,15 +146,15 @@ class Lanes:
                 request_id(self._batch.id, row.line), row.custom_id, "internal_error", message
             )
         finally:
-            self._end_turn(turn, slot.model, outcome)
+            self._end_turn(turn, slot.model if outcome is not None else None, outcome)
         self._record(row, outcome)
 
-    def _end_turn(self, turn: Turn | None, model: str, outcome: Outcome | None) -> None:
+    def _end_turn(self, turn: Turn | None, model: str | None, outcome: Outcome | None) -> None:
         """The line's turn among its key's requests ends (a line cut off counts as failed)."""
         if turn is not None:
             self._keyed.done(turn, model, outcome or _CUT_OFF)
 
-    async def _attempts(self, row: RequestRow, slot: _Slot, key: ApiKey | None) -> Outcome:
+    async def _attempts(self, row: RequestRow, slot: _Slot, turn: Turn | None) -> Outcome:
         this_id = request_id(self._batch.id, row.line)
         try:
             body = self._read_body(row)
@@ -164,6 +164,11 @@ class Lanes:
         attempts = 0  # counting towards ATTEMPTS (a timeout leaves one more)
         tries = 0  # requests that reached a launch, for the error line
         while True:
+            key = None
+            if turn is not None:  # as it is now: deleted, expired or edited meanwhile
+                key = self._keyed.current(turn.key.id)
+                if key is None:
+                    return revoked(this_id, row.custom_id)
             outcome = await self._sender.attempt(
                 row.custom_id,
                 slot.model,

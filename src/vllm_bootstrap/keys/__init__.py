@@ -17,6 +17,7 @@ _FACE = {
     "KeyLimits": "limits",
     "KeyState": "limits",
     "KeyNotFound": "store",
+    "KeyWriteFailed": "store",
     "KeyStore": "store",
     "KeyedTraffic": "traffic",
     "Meter": "metering",

@@ -15,6 +15,7 @@ import ipaddress
 import logging
 import os
 import sys
+from pathlib import Path
 
 from vllm_bootstrap.config import Settings
 from vllm_bootstrap.keys.record import new_secret
@@ -42,15 +43,12 @@ def with_admin_key(settings: Settings) -> Settings:
         )
         return settings
     path = settings.admin_key_path
-    if path.is_file():
-        key = path.read_text().strip()
+    kept = path.read_text().strip() if path.is_file() else ""
+    if kept:
         logger.info("access key: the admin key made at first start, kept in %s", path)
-        return dataclasses.replace(settings, access_key=key)
+        return dataclasses.replace(settings, access_key=kept)
     key = new_secret()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(key + "\n")
+    _keep(key, path)
     # Printed once, here, and never logged again: later starts name the file only.
     print(
         f"vllm-bootstrap: no VLLM_ACCESS_KEY was set and the server listens on "
@@ -62,3 +60,21 @@ def with_admin_key(settings: Settings) -> Settings:
         flush=True,
     )
     return dataclasses.replace(settings, access_key=key)
+
+
+def _keep(key: str, path: Path) -> None:
+    """Written whole or not at all (a temporary file, synced, then renamed): a full disk
+    must never leave an empty key file that a later start would take for no key."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.unlink(missing_ok=True)
+    descriptor = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(key + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise

@@ -97,20 +97,20 @@ class KeyLimits:
             state.freed.set()
             state.freed = None
 
-    async def wait_turn(self, key: ApiKey) -> KeyState:
-        """`admit`, waiting for room instead of refusing (a batch line): for a request in
-        flight to end, or for the minute to pass."""
-        while True:
-            try:
-                return self.admit(key)
-            except RateLimited as limited:
-                state = self._states[key.id]
-                if key.max_concurrency is not None and state.in_flight >= key.max_concurrency:
-                    if state.freed is None:
-                        state.freed = asyncio.Event()
-                    await state.freed.wait()
-                else:
-                    await asyncio.sleep(limited.retry_after_seconds)
+    async def room(self, key: ApiKey, limited: RateLimited) -> None:
+        """Wait until `key` may have room again after `limited`: a request of its in flight
+        ended, or its minute passed (a batch line waits so instead of failing)."""
+        state = self._states.get(key.id)
+        if (
+            state is not None
+            and key.max_concurrency is not None
+            and state.in_flight >= key.max_concurrency
+        ):
+            if state.freed is None:
+                state.freed = asyncio.Event()
+            await state.freed.wait()
+        else:
+            await asyncio.sleep(limited.retry_after_seconds)
 
     def headers(self, key: ApiKey, state: KeyState) -> list[tuple[bytes, bytes]]:
         """OpenAI's x-ratelimit-* limit and remaining headers for the key's minute limits

@@ -19,6 +19,8 @@ _USUAL_USAGE = re.compile(
 # Any other: after a "usage" key, the object it names (a null one counts nothing), and
 # after a count's name, its number.
 _OBJECT_FOLLOWS = re.compile(rb"\s*:\s*\{")
+_KEY_FOLLOWS = re.compile(rb"\s*:")
+_USAGE_OBJECT = re.compile(rb'(?<!\\)"usage"\s*:\s*\{')
 _NUMBER_FOLLOWS = re.compile(rb"\s*:\s*(\d{1,12})")
 # The counts come first in the object; what follows them (the details objects) is not read.
 USAGE_BYTES = 1024
@@ -33,15 +35,17 @@ def usage_in(text: bytes) -> tuple[int, int] | None:
     a scoped key gets (one search and one match, in vLLM's usual order)."""
     end = len(text)
     while (at := text.rfind(b'"usage"', 0, end)) >= 0:
+        end = at
         if at and text[at - 1] == 0x5C:  # a backslash: inside a string
-            end = at
             continue
         usual = _USUAL_USAGE.match(text, at)
         if usual is not None:
             return int(usual[1]), int(usual[2])
+        if _KEY_FOLLOWS.match(text, at + 7) is None:
+            continue  # "usage" as a string's whole value (a token's text), not a key
         found = _OBJECT_FOLLOWS.match(text, at + 7)
         if found is None:
-            return None
+            return None  # "usage": null
         start, stop = found.end(), found.end() + USAGE_BYTES
         prompt = _count(text, b'"prompt_tokens"', start, stop)
         if prompt is None:
@@ -70,6 +74,7 @@ class Meter:
     __slots__ = (
         "_held",
         "_stream",
+        "_window",
         "complete",
         "completion_tokens",
         "headers",
@@ -90,6 +95,7 @@ class Meter:
         # Whether the body is server-sent events; the response's headers until that is known.
         self._stream: bool | list[tuple[bytes, bytes]] = False
         self._held = b""  # a stream's unfinished event, or a JSON answer's tail
+        self._window = b""  # a JSON answer in parts: from its last "usage" on
 
     @property
     def tokens(self) -> int:
@@ -121,8 +127,21 @@ class Meter:
             self._stream = _is_event_stream(self._stream)
         if self._stream:
             return self._events(chunk, more=True)
+        if b'"usage"' in chunk or self._window:
+            self._watch_usage(chunk)
         self._held = (self._held + chunk)[-TAIL_BYTES:]
         return chunk
+
+    def _watch_usage(self, chunk: bytes) -> None:
+        """A JSON answer in parts: the bytes from its last "usage" on (and a little before,
+        for a name cut between parts), so that what vLLM writes after its usage (prompt
+        logprobs, token ids), however long, cannot push it out of sight."""
+        text = self._held[-16:] + chunk if not self._window else self._window + chunk
+        starts = [found.start() for found in _USAGE_OBJECT.finditer(text)]
+        if starts:
+            self._window = text[max(starts[-1] - 1, 0) :][: USAGE_BYTES + 64]
+        elif len(self._window) < USAGE_BYTES + 64:
+            self._window = text[: USAGE_BYTES + 64]
 
     def end(self) -> bytes:
         """The body is over; what is left to send (a stream's held part)."""
@@ -131,7 +150,7 @@ class Meter:
             self._stream = _is_event_stream(self._stream)
         if self._stream:
             return self._events(b"", more=False)
-        self._note(usage_in(self._held))
+        self._note(usage_in(self._held) or usage_in(self._window))
         return b""
 
     def _events(self, body: bytes, more: bool) -> bytes:
@@ -150,9 +169,11 @@ class Meter:
         for event in text.split(b"\n\n"):
             usage = usage_in(event)
             if usage is not None and b'"choices":[]' in event.replace(b" ", b""):
-                self._note(usage)
+                self._note(usage)  # chat and completions: the chunk asked for usage
                 if self.strip_usage:
                     continue
+            elif usage is not None and b'"response.completed"' in event:
+                self._note(usage)  # the Responses API: its last event
             kept.append(event)
         return b"\n\n".join(kept)
 
@@ -168,15 +189,27 @@ def _is_event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
     )
 
 
+# What vLLM's request models (pydantic, lax) read as true.
+_TRUE_TEXTS = frozenset({"1", "true", "t", "yes", "y", "on"})
+
+
+def as_flag(value: object) -> bool:
+    """`value` as vLLM will read a boolean field: a client must not stream past the meter
+    by writing `"stream": 1` or `"stream": "yes"`."""
+    if isinstance(value, str):
+        return value.strip().lower() in _TRUE_TEXTS
+    return value is True or (isinstance(value, int | float) and value == 1)
+
+
 def with_usage_asked(payload: dict[str, object]) -> bytes | None:
     """The request body again with `stream_options.include_usage` set, when it streams
     without asking for usage; None when it needs nothing added."""
-    if payload.get("stream") is not True:
+    if not as_flag(payload.get("stream")):
         return None
     options = payload.get("stream_options")
-    if isinstance(options, dict) and options.get("include_usage") is True:
+    if isinstance(options, dict) and as_flag(options.get("include_usage")):
         return None
     asked = (
         {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
     )
-    return json.dumps({**payload, "stream_options": asked}).encode()
+    return json.dumps({**payload, "stream": True, "stream_options": asked}).encode()

@@ -16,15 +16,18 @@ _ADMIN_V1_PATHS = frozenset({"/v1/load_lora_adapter", "/v1/unload_lora_adapter"}
 # sending endless distinct paths costs a bounded amount of memory.
 _JUDGED: dict[str, str] = {}
 JUDGED_PATHS = 4096
+JUDGED_PATH_CHARACTERS = 256
 
 
 def required_scope(path: str) -> str:
     """The scope a request for `path` (decoded, as ASGI gives it) needs."""
     scope = _JUDGED.get(path)
     if scope is None:
-        if len(_JUDGED) >= JUDGED_PATHS:
-            _JUDGED.clear()
-        scope = _JUDGED[path] = _judge(path)
+        scope = _judge(path)
+        if len(path) <= JUDGED_PATH_CHARACTERS:  # a long one is judged, not kept
+            if len(_JUDGED) >= JUDGED_PATHS:
+                _JUDGED.clear()
+            _JUDGED[path] = scope
     return scope
 
 
@@ -48,5 +51,8 @@ def _judge(path: str) -> str:
 
 
 def _has_dot_segment(path: str) -> bool:
-    """A `.` or `..` segment: a path that some server on the way might resolve elsewhere."""
+    """A `.`, `..` or empty segment: a path that some server on the way might resolve to
+    another route than the one judged here."""
+    if "//" in path:
+        return True
     return "/." in path and any(segment in (".", "..") for segment in path.split("/"))

@@ -8,9 +8,11 @@ too.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,10 @@ EDITABLE = (
 class NameTaken(Exception):
     def __init__(self, name: str) -> None:
         super().__init__(f"a key named {name!r} exists already: names are unique")
+
+
+class KeyWriteFailed(RuntimeError):
+    """The state database could not take a key's change (locked, or a full disk)."""
 
 
 class KeyNotFound(LookupError):
@@ -124,7 +130,7 @@ class KeyStore:
             **fields,
         )
         self._check_name(key.name, key.id)
-        with Transaction(self._db):
+        with self._writing():
             self._db.execute(
                 "INSERT INTO api_keys (id, name, prefix, secret_hash, document, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -136,7 +142,7 @@ class KeyStore:
     def update(self, key_id: str, changes: dict[str, Any]) -> ApiKey:
         key = replace(self.get(key_id), **changes)
         self._check_name(key.name, key.id)
-        with Transaction(self._db):
+        with self._writing():
             self._db.execute(
                 "UPDATE api_keys SET name = ?, document = ? WHERE id = ?",
                 (key.name, _document(key), key.id),
@@ -146,13 +152,22 @@ class KeyStore:
 
     def delete(self, key_id: str) -> ApiKey:
         key = self.get(key_id)
-        with Transaction(self._db):
+        with self._writing():
             self._db.execute(
                 "UPDATE api_keys SET deleted_at = ? WHERE id = ?", (int(time.time()), key_id)
             )
         del self._by_id[key_id]
         del self._by_hash[bytes.fromhex(key.secret_hash)]
         return key
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One transaction; KeyWriteFailed (nothing changed) when the database refuses it."""
+        try:
+            with Transaction(self._db):
+                yield
+        except sqlite3.Error as exc:
+            raise KeyWriteFailed(f"the state database could not be written ({exc})") from None
 
     def _check_name(self, name: str, key_id: str) -> None:
         if any(other.name == name and other.id != key_id for other in self._by_id.values()):

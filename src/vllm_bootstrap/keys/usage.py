@@ -82,6 +82,15 @@ class _Counts:
         self.totals: Figures = [0] * len(FIGURES)
 
 
+class _Spent(_Counts):
+    """Figures of a deleted key's request that ended after it was deleted: written (they
+    are its usage), never shown in /metrics again."""
+
+    def __init__(self, book: UsageBook, key_id: str, model: str, day: str) -> None:
+        super().__init__(day)
+        self.pending = book._closed.setdefault((key_id, model, day), [0] * len(FIGURES))
+
+
 class UsageBook:
     def __init__(self, path: Path, flush_seconds: float) -> None:
         self._db = open_private(path)
@@ -92,6 +101,7 @@ class UsageBook:
         self._counts: dict[str, dict[str, _Counts]] = {}  # key id -> model -> figures
         # Figures of a day that ended (or of a deleted key) before they were written.
         self._closed: dict[tuple[str, str, str], Figures] = {}
+        self._forgotten: set[str] = set()
         self._task: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------------------- the hot path
@@ -130,6 +140,8 @@ class UsageBook:
         day = today()
         by_model = self._counts.get(key_id)
         if by_model is None:
+            if key_id in self._forgotten:  # deleted, with requests still in flight
+                return _Spent(self, key_id, model, day)
             by_model = self._counts[key_id] = {}
         counts = by_model.get(model)
         if counts is None:
@@ -170,7 +182,7 @@ class UsageBook:
     def flush(self) -> None:
         """Write what was added since the last flush, in one transaction; kept for the next
         try when the database cannot take it (a full disk, a lock held by a shell)."""
-        rows = dict(self._closed)
+        rows = {where: list(figures) for where, figures in self._closed.items()}
         for key_id, model, counts in self._all():
             if any(counts.pending):
                 _add_to(rows, (key_id, model, counts.day), counts.pending)
@@ -195,7 +207,9 @@ class UsageBook:
         )
 
     def forget(self, key_id: str) -> None:
-        """A deleted key's /metrics series end (its usage stays, and is still written)."""
+        """A deleted key's /metrics series end (its usage stays, and is still written, also
+        that of its requests still in flight)."""
+        self._forgotten.add(key_id)
         for model, counts in self._counts.pop(key_id, {}).items():
             self._close(key_id, model, counts)
 

@@ -8,6 +8,7 @@ _FACE = {
     "DataPlane": "dispatch",
     "Forwarder": "forward",
     "HeldBodies": "held_bodies",
+    "KeyedBodyUnreadable": "errors",
     "LaunchAsleep": "errors",
     "LaunchNotReady": "errors",
     "LaunchProxy": "proxy",

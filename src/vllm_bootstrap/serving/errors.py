@@ -88,6 +88,15 @@ class SwapperOnlyRoute(ServingError):
         )
 
 
+class KeyedBodyUnreadable(ServingError):
+    def __init__(self, launch_id: str) -> None:
+        super().__init__(
+            f"a scoped key's request through /proxy/{launch_id} must be a JSON object naming "
+            "its `model`: the key's model list (or the launch's priority scheduling) is "
+            "applied to it"
+        )
+
+
 class UpstreamUnreachable(ServingError):
     """vLLM did not answer; the request was forwarded (and counted as such), not refused."""
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from starlette.types import Receive, Scope, Send
 
 from vllm_bootstrap.asgi import BodyTooLarge, ClientGone, header, read_body, send_json
-from vllm_bootstrap.keys import METER_IN_SCOPE, ApiKey, key_of, with_usage_asked
+from vllm_bootstrap.keys import METER_IN_SCOPE, ApiKey, key_of
 from vllm_bootstrap.launches import Launch
 from vllm_bootstrap.serving.errors import (
     NoModelInBody,
@@ -30,12 +30,11 @@ from vllm_bootstrap.serving.errors import (
 )
 from vllm_bootstrap.serving.forward import Forwarder
 from vllm_bootstrap.serving.held_bodies import HeldBodies, Holding
-from vllm_bootstrap.serving.priority import PriorityTurns, runs_priority_scheduling, with_priority
+from vllm_bootstrap.serving.keyed import as_the_keys, at_the_keys_priority
+from vllm_bootstrap.serving.priority import PriorityTurns
 from vllm_bootstrap.serving.router import ModelRouter
 
 OPENAI_PREFIX = "/v1/"
-# Streams whose usage vLLM sends only when asked (stream_options.include_usage).
-_USAGE_STREAMS = frozenset({"/v1/chat/completions", "/v1/completions"})
 
 
 class OnDemand(Protocol):
@@ -95,8 +94,8 @@ class OpenAIRouter:
         if not isinstance(model, str):
             raise NoModelInBody
         key = key_of(scope)
-        if key is not None:
-            body = self._as_key_sends(key, scope, model, payload, body)  # type: ignore[arg-type]
+        if key is not None and payload is not None:
+            body = as_the_keys(key, scope, scope["path"], payload, body, self._router.ready_models)
         try:
             launch = self._router.choose(model)
         except (UnknownModel, NoReadyReplica) as missing:
@@ -107,24 +106,9 @@ class OpenAIRouter:
                 return
         if key is not None:
             scope[METER_IN_SCOPE].model = model  # a served name: a bounded label
-            if runs_priority_scheduling(launch):
-                body = with_priority(body, key.priority, forced=True)
+            body = at_the_keys_priority(key, launch, body)
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         await self._forwarder.forward(scope, receive, send, launch, raw_path, body, "v1", model)
-
-    def _as_key_sends(
-        self, key: ApiKey, scope: Scope, model: str, payload: dict[str, Any], body: bytes
-    ) -> bytes:
-        """A scoped key's request: refused, as if the model did not exist, outside its model
-        list; a stream asks vLLM for its usage (the meter drops that chunk again)."""
-        if not key.allows_model(model):
-            raise UnknownModel(model, self._served_for(key))
-        if scope["path"] in _USAGE_STREAMS:
-            asked = with_usage_asked(payload)
-            if asked is not None:
-                scope[METER_IN_SCOPE].strip_usage = True
-                return asked
-        return body
 
     def _for_key(self, missing: Exception, key: ApiKey | None) -> Exception:
         """An unknown model's error names the served models the key may see, no others."""
