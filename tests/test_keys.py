@@ -606,3 +606,21 @@ def test_a_deleted_keys_batch_lines_waiting_for_their_turn_fail_as_revoked(
     assert finished["request_counts"]["completed"] >= 1  # the line in flight finished
     assert len(errors) >= 2
     assert {error["error"]["code"] for error in errors} == {"key_revoked"}
+
+
+def test_a_failed_load_tells_a_scoped_key_no_more_than_that(start_server: Any) -> None:
+    server = start_server(VLLM_ACCESS_KEY=ADMIN, FAKE_GPU_COUNT="1")
+    broken = server.client.put("/models/broken", json={"model": "crash-on-start"})
+    assert broken.status_code == 200
+    secret = new_key(server, "unlucky")["key"]
+    with as_key(server, secret) as client:
+        refused = chat(client, "broken")
+    assert refused.status_code == 503
+    assert refused.json()["error"]["message"] == (
+        "The model `broken` could not be loaded now; retry later"
+    )
+    told = server.client.post(  # the access key still reads why
+        "/v1/chat/completions", json={"model": "broken", "messages": MESSAGES}
+    )
+    assert told.status_code == 503
+    assert "could not be loaded: " in told.json()["error"]["message"]

@@ -11,6 +11,8 @@ class LoadFailed(RuntimeError):
 class ModelLoadFailed(RuntimeError):
     def __init__(self, name: str, reason: str) -> None:
         super().__init__(f"The model `{name}` could not be loaded: {reason}")
+        # For a scoped key: the reason may name other profiles and launches on the box.
+        self.brief = f"The model `{name}` could not be loaded now; retry later"
 
 
 class LoadTimedOut(RuntimeError):

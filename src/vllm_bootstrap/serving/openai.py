@@ -101,7 +101,7 @@ class OpenAIRouter:
         except (UnknownModel, NoReadyReplica) as missing:
             if not self._on_demand.is_profile(model):
                 raise self._for_key(missing, key) from None
-            launch = await self._load_on_demand(model, receive, key)
+            launch = await self._load_on_demand_for(model, receive, key)
             if launch is None:
                 return
         if key is not None:
@@ -124,6 +124,19 @@ class OpenAIRouter:
         if key is not None and key.models is not None:
             listing["data"] = [entry for entry in listing["data"] if key.allows_model(entry["id"])]
         return listing
+
+    async def _load_on_demand_for(
+        self, model: str, receive: Receive, key: ApiKey | None
+    ) -> Launch | None:
+        """`_load_on_demand`; a scoped key reads a refusal's brief form (`brief`), which
+        names nothing else on the box."""
+        try:
+            return await self._load_on_demand(model, receive, key)
+        except Exception as refusal:
+            brief = getattr(refusal, "brief", None)
+            if key is not None and isinstance(brief, str):
+                refusal.args = (brief,)
+            raise
 
     async def _load_on_demand(
         self, model: str, receive: Receive, key: ApiKey | None
