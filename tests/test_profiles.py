@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import ServerFactory
 from tests.harness import Server, standin_env
+from tests.test_launch import child_environ
 
 
 def test_a_profile_is_stored_listed_and_deleted(server: Server) -> None:
@@ -97,6 +98,60 @@ def test_profiles_from_the_file_are_loaded_at_start_up(
     models.write_text("models:\n  - name: small\n    model: org/small\n    preload: true\n")
     server = start_server(VLLM_BOOTSTRAP_MODELS_FILE=str(models))
     assert server.client.get("/models/small").json()["preload"] is True
+
+
+def test_profiles_from_an_environment_variable_alone_are_loaded_beside_the_files(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    models = tmp_path / "models.yaml"
+    models.write_text("- {name: from-file, model: org/a}\n")
+    server = start_server(
+        VLLM_BOOTSTRAP_MODELS_FILE=str(models),
+        VLLM_BOOTSTRAP_MODELS='[{"name": "from-env", "model": "org/b", "idle_ttl_seconds": 60}]',
+    )
+    names = sorted(profile["name"] for profile in server.client.get("/models").json())
+    assert names == ["from-env", "from-file"]
+    assert server.client.get("/models/from-env").json()["idle_ttl_seconds"] == 60
+    load = server.client.post("/models/from-env/load", params={"wait": True})
+    assert load.status_code == 200, load.text
+    launch = server.status(load.json()["status"]["launch_id"])
+    # The control plane's own variables (one may hold many profiles) never reach vLLM.
+    assert "VLLM_BOOTSTRAP_MODELS" not in child_environ(launch["pid"])
+
+
+@pytest.mark.parametrize(
+    ("inline", "in_file", "fragment"),
+    [
+        (
+            "models:\n  - name: a\n    model: m\n",
+            "- {name: a, model: n}\n",
+            "both define the profile 'a'",
+        ),
+        (
+            '[{"name": "b", "model": "m", "gpu_count": 0}]',
+            None,
+            "VLLM_BOOTSTRAP_MODELS: profile 1 ('b'): gpu_count",
+        ),
+        ("[{", None, "VLLM_BOOTSTRAP_MODELS: not valid YAML or JSON"),
+        ("name: c", None, "VLLM_BOOTSTRAP_MODELS: expected a list of profiles"),
+    ],
+)
+def test_a_bad_inline_declaration_stops_start_up_with_one_line_naming_the_variable(
+    tmp_path: Path, inline: str, in_file: str | None, fragment: str
+) -> None:
+    overrides = {"VLLM_BOOTSTRAP_MODELS": inline}
+    if in_file is not None:
+        models = tmp_path / "models.yaml"
+        models.write_text(in_file)
+        overrides["VLLM_BOOTSTRAP_MODELS_FILE"] = str(models)
+    env = standin_env(tmp_path, **overrides)
+    result = subprocess.run(
+        [sys.executable, "-m", "vllm_bootstrap", "--port", "1"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert fragment in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(

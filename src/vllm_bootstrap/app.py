@@ -57,7 +57,7 @@ from vllm_bootstrap.config import Settings
 from vllm_bootstrap.dashboard import api_docs_router, dashboard_router
 from vllm_bootstrap.keys import KeyedTraffic, KeyLimits, KeyStore, UsageBook
 from vllm_bootstrap.launches import StateStore
-from vllm_bootstrap.models import IdleWatch, ModelSwapper, ProfileStore, load_profiles
+from vllm_bootstrap.models import IdleWatch, ModelSwapper, ProfileStore, declared_profiles
 from vllm_bootstrap.monitoring import GpuReadings, Metrics
 from vllm_bootstrap.serving import (
     DataPlane,
@@ -103,7 +103,7 @@ def create_app(settings: Settings) -> ASGIApp:
     metrics.watch_held_bodies(lambda: held_bodies.total)
     router = ModelRouter(directory, ledger)
     profiles = ProfileStore(settings.state_db_path)
-    for profile in load_profiles(settings.models_file) if settings.models_file else []:
+    for profile in declared_profiles(settings.models_file, settings.models_inline):
         profiles.put(profile, source="file")
     swapper = ModelSwapper(supervisor, profiles, router, ledger, pool, settings)
     swapper.wing.paid_loads.append(usage.charge_load)

@@ -230,6 +230,8 @@ class Settings:
     ] = 2.0
     # Model profiles declared in a file (YAML or JSON), read at start-up.
     models_file: Annotated[Path | None, Env("VLLM_BOOTSTRAP_MODELS_FILE", _path)] = None
+    # ... and the same YAML or JSON inline, for a template configured by env vars alone.
+    models_inline: Annotated[str | None, Env("VLLM_BOOTSTRAP_MODELS", _text)] = None
     # Requests that may wait at once for profiles to load (each holds its body); past it, 429.
     model_queue_limit: Annotated[int, Env("VLLM_BOOTSTRAP_MODEL_QUEUE_LIMIT", _count)] = 512
     # A launch used this recently is not evicted: requests that waited for it to load may

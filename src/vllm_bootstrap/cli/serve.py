@@ -17,7 +17,7 @@ from vllm_bootstrap.config import GRACEFUL_SHUTDOWN_SECONDS, ConfigError, load_s
 from vllm_bootstrap.head_guard import head_guard_protocol
 from vllm_bootstrap.keys import with_admin_key
 from vllm_bootstrap.launches import StateStore
-from vllm_bootstrap.models import ProfileFileError, load_profiles
+from vllm_bootstrap.models import ProfileFileError, declared_profiles
 
 
 def serve(argv: list[str]) -> None:
@@ -39,8 +39,7 @@ def serve(argv: list[str]) -> None:
         raise SystemExit(2) from None
 
     check_state_database(settings.state_db_path)
-    if settings.models_file is not None:
-        check_models_file(settings.models_file)
+    check_declared_profiles(settings.models_file, settings.models_inline)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -60,12 +59,13 @@ def serve(argv: list[str]) -> None:
     )
 
 
-def check_models_file(path: Path) -> None:
-    """Stop with one line when the models file has an error: which profile, which field."""
+def check_declared_profiles(path: Path | None, inline: str | None) -> None:
+    """Stop with one line when the models file or VLLM_BOOTSTRAP_MODELS has an error: which
+    profile, which field (or which name both define)."""
     try:
-        load_profiles(path)
+        declared_profiles(path, inline)
     except ProfileFileError as exc:
-        print(f"vllm-bootstrap: models file: {exc}", file=sys.stderr)
+        print(f"vllm-bootstrap: model profiles: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

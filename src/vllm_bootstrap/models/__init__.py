@@ -15,6 +15,7 @@ _FACE = {
     "ProfileStore": "store",
     "QueueFull": "errors",
     "load_profiles": "file",
+    "declared_profiles": "file",
 }
 __all__ = sorted(_FACE)
 __getattr__ = lazy_face(__name__, _FACE)
