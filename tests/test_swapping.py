@@ -179,6 +179,35 @@ def test_a_request_that_waits_past_the_limit_gets_503(start_server: ServerFactor
     assert "did not load within 1 s" in response.json()["error"]["message"]
 
 
+def test_a_request_held_past_the_load_hold_gets_503_while_the_load_goes_on(
+    start_server: ServerFactory,
+) -> None:
+    # A front proxy cuts a silent connection after 100 s: a request is answered before.
+    server = start_server(VLLM_BOOTSTRAP_LOAD_HOLD_SECONDS="0.3", FAKE_VLLM_LOAD_SECONDS="3")
+    _put(server, "slow")
+    response = _complete(server, "slow")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "10"
+    assert response.json()["error"]["code"] == "model_loading"
+    assert "the load goes on" in response.json()["error"]["message"]
+    eventually(  # nobody waited, and it loaded all the same
+        lambda: server.client.get("/models/slow").json()["status"]["state"] == "loaded",
+        timeout=20,
+    )
+    assert _complete(server, "slow").status_code == 200
+
+
+def test_a_stream_waits_for_the_whole_load(start_server: ServerFactory) -> None:
+    server = start_server(VLLM_BOOTSTRAP_LOAD_HOLD_SECONDS="0.3", FAKE_VLLM_LOAD_SECONDS="1.5")
+    _put(server, "streamed")
+    response = server.client.post(
+        "/v1/completions",
+        json={"model": "streamed", "prompt": "x", "max_tokens": 2, "stream": True},
+    )
+    assert response.status_code == 200
+    assert response.text.rstrip().endswith("data: [DONE]")
+
+
 def test_a_profile_that_fails_to_load_says_why(server: Server) -> None:
     _put(server, "broken", model="crash-on-start")
     response = _complete(server, "broken")

@@ -203,7 +203,14 @@ def create_app(settings: Settings) -> ASGIApp:
             usage,
         ),
         openai=_data_plane(
-            OpenAIRouter(router, forwarder, settings.max_routed_body_bytes, swapper, held_bodies),
+            OpenAIRouter(
+                router,
+                forwarder,
+                settings.max_routed_body_bytes,
+                swapper,
+                held_bodies,
+                settings.load_hold_seconds,
+            ),
             "v1",
             metrics,
             limits,

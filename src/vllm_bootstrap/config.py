@@ -232,6 +232,10 @@ class Settings:
     models_file: Annotated[Path | None, Env("VLLM_BOOTSTRAP_MODELS_FILE", _path)] = None
     # ... and the same YAML or JSON inline, for a template configured by env vars alone.
     models_inline: Annotated[str | None, Env("VLLM_BOOTSTRAP_MODELS", _text)] = None
+    # A /v1 request (not a stream) waits this long for a profile to load, then gets 503 with
+    # Retry-After while the load goes on: under the 100 s after which front proxies (Runpod's)
+    # cut a silent connection.
+    load_hold_seconds: Annotated[float, Env("VLLM_BOOTSTRAP_LOAD_HOLD_SECONDS", _seconds)] = 90.0
     # Requests that may wait at once for profiles to load (each holds its body); past it, 429.
     model_queue_limit: Annotated[int, Env("VLLM_BOOTSTRAP_MODEL_QUEUE_LIMIT", _count)] = 512
     # A launch used this recently is not evicted: requests that waited for it to load may

@@ -27,6 +27,7 @@ _FACE = {
     "key_of": "record",
     "required_scope": "scopes",
     "with_usage_asked": "metering",
+    "as_flag": "metering",
     "usage_in": "metering",
     "with_admin_key": "admin_key",
     "is_loopback": "admin_key",

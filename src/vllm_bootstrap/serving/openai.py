@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from starlette.types import Receive, Scope, Send
 
 from vllm_bootstrap.asgi import BodyTooLarge, ClientGone, header, read_body, send_json
-from vllm_bootstrap.keys import METER_IN_SCOPE, ApiKey, key_of
+from vllm_bootstrap.keys import METER_IN_SCOPE, ApiKey, as_flag, key_of
 from vllm_bootstrap.launches import Launch
 from vllm_bootstrap.serving.errors import (
     NoModelInBody,
@@ -44,6 +44,8 @@ class OnDemand(Protocol):
 
     async def serve(self, name: str, reason: str, payer: str | None = None) -> None: ...
 
+    def load(self, name: str, reason: str) -> None: ...
+
     def models_listing(self) -> dict[str, Any]: ...
 
 
@@ -55,6 +57,7 @@ class OpenAIRouter:
         max_body_bytes: int,
         on_demand: OnDemand,
         held_bodies: HeldBodies,
+        load_hold_seconds: float | None = None,
     ) -> None:
         self._router = router
         self._forwarder = forwarder
@@ -62,6 +65,7 @@ class OpenAIRouter:
         self._on_demand = on_demand
         self._held_bodies = held_bodies
         self._turns = PriorityTurns()
+        self._load_hold_seconds = load_hold_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] == "GET" and scope["path"] == "/v1/models":
@@ -91,17 +95,20 @@ class OpenAIRouter:
     async def _route(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
         payload = json_object(body)
         model = payload.get("model") if payload is not None else None
-        if not isinstance(model, str):
+        if payload is None or not isinstance(model, str):
             raise NoModelInBody
         key = key_of(scope)
-        if key is not None and payload is not None:
+        if key is not None:
             body = as_the_keys(key, scope, scope["path"], payload, body, self._router.ready_models)
         try:
             launch = self._router.choose(model)
         except (UnknownModel, NoReadyReplica) as missing:
             if not self._on_demand.is_profile(model):
                 raise self._for_key(missing, key) from None
-            launch = await self._load_on_demand_for(model, receive, key)
+            # A stream waits for the whole load (its client reads a stream's pace); anything
+            # else is held at most load_hold_seconds.
+            hold = None if as_flag(payload.get("stream")) else self._load_hold_seconds
+            launch = await self._load_on_demand_for(model, receive, key, hold)
             if launch is None:
                 return
         if key is not None:
@@ -126,12 +133,12 @@ class OpenAIRouter:
         return listing
 
     async def _load_on_demand_for(
-        self, model: str, receive: Receive, key: ApiKey | None
+        self, model: str, receive: Receive, key: ApiKey | None, hold: float | None
     ) -> Launch | None:
         """`_load_on_demand`; a scoped key reads a refusal's brief form (`brief`), which
         names nothing else on the box."""
         try:
-            return await self._load_on_demand(model, receive, key)
+            return await self._load_on_demand(model, receive, key, hold)
         except Exception as refusal:
             brief = getattr(refusal, "brief", None)
             if key is not None and isinstance(brief, str):
@@ -139,20 +146,26 @@ class OpenAIRouter:
             raise
 
     async def _load_on_demand(
-        self, model: str, receive: Receive, key: ApiKey | None
+        self, model: str, receive: Receive, key: ApiKey | None, hold: float | None
     ) -> Launch | None:
         """Wait for the profile's launch; None when the client left (the load goes on for
         whoever else wants it). A refusal is raised as the loader raised it. The requests
-        that waited go on by their keys' priority, lowest first."""
+        that waited go on by their keys' priority, lowest first. Past `hold` seconds, a 503
+        telling the client to retry (None: as long as the load takes)."""
         payer = key.id if key is not None else None
         loaded = asyncio.ensure_future(self._on_demand.serve(model, "a /v1 request", payer))
         # The body is in: the next message from the client can only be its disconnect.
         gone = asyncio.ensure_future(receive())
         try:
-            await asyncio.wait({loaded, gone}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({loaded, gone}, timeout=hold, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in (loaded, gone):
                 task.cancel()
+        if not loaded.done() and not gone.done():
+            # Held long enough: a front proxy would cut a silent connection (Runpod's after
+            # 100 s). The load goes on, and the client is told to come back.
+            self._on_demand.load(model, "a /v1 request told to retry while it loads")
+            raise NoReadyReplica(model, "is still loading; retry shortly (the load goes on)")
         if not loaded.done() or loaded.cancelled():
             return None
         loaded.result()
