@@ -197,15 +197,40 @@ def test_a_request_held_past_the_load_hold_gets_503_while_the_load_goes_on(
     assert _complete(server, "slow").status_code == 200
 
 
-def test_a_stream_waits_for_the_whole_load(start_server: ServerFactory) -> None:
-    server = start_server(VLLM_BOOTSTRAP_LOAD_HOLD_SECONDS="0.3", FAKE_VLLM_LOAD_SECONDS="1.5")
-    _put(server, "streamed")
-    response = server.client.post(
-        "/v1/completions",
-        json={"model": "streamed", "prompt": "x", "max_tokens": 2, "stream": True},
+def test_a_stream_waiting_for_its_load_gets_its_head_and_comments_then_the_stream(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(
+        VLLM_BOOTSTRAP_LOAD_HOLD_SECONDS="0.3",
+        VLLM_BOOTSTRAP_LOAD_KEEPALIVE_SECONDS="0.2",
+        FAKE_VLLM_LOAD_SECONDS="1.5",
     )
-    assert response.status_code == 200
-    assert response.text.rstrip().endswith("data: [DONE]")
+    _put(server, "streamed")
+    body = {"model": "streamed", "prompt": "x", "max_tokens": 2, "stream": True}
+    with server.client.stream("POST", "/v1/completions", json=body) as response:
+        assert response.status_code == 200  # at once, before the model is loaded
+        lines = [line for line in response.iter_lines() if line]
+    comments = [line for line in lines if line.startswith(":")]
+    assert comments
+    assert comments[0].startswith(": loading streamed, ")
+    assert lines[-1] == "data: [DONE]"
+    assert len([line for line in lines if line.startswith("data: {")]) == 2
+    # The official client reads such a stream as any other.
+    _put(server, "streamed-too")
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    chunks = list(
+        client.completions.create(model="streamed-too", prompt="x", max_tokens=2, stream=True)
+    )
+    assert len(chunks) == 2
+
+
+def test_a_stream_whose_load_fails_ends_with_one_error_event(start_server: ServerFactory) -> None:
+    server = start_server(VLLM_BOOTSTRAP_LOAD_KEEPALIVE_SECONDS="0.2")
+    _put(server, "doomed", model="crash-on-start")
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    stream = client.completions.create(model="doomed", prompt="x", max_tokens=2, stream=True)
+    with pytest.raises(openai.APIError, match="could not be loaded"):
+        list(stream)
 
 
 def test_a_profile_that_fails_to_load_says_why(server: Server) -> None:

@@ -210,6 +210,7 @@ def create_app(settings: Settings) -> ASGIApp:
                 swapper,
                 held_bodies,
                 settings.load_hold_seconds,
+                settings.load_keepalive_seconds,
             ),
             "v1",
             metrics,

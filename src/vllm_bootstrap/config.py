@@ -236,6 +236,10 @@ class Settings:
     # Retry-After while the load goes on: under the 100 s after which front proxies (Runpod's)
     # cut a silent connection.
     load_hold_seconds: Annotated[float, Env("VLLM_BOOTSTRAP_LOAD_HOLD_SECONDS", _seconds)] = 90.0
+    # A stream waiting for a load gets an SSE comment this often (the same proxies' reason).
+    load_keepalive_seconds: Annotated[
+        float, Env("VLLM_BOOTSTRAP_LOAD_KEEPALIVE_SECONDS", _seconds)
+    ] = 10.0
     # Requests that may wait at once for profiles to load (each holds its body); past it, 429.
     model_queue_limit: Annotated[int, Env("VLLM_BOOTSTRAP_MODEL_QUEUE_LIMIT", _count)] = 512
     # A launch used this recently is not evicted: requests that waited for it to load may

@@ -84,6 +84,17 @@ class ModelSwapper:
         this starts is charged to `payer` (a scoped key's id)."""
         await self.run(name).wait_ready(reason, payer)
 
+    def progress(self, name: str) -> str:
+        """Where a profile's load stands, in a few words ("loading_weights 42%",
+        "queued")."""
+        run = self.run(name)
+        launch = run.launch()
+        state = run.state()
+        if launch is None or launch.phase is None or state != "loading":
+            return state
+        percent = f" {launch.progress:.0%}" if launch.progress is not None else ""
+        return f"{launch.phase}{percent}"
+
     def models_listing(self) -> dict[str, Any]:
         """GET /v1/models: the ready launches' models, then the profiles not loaded now."""
         listing = self.wing.router.models_listing()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -49,6 +50,7 @@ _DROP_FROM_RESPONSE = _HOP_BY_HOP | {b"server", b"date"}
 _BODILESS = frozenset({204, 304})
 _DROP_FROM_BODILESS = _DROP_FROM_RESPONSE | {b"content-length"}
 WHOLE_BODY_MAX_BYTES = 256 * 1024
+ERROR_EVENT_MAX_BYTES = 64 * 1024
 logger = logging.getLogger("vllm_bootstrap.proxy")
 # Tells the client which launch answered: replicas are otherwise indistinguishable.
 LAUNCH_ID_HEADER = b"x-vllm-bootstrap-launch-id"
@@ -80,6 +82,7 @@ class Forwarder:
         body: bytes | None,
         route: str = "proxy",
         model: str | None = None,
+        head_sent: bool = False,
     ) -> None:
         """Relay the client's request to `launch` at `path` and the answer back; `body` when
         already read, else from `receive`. UpstreamUnreachable when vLLM did not answer
@@ -90,7 +93,7 @@ class Forwarder:
         # Not a context manager: this is the hot path. A POST is inference someone waits for.
         self._ledger.begin(launch_id, live=scope["method"] == "POST")
         try:
-            status = await self._exchange(scope, receive, send, launch, path, body)
+            status = await self._exchange(scope, receive, send, launch, path, body, head_sent)
         except UpstreamUnreachable:
             status = UPSTREAM_FAILED_STATUS
             raise
@@ -141,8 +144,11 @@ class Forwarder:
         launch: Launch,
         path: bytes,
         body: bytes | None,
+        head_sent: bool = False,
     ) -> int:
-        """The forwarding itself; the status the client got (499: it went away first)."""
+        """The forwarding itself; the status the client got (499: it went away first).
+        `head_sent`: the client has its response's head already (a stream that waited for a
+        load): only the body is relayed, and an error answer becomes an error event."""
         query: bytes = scope.get("query_string", b"")
         target = path + b"?" + query if query else path
         try:
@@ -152,7 +158,7 @@ class Forwarder:
         client_gone = ClientWatch(receive)
         if isinstance(data, bytes):
             client_gone.arm()  # the request body is in: the next message is a disconnect
-        response_started = False
+        response_started = head_sent  # after it, an error can only cut the response
         try:
             upstream = await self._pool.request(
                 launch.local_host,
@@ -165,7 +171,12 @@ class Forwarder:
             async with upstream:
                 client_gone.arm()
                 meter: Meter | None = scope.get(METER_IN_SCOPE)
-                await send(_response_start(upstream, launch, meter))
+                start = _response_start(upstream, launch, meter)
+                if head_sent and upstream.status != 200:
+                    await send(await _error_event(upstream))
+                    return upstream.status
+                if not head_sent:
+                    await send(start)
                 response_started = True
                 if meter is None:
                     await _relay_body(upstream, send)
@@ -246,3 +257,19 @@ async def _relay_metered(upstream: UpstreamResponse, send: Send, meter: Meter) -
         if kept := meter.part(chunk):
             await send({"type": "http.response.body", "body": kept, "more_body": True})
     await send({"type": "http.response.body", "body": meter.end(), "more_body": False})
+
+
+async def _error_event(upstream: UpstreamResponse) -> dict[str, object]:
+    """vLLM's error answer to a stream whose head was already sent, as the stream's last
+    event (OpenAI's streamed error shape)."""
+    body = await upstream.read_at_most(ERROR_EVENT_MAX_BYTES) or b""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        payload = None
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if not isinstance(error, dict):
+        message = body.decode(errors="replace")[:1000] or f"vLLM answered {upstream.status}"
+        error = {"message": message, "type": "server_error", "param": None, "code": None}
+    event = b"data: " + json.dumps({"error": error}).encode() + b"\n\n"
+    return {"type": "http.response.body", "body": event, "more_body": False}

@@ -46,6 +46,8 @@ class OnDemand(Protocol):
 
     def load(self, name: str, reason: str) -> None: ...
 
+    def progress(self, name: str) -> str: ...
+
     def models_listing(self) -> dict[str, Any]: ...
 
 
@@ -58,6 +60,7 @@ class OpenAIRouter:
         on_demand: OnDemand,
         held_bodies: HeldBodies,
         load_hold_seconds: float | None = None,
+        load_keepalive_seconds: float = 10.0,
     ) -> None:
         self._router = router
         self._forwarder = forwarder
@@ -66,6 +69,7 @@ class OpenAIRouter:
         self._held_bodies = held_bodies
         self._turns = PriorityTurns()
         self._load_hold_seconds = load_hold_seconds
+        self._load_keepalive_seconds = load_keepalive_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] == "GET" and scope["path"] == "/v1/models":
@@ -105,9 +109,11 @@ class OpenAIRouter:
         except (UnknownModel, NoReadyReplica) as missing:
             if not self._on_demand.is_profile(model):
                 raise self._for_key(missing, key) from None
-            # A stream waits for the whole load (its client reads a stream's pace); anything
-            # else is held at most load_hold_seconds.
-            hold = None if as_flag(payload.get("stream")) else self._load_hold_seconds
+            if as_flag(payload.get("stream")):
+                await self._stream_after_load(scope, receive, send, model, key, body)
+                return
+            # Anything else is held at most load_hold_seconds: a front proxy would cut it.
+            hold = self._load_hold_seconds
             launch = await self._load_on_demand_for(model, receive, key, hold)
             if launch is None:
                 return
@@ -116,6 +122,45 @@ class OpenAIRouter:
             body = at_the_keys_priority(key, launch, body)
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         await self._forwarder.forward(scope, receive, send, launch, raw_path, body, "v1", model)
+
+    async def _stream_after_load(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        model: str,
+        key: ApiKey | None,
+        body: bytes,
+    ) -> None:
+        """A stream for a profile that must load first: its head at once, then an SSE
+        comment every load_keepalive_seconds (front proxies cut silent connections; SSE
+        readers skip comments), then the model's own stream; a failed load is one error
+        event in OpenAI's streamed shape."""
+        await send(_EVENT_STREAM_START)
+        loading = asyncio.ensure_future(self._load_on_demand_for(model, receive, key, None))
+        try:
+            while not loading.done():
+                done, _ = await asyncio.wait({loading}, timeout=self._load_keepalive_seconds)
+                if not done:
+                    note = f": loading {model}, {self._on_demand.progress(model)}\n\n"
+                    await send(
+                        {"type": "http.response.body", "body": note.encode(), "more_body": True}
+                    )
+            launch = loading.result()
+        except Exception as failure:  # the head is sent: the error goes in the stream
+            await send(_stream_error(failure))
+            return
+        finally:
+            loading.cancel()
+        if launch is None:
+            return  # the client left
+        if key is not None:
+            scope[METER_IN_SCOPE].model = model
+            body = at_the_keys_priority(key, launch, body)
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        await self._forwarder.forward(
+            scope, receive, send, launch, raw_path, body, "v1", model, head_sent=True
+        )
 
     def _for_key(self, missing: Exception, key: ApiKey | None) -> Exception:
         """An unknown model's error names the served models the key may see, no others."""
@@ -180,6 +225,26 @@ def declared_length(scope: Scope) -> int | None:
     """The request's Content-Length (the server already refused a malformed one), if any."""
     value = header(scope, b"content-length")
     return int(value) if value is not None and value.isdigit() else None
+
+
+_EVENT_STREAM_START = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
+}
+
+
+def _stream_error(failure: Exception) -> dict[str, object]:
+    """The last message of a stream whose model could not be loaded: OpenAI's streamed
+    error event, then the end."""
+    error = {
+        "message": str(failure),
+        "type": "server_error",
+        "param": None,
+        "code": getattr(failure, "code", None) or "model_load_failed",
+    }
+    event = b"data: " + json.dumps({"error": error}).encode() + b"\n\n"
+    return {"type": "http.response.body", "body": event, "more_body": False}
 
 
 def json_object(body: bytes) -> dict[str, Any] | None:
