@@ -136,19 +136,24 @@ class OpenAIRouter:
         comment every load_keepalive_seconds (front proxies cut silent connections; SSE
         readers skip comments), then the model's own stream; a failed load is one error
         event in OpenAI's streamed shape."""
-        await send(_EVENT_STREAM_START)
         loading = asyncio.ensure_future(self._load_on_demand_for(model, receive, key, None))
+        head_sent = False
         try:
-            while not loading.done():
-                done, _ = await asyncio.wait({loading}, timeout=self._load_keepalive_seconds)
-                if not done:
-                    note = f": loading {model}, {self._on_demand.progress(model)}\n\n"
-                    await send(
-                        {"type": "http.response.body", "body": note.encode(), "more_body": True}
-                    )
+            # A refusal that comes at once (the queue is full, a load failed just now) is
+            # still an HTTP error; a real load sends the head within HEAD_WAIT_SECONDS.
+            wait = min(HEAD_WAIT_SECONDS, self._load_keepalive_seconds)
+            while not (await asyncio.wait({loading}, timeout=wait))[0]:
+                if not head_sent:
+                    await send(_EVENT_STREAM_START)
+                    head_sent = True
+                note = f": loading {model}, {self._on_demand.progress(model)}\n\n"
+                await send({"type": "http.response.body", "body": note.encode(), "more_body": True})
+                wait = self._load_keepalive_seconds
             launch = loading.result()
-        except Exception as failure:  # the head is sent: the error goes in the stream
-            await send(_stream_error(failure))
+        except Exception as failure:
+            if not head_sent:
+                raise
+            await send(_stream_error(failure))  # the head is sent: the error ends the stream
             return
         finally:
             loading.cancel()
@@ -159,7 +164,7 @@ class OpenAIRouter:
             body = at_the_keys_priority(key, launch, body)
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         await self._forwarder.forward(
-            scope, receive, send, launch, raw_path, body, "v1", model, head_sent=True
+            scope, receive, send, launch, raw_path, body, "v1", model, head_sent=head_sent
         )
 
     def _for_key(self, missing: Exception, key: ApiKey | None) -> Exception:
@@ -227,6 +232,8 @@ def declared_length(scope: Scope) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
 
+# A stream that waits for a load gets its head this soon (or at its first keep-alive).
+HEAD_WAIT_SECONDS = 0.5
 _EVENT_STREAM_START = {
     "type": "http.response.start",
     "status": 200,
