@@ -23,8 +23,11 @@ def keyed(start_server: ServerFactory) -> Server:
     return start_server(VLLM_ACCESS_KEY=KEY, FAKE_VLLM_LOAD_SECONDS="1.3")
 
 
-def cli(server: Server, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "VLLM_BOOTSTRAP_URL": server.url, "VLLM_ACCESS_KEY": KEY}
+def cli(
+    server: Server, *args: str, key: str = KEY, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """The real `vllm-bootstrap` entry point, as a user runs it against `server`."""
+    env = {**os.environ, "VLLM_BOOTSTRAP_URL": server.url, "VLLM_ACCESS_KEY": key}
     result = subprocess.run(
         [sys.executable, "-m", "vllm_bootstrap", *args],
         env=env, capture_output=True, text=True, timeout=90, check=False,

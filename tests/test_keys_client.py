@@ -6,9 +6,7 @@ key's) and by the key itself (its own)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,6 +16,7 @@ import pytest
 
 from tests.conftest import ServerFactory
 from tests.harness import Server
+from tests.test_cli import cli as run_cli
 from vllm_bootstrap.client import ApiError, AsyncClient, Client
 
 ADMIN = "admin-secret"
@@ -125,14 +124,8 @@ async def test_the_async_client_has_the_same_calls(keyed: Server) -> None:
 def cli(
     server: Server, *args: str, key: str = ADMIN, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "VLLM_BOOTSTRAP_URL": server.url, "VLLM_ACCESS_KEY": key}
-    result = subprocess.run(
-        [sys.executable, "-m", "vllm_bootstrap", *args],
-        env=env, capture_output=True, text=True, timeout=90, check=False,
-    )  # fmt: skip
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
+    """The CLI through its real entry point (tests/test_cli.py), as the admin by default."""
+    return run_cli(server, *args, key=key, check=check)
 
 
 def test_the_command_line_creates_lists_and_removes_keys_and_shows_usage(keyed: Server) -> None:

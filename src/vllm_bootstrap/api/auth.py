@@ -130,7 +130,7 @@ class AccessKeyMiddleware:
             else:
                 await self._refuse(scope, send, _UNAUTHORIZED)
             return
-        if key.expires_at is not None and time.time() >= key.expires_at:
+        if key.expires_at is not None and key.expired():
             await self._refuse(scope, send, _expired(key))
             return
         needed = required_scope(scope["path"])

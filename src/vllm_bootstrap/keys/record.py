@@ -65,18 +65,11 @@ class ApiKey:
         reach = frozenset(SCOPES) if ADMIN in self.scopes else self.scopes
         object.__setattr__(self, "reach", reach | {""})
 
-    def has_scope(self, scope: str) -> bool:
-        return scope in self.reach
-
     def allows_model(self, model: str) -> bool:
         return self.models is None or model in self.models
 
     def expired(self, now: float | None = None) -> bool:
         return self.expires_at is not None and (now or time.time()) >= self.expires_at
-
-    @property
-    def rate_limited(self) -> bool:
-        return self.requests_per_minute is not None or self.tokens_per_minute is not None
 
     def to_public(self) -> dict[str, object]:
         return {

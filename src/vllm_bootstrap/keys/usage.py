@@ -25,6 +25,8 @@ from vllm_bootstrap.sqlite import Transaction, open_private
 logger = logging.getLogger("vllm_bootstrap.keys")
 COUNTS = ("requests", "prompt_tokens", "completion_tokens", "errors", "batch_lines")
 FIGURES = (*COUNTS, "load_gpu_seconds")
+# Where each figure sits in a row of them (FIGURES' order).
+REQUESTS, PROMPT, COMPLETION, ERRORS, BATCH_LINES, LOAD_GPU_SECONDS = range(len(FIGURES))
 GROUPS = ("key", "model", "day")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS key_usage (
@@ -118,23 +120,23 @@ class UsageBook:
         """One request (or batch line) of `key_id` to `model`, ended."""
         counts = self._today(key_id, model)
         pending, totals = counts.pending, counts.totals
-        kind = 4 if batch_line else 0
+        kind = BATCH_LINES if batch_line else REQUESTS
         pending[kind] += 1
         totals[kind] += 1
         if prompt_tokens or completion_tokens:
-            pending[1] += prompt_tokens
-            totals[1] += prompt_tokens
-            pending[2] += completion_tokens
-            totals[2] += completion_tokens
+            pending[PROMPT] += prompt_tokens
+            totals[PROMPT] += prompt_tokens
+            pending[COMPLETION] += completion_tokens
+            totals[COMPLETION] += completion_tokens
         if error:
-            pending[3] += 1
-            totals[3] += 1
+            pending[ERRORS] += 1
+            totals[ERRORS] += 1
 
     def charge_load(self, key_id: str, model: str, gpu_seconds: float) -> None:
         """A model load the key's request started took `gpu_seconds` of GPU time."""
         counts = self._today(key_id, model)
-        counts.pending[5] += gpu_seconds
-        counts.totals[5] += gpu_seconds
+        counts.pending[LOAD_GPU_SECONDS] += gpu_seconds
+        counts.totals[LOAD_GPU_SECONDS] += gpu_seconds
 
     def _today(self, key_id: str, model: str) -> _Counts:
         day = today()

@@ -31,13 +31,18 @@ def as_the_keys(
     only the key's models, when it names another."""
     model = payload.get("model")
     if isinstance(model, str) and not key.allows_model(model):
-        raise UnknownModel(model, [name for name in served() if key.allows_model(name)])
+        raise UnknownModel(model, served_to(key, served()))
     if path in USAGE_STREAMS:
         asked = with_usage_asked(payload)
         if asked is not None:
             scope[METER_IN_SCOPE].strip_usage = True
             return asked
     return body
+
+
+def served_to(key: ApiKey, names: list[str]) -> list[str]:
+    """The names a key may see of those served: what its errors may list."""
+    return [name for name in names if key.allows_model(name)]
 
 
 def at_the_keys_priority(key: ApiKey, launch: Launch, body: bytes) -> bytes:

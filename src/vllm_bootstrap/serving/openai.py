@@ -30,7 +30,7 @@ from vllm_bootstrap.serving.errors import (
 )
 from vllm_bootstrap.serving.forward import Forwarder
 from vllm_bootstrap.serving.held_bodies import HeldBodies, Holding
-from vllm_bootstrap.serving.keyed import as_the_keys, at_the_keys_priority
+from vllm_bootstrap.serving.keyed import as_the_keys, at_the_keys_priority, served_to
 from vllm_bootstrap.serving.priority import PriorityTurns
 from vllm_bootstrap.serving.router import ModelRouter
 
@@ -171,10 +171,7 @@ class OpenAIRouter:
         """An unknown model's error names the served models the key may see, no others."""
         if key is None or not isinstance(missing, UnknownModel) or key.models is None:
             return missing
-        return UnknownModel(missing.model, self._served_for(key))
-
-    def _served_for(self, key: ApiKey) -> list[str]:
-        return [name for name in self._router.ready_models() if key.allows_model(name)]
+        return UnknownModel(missing.model, served_to(key, self._router.ready_models()))
 
     def _listing(self, key: ApiKey | None) -> dict[str, Any]:
         listing = self._on_demand.models_listing()
