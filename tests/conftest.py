@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import Server, standin_env
+from tests.hub import StandinHub
 from vllm_bootstrap.supervision.recovery import kill_remnants
 
 ServerFactory = Callable[..., Server]
@@ -37,6 +38,14 @@ def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
         server.kill()
         server.client.close()
     _kill_leftover_groups(tmp_path / "state" / "state.sqlite3")
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[StandinHub]:
+    """A stand-in Hugging Face Hub with no repositories yet (`add_repo`)."""
+    standin = StandinHub(tmp_path / "hub").start()
+    yield standin
+    standin.stop()
 
 
 @pytest.fixture

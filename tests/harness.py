@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -58,7 +59,7 @@ def standin_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("VLLM_", "FAKE_", "CUDA_VISIBLE_DEVICES"))
+        if not key.startswith(("VLLM_", "FAKE_", "CUDA_VISIBLE_DEVICES", "HF_"))
     }
     env.update(
         PATH=f"{STANDINS / 'bin'}{os.pathsep}{env.get('PATH', '')}",
@@ -74,6 +75,10 @@ def standin_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
         VLLM_BOOTSTRAP_IDLE_CHECK_SECONDS=IDLE_CHECK_SECONDS,
         VLLM_BOOTSTRAP_FILE_EXPIRY_CHECK_SECONDS=IDLE_CHECK_SECONDS,
         FAKE_GPU_COUNT="2",
+        # The stand-in vLLM's models are names, not Hub repositories: tests of downloads
+        # turn this on with a stand-in Hub (tests/standins/hub).
+        VLLM_BOOTSTRAP_DOWNLOAD_MODELS="0",
+        HF_HOME=str(tmp_path / "huggingface"),
     )
     env.update(overrides)
     return env
@@ -108,6 +113,7 @@ class Server:
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=_file_size_limit(self.env.get("STANDIN_FILE_SIZE_LIMIT")),
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -170,6 +176,18 @@ class Server:
 
     def logs(self, launch_id: str) -> str:
         return str(self.client.get(f"/logs/{launch_id}").json()["content"])
+
+
+def _file_size_limit(limit: str | None) -> Callable[[], None] | None:
+    """No file of the server's may grow past `limit` bytes: a write past it fails (EFBIG) as
+    on a full disk, without filling a real one."""
+    if limit is None:
+        return None
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (int(limit), int(limit)))
+
+    return apply
 
 
 def pid_alive(pid: int) -> bool:

@@ -34,6 +34,7 @@ from vllm_bootstrap.api import (
     LoopLagMonitor,
     Services,
     batch_api,
+    download_router,
     install_error_table,
     key_router,
     launch_router,
@@ -55,6 +56,7 @@ from vllm_bootstrap.batches import (
 )
 from vllm_bootstrap.config import Settings
 from vllm_bootstrap.dashboard import api_docs_router, dashboard_router
+from vllm_bootstrap.downloads import Downloads, DownloadStore, LaunchWeights
 from vllm_bootstrap.keys import KeyedTraffic, KeyLimits, KeyStore, UsageBook
 from vllm_bootstrap.launches import StateStore
 from vllm_bootstrap.models import IdleWatch, ModelSwapper, ProfileStore, declared_profiles
@@ -88,7 +90,9 @@ def create_app(settings: Settings) -> ASGIApp:
     """The whole server, built whole: the lifespan only starts and stops what is here."""
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     store = StateStore(settings.state_db_path)
-    supervisor = Supervisor(settings, store)
+    download_store = DownloadStore(settings.state_db_path)
+    downloads = Downloads(download_store, settings.download_workers, settings.disk_margin_bytes)
+    supervisor = Supervisor(settings, store, LaunchWeights(downloads, settings.download_models))
     directory = supervisor.registry
     ledger = UsageLedger()
     directory.subscribe(ledger.launch_changed)
@@ -137,6 +141,7 @@ def create_app(settings: Settings) -> ASGIApp:
         keys=keys,
         limits=limits,
         usage=usage,
+        downloads=downloads,
     )
     idle_watch = IdleWatch(swapper)
     file_expiry = FileExpiry(files, settings.file_expiry_check_seconds)
@@ -144,6 +149,7 @@ def create_app(settings: Settings) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         services.loop_lag.start()
+        downloads.recover()  # before the launches: those that were downloading join theirs
         await supervisor.recover()
         await _report_environment(supervisor)
         idle_watch.start()
@@ -162,12 +168,14 @@ def create_app(settings: Settings) -> ASGIApp:
             await idle_watch.stop()
             await swapper.close()  # no load may start a launch once the supervisor stops them
             await supervisor.shutdown()
+            await downloads.shutdown()
             await services.loop_lag.stop()
             pool.close()
             store.close()
             batch_store.close()
             profiles.close()
             keys.close()
+            download_store.close()
 
     api = FastAPI(
         title="vllm-bootstrap",
@@ -185,6 +193,7 @@ def create_app(settings: Settings) -> ASGIApp:
         launch_router,
         model_router,
         key_router,
+        download_router,
         monitoring_router,
         dashboard_router,
         api_docs_router,

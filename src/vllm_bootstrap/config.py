@@ -93,6 +93,12 @@ def _count(name: str, raw: str) -> int:
     return int(raw)
 
 
+def _byte_count(name: str, raw: str) -> int:
+    if not (raw.isascii() and raw.isdigit()):
+        raise ConfigError(f"{name} must be a whole number of bytes, got {raw!r}")
+    return int(raw)
+
+
 def _flag(name: str, raw: str) -> bool:
     if raw.lower() in ("0", "false", "no", "off"):
         return False
@@ -240,6 +246,15 @@ class Settings:
     load_keepalive_seconds: Annotated[
         float, Env("VLLM_BOOTSTRAP_LOAD_KEEPALIVE_SECONDS", _seconds)
     ] = 10.0
+    # Launches of Hub models not wholly in the cache download them first, with progress and
+    # a disk check (downloads/); 0 leaves the download to vLLM, as before.
+    download_models: Annotated[bool, Env("VLLM_BOOTSTRAP_DOWNLOAD_MODELS", _flag)] = True
+    # Files of one download fetched at once.
+    download_workers: Annotated[int, Env("VLLM_BOOTSTRAP_DOWNLOAD_WORKERS", _count)] = 8
+    # A download must leave this much free where the cache lives, or it is refused (507).
+    disk_margin_bytes: Annotated[int, Env("VLLM_BOOTSTRAP_DISK_MARGIN_BYTES", _byte_count)] = (
+        1024**3
+    )
     # Requests that may wait at once for profiles to load (each holds its body); past it, 429.
     model_queue_limit: Annotated[int, Env("VLLM_BOOTSTRAP_MODEL_QUEUE_LIMIT", _count)] = 512
     # A launch used this recently is not evicted: requests that waited for it to load may

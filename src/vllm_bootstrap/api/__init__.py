@@ -15,6 +15,7 @@ _FACE = {
     "Services": "services",
     "provide_services": "services:provide",
     "batch_api": "batch_routes",
+    "download_router": "download_routes:router",
     "install_error_table": "errors:install",
     "key_router": "key_routes:router",
     "launch_router": "routes:router",

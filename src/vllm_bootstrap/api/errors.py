@@ -34,6 +34,19 @@ from vllm_bootstrap.batches import (
     UploadRefused,
     UploadTooLarge,
 )
+from vllm_bootstrap.downloads import (
+    CacheInUse,
+    DiskTooSmall,
+    DownloadNotFound,
+    GatedRepo,
+    HubOffline,
+    HubUnreachable,
+    InvalidRepo,
+    NotCached,
+    RepoNotFound,
+    RevisionNotFound,
+    TransferFailed,
+)
 from vllm_bootstrap.keys import KeyNotFound, KeyWriteFailed, NameTaken, RateLimited
 from vllm_bootstrap.launches import LaunchNotFound
 from vllm_bootstrap.models import (
@@ -122,6 +135,18 @@ TABLE: dict[type[Exception], Answer] = {
     BatchWriteFailed: Answer(
         503, "storage_unavailable", hint="; nothing was changed, retry shortly"
     ),
+    # downloads and the cache
+    InvalidRepo: Answer(400, "invalid_repo"),
+    RepoNotFound: Answer(404, "model_not_found"),
+    RevisionNotFound: Answer(404, "revision_not_found"),
+    GatedRepo: Answer(403, "gated_repo"),
+    HubOffline: Answer(409, "hub_offline"),
+    HubUnreachable: Answer(502, "hub_unreachable", retry_after=True),
+    DiskTooSmall: Answer(507, "insufficient_storage"),
+    TransferFailed: Answer(502, "download_failed"),
+    DownloadNotFound: Answer(404, "download_not_found"),
+    NotCached: Answer(404, "not_in_cache"),
+    CacheInUse: Answer(409, "cache_in_use"),
     # scoped keys (Retry-After and the x-ratelimit headers are the error's own)
     RateLimited: Answer(429, "rate_limit_exceeded", retry_after=True),
     NameTaken: Answer(409, "key_name_taken"),

@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI
 
 from vllm_bootstrap.api.loop_lag import LoopLagMonitor
 from vllm_bootstrap.batches import Batches, FileDirectory
+from vllm_bootstrap.downloads import Downloads
 from vllm_bootstrap.keys import KeyLimits, KeyStore, UsageBook
 from vllm_bootstrap.launches import Launch, iso_time
 from vllm_bootstrap.models import ModelSwapper
@@ -32,6 +33,7 @@ class Services:
     keys: KeyStore
     limits: KeyLimits
     usage: UsageBook
+    downloads: Downloads
 
     def launch_view(self, launch: Launch) -> dict[str, object]:
         """A launch as the API shows it, with its use from the ledger (every route)."""

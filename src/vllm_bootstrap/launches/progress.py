@@ -4,6 +4,8 @@ vLLM says what it is doing at each step of its start-up; the readiness watcher h
 new piece of the log here (never the whole file again), and `LoadProgress` keeps the phase
 and, where vLLM prints a progress bar, the fraction done:
 
+    downloading       (before vLLM starts) its Hub model's files are fetched, with the
+                      fraction of bytes done (set by the launch, downloads/)
     starting          the process runs; nothing said yet
     loading_weights   "Starting to load model ...", "Loading safetensors checkpoint shards:
                       50% Completed | 1/2" (tqdm bars arrive as \\r-separated updates)
@@ -23,6 +25,7 @@ import re
 from dataclasses import dataclass
 
 PHASES = (
+    "downloading",
     "starting",
     "loading_weights",
     "compiling",

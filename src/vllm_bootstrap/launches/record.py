@@ -87,6 +87,8 @@ class Launch:
     # and what asked for it ("a /v1 request", "preload", ...).
     profile: str | None = None
     reason: str | None = None
+    # The download of its Hub model's files, while vLLM waits for them (downloads/).
+    download_id: str | None = None
     # When a request through /v1 or a batch last finished on it: the idle clock of profiles.
     last_request_at: float | None = field(default=None, metadata=_shown(show=iso_time))
     # Set when it fell asleep and until it wakes: its GPUs are not its own meanwhile, also
@@ -95,8 +97,9 @@ class Launch:
     # True when this run of the control plane took the process over from a previous one
     # (its exit code will then be unknown).
     adopted: bool = field(default=False, metadata=_RUNTIME)
-    # How far start-up has got, from vLLM's log (launches/progress.py): "starting" ...
-    # "ready", and the fraction of the current step where vLLM prints a progress bar.
+    # How far start-up has got: "downloading" (its weights, downloads/), then from vLLM's
+    # log (launches/progress.py) "starting" ... "ready"; and the fraction of the current
+    # step where it is known (a download's bytes, vLLM's progress bars).
     phase: str | None = field(default=None, metadata=_RUNTIME)
     progress: float | None = field(default=None, metadata=_RUNTIME)
 

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from vllm_bootstrap.config import Settings
+from vllm_bootstrap.downloads import Download, DownloadError, LaunchWeights
 from vllm_bootstrap.launches import (
     Launch,
     LaunchState,
@@ -46,11 +47,18 @@ _S = LaunchState
 
 class LaunchRun:
     def __init__(
-        self, launch: Launch, settings: Settings, publish: Callable[[Launch], None]
+        self,
+        launch: Launch,
+        settings: Settings,
+        publish: Callable[[Launch], None],
+        weights: LaunchWeights | None = None,
     ) -> None:
         self.launch = launch
         self._settings = settings
         self._publish = publish
+        self._weights = weights
+        # Downloading the model before vLLM starts (a Hub model not wholly cached).
+        self._fetcher: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._terminator: asyncio.Task[None] | None = None
         self._restart_timer: asyncio.Task[None] | None = None
@@ -62,7 +70,42 @@ class LaunchRun:
     # ----------------------------------------------------------------- the supervisor's side
 
     def start(self) -> bool:
-        """Start vLLM; False (and the launch failed, saying why) if it could not be."""
+        """Start vLLM, after downloading its model when the cache lacks it; False (and the
+        launch failed, saying why) if it could not be started."""
+        if self._weights is not None and self._weights.needed_for(self.launch):
+            self._fetcher = asyncio.create_task(
+                self._fetch_then_spawn(self._weights), name=f"fetch-{self.launch.launch_id}"
+            )
+            self._fetcher.add_done_callback(_report_crash)
+            return True
+        return self._spawn()
+
+    async def _fetch_then_spawn(self, weights: LaunchWeights) -> None:
+        launch = self.launch
+        launch.phase, launch.progress = "downloading", None
+
+        def show(download: Download) -> None:
+            if launch.state is _S.BOOTSTRAPPING:
+                launch.phase, launch.progress = "downloading", download.progress
+
+        try:
+            await weights.fetch(launch, show)
+        except DownloadError as exc:
+            if launch.state is _S.BOOTSTRAPPING:
+                self._move(_S.FAILED, error=f"its model could not be downloaded: {exc}")
+            return
+        finally:
+            self._fetcher = None
+        if launch.state is _S.BOOTSTRAPPING:
+            self._publish(launch)  # its download id and environment, before vLLM starts
+            self._spawn()
+
+    @property
+    def fetching(self) -> bool:
+        """Downloading its model: nothing runs yet (after a restart: to be resumed)."""
+        return self.launch.state is _S.BOOTSTRAPPING and self.launch.pid is None
+
+    def _spawn(self) -> bool:
         launch = self.launch
         self._log_start = _log_size(launch.log_path)
         try:
@@ -124,6 +167,13 @@ class LaunchRun:
             if self._restart_timer is not None:
                 self._restart_timer.cancel()  # nothing runs between a crash and its restart
             self._move(_S.STOPPED)
+        elif self.fetching:
+            # Nothing runs yet: the download goes on for the cache (DELETE /downloads/{id}
+            # stops it), the launch ends now.
+            if self._fetcher is not None:
+                self._fetcher.cancel()
+            self._move(_S.STOPPING)
+            self._move(_S.STOPPED)
         elif state in (_S.BOOTSTRAPPING, _S.READY, _S.FALLING_ASLEEP, _S.SLEEPING, _S.WAKING):
             self._move(_S.STOPPING)
             self._terminate()
@@ -135,7 +185,7 @@ class LaunchRun:
 
     def detach(self) -> None:
         """Stop watching and leave the process running, for the next start to re-adopt."""
-        for task in (self._watcher, self._restart_timer):
+        for task in (self._watcher, self._restart_timer, self._fetcher):
             if task is not None:
                 task.cancel()
 

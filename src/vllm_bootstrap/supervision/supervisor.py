@@ -15,6 +15,7 @@ import logging
 import secrets
 
 from vllm_bootstrap.config import Settings
+from vllm_bootstrap.downloads import LaunchWeights
 from vllm_bootstrap.launches import (
     Launch,
     LaunchRegistry,
@@ -41,8 +42,11 @@ SAVE_RETRY_SECONDS = 1.0
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, store: StateStore) -> None:
+    def __init__(
+        self, settings: Settings, store: StateStore, weights: LaunchWeights | None = None
+    ) -> None:
         self.settings = settings
+        self._weights = weights
         self.registry = LaunchRegistry()
         self._store = store
         self._runs: dict[str, LaunchRun] = {}
@@ -159,6 +163,9 @@ class Supervisor:
             logger.error("%s; GPU leases could not be checked against the launches", exc)
         for launch in self.registry.launches():
             run = self._new_run(launch)
+            if run.fetching:
+                run.start()  # it was downloading its model: the download resumes
+                continue
             leader = recovery.find_leader(launch)
             if leader is None:
                 await run.settle_vanished()
@@ -210,7 +217,7 @@ class Supervisor:
     # ----------------------------------------------------------------- internals
 
     def _new_run(self, launch: Launch) -> LaunchRun:
-        run = LaunchRun(launch, self.settings, self._publish)
+        run = LaunchRun(launch, self.settings, self._publish, self._weights)
         self._runs[launch.launch_id] = run
         return run
 

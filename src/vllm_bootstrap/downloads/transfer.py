@@ -1,0 +1,186 @@
+"""Fetching a repository's files into the cache, resuming each from what is on disk.
+
+huggingface_hub (2.x) writes each download to a file of its own process and deletes it when
+interrupted, so a restart there fetches a 10 GB shard again from its first byte. Here the
+bytes go to the blob's partial file, which survives a restart and is continued with an HTTP
+Range request; huggingface_hub still supplies everything else (the URL, the token and
+user agent, the cache layout's names). Blocking code: it runs in worker threads, one file
+per thread, and looks at `cancelled` between chunks.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import httpx
+
+from vllm_bootstrap.downloads import errors
+from vllm_bootstrap.downloads.cache import RepoCache
+from vllm_bootstrap.downloads.hub import Listing, RepoFile, file_url, request_headers
+
+CHUNK_BYTES = 1024 * 1024
+# A dropped connection is retried from where it broke, this many times per file.
+ATTEMPTS = 5
+FIRST_BACKOFF_SECONDS = 0.5
+CONNECT_TIMEOUT_SECONDS = 10.0
+# A stalled transfer (no byte for this long) is a dropped one.
+READ_TIMEOUT_SECONDS = 60.0
+
+
+class Cancelled(Exception):
+    """The download was cancelled (or the server is shutting down)."""
+
+
+@dataclass
+class Tally:
+    """Bytes on disk per file, written by its own thread only and summed by the reader."""
+
+    by_file: dict[str, int] = field(default_factory=dict)
+    finished: set[str] = field(default_factory=set)
+
+    def total(self) -> int:
+        return sum(list(self.by_file.values()))
+
+    def finish(self, item: RepoFile) -> None:
+        self.by_file[item.path] = item.size
+        self.finished.add(item.path)
+
+
+def fetch_all(
+    listing: Listing,
+    wanted: list[RepoFile],
+    tally: Tally,
+    cancelled: threading.Event,
+    workers: int,
+) -> None:
+    """Fetch every file of `wanted` that is not whole in the cache yet (blocking)."""
+    cache = RepoCache(listing.repo)
+    cache.prepare(listing)
+    missing = [item for item in wanted if not cache.has(listing, item)]
+    headers = request_headers()
+    timeout = httpx.Timeout(READ_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS)
+    with (
+        httpx.Client(timeout=timeout, follow_redirects=True) as client,
+        ThreadPoolExecutor(max(1, workers), thread_name_prefix="download") as pool,
+    ):
+        fetches = [
+            pool.submit(_fetch_file, client, headers, cache, listing, item, tally, cancelled)
+            for item in missing
+        ]
+        try:
+            for fetch in fetches:
+                fetch.result()
+        except BaseException:
+            cancelled.set()  # one file failed: the others stop too, and the error is told
+            raise
+
+
+def _fetch_file(
+    client: httpx.Client,
+    headers: dict[str, str],
+    cache: RepoCache,
+    listing: Listing,
+    item: RepoFile,
+    tally: Tally,
+    cancelled: threading.Event,
+) -> None:
+    if cache.blob(item).exists():  # whole already (fetched by another revision, or hf)
+        cache.complete(listing, item)
+        tally.finish(item)
+        return
+    url = file_url(listing.repo, listing.commit, item.path)
+    for attempt in range(ATTEMPTS):
+        if cancelled.is_set():
+            raise Cancelled
+        try:
+            _transfer(client, url, headers, cache, item, tally, cancelled)
+            break
+        except httpx.TransportError as exc:
+            if attempt == ATTEMPTS - 1:
+                raise errors.TransferFailed(
+                    f"{item.path} could not be fetched after {ATTEMPTS} tries: {exc}"
+                ) from None
+            cancelled.wait(FIRST_BACKOFF_SECONDS * 2**attempt)
+    have = cache.bytes_on_disk(item)
+    if have != item.size:
+        cache.drop_partial(item)
+        raise errors.TransferFailed(
+            f"{item.path}: the Hub sent {have} bytes, its listing says {item.size}"
+        )
+    cache.complete(listing, item)
+    tally.finish(item)
+
+
+def _transfer(
+    client: httpx.Client,
+    url: str,
+    headers: dict[str, str],
+    cache: RepoCache,
+    item: RepoFile,
+    tally: Tally,
+    cancelled: threading.Event,
+) -> None:
+    partial = cache.partial(item)
+    have = cache.bytes_on_disk(item) if partial.exists() else 0
+    if have > item.size:
+        cache.drop_partial(item)
+        have = 0
+    tally.by_file[item.path] = have
+    if have == item.size and item.size > 0:
+        return
+    asked = {**headers, "Range": f"bytes={have}-"} if have else headers
+    with client.stream("GET", url, headers=asked) as response:
+        if response.status_code not in (200, 206):
+            raise errors.TransferFailed(_refusal(item, response))
+        if response.status_code == 200:
+            have = 0  # the server sent the whole file: start the partial file again
+        with partial.open("r+b" if have else "wb") as out:
+            out.seek(have)
+            out.truncate()
+            _copy(response, out, item, have, tally, cancelled, _written(cache, item))
+
+
+def _copy(
+    response: httpx.Response,
+    out: object,
+    item: RepoFile,
+    have: int,
+    tally: Tally,
+    cancelled: threading.Event,
+    on_full_disk: Callable[[OSError], errors.TransferFailed],
+) -> None:
+    write = out.write  # type: ignore[attr-defined]
+    for chunk in response.iter_raw(CHUNK_BYTES):
+        if cancelled.is_set():
+            raise Cancelled
+        try:
+            write(chunk)
+        except OSError as exc:
+            raise on_full_disk(exc) from None
+        have += len(chunk)
+        tally.by_file[item.path] = have
+
+
+def _written(cache: RepoCache, item: RepoFile) -> Callable[[OSError], errors.TransferFailed]:
+    def failed(exc: OSError) -> errors.TransferFailed:
+        cache.drop_partial(item)  # give the space back; nothing of it counts as a file
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return errors.TransferFailed(
+                f"the disk filled while {item.path} was written ({exc.strerror}): "
+                f"free space in {cache.folder.parent} and download again"
+            )
+        return errors.TransferFailed(f"{item.path} could not be written: {exc}")
+
+    return failed
+
+
+def _refusal(item: RepoFile, response: httpx.Response) -> str:
+    reason = response.headers.get("x-error-message") or response.reason_phrase
+    hint = (
+        " (set HF_TOKEN to a token that may read it)" if response.status_code in (401, 403) else ""
+    )
+    return f"{item.path}: the Hub answered {response.status_code} {reason}{hint}"

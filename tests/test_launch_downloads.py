@@ -1,0 +1,135 @@
+"""Launches of Hub models: downloaded first (phase `downloading`, sharing one download per
+repository), then vLLM starts on the cached files; and the cache over HTTP."""
+
+from __future__ import annotations
+
+from tests.conftest import ServerFactory
+from tests.harness import Server, eventually
+from tests.hub import StandinHub
+from tests.test_downloads import MIB, REPO, wait_download
+
+
+def slow_repo(hub: StandinHub, size: int = 4 * MIB) -> None:
+    hub.add_repo(REPO, {"config.json": b"{}", "model.safetensors": size})
+    hub.behave(bandwidth_bytes_per_second=2 * MIB)
+
+
+def downloading(server: Server, launch_id: str) -> dict[str, object]:
+    seen: list[dict[str, object]] = []
+
+    def moving() -> bool:
+        seen.append(server.status(launch_id))
+        progress = seen[-1]["progress"]
+        return seen[-1]["phase"] == "downloading" and isinstance(progress, float) and progress > 0
+
+    eventually(moving, message="the launch showed no download progress")
+    return seen[-1]
+
+
+def test_a_launch_downloads_its_model_first_and_shares_the_download(
+    start_server: ServerFactory, hub: StandinHub
+) -> None:
+    slow_repo(hub)
+    server = start_server(**hub.env())
+    launch = server.launch(model=REPO)
+    status = downloading(server, launch["launch_id"])
+    assert status["state"] == "bootstrapping"
+    assert status["pid"] is None  # vLLM waits for its files
+    shared = server.client.post("/downloads", json={"model": REPO})
+    assert shared.status_code == 202
+    assert shared.json()["id"] == status["download_id"]
+    ready = server.wait_for(launch["launch_id"], {"ready"}, timeout=30)
+    assert "HF_HUB_OFFLINE" in ready["env_keys"]  # vLLM loads the cached files, asks nothing
+    paths = [request["path"] for request in hub.requests()]
+    assert sorted(paths) == ["config.json", "model.safetensors"]  # once, for both
+
+
+def test_a_launch_whose_download_is_refused_fails_saying_why(
+    start_server: ServerFactory, hub: StandinHub
+) -> None:
+    hub.add_repo("org/gated", {"config.json": b"{}"})
+    hub.behave(gated=["org/gated"])
+    server = start_server(**hub.env())
+    launch = server.launch(model="org/gated")
+    failed = server.wait_for(launch["launch_id"], {"failed"})
+    assert "could not be downloaded" in failed["error"]
+    assert "HF_TOKEN" in failed["error"]
+    assert failed["pid"] is None
+
+
+def test_a_launch_stopped_while_downloading_ends_and_its_download_goes_on(
+    start_server: ServerFactory, hub: StandinHub
+) -> None:
+    slow_repo(hub)
+    server = start_server(**hub.env())
+    launch = server.launch(model=REPO)
+    status = downloading(server, launch["launch_id"])
+    stopped = server.stop(launch["launch_id"])
+    assert stopped["state"] == "stopped"
+    done = wait_download(server, str(status["download_id"]))
+    assert done["state"] == "completed"
+
+
+def test_a_launch_downloading_across_a_restart_resumes_and_becomes_ready(
+    start_server: ServerFactory, hub: StandinHub
+) -> None:
+    slow_repo(hub, 6 * MIB)
+    server = start_server(**hub.env())
+    launch = server.launch(model=REPO)
+    downloading(server, launch["launch_id"])
+    server.kill()
+    hub.behave()
+    again = start_server(env=server.env)
+    ready = again.wait_for(launch["launch_id"], {"ready"}, timeout=30)
+    assert ready["download_id"] is not None
+    starts = [r["start"] for r in hub.requests() if r["path"] == "model.safetensors"]
+    assert starts[-1] > 0  # resumed, not fetched again
+
+
+def test_a_cached_model_launches_without_a_download(
+    start_server: ServerFactory, hub: StandinHub
+) -> None:
+    hub.add_repo(REPO, {"config.json": b"{}", "model.safetensors": MIB})
+    server = start_server(**hub.env())
+    first = server.client.post("/downloads", json={"model": REPO}).json()
+    wait_download(server, first["id"])
+    ready = server.launch_ready(model=REPO)
+    assert ready["download_id"] is None
+    assert len(server.client.get("/downloads").json()["data"]) == 1
+
+
+def test_the_cache_lists_its_models_and_frees_one_no_launch_uses(
+    start_server: ServerFactory, hub: StandinHub
+) -> None:
+    hub.add_repo(REPO, {"config.json": b"{}", "model.safetensors": 2 * MIB})
+    server = start_server(**hub.env())
+    ready = server.launch_ready(model=REPO)
+    listing = server.client.get("/cache").json()
+    [entry] = listing["data"]
+    assert entry["model"] == REPO
+    assert entry["size_on_disk"] >= 2 * MIB
+    assert entry["launches"] == [ready["launch_id"]]
+    assert entry["revisions"][0]["refs"] == ["main"]
+    assert listing["free_bytes"] > 0
+
+    busy = server.client.delete(f"/cache/{REPO}")
+    assert busy.status_code == 409
+    assert ready["launch_id"] in busy.json()["detail"]
+    server.stop(ready["launch_id"])
+    freed = server.client.delete(f"/cache/{REPO}")
+    assert freed.status_code == 200, freed.text
+    assert freed.json()["freed_bytes"] >= 2 * MIB
+    assert server.client.get("/cache").json()["data"] == []
+    assert server.client.delete(f"/cache/{REPO}").status_code == 404
+    assert server.client.delete("/cache/..%2F..%2Fetc").status_code in (400, 404)
+
+
+def test_a_local_path_is_launched_without_asking_the_hub(
+    start_server: ServerFactory, hub: StandinHub
+) -> None:
+    server = start_server(**hub.env())
+    folder = hub.root.parent / "local-model"
+    folder.mkdir()
+    ready = server.launch_ready(model=str(folder))
+    assert ready["download_id"] is None
+    assert hub.requests() == []
