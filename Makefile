@@ -1,5 +1,6 @@
 .PHONY: lint lint-verify test test-real-vllm real-vllm-env validate bench-proxy \
 	bench-http-clients bench-readiness bench-batch bench-batch-real-vllm bench-coexist bench-swap \
+	bench-download \
 	test-container
 
 lint:
@@ -48,3 +49,6 @@ bench-batch-real-vllm: real-vllm-env
 bench-coexist: real-vllm-env
 	uv run python bench/coexist.py
 	uv run python bench/coexist.py --priority
+
+bench-download:
+	uv run python bench/download.py

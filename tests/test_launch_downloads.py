@@ -133,3 +133,19 @@ def test_a_local_path_is_launched_without_asking_the_hub(
     ready = server.launch_ready(model=str(folder))
     assert ready["download_id"] is None
     assert hub.requests() == []
+
+
+def test_a_stream_waiting_for_a_profiles_download_is_told_its_progress(
+    start_server: ServerFactory, hub: StandinHub
+) -> None:
+    slow_repo(hub)
+    server = start_server(VLLM_BOOTSTRAP_LOAD_KEEPALIVE_SECONDS="0.2", **hub.env())
+    put = server.client.put("/models/tiny", json={"model": REPO})
+    assert put.status_code in (200, 201), put.text
+    body = {"model": "tiny", "prompt": "x", "max_tokens": 2, "stream": True}
+    with server.client.stream("POST", "/v1/completions", json=body, timeout=60) as response:
+        assert response.status_code == 200
+        lines = [line for line in response.iter_lines() if line]
+    comments = [line for line in lines if line.startswith(":")]
+    assert any(line.startswith(": loading tiny, downloading ") for line in comments), comments
+    assert lines[-1] == "data: [DONE]"

@@ -20,6 +20,7 @@ LAYERS = [
     {"__init__", "faces", "log_text", "asgi", "sqlite", "config", "background", "upstream"}
     | {"client"},
     {"launches"},
+    {"downloads"},
     {"usage", "keys", "supervision", "head_guard"},
     {"serving", "monitoring", "dashboard"},
     {"batches", "models"},
@@ -36,6 +37,7 @@ SERVER_ONLY = (
     "vllm_bootstrap.api",
     "vllm_bootstrap.app",
     "vllm_bootstrap.batches",
+    "vllm_bootstrap.downloads",
     "vllm_bootstrap.keys",
     "vllm_bootstrap.monitoring",
     "vllm_bootstrap.models.swapper",
@@ -44,6 +46,7 @@ SERVER_ONLY = (
     "vllm_bootstrap.usage",
     "fastapi",
     "uvicorn",
+    "huggingface_hub",
 )
 
 

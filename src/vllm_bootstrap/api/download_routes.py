@@ -14,10 +14,11 @@ from vllm_bootstrap.downloads import (
     CacheInUse,
     NotCached,
     RepoCache,
+    cache_root,
     cached_repos,
     check_repo_id,
+    free_bytes,
 )
-from vllm_bootstrap.downloads.cache import cache_root, free_bytes
 from vllm_bootstrap.launches import iso_time
 
 router = APIRouter(tags=["downloads"])

@@ -2,47 +2,33 @@
 check, resumed after a restart, shared by the launches that need them; and the cache
 itself, listed and cleared."""
 
-from vllm_bootstrap.downloads.cache import RepoCache, cached_repos
-from vllm_bootstrap.downloads.errors import (
-    CacheInUse,
-    DiskTooSmall,
-    DownloadError,
-    DownloadNotFound,
-    GatedRepo,
-    HubOffline,
-    HubUnreachable,
-    InvalidRepo,
-    NotCached,
-    RepoNotFound,
-    RevisionNotFound,
-    TransferFailed,
-)
-from vllm_bootstrap.downloads.hub import check_repo_id
-from vllm_bootstrap.downloads.launch_weights import LaunchWeights, is_hub_model
-from vllm_bootstrap.downloads.manager import Downloads
-from vllm_bootstrap.downloads.record import Download, DownloadState
-from vllm_bootstrap.downloads.store import DownloadStore
+from vllm_bootstrap.faces import lazy_face
 
-__all__ = [
-    "CacheInUse",
-    "DiskTooSmall",
-    "Download",
-    "DownloadError",
-    "DownloadNotFound",
-    "DownloadState",
-    "DownloadStore",
-    "Downloads",
-    "GatedRepo",
-    "HubOffline",
-    "HubUnreachable",
-    "InvalidRepo",
-    "LaunchWeights",
-    "NotCached",
-    "RepoCache",
-    "RepoNotFound",
-    "RevisionNotFound",
-    "TransferFailed",
-    "cached_repos",
-    "check_repo_id",
-    "is_hub_model",
-]
+# What other packages may use, and the module defining each.
+_FACE = {
+    "CacheInUse": "errors",
+    "DiskTooSmall": "errors",
+    "Download": "record",
+    "DownloadError": "errors",
+    "DownloadNotFound": "errors",
+    "DownloadState": "record",
+    "DownloadStore": "store",
+    "Downloads": "manager",
+    "GatedRepo": "errors",
+    "HubOffline": "errors",
+    "HubUnreachable": "errors",
+    "InvalidRepo": "errors",
+    "LaunchWeights": "launch_weights",
+    "NotCached": "errors",
+    "RepoCache": "cache",
+    "RepoNotFound": "errors",
+    "RevisionNotFound": "errors",
+    "TransferFailed": "errors",
+    "cache_root": "cache",
+    "cached_repos": "cache",
+    "check_repo_id": "hub",
+    "free_bytes": "cache",
+    "is_hub_model": "launch_weights",
+}
+__all__ = sorted(_FACE)
+__getattr__ = lazy_face(__name__, _FACE)

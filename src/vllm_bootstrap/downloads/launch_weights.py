@@ -18,8 +18,7 @@ from vllm_bootstrap.downloads.cache import RepoCache
 from vllm_bootstrap.downloads.hub import check_repo_id
 from vllm_bootstrap.downloads.manager import Downloads
 from vllm_bootstrap.downloads.record import Download, DownloadState
-from vllm_bootstrap.launches import Launch
-from vllm_bootstrap.launches.spec import flag_value, reserved_flag
+from vllm_bootstrap.launches import Launch, flag_value, reserved_flag
 from vllm_bootstrap.log_text import escaped
 
 logger = logging.getLogger("vllm_bootstrap.downloads")

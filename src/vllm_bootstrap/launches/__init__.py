@@ -24,6 +24,7 @@ _FACE = {
     "check_extra_args": "spec",
     "check_text": "spec",
     "flag_value": "spec",
+    "reserved_flag": "spec",
     "with_priority_scheduling": "spec",
     "iso_time": "record",
     "known_cause": "logs",
