@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from vllm_bootstrap.cli import output
-from vllm_bootstrap.cli.progress import BatchRate, Progress, launch_line
-from vllm_bootstrap.client import Client
+from vllm_bootstrap.cli.progress import BatchRate, Progress, download_line, launch_line
+from vllm_bootstrap.client import CachedModel, Client, Download
 from vllm_bootstrap.models import load_profiles
 
 Handler = Callable[[Client, argparse.Namespace], None]
@@ -153,6 +153,72 @@ def models_load(client: Client, args: argparse.Namespace) -> None:
 def models_unload(client: Client, args: argparse.Namespace) -> None:
     unloaded = client.unload(args.name, wait=args.wait)
     print(output.shown(f"{args.name}: {unloaded.status.state if unloaded.status else 'asked'}"))
+
+
+def models_pull(client: Client, args: argparse.Namespace) -> None:
+    started = client.download(args.repo, args.revision)
+    if not args.wait:
+        _print(args, started.model_dump(), _download_text(started))
+        return
+    progress = Progress()
+    done = client.wait_for_download(
+        started.id, on_update=lambda seen: progress.show(download_line(seen))
+    )
+    progress.done()
+    _print(args, done.model_dump(), _download_text(done))
+    if done.state != "completed":
+        why = f": {done.error}" if done.error else ""
+        raise CommandError(f"download {done.id} of {done.model} ended {done.state}{why}")
+
+
+def _download_text(download: Download) -> str:
+    total = f"{download.files_total} files, {output.size(download.bytes_total)}"
+    if download.state == "completed" and not download.files_total:
+        total = "cached already"  # every file was there: the server fetched nothing
+    return f"{download.id} {download.state} {download.model}@{download.revision} ({total})"
+
+
+# --------------------------------------------------------------------- the model cache
+
+
+def cache_list(client: Client, args: argparse.Namespace) -> None:
+    found = client.cache()
+    rows = [
+        (
+            item.model,
+            output.size(item.size_on_disk),
+            _revisions(item),
+            _users(item),
+            _minute(item.last_used),
+        )
+        for item in found.data
+    ]
+    header = ("MODEL", "SIZE", "REVISIONS", "USED BY", "LAST USED (UTC)")
+    listing = output.table(rows, header) if rows else "no models cached"
+    text = f"{found.path}: {output.size(found.free_bytes)} free\n{listing}"
+    _print(args, found.model_dump(), text)
+
+
+def cache_remove(client: Client, args: argparse.Namespace) -> None:
+    removed = client.remove_from_cache(args.repo)
+    print(output.shown(f"{removed.model} removed, {output.size(removed.freed_bytes)} freed"))
+
+
+def _revisions(item: CachedModel) -> str:
+    # A revision fetched by its commit has no branch or tag naming it: its commit, short.
+    return ", ".join(",".join(rev.refs) or rev.commit[:12] for rev in item.revisions) or "-"
+
+
+def _users(item: CachedModel) -> str:
+    users = [f"launch {launch_id}" for launch_id in item.launches]
+    users += [f"profile {name}" for name in item.profiles]
+    users += ["a download"] if item.downloading else []
+    return ", ".join(users) or "-"
+
+
+def _minute(moment: str | None) -> str:
+    """An ISO 8601 time from the server, to the minute: 2025-01-31 12:34."""
+    return moment[:16].replace("T", " ") if moment else "-"
 
 
 # --------------------------------------------------------------------- batches

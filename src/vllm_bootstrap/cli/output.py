@@ -34,3 +34,29 @@ def as_json(value: Any) -> str:
 
 def mib(value: int | None) -> str:
     return "-" if value is None else f"{value / 1024:.1f} GiB"
+
+
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def size(value: float | None) -> str:
+    """Bytes for people: 512 B, 3.0 MiB, 1.2 GiB (binary units, as `du -h` and the Hub's
+    file sizes are read)."""
+    if value is None:
+        return "-"
+    unit = 0
+    while abs(value) >= 1024 and unit < len(_UNITS) - 1:
+        value, unit = value / 1024, unit + 1
+    return f"{value:.0f} {_UNITS[unit]}" if unit == 0 else f"{value:.1f} {_UNITS[unit]}"
+
+
+def duration(seconds: float | None) -> str:
+    """A time left for people: 42 s, 3 min 5 s, 2 h 10 min."""
+    if seconds is None:
+        return "-"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"

@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", help="start the server (the default)")
     _launch_commands(commands)
     _model_commands(commands)
+    _cache_commands(commands)
     _batch_commands(commands)
     _key_commands(commands)
     return parser
@@ -69,7 +70,7 @@ def _launch_commands(commands: Any) -> None:
 
 
 def _model_commands(commands: Any) -> None:
-    models = commands.add_parser("models", help="model profiles").add_subparsers(
+    models = commands.add_parser("models", help="model profiles; pull a model").add_subparsers(
         dest="models_command", required=True, metavar="ACTION"
     )
     _command(models, "list", handlers.models_list, "every profile and its state", read=True)
@@ -79,6 +80,22 @@ def _model_commands(commands: Any) -> None:
         action = _command(models, name, handler, f"{name} a profile")
         action.add_argument("name")
         action.add_argument("--wait", action="store_true", help="answer once it is done")
+    pulled = _command(
+        models, "pull", handlers.models_pull, "download a Hub model into the cache", read=True
+    )
+    pulled.add_argument("repo", help="a Hub repository id, org/name")
+    pulled.add_argument("--revision", default="main", help="a branch, tag or commit (main)")
+    pulled.add_argument("--wait", action="store_true", help="show progress until it ends")
+
+
+def _cache_commands(commands: Any) -> None:
+    cache = commands.add_parser("cache", help="the server's Hugging Face cache").add_subparsers(
+        dest="cache_command", required=True, metavar="ACTION"
+    )
+    listed = "cached models, their sizes and who uses them"
+    _command(cache, "ls", handlers.cache_list, listed, read=True, aliases=("list",))
+    removed = "delete a model's files (refused while a launch or a download uses them)"
+    _command(cache, "rm", handlers.cache_remove, removed).add_argument("repo")
 
 
 def _batch_commands(commands: Any) -> None:

@@ -7,7 +7,8 @@ import sys
 import time
 from typing import TextIO
 
-from vllm_bootstrap.cli.output import shown
+from vllm_bootstrap.cli.output import duration, shown, size
+from vllm_bootstrap.client import Download
 
 BAR_WIDTH = 30
 
@@ -70,3 +71,18 @@ class BatchRate:
             f"{batch['id']} {batch['status']:<11} [{bar(fraction)}] {finished}/{total} "
             f"({failed} failed) {rate:.1f} req/s, {eta}"
         )
+
+
+def download_line(download: Download) -> str:
+    """id, state, bar, bytes and files done of their totals, then the rate and time left
+    while the server has measured them."""
+    parts = [
+        f"{download.id} {download.state:<11} [{bar(download.progress)}] "
+        f"{size(download.bytes_done)} / {size(download.bytes_total)}",
+        f"{download.files_done}/{download.files_total} files",
+    ]
+    if download.bytes_per_second:
+        parts.append(f"{size(download.bytes_per_second)}/s")
+    if download.eta_seconds is not None:
+        parts.append(f"{duration(download.eta_seconds)} left")
+    return ", ".join(parts)

@@ -18,6 +18,9 @@ from vllm_bootstrap.client import calls, common
 from vllm_bootstrap.client.common import ApiError
 from vllm_bootstrap.client.models import (
     ApiKey,
+    Cache,
+    CacheRemoval,
+    Download,
     Launch,
     LogChunk,
     NewApiKey,
@@ -247,6 +250,45 @@ class AsyncClient(common.ClientBase):
     ) -> list[UsageRow]:
         params = common.usage_params(None, model, since, until, group_by)
         return await self._send(calls.my_usage(params))
+
+    # ----------------------------------------------------------------- downloads and the cache
+
+    async def download(self, model: str, revision: str = "main", weights: bool = True) -> Download:
+        return await self._send(calls.download(model, revision, weights))
+
+    async def downloads(self) -> list[Download]:
+        return await self._send(calls.downloads())
+
+    async def get_download(self, download_id: str) -> Download:
+        return await self._send(calls.get_download(download_id))
+
+    async def cancel_download(self, download_id: str) -> Download:
+        return await self._send(calls.cancel_download(download_id))
+
+    async def wait_for_download(
+        self,
+        download_id: str,
+        timeout: float | None = None,
+        on_update: Callable[[Download], None] | None = None,
+    ) -> Download:
+        """Poll until it has ended and return it, whatever the end; TimeoutError after
+        `timeout` seconds if given."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            download = await self.get_download(download_id)
+            if on_update is not None:
+                on_update(download)
+            if download.is_ended:
+                return download
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"download {download_id} is still {download.state}")
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def cache(self) -> Cache:
+        return await self._send(calls.cache())
+
+    async def remove_from_cache(self, model: str) -> CacheRemoval:
+        return await self._send(calls.remove_from_cache(model))
 
     # ----------------------------------------------------------------- sending
 

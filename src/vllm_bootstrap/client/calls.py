@@ -11,6 +11,9 @@ from urllib.parse import quote
 
 from vllm_bootstrap.client.models import (
     ApiKey,
+    Cache,
+    CacheRemoval,
+    Download,
     Launch,
     LogChunk,
     NewApiKey,
@@ -63,6 +66,10 @@ def _keys(answer: Any) -> list[ApiKey]:
 
 def _usage_rows(answer: Any) -> list[UsageRow]:
     return [UsageRow.model_validate(row) for row in answer["data"]]
+
+
+def _downloads(answer: Any) -> list[Download]:
+    return [Download.model_validate(download) for download in answer["data"]]
 
 
 def _dict(answer: Any) -> dict[str, Any]:
@@ -175,3 +182,28 @@ def usage(params: dict[str, str]) -> Call[list[UsageRow]]:
 
 def my_usage(params: dict[str, str]) -> Call[list[UsageRow]]:
     return Call("GET", "/usage/me", _usage_rows, params=params)
+
+
+def download(model: str, revision: str, weights: bool) -> Call[Download]:
+    body = {"model": model, "revision": revision, "weights": weights}
+    return Call("POST", "/downloads", Download.model_validate, json=body)
+
+
+def downloads() -> Call[list[Download]]:
+    return Call("GET", "/downloads", _downloads)
+
+
+def get_download(download_id: str) -> Call[Download]:
+    return Call("GET", f"/downloads/{_id(download_id)}", Download.model_validate)
+
+
+def cancel_download(download_id: str) -> Call[Download]:
+    return Call("DELETE", f"/downloads/{_id(download_id)}", Download.model_validate)
+
+
+def cache() -> Call[Cache]:
+    return Call("GET", "/cache", Cache.model_validate)
+
+
+def remove_from_cache(model: str) -> Call[CacheRemoval]:
+    return Call("DELETE", f"/cache/{_name(model)}", CacheRemoval.model_validate)

@@ -28,6 +28,7 @@ class Launch(_Answer):
     in_flight: int = 0
     created_at: str | None = None
     ready_at: str | None = None
+    download_id: str | None = None  # the download it waits for (phase "downloading")
 
     @property
     def is_ended(self) -> bool:
@@ -121,3 +122,70 @@ class UsageRow(_Answer):
     errors: int = 0
     batch_lines: int = 0
     load_gpu_seconds: float = 0.0
+
+
+DOWNLOAD_ENDED = ("completed", "failed", "cancelled")
+
+
+class Download(_Answer):
+    """A model's files being fetched into the Hugging Face cache (POST /downloads).
+    `state`: queued, downloading, then completed, failed or cancelled."""
+
+    id: str
+    model: str
+    revision: str = "main"
+    commit: str | None = None
+    state: str
+    weights: bool = True
+    bytes_done: int = 0
+    bytes_total: int = 0
+    files_done: int = 0
+    files_total: int = 0
+    progress: float | None = None  # of the bytes; None until their total is known
+    bytes_per_second: float | None = None  # only while downloading
+    eta_seconds: float | None = None
+    error: str | None = None
+    reason: str | None = None  # what asked for it first: "POST /downloads", "launch ..."
+    created_at: str | None = None
+    finished_at: str | None = None
+
+    @property
+    def is_ended(self) -> bool:
+        return self.state in DOWNLOAD_ENDED
+
+
+class CachedRevision(_Answer):
+    commit: str
+    refs: list[str] = []
+    size_on_disk: int = 0
+    files: int = 0
+
+
+class CachedModel(_Answer):
+    """A model repository in the cache and who uses it: live launches, profiles, and
+    whether a download is writing to it (any of them makes removing it a 409)."""
+
+    model: str
+    size_on_disk: int
+    revisions: list[CachedRevision] = []
+    last_used: str | None = None
+    last_modified: str | None = None
+    launches: list[str] = []
+    profiles: list[str] = []
+    downloading: bool = False
+
+
+class Cache(_Answer):
+    """GET /cache: where the cache is, the disk's free bytes there, and its models (`data`)."""
+
+    path: str
+    free_bytes: int | None = None
+    data: list[CachedModel] = []
+
+
+class CacheRemoval(_Answer):
+    """DELETE /cache/{org}/{repo}: the repository's folder is gone, `freed_bytes` with it."""
+
+    model: str
+    deleted: bool
+    freed_bytes: int

@@ -16,6 +16,9 @@ from vllm_bootstrap.client import calls, common
 from vllm_bootstrap.client.common import ApiError
 from vllm_bootstrap.client.models import (
     ApiKey,
+    Cache,
+    CacheRemoval,
+    Download,
     Launch,
     LogChunk,
     NewApiKey,
@@ -256,6 +259,50 @@ class Client(common.ClientBase):
         none): per model and day unless `group_by` says otherwise."""
         params = common.usage_params(None, model, since, until, group_by)
         return self._send(calls.my_usage(params))
+
+    # ----------------------------------------------------------------- downloads and the cache
+
+    def download(self, model: str, revision: str = "main", weights: bool = True) -> Download:
+        """Fetch the files vLLM loads from a Hub repository into the server's cache
+        (`weights=False`: its config and tokenizer only); completed at once when cached."""
+        return self._send(calls.download(model, revision, weights))
+
+    def downloads(self) -> list[Download]:
+        return self._send(calls.downloads())
+
+    def get_download(self, download_id: str) -> Download:
+        return self._send(calls.get_download(download_id))
+
+    def cancel_download(self, download_id: str) -> Download:
+        """Stop it (the files it finished stay cached); harmless once it has ended."""
+        return self._send(calls.cancel_download(download_id))
+
+    def wait_for_download(
+        self,
+        download_id: str,
+        timeout: float | None = None,
+        on_update: Callable[[Download], None] | None = None,
+    ) -> Download:
+        """Poll until it has ended and return it, whatever the end: completed, failed (its
+        `error` says why) or cancelled; TimeoutError after `timeout` seconds if given."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            download = self.get_download(download_id)
+            if on_update is not None:
+                on_update(download)
+            if download.is_ended:
+                return download
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"download {download_id} is still {download.state}")
+            time.sleep(POLL_SECONDS)
+
+    def cache(self) -> Cache:
+        """The models in the server's Hugging Face cache, their sizes and who uses them."""
+        return self._send(calls.cache())
+
+    def remove_from_cache(self, model: str) -> CacheRemoval:
+        """Delete a model's files; ApiError 409 while a live launch or a download uses it."""
+        return self._send(calls.remove_from_cache(model))
 
     # ----------------------------------------------------------------- sending
 
