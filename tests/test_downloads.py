@@ -87,6 +87,8 @@ def test_a_download_fetches_only_the_files_vllm_loads_and_shows_its_progress(
         return bool(latest["bytes_per_second"]) and 0 < latest["bytes_done"] < wanted_bytes
 
     eventually(moving, timeout=10, message="no progress was shown")
+    metrics = server.client.get("/metrics").text
+    assert f'vllm_bootstrap_download_bytes_total{{model="{REPO}",revision="main"}} ' in metrics
     assert seen[-1]["eta_seconds"] > 0
     assert seen[-1]["progress"] == round(seen[-1]["bytes_done"] / wanted_bytes, 4)
     done = wait_download(server, download["id"])

@@ -105,6 +105,7 @@ def create_app(settings: Settings) -> ASGIApp:
     forwarder = Forwarder(pool, ledger, settings.access_key)
     held_bodies = HeldBodies(settings.max_held_body_bytes)
     metrics.watch_held_bodies(lambda: held_bodies.total)
+    metrics.watch_downloads(downloads.under_way)
     router = ModelRouter(directory, ledger)
     profiles = ProfileStore(settings.state_db_path)
     for profile in declared_profiles(settings.models_file, settings.models_inline):

@@ -29,6 +29,8 @@ from vllm_bootstrap.log_text import escaped
 logger = logging.getLogger("vllm_bootstrap.downloads")
 # The rate is the bytes of the last few seconds, so a stall shows soon.
 RATE_WINDOW_SECONDS = 5.0
+# Readings closer together than this say nothing reliable about a rate.
+MIN_RATE_SPAN_SECONDS = 0.2
 GIB = 1024**3
 
 _S = DownloadState
@@ -58,18 +60,16 @@ class _Job:
         return download
 
     def rate(self) -> float | None:
-        recent = (
-            [
-                (at, done)
-                for at, done in self.samples
-                if at >= self.samples[-1][0] - RATE_WINDOW_SECONDS
-            ]
-            if self.samples
-            else []
-        )
-        if len(recent) < 2 or recent[-1][0] - recent[0][0] < 0.2:
+        """Bytes a second over the last few seconds of readings (or the last two, when
+        nobody looked for longer than that)."""
+        if len(self.samples) < 2:
             return None
-        return (recent[-1][1] - recent[0][1]) / (recent[-1][0] - recent[0][0])
+        latest = self.samples[-1][0]
+        recent = [sample for sample in self.samples if sample[0] >= latest - RATE_WINDOW_SECONDS]
+        first, last = recent[0] if len(recent) > 1 else self.samples[-2], self.samples[-1]
+        if last[0] - first[0] < MIN_RATE_SPAN_SECONDS:
+            return None
+        return (last[1] - first[1]) / (last[0] - first[0])
 
 
 class Downloads:
@@ -89,7 +89,7 @@ class Downloads:
         """The live download of `repo` at `revision`, a new one, or None when the cache has
         every file already. Raises a DownloadError when the Hub or the disk refuses."""
         check_repo_id(repo)
-        live = self._live(repo, revision)
+        live = self._live(repo, revision, weights)
         if live is not None:
             return live.download
         listing = await self._listing(repo, revision)
@@ -98,7 +98,7 @@ class Downloads:
         wanted = files_to_fetch(listing.files, weights)
         cache = RepoCache(repo)
         missing = [item for item in wanted if not cache.has(listing, item)]
-        live = self._live(repo, revision)  # one may have begun while we listed
+        live = self._live(repo, revision, weights)  # one may have begun while we listed
         if live is not None:
             return live.download
         if not missing:
@@ -160,6 +160,13 @@ class Downloads:
             job.cancelled.set()
         return download
 
+    def under_way(self) -> list[tuple[str, str, int, int]]:
+        """(model, revision, bytes done, bytes in all) of each download under way (/metrics)."""
+        return [
+            (d.repo, d.revision, d.bytes_done, d.bytes_total)
+            for d in (job.refresh() for job in self._jobs.values())
+        ]
+
     def fetching(self, repo: str) -> bool:
         return any(job.download.repo == repo for job in self._jobs.values())
 
@@ -197,9 +204,13 @@ class Downloads:
         while len(self._finished) > KEPT_FINISHED:
             self._finished.pop(next(iter(self._finished)))
 
-    def _live(self, repo: str, revision: str) -> _Job | None:
+    def _live(self, repo: str, revision: str, weights: bool) -> _Job | None:
+        """A download under way that fetches what is asked (one with the weights serves a
+        request for the configs alone, not the other way round)."""
         for job in self._jobs.values():
-            if (job.download.repo, job.download.revision) == (repo, revision):
+            download = job.download
+            same = (download.repo, download.revision) == (repo, revision)
+            if same and (download.weights or not weights):
                 return job
         return None
 

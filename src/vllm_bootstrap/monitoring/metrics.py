@@ -62,6 +62,10 @@ class Metrics:
         )
         held.set_function(read)
 
+    def watch_downloads(self, read: Callable[[], Iterable[tuple[str, str, int, int]]]) -> None:
+        """(model, revision, bytes done, bytes in all) of each download under way."""
+        self.registry.register(_Downloads(read))
+
     def watch_batch_windows(self, read: Callable[[], Iterable[tuple[str, int]]]) -> None:
         """(launch_id, lines) of the launches where batches make way for live requests."""
         self.registry.register(_BatchWindows(read))
@@ -158,6 +162,27 @@ class _BatchWindows(Collector):
         for launch_id, lines in self._read():
             family.add_metric([launch_id], lines)
         yield family
+
+
+class _Downloads(Collector):
+    def __init__(self, read: Callable[[], Iterable[tuple[str, str, int, int]]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        labels = ["model", "revision"]
+        done = GaugeMetricFamily(
+            f"{PREFIX}_download_bytes_done", "Bytes of each download under way.", labels=labels
+        )
+        total = GaugeMetricFamily(
+            f"{PREFIX}_download_bytes_total",
+            "Bytes each download under way fetches in all.",
+            labels=labels,
+        )
+        for model, revision, bytes_done, bytes_total in self._read():
+            done.add_metric([model, revision], bytes_done)
+            total.add_metric([model, revision], bytes_total)
+        yield done
+        yield total
 
 
 # The usage figures (keys/usage.py FIGURES order), as counters.
