@@ -149,3 +149,26 @@ def test_a_stream_waiting_for_a_profiles_download_is_told_its_progress(
     comments = [line for line in lines if line.startswith(":")]
     assert any(line.startswith(": loading tiny, downloading ") for line in comments), comments
     assert lines[-1] == "data: [DONE]"
+
+
+def test_a_first_boot_configured_by_env_alone_downloads_then_serves_its_model(
+    start_server: ServerFactory, hub: StandinHub
+) -> None:
+    slow_repo(hub)
+    profiles = f'[{{"name": "tiny", "model": "{REPO}", "preload": true}}]'
+    server = start_server(VLLM_BOOTSTRAP_MODELS=profiles, **hub.env())
+
+    def profile_launch() -> str | None:
+        return server.client.get("/models/tiny").json()["status"]["launch_id"]
+
+    eventually(lambda: profile_launch() is not None, message="the preload did not start")
+    launch_id = str(profile_launch())
+    status = downloading(server, launch_id)
+    assert status["reason"] == "preload"
+    [download] = server.client.get("/downloads").json()["data"]
+    assert download["reason"] == f"launch {launch_id}"
+    server.wait_for(launch_id, {"ready"}, timeout=30)
+    answer = server.client.post(
+        "/v1/completions", json={"model": "tiny", "prompt": "x", "max_tokens": 2}
+    )
+    assert answer.status_code == 200
