@@ -172,3 +172,21 @@ def test_a_first_boot_configured_by_env_alone_downloads_then_serves_its_model(
         "/v1/completions", json={"model": "tiny", "prompt": "x", "max_tokens": 2}
     )
     assert answer.status_code == 200
+
+
+def test_offline_a_cached_model_launches_and_a_missing_one_fails_saying_so(
+    start_server: ServerFactory, hub: StandinHub
+) -> None:
+    hub.add_repo(REPO, {"config.json": b"{}", "model.safetensors": MIB})
+    online = start_server(**hub.env())
+    wait_download(online, online.client.post("/downloads", json={"model": REPO}).json()["id"])
+    online.terminate()
+    asked = len(hub.requests())
+
+    offline = start_server(env={**online.env, "HF_HUB_OFFLINE": "1"})
+    ready = offline.launch_ready(model=REPO, gpu_ids=[0])
+    assert ready["download_id"] is None
+    missing = offline.launch(model="org/elsewhere", gpu_ids=[1])
+    failed = offline.wait_for(missing["launch_id"], {"failed"})
+    assert "HF_HUB_OFFLINE is set and org/elsewhere (main) is not in the cache" in failed["error"]
+    assert len(hub.requests()) == asked  # the Hub was not asked anything
