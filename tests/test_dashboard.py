@@ -1,12 +1,15 @@
 """The dashboard at / in a real headless browser (Playwright driving Debian's chromium): the
 access key through the browser's Basic credentials, a launch from the form, its progress to
 ready, its log tail, and the stop button; a scoped key made, shown once, used, metered and
-revoked. Run with `uv run pytest -m browser` (.ci/run
+revoked; a model downloaded from the form, cached, refused removal while a launch uses it,
+then removed. Run with `uv run pytest -m browser` (.ci/run
 installs chromium)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +20,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import ServerFactory
 from tests.harness import Server
+from tests.hub import StandinHub
+from tests.test_downloads import MIB, REPO
 
 pytestmark = pytest.mark.browser
 KEY = "dashboard-key"
@@ -38,8 +43,9 @@ def keyed(start_server: ServerFactory) -> Server:
     return start_server(VLLM_ACCESS_KEY=KEY, FAKE_VLLM_LOAD_SECONDS="3")
 
 
-@pytest.fixture
-def page(browser: Browser, keyed: Server) -> Iterator[Page]:
+@contextlib.contextmanager
+def opened(browser: Browser) -> Iterator[Page]:
+    """A page with the key as the browser's Basic credentials; no script error on it."""
     context = browser.new_context(
         http_credentials={"username": "anyone", "password": KEY},
         viewport={"width": 1400, "height": 1000},
@@ -47,9 +53,17 @@ def page(browser: Browser, keyed: Server) -> Iterator[Page]:
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    yield page
-    context.close()
-    assert errors == []  # no script error on the page
+    try:
+        yield page
+    finally:
+        context.close()
+    assert errors == []
+
+
+@pytest.fixture
+def page(browser: Browser, keyed: Server) -> Iterator[Page]:
+    with opened(browser) as page:
+        yield page
 
 
 def test_launch_watch_read_the_log_and_stop_from_the_page(
@@ -184,6 +198,58 @@ def test_a_refused_key_shows_the_servers_reason(page: Page, keyed: Server) -> No
     expect(page.locator("#new-key")).to_be_hidden()
     # The launch form's error line is left alone.
     expect(page.locator("#launch-error")).to_have_text("")
+
+
+@pytest.fixture
+def with_hub(start_server: ServerFactory, hub: StandinHub) -> Server:
+    """A server that downloads from the stand-in Hub: REPO (4 MiB of weights) and a larger
+    org/other, each sent at 1 MiB/s, so a refresh or two sees them under way."""
+    hub.add_repo(REPO, {"config.json": b"{}", "model.safetensors": 4 * MIB})
+    hub.add_repo("org/other", {"config.json": b"{}", "model.safetensors": 32 * MIB})
+    hub.behave(bandwidth_bytes_per_second=MIB)
+    return start_server(VLLM_ACCESS_KEY=KEY, **hub.env())
+
+
+def test_a_download_from_the_page_completes_is_cached_and_removed_once_unused(
+    browser: Browser, with_hub: Server
+) -> None:
+    with opened(browser) as page:
+        page.goto(with_hub.url + "/")
+        form = page.locator("#download-form")
+        for repo in (REPO, "org/other"):
+            form.locator("input[name=repo]").fill(repo)
+            form.locator("button[type=submit]").click()
+            expect(form.locator("input[name=repo]")).to_have_value("")  # taken, cleared
+        tiny = page.locator(f"#downloads tbody tr[data-model='{REPO}']")
+        other = page.locator("#downloads tbody tr[data-model='org/other']")
+
+        # Under way: its rate and time left; Cancel stops the other one.
+        expect(tiny).to_have_attribute("data-state", "downloading")
+        # The cells' text runs together: "693.6 KiB/s" then "4 s" (rate, then time left).
+        expect(tiny).to_contain_text(re.compile(r"iB/s\d+ s"), timeout=10_000)
+        other.get_by_role("button", name="Cancel").click()
+        expect(other).to_have_attribute("data-state", "cancelled")
+        expect(other.get_by_role("button", name="Cancel")).to_have_count(0)
+        expect(tiny).to_have_attribute("data-state", "completed", timeout=20_000)
+        expect(tiny).to_contain_text("4.0 MiB / 4.0 MiB")
+        expect(tiny.get_by_role("button", name="Cancel")).to_have_count(0)
+
+        # Cached; a launch of it makes the server refuse the removal, in its words.
+        cached = page.locator(f"#cache tbody tr[data-model='{REPO}']")
+        expect(cached).to_contain_text("4.0 MiB")
+        expect(cached).to_contain_text("main")
+        launch_id = with_hub.launch_ready(model=REPO)["launch_id"]
+        expect(cached).to_contain_text(f"launch {launch_id}")
+        page.on("dialog", lambda dialog: dialog.accept())
+        cached.get_by_role("button", name="Remove").click()
+        expect(page.locator("#cache-error")).to_contain_text(f"in use by launch(es) {launch_id}")
+        expect(cached).to_have_count(1)
+
+        with_hub.stop(launch_id)
+        cached.get_by_role("button", name="Remove").click()
+        expect(cached).to_have_count(0)
+    models = [entry["model"] for entry in with_hub.client.get("/cache").json()["data"]]
+    assert REPO not in models
 
 
 def test_without_the_key_the_browser_is_asked_for_it(keyed: Server) -> None:

@@ -9,6 +9,8 @@ const LOG_POLL_MS = 1000;
 const LOG_KEEP_CHARS = 200000;
 const USAGE_DAYS = 30;
 const KEY_NUMBERS = ["max_concurrency", "requests_per_minute", "tokens_per_minute", "priority"];
+const LIVE_DOWNLOADS = ["queued", "downloading"];
+const SIZE_UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
 const log = { launchId: null, offset: 0 };
 const newKey = { id: null }; // the key whose secret the "new key" box shows
 
@@ -68,6 +70,26 @@ function row(cells, attributes) {
 
 function given(value) { return value !== null && value !== undefined; }
 
+// Binary units, as the command line shows them: 512 B, 3.0 MiB, 1.2 GiB.
+function size(bytes) {
+  if (!given(bytes)) return "-";
+  let value = bytes;
+  let unit = 0;
+  while (Math.abs(value) >= 1024 && unit < SIZE_UNITS.length - 1) { value /= 1024; unit += 1; }
+  return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${SIZE_UNITS[unit]}`;
+}
+
+function duration(seconds) {
+  if (!given(seconds)) return "-";
+  const whole = Math.round(seconds);
+  if (whole < 60) return `${whole} s`;
+  if (whole < 3600) return `${Math.floor(whole / 60)} min ${whole % 60} s`;
+  return `${Math.floor(whole / 3600)} h ${Math.floor((whole % 3600) / 60)} min`;
+}
+
+// A model or profile name as a path: its "/" stay (org/name), the rest is escaped.
+function namePath(name) { return encodeURIComponent(name).replace(/%2F/g, "/"); }
+
 function gib(mib) { return mib === null || mib === undefined ? "-" : `${(mib / 1024).toFixed(1)} GiB`; }
 
 function renderStats(stats) {
@@ -106,12 +128,44 @@ function renderLaunches(launches) {
 function renderProfiles(profiles) {
   fill("profiles", profiles.map((profile) => {
     const status = profile.status || {};
-    const path = `/models/${encodeURIComponent(profile.name).replace(/%2F/g, "/")}`;
+    const path = `/models/${namePath(profile.name)}`;
     const actions = el("td", {},
       button("Load", () => api("POST", `${path}/load`).then(refresh)),
       button("Unload", () => api("POST", `${path}/unload`).then(refresh), true));
     return row([profile.name, el("td", { className: "model" }, profile.model), status.state,
       status.launch_id || "", status.in_flight || 0, actions], { "data-profile": profile.name });
+  }));
+}
+
+function renderDownloads(listing) {
+  fill("downloads", listing.data.slice(-30).reverse().map((download) => {
+    const live = LIVE_DOWNLOADS.includes(download.state);
+    // Why it failed is shown, not hidden in a tooltip: a full disk or a refused token.
+    const state = el("td", { className: `state-${download.state}` }, download.state,
+      download.error ? el("div", { className: "reason" }, download.error) : null);
+    const cancel = el("td", {}, live ? button("Cancel", () => cancelDownload(download)) : null);
+    return row([download.id, state,
+      el("td", { className: "model" }, `${download.model}@${download.revision}`),
+      bar(download.progress, `${size(download.bytes_done)} / ${size(download.bytes_total)}`),
+      `${download.files_done}/${download.files_total}`,
+      given(download.bytes_per_second) ? `${size(download.bytes_per_second)}/s` : "-",
+      duration(download.eta_seconds), cancel],
+    { "data-download-id": download.id, "data-model": download.model, "data-state": download.state });
+  }));
+}
+
+function renderCache(cache) {
+  document.getElementById("cache-info").textContent = `${cache.path} · ${size(cache.free_bytes)} free`;
+  fill("cache", cache.data.map((entry) => {
+    const users = [...entry.launches.map((id) => `launch ${id}`),
+      ...entry.profiles.map((name) => `profile ${name}`), ...(entry.downloading ? ["a download"] : [])];
+    // A revision fetched by its commit has no branch or tag naming it: its commit, short.
+    const revisions = entry.revisions.map((revision) =>
+      revision.refs.length ? revision.refs.join(",") : revision.commit.slice(0, 12));
+    return row([el("td", { className: "model" }, entry.model), size(entry.size_on_disk),
+      revisions.join(", ") || "-", el("td", { className: "model" }, users.join(", ") || "-"),
+      entry.last_used ? new Date(entry.last_used).toLocaleString() : "-",
+      el("td", {}, button("Remove", () => removeCached(entry)))], { "data-model": entry.model });
   }));
 }
 
@@ -163,11 +217,12 @@ function usagePath() {
 }
 
 async function refresh() {
-  const [health, stats, launches, profiles, batches, keys, usage] = await Promise.allSettled([
-    api("GET", "/health"), api("GET", "/stats"), api("GET", "/launch?all=true"),
-    api("GET", "/models"), api("GET", "/v1/batches?limit=20"), api("GET", "/keys"),
-    api("GET", usagePath()),
-  ]);
+  const [health, stats, launches, profiles, downloads, cache, batches, keys, usage] =
+    await Promise.allSettled([
+      api("GET", "/health"), api("GET", "/stats"), api("GET", "/launch?all=true"),
+      api("GET", "/models"), api("GET", "/downloads"), api("GET", "/cache"),
+      api("GET", "/v1/batches?limit=20"), api("GET", "/keys"), api("GET", usagePath()),
+    ]);
   const healthText = health.status === "fulfilled"
     ? `up · ${health.value.live_launches} live launch(es) · updated ${new Date().toLocaleTimeString()}`
     : `unreachable: ${health.reason.message}`;
@@ -175,6 +230,8 @@ async function refresh() {
   if (stats.status === "fulfilled") renderStats(stats.value);
   if (launches.status === "fulfilled") renderLaunches(launches.value);
   if (profiles.status === "fulfilled") renderProfiles(profiles.value);
+  if (downloads.status === "fulfilled") renderDownloads(downloads.value);
+  if (cache.status === "fulfilled") renderCache(cache.value);
   if (batches.status === "fulfilled") renderBatches(batches.value);
   const liveKeys = keys.status === "fulfilled" ? keys.value.data : null;
   if (liveKeys) renderKeys(liveKeys);
@@ -217,6 +274,23 @@ async function revokeKey(key) {
   document.getElementById("key-error").textContent = "";
   await api("DELETE", `/keys/${encodeURIComponent(key.id)}`);
   if (newKey.id === key.id) hideSecret();
+  await refresh();
+}
+
+async function cancelDownload(download) {
+  document.getElementById("download-error").textContent = "";
+  await api("DELETE", `/downloads/${encodeURIComponent(download.id)}`);
+  await refresh();
+}
+
+// The server refuses (409) while a live launch or a download uses the model: its message,
+// naming them, goes to the section's error line.
+async function removeCached(entry) {
+  const question = `Remove ${entry.model} (${size(entry.size_on_disk)}) from the cache? ` +
+    "A later launch downloads it again.";
+  if (!window.confirm(question)) return;
+  document.getElementById("cache-error").textContent = "";
+  await api("DELETE", `/cache/${namePath(entry.model)}`);
   await refresh();
 }
 
@@ -283,6 +357,22 @@ document.getElementById("key-form").addEventListener("submit", async (event) => 
     const created = await api("POST", "/keys", body);
     form.reset();
     showSecret(created);
+    await refresh();
+  } catch (error) {
+    showError(error, form);
+  }
+});
+
+document.getElementById("download-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.target;
+  const body = { model: form.elements.namedItem("repo").value.trim() };
+  const revision = form.elements.namedItem("revision").value.trim();
+  if (revision) body.revision = revision;
+  document.getElementById("download-error").textContent = "";
+  try {
+    await api("POST", "/downloads", body);
+    form.reset();
     await refresh();
   } catch (error) {
     showError(error, form);
