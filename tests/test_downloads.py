@@ -109,6 +109,9 @@ def test_a_cached_model_is_not_fetched_again(start_server: ServerFactory, hub: S
     assert again.status_code == 202
     assert again.json()["state"] == "completed"
     assert again.json()["id"] != first["id"]
+    assert again.json()["cached"] is True
+    assert again.json()["bytes_done"] == again.json()["bytes_total"] == MIB + 2
+    assert again.json()["files_done"] == again.json()["files_total"] == 2
     assert len(hub.requests()) == 2  # the two files, once
 
 

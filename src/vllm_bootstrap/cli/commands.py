@@ -173,7 +173,7 @@ def models_pull(client: Client, args: argparse.Namespace) -> None:
 
 def _download_text(download: Download) -> str:
     total = f"{download.files_total} files, {output.size(download.bytes_total)}"
-    if download.state == "completed" and not download.files_total:
+    if download.cached:
         total = "cached already"  # every file was there: the server fetched nothing
     return f"{download.id} {download.state} {download.model}@{download.revision} ({total})"
 

@@ -146,6 +146,7 @@ class Download(_Answer):
     eta_seconds: float | None = None
     error: str | None = None
     reason: str | None = None  # what asked for it first: "POST /downloads", "launch ..."
+    cached: bool = False  # every file was in the cache already: nothing was fetched
     created_at: str | None = None
     finished_at: str | None = None
 

@@ -88,21 +88,53 @@ class Downloads:
     ) -> Download | None:
         """The live download of `repo` at `revision`, a new one, or None when the cache has
         every file already. Raises a DownloadError when the Hub or the disk refuses."""
+        download, _ = await self._start(repo, revision, weights, reason)
+        return download
+
+    async def request(self, repo: str, revision: str = "main", weights: bool = True) -> Download:
+        """POST /downloads: like `start`, with a completed record when the cache has it."""
+        download, wanted = await self._start(repo, revision, weights, "POST /downloads")
+        if download is not None:
+            return download
+        size = sum(item.size for item in wanted)
+        done = Download(
+            secrets.token_hex(6),
+            repo,
+            revision,
+            DownloadState.COMPLETED,
+            weights,
+            files_total=len(wanted),
+            files_done=len(wanted),
+            bytes_total=size,
+            bytes_done=size,
+            reason="POST /downloads",
+            cached=True,
+            finished_at=time.time(),
+        )
+        self._remember(done)
+        self._store.save(done)
+        return done
+
+    async def _start(
+        self, repo: str, revision: str, weights: bool, reason: str
+    ) -> tuple[Download | None, list[RepoFile]]:
+        """A download (live or new) and the files it fetches; (None, the files) when the
+        cache has them all (no files known: offline)."""
         check_repo_id(repo)
         live = self._live(repo, revision, weights)
         if live is not None:
-            return live.download
+            return live.download, []
         listing = await self._listing(repo, revision)
         if listing is None:
-            return None  # offline, and the cache has it
+            return None, []  # offline, and the cache has it
         wanted = files_to_fetch(listing.files, weights)
         cache = RepoCache(repo)
         missing = [item for item in wanted if not cache.has(listing, item)]
         live = self._live(repo, revision, weights)  # one may have begun while we listed
         if live is not None:
-            return live.download
+            return live.download, wanted
         if not missing:
-            return None
+            return None, wanted
         self._check_disk(repo, missing, cache)
         download = Download(
             secrets.token_hex(6),
@@ -115,25 +147,7 @@ class Downloads:
             reason=reason,
         )
         self._begin(download, listing, wanted, missing)
-        return download
-
-    async def request(self, repo: str, revision: str = "main", weights: bool = True) -> Download:
-        """POST /downloads: like `start`, with a completed record when the cache has it."""
-        download = await self.start(repo, revision, weights, reason="POST /downloads")
-        if download is not None:
-            return download
-        done = Download(
-            secrets.token_hex(6),
-            repo,
-            revision,
-            DownloadState.COMPLETED,
-            weights,
-            reason="POST /downloads (cached already)",
-            finished_at=time.time(),
-        )
-        self._remember(done)
-        self._store.save(done)
-        return done
+        return download, wanted
 
     def get(self, download_id: str) -> Download:
         job = self._jobs.get(download_id)

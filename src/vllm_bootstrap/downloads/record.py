@@ -38,6 +38,8 @@ class Download:
     error: str | None = None
     # What asked for it first ("POST /downloads", "launch 3f2a...").
     reason: str = ""
+    # Every file was in the cache already when it was asked for: nothing was fetched.
+    cached: bool = False
     created_at: float = field(default_factory=time.time)
     finished_at: float | None = None
 
@@ -70,6 +72,7 @@ class Download:
             "eta_seconds": round(left / rate, 1) if rate else None,
             "error": self.error,
             "reason": self.reason,
+            "cached": self.cached,
             "created_at": iso_time(self.created_at),
             "finished_at": iso_time(self.finished_at),
         }
