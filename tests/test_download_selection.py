@@ -90,3 +90,23 @@ def test_pt_weights_are_the_last_resort() -> None:
 def test_without_weights_only_the_describing_files_are_fetched() -> None:
     files = chosen(*DESCRIBING, "model.safetensors", "model.safetensors.index.json", weights=False)
     assert files == sorted(DESCRIBING)
+
+
+def test_sentence_transformers_module_folders_come_along() -> None:
+    files = chosen(
+        "config.json",
+        "modules.json",
+        "model.safetensors",
+        "1_Pooling/config.json",
+        "2_Dense/config.json",
+        "2_Dense/model.safetensors",
+        "onnx/model.onnx",
+    )
+    assert files == [
+        "1_Pooling/config.json",
+        "2_Dense/config.json",
+        "2_Dense/model.safetensors",
+        "config.json",
+        "model.safetensors",
+        "modules.json",
+    ]

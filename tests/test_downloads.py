@@ -3,6 +3,7 @@ with progress, the Hub's refusals, the disk check, dropped connections and resta
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,7 @@ def test_the_hubs_refusals_say_what_to_do(start_server: ServerFactory, hub: Stan
     assert unknown.status_code == 404
     assert "org/nowhere was not found on the Hub" in unknown.json()["detail"]
     revision = server.client.post("/downloads", json={"model": "org/gated", "revision": "v9"})
-    assert revision.status_code in (403, 404)  # gated first, as the Hub answers
+    assert revision.status_code == 403  # gated first, as the Hub answers
     malformed = server.client.post("/downloads", json={"model": "../etc/passwd"})
     assert malformed.status_code == 400
     assert "not a Hub repository id" in malformed.json()["detail"]
@@ -248,5 +249,67 @@ def test_a_disk_that_fills_anyway_fails_the_download_and_keeps_nothing_partial(
     assert done["state"] == "failed"
     assert "the disk filled while model.safetensors was written" in done["error"]
     blobs = Path(server.env["HF_HOME"]) / "hub" / "models--org--tiny" / "blobs"
+    assert [path.name for path in blobs.iterdir() if path.name.endswith(".vllm-bootstrap")] == []
     assert [path.name for path in blobs.iterdir() if path.stat().st_size > 2 * MIB - 1] == []
     assert "model.safetensors" not in snapshot_files(server, REPO)
+
+
+def test_a_listing_that_would_write_outside_the_cache_is_refused_whole(
+    start_server: ServerFactory, hub: StandinHub
+) -> None:
+    hub.add_repo("org/evil", {"config.json": b"{}"})
+    hub.behave(unsafe_listing=["org/evil"])
+    server = start_server(**hub.env())
+    response = server.client.post("/downloads", json={"model": "org/evil"})
+    assert response.status_code == 502
+    assert "blob id ../../escaped that is not safe" in response.json()["detail"]
+    assert hub.requests() == []
+    home = Path(server.env["HF_HOME"])
+    assert not list(home.rglob("escaped*"))
+
+
+def test_a_revision_that_would_leave_the_refs_folder_is_a_400(
+    start_server: ServerFactory, hub: StandinHub
+) -> None:
+    hub.add_repo(REPO, {"config.json": b"{}"})
+    for offline in ("0", "1"):
+        server = start_server(HF_HUB_OFFLINE=offline, **hub.env())
+        for revision in ("../../../etc/hostname", ".", "a//b", "x\x00"):
+            body = {"model": REPO, "revision": revision}
+            response = server.client.post("/downloads", json=body)
+            assert response.status_code == 400, (offline, revision, response.text)
+            assert response.json()["detail"].endswith("without empty, '.' or '..' parts")
+        server.terminate()
+    assert hub.requests() == []
+
+
+def test_two_revisions_sharing_a_blob_take_turns_and_a_cancel_spares_the_other(
+    start_server: ServerFactory, hub: StandinHub
+) -> None:
+    hub.add_repo(REPO, {"config.json": b"{}", "model.safetensors": 6 * MIB})
+    hub.behave(bandwidth_bytes_per_second=3 * MIB)
+    server = start_server(**hub.env())
+    commit = hashlib.sha1(f"commit of {REPO}".encode()).hexdigest()  # the stand-in's
+    by_branch = server.client.post("/downloads", json={"model": REPO}).json()
+    by_commit = server.client.post("/downloads", json={"model": REPO, "revision": commit}).json()
+    assert by_branch["id"] != by_commit["id"]
+    eventually(lambda: server.client.get(f"/downloads/{by_branch['id']}").json()["bytes_done"] > 0)
+    server.client.delete(f"/downloads/{by_branch['id']}")
+    assert wait_download(server, by_branch["id"])["state"] == "cancelled"
+    done = wait_download(server, by_commit["id"])
+    assert done["state"] == "completed", done
+    cached = Path(server.env["HF_HOME"]) / "hub" / "models--org--tiny" / "snapshots"
+    [weights] = cached.glob(f"{commit}/model.safetensors")
+    assert weights.read_bytes() == (hub.root / REPO / "model.safetensors").read_bytes()
+
+
+def test_a_passing_refusal_from_the_hub_is_tried_again(
+    start_server: ServerFactory, hub: StandinHub
+) -> None:
+    hub.add_repo(REPO, {"config.json": b"{}", "model.safetensors": MIB})
+    hub.behave(refuse_first_get=503)
+    server = start_server(**hub.env())
+    download = server.client.post("/downloads", json={"model": REPO}).json()
+    assert wait_download(server, download["id"])["state"] == "completed"
+    paths = sorted(request["path"] for request in hub.requests())
+    assert paths == ["config.json", "config.json", "model.safetensors", "model.safetensors"]

@@ -78,6 +78,9 @@ def test_the_hubs_and_the_servers_refusals_are_api_errors_in_their_words(client:
     with pytest.raises(ApiError) as no_such:
         client.get_download("nope")
     assert no_such.value.status == 404
+    # Dot segments would be resolved by the HTTP client into another route (DELETE /keys/x).
+    with pytest.raises(ValueError, match=r"'\.\.' part"):
+        client.remove_from_cache("../keys/key_1")
     assert client.downloads() == []
 
 

@@ -121,7 +121,9 @@ def test_the_cache_lists_its_models_and_frees_one_no_launch_uses(
     assert freed.json()["freed_bytes"] >= 2 * MIB
     assert server.client.get("/cache").json()["data"] == []
     assert server.client.delete(f"/cache/{REPO}").status_code == 404
-    assert server.client.delete("/cache/..%2F..%2Fetc").status_code in (400, 404)
+    traversal = server.client.delete("/cache/..%2F..%2Fetc")
+    assert traversal.status_code == 400
+    assert "is not a Hub repository id" in traversal.json()["detail"]
 
 
 def test_a_local_path_is_launched_without_asking_the_hub(
@@ -190,3 +192,58 @@ def test_offline_a_cached_model_launches_and_a_missing_one_fails_saying_so(
     failed = offline.wait_for(missing["launch_id"], {"failed"})
     assert "HF_HUB_OFFLINE is set and org/elsewhere (main) is not in the cache" in failed["error"]
     assert len(hub.requests()) == asked  # the Hub was not asked anything
+
+
+def test_a_download_cancelled_while_a_launch_waits_fails_the_launch(
+    start_server: ServerFactory, hub: StandinHub
+) -> None:
+    slow_repo(hub)
+    server = start_server(**hub.env())
+    launch = server.launch(model=REPO)
+    status = downloading(server, launch["launch_id"])
+    server.client.delete(f"/downloads/{status['download_id']}")
+    failed = server.wait_for(launch["launch_id"], {"failed"})
+    assert "cancelled" in failed["error"]
+    assert failed["pid"] is None
+    assert server.client.get("/gpus").json()[0]["launch_id"] is None
+
+
+def test_a_launch_with_hub_settings_of_its_own_downloads_for_itself(
+    start_server: ServerFactory, hub: StandinHub
+) -> None:
+    hub.add_repo(REPO, {"config.json": b"{}", "model.safetensors": MIB})
+    server = start_server(**hub.env())
+    own_token = server.launch_ready(model=REPO, env={"HF_TOKEN": "hf_its_own"}, gpu_ids=[0])
+    own_folder = server.launch_ready(model=REPO, extra_args=["--download-dir", "/x"], gpu_ids=[1])
+    for ready in (own_token, own_folder):
+        assert ready["download_id"] is None
+        assert "HF_HUB_OFFLINE" not in ready["env_keys"]
+    assert hub.requests() == []
+
+
+def test_a_launch_stopped_while_its_restart_checks_the_cache_stops(
+    start_server: ServerFactory, hub: StandinHub
+) -> None:
+    hub.add_repo("org/crash-on-start", {"config.json": b"{}", "model.safetensors": MIB})
+    server = start_server(**hub.env())
+    launch = server.launch(
+        model="org/crash-on-start",
+        # Its tokenizer named apart keeps vLLM online, so each restart looks at the Hub again.
+        extra_args=["--tokenizer", "org/crash-on-start"],
+        restart="on-failure",
+        max_restarts=2,
+        restart_backoff_seconds=0.1,
+    )
+    eventually(lambda: server.status(launch["launch_id"])["pid"] is not None)
+    hub.behave(listing_delay_seconds=5)  # the restart's look at the Hub takes a while
+
+    seen: list[dict[str, object]] = []
+
+    def rechecking() -> bool:
+        seen.append(server.status(launch["launch_id"]))
+        return seen[-1]["restart_count"] == 1 and seen[-1]["phase"] == "downloading"
+
+    eventually(rechecking, message="the restart did not look at the Hub again")
+    assert server.status(launch["launch_id"])["pid"] is None  # the crashed one is not its own
+    stopped = server.stop(launch["launch_id"])
+    assert stopped["state"] == "stopped"

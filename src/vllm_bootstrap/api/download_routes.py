@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from vllm_bootstrap.api.services import ServicesDep
@@ -88,18 +88,17 @@ async def list_cache(services: ServicesDep) -> dict[str, Any]:
 
 
 @router.delete("/cache/{repo:path}")
-async def remove_from_cache(repo: str, services: ServicesDep, response: Response) -> dict[str, Any]:
+async def remove_from_cache(repo: str, services: ServicesDep) -> dict[str, Any]:
     """Free a repository's space; 409 while a live launch or a download uses it."""
     check_repo_id(repo)
     users = _live_launches(services, repo)
     if users:
         raise CacheInUse(f"{repo} is in use by launch(es) {', '.join(users)}: stop them first")
-    if services.downloads.fetching(repo):
-        raise CacheInUse(f"{repo} is being downloaded: cancel it (DELETE /downloads/{{id}}) first")
     cache = RepoCache(repo)
-    if not cache.folder.is_dir():
-        raise NotCached(repo)
-    freed = await asyncio.to_thread(cache.remove)
+    with services.downloads.removing(repo):  # no download of it begins meanwhile
+        if not cache.folder.is_dir():
+            raise NotCached(repo)
+        freed = await asyncio.to_thread(cache.remove)
     return {"model": repo, "deleted": True, "freed_bytes": freed}
 
 

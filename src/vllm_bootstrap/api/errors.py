@@ -36,12 +36,14 @@ from vllm_bootstrap.batches import (
 )
 from vllm_bootstrap.downloads import (
     CacheInUse,
+    CacheUnusable,
     DiskTooSmall,
     DownloadNotFound,
     GatedRepo,
     HubOffline,
     HubUnreachable,
     InvalidRepo,
+    InvalidRevision,
     NotCached,
     RepoNotFound,
     RevisionNotFound,
@@ -137,6 +139,8 @@ TABLE: dict[type[Exception], Answer] = {
     ),
     # downloads and the cache
     InvalidRepo: Answer(400, "invalid_repo"),
+    InvalidRevision: Answer(400, "invalid_revision"),
+    CacheUnusable: Answer(503, "cache_unavailable"),
     RepoNotFound: Answer(404, "model_not_found"),
     RevisionNotFound: Answer(404, "revision_not_found"),
     GatedRepo: Answer(403, "gated_repo"),

@@ -48,7 +48,11 @@ def _id(value: str) -> str:
 
 
 def _name(value: str) -> str:
-    """A profile name as a path: its "/" stay (names like org/model), the rest is escaped."""
+    """A profile or model name as a path: its "/" stay (names like org/model), the rest is
+    escaped; "." and ".." parts are refused, since HTTP clients resolve them and the
+    request would go to another route ("../keys/x" is DELETE /keys/x)."""
+    if any(part in ("", ".", "..") for part in value.split("/")):
+        raise ValueError(f"{value!r} is not a name: it has an empty, '.' or '..' part")
     return quote(value, safe="/")
 
 

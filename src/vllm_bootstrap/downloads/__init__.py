@@ -7,6 +7,8 @@ from vllm_bootstrap.faces import lazy_face
 # What other packages may use, and the module defining each.
 _FACE = {
     "CacheInUse": "errors",
+    "CacheUnusable": "errors",
+    "InvalidRevision": "errors",
     "DiskTooSmall": "errors",
     "Download": "record",
     "DownloadError": "errors",

@@ -24,6 +24,7 @@ from huggingface_hub import constants, scan_cache_dir
 from huggingface_hub.errors import CacheNotFound
 
 from vllm_bootstrap.downloads.hub import Listing, RepoFile
+from vllm_bootstrap.downloads.selection import WEIGHTS
 
 PARTIAL_SUFFIX = ".vllm-bootstrap"
 
@@ -45,13 +46,19 @@ class RepoCache:
         return repo_folder(self.repo)
 
     def blob(self, item: RepoFile) -> Path:
-        return self.folder / "blobs" / item.etag
+        return self._inside(self.folder / "blobs" / item.etag)
 
     def partial(self, item: RepoFile) -> Path:
-        return self.folder / "blobs" / f"{item.etag}{PARTIAL_SUFFIX}"
+        return self._inside(self.folder / "blobs" / f"{item.etag}{PARTIAL_SUFFIX}")
 
     def link(self, commit: str, item: RepoFile) -> Path:
-        return self.folder / "snapshots" / commit / item.path
+        return self._inside(self.folder / "snapshots" / commit / item.path)
+
+    def _inside(self, path: Path) -> Path:
+        """Listings are checked (hub.checked_listing); this is the last line, in case."""
+        if ".." in path.relative_to(self.folder).parts:
+            raise ValueError(f"{path} would leave {self.folder}")
+        return path
 
     def has(self, listing: Listing, item: RepoFile) -> bool:
         return self.link(listing.commit, item).exists()  # follows the link to a whole blob
@@ -62,6 +69,18 @@ class RepoCache:
             with contextlib.suppress(OSError):
                 return path.stat().st_size
         return 0
+
+    def looks_cached(self, revision: str, weights: bool) -> bool:
+        """Offline, with no listing to compare: the revision's snapshot has a config and,
+        when they are wanted, weights (a download that stopped at the configs does not)."""
+        commit = self.commit_of(revision)
+        if commit is None:
+            return False
+        snapshot = self.folder / "snapshots" / commit
+        names = {path.name for path in snapshot.iterdir()} if snapshot.is_dir() else set()
+        described = bool(names & {"config.json", "params.json"})
+        weighed = any(name.endswith(WEIGHTS) for name in names if (snapshot / name).exists())
+        return described and (weighed or not weights)
 
     def commit_of(self, revision: str) -> str | None:
         """The commit `revision` named when it was last fetched (offline use)."""
@@ -95,10 +114,14 @@ class RepoCache:
             self.partial(item).unlink()
 
     def remove(self) -> int:
-        """Delete the repository from the cache; the bytes freed."""
-        size = folder_size(self.folder)
+        """Delete the repository from the cache; the bytes freed (what is gone, also when
+        part of it could not be deleted)."""
+        before = folder_size(self.folder)
+        if self.folder.is_symlink():
+            self.folder.unlink()  # the link goes; what it points to is not ours to delete
+            return 0
         shutil.rmtree(self.folder, ignore_errors=True)
-        return size
+        return before - (folder_size(self.folder) if self.folder.exists() else 0)
 
 
 def free_bytes() -> tuple[int, Path]:

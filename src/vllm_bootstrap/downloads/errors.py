@@ -12,6 +12,14 @@ class InvalidRepo(DownloadError):
     """Not a repository id the Hub could have."""
 
 
+class InvalidRevision(DownloadError):
+    """Not a revision: one that would leave the cache's refs folder, say."""
+
+
+class CacheUnusable(DownloadError):
+    """The cache's folder could not be read or written (permissions, a vanished volume)."""
+
+
 class RepoNotFound(DownloadError):
     """The Hub has no such repository, or hides it from us (no token, or the wrong one)."""
 

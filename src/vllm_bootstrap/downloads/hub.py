@@ -5,6 +5,7 @@ its refusals turned into errors that say what to do."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 from huggingface_hub import HfApi, constants, hf_hub_url
@@ -23,6 +24,11 @@ from vllm_bootstrap.log_text import escaped
 
 # The Hub answers metadata in well under a second; past this it is down for our purposes.
 LISTING_TIMEOUT_SECONDS = 30.0
+MAX_REVISION_CHARACTERS = 256
+MAX_NAME_BYTES = 255  # a file name's limit on Linux filesystems
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+# A git blob id (sha1) or an LFS sha256: the names of blobs in the cache.
+_BLOB = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,57 @@ def list_repo(repo: str, revision: str) -> Listing:
         )
         for sibling in info.siblings or ()
     )
-    return Listing(repo, revision, info.sha or revision, files)
+    return checked_listing(Listing(repo, revision, info.sha or "", files))
+
+
+def check_revision(revision: str) -> str:
+    """A branch, tag or commit as a path under refs/ may have it: no way out of the folder."""
+    segments = revision.split("/")
+    if (
+        not revision
+        or len(revision) > MAX_REVISION_CHARACTERS
+        or any(segment in ("", ".", "..") for segment in segments)
+        or any(character in revision for character in "\\\x00")
+        or not revision.isprintable()
+    ):
+        raise errors.InvalidRevision(
+            f"{escaped(revision)} is not a revision: a branch, tag or commit id, without "
+            "empty, '.' or '..' parts"
+        )
+    return revision
+
+
+def checked_listing(listing: Listing) -> Listing:
+    """The Hub's (or a mirror's) word becomes file names in the cache: a commit that is not
+    a commit id, a blob name that is not a hash, or a path that leaves its folder would let
+    it write anywhere, so the whole listing is refused."""
+    if not _COMMIT.fullmatch(listing.commit):
+        raise errors.HubUnreachable(_unsafe(listing, f"commit {escaped(listing.commit)}"))
+    for item in listing.files:
+        if not _BLOB.fullmatch(item.etag):
+            raise errors.HubUnreachable(_unsafe(listing, f"blob id {escaped(item.etag)}"))
+        if not _is_safe_path(item.path):
+            raise errors.HubUnreachable(_unsafe(listing, f"path {escaped(item.path)}"))
+        if item.size < 0:
+            raise errors.HubUnreachable(_unsafe(listing, f"size of {escaped(item.path)}"))
+    return listing
+
+
+def _is_safe_path(path: str) -> bool:
+    segments = path.split("/")
+    return (
+        all(segment not in ("", ".", "..") for segment in segments)
+        and all(len(segment.encode()) <= MAX_NAME_BYTES for segment in segments)
+        and "\\" not in path
+        and path.isprintable()
+    )
+
+
+def _unsafe(listing: Listing, what: str) -> str:
+    return (
+        f"the Hub ({endpoint()}) listed {listing.repo} with a {what} that is not safe to "
+        "write to the cache; nothing was downloaded"
+    )
 
 
 def file_url(repo: str, commit: str, path: str) -> str:

@@ -24,9 +24,23 @@ from vllm_bootstrap.log_text import escaped
 logger = logging.getLogger("vllm_bootstrap.downloads")
 # How often a launch's progress is brought up to its download's.
 PROGRESS_SECONDS = 0.5
-# Flags that make vLLM read another repository than the launch's own: it must be free to
-# ask the Hub for that one itself.
-OTHER_REPOS = ("--tokenizer", "--speculative-config", "--hf-config-path")
+# Flags that make vLLM read another repository or revision than the one downloaded: it
+# must be free to ask the Hub for those itself.
+OTHER_REPOS = (
+    "--tokenizer",
+    "--tokenizer-revision",
+    "--code-revision",
+    "--speculative-config",
+    "--hf-config-path",
+    "--lora-modules",
+    "--enable-lora",
+)
+# A launch that says where its Hub files come from or go is left to download them itself:
+# ours would land in the server's cache, with the server's token.
+OWN_HUB_VARIABLES = ("HF_TOKEN", "HF_HOME", "HF_HUB_CACHE", "HF_ENDPOINT", "HF_HUB_OFFLINE")
+OWN_HUB_FLAGS = ("--download-dir",)
+# Load formats whose files `selection` knows (None: vLLM's default, "auto").
+KNOWN_LOAD_FORMATS = (None, "auto", "safetensors", "dummy")
 
 
 def is_hub_model(model: str) -> bool:
@@ -45,7 +59,15 @@ class LaunchWeights:
         self._enabled = enabled
 
     def needed_for(self, launch: Launch) -> bool:
-        return self._enabled and is_hub_model(launch.model)
+        """Whether the launch waits for our download: a Hub model, loaded the usual way,
+        from the server's cache."""
+        return (
+            self._enabled
+            and is_hub_model(launch.model)
+            and flag_value(launch.extra_args, "--load-format") in KNOWN_LOAD_FORMATS
+            and not any(name in launch.env for name in OWN_HUB_VARIABLES)
+            and not any(reserved_flag(arg, OWN_HUB_FLAGS) for arg in launch.extra_args)
+        )
 
     async def fetch(self, launch: Launch, on_progress: Callable[[Download], None]) -> None:
         """Download what the launch's vLLM will load; DownloadError when that fails."""

@@ -12,18 +12,25 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from vllm_bootstrap.downloads import errors
 from vllm_bootstrap.downloads.cache import RepoCache, free_bytes
-from vllm_bootstrap.downloads.hub import Listing, RepoFile, check_repo_id, is_offline, list_repo
+from vllm_bootstrap.downloads.hub import (
+    Listing,
+    RepoFile,
+    check_repo_id,
+    check_revision,
+    is_offline,
+    list_repo,
+)
 from vllm_bootstrap.downloads.record import Download, DownloadState
 from vllm_bootstrap.downloads.selection import files_to_fetch
 from vllm_bootstrap.downloads.store import KEPT_FINISHED, DownloadStore
-from vllm_bootstrap.downloads.transfer import Cancelled, Tally, fetch_all
+from vllm_bootstrap.downloads.transfer import BlobLocks, Cancelled, Stop, Tally, fetch_all
 from vllm_bootstrap.log_text import escaped
 
 logger = logging.getLogger("vllm_bootstrap.downloads")
@@ -39,7 +46,7 @@ _S = DownloadState
 @dataclass
 class _Job:
     download: Download
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    stop: Stop = field(default_factory=Stop)
     tally: Tally = field(default_factory=Tally)
     # Bytes of the files that were whole before it began (the tally counts the rest).
     base_bytes: int = 0
@@ -47,7 +54,6 @@ class _Job:
     samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
-    by_request: bool = False  # DELETE /downloads asked: the threads' stop is a cancel
 
     def refresh(self) -> Download:
         """Bring its record's counts up to the threads' tallies."""
@@ -80,6 +86,9 @@ class Downloads:
         self._jobs: dict[str, _Job] = {}
         self._finished: dict[str, Download] = {}
         self._closing = False
+        self._blob_locks = BlobLocks()
+        # Repositories being deleted from the cache (DELETE /cache): no download may begin.
+        self._removing: set[str] = set()
 
     # ----------------------------------------------------------------- the API's side
 
@@ -121,21 +130,22 @@ class Downloads:
         """A download (live or new) and the files it fetches; (None, the files) when the
         cache has them all (no files known: offline)."""
         check_repo_id(repo)
+        check_revision(revision)
+        self._check_not_removed(repo)
         live = self._live(repo, revision, weights)
         if live is not None:
             return live.download, []
-        listing = await self._listing(repo, revision)
+        listing = await self._listing(repo, revision, weights)
         if listing is None:
             return None, []  # offline, and the cache has it
         wanted = files_to_fetch(listing.files, weights)
-        cache = RepoCache(repo)
-        missing = [item for item in wanted if not cache.has(listing, item)]
+        missing = await asyncio.to_thread(self._missing_if_it_fits, listing, wanted)
+        self._check_not_removed(repo)
         live = self._live(repo, revision, weights)  # one may have begun while we listed
         if live is not None:
             return live.download, wanted
         if not missing:
             return None, wanted
-        self._check_disk(repo, missing, cache)
         download = Download(
             secrets.token_hex(6),
             repo,
@@ -170,8 +180,8 @@ class Downloads:
         download = self.get(download_id)
         job = self._jobs.get(download_id)
         if job is not None:
-            job.by_request = True
-            job.cancelled.set()
+            job.stop.discard = True
+            job.stop.cancelled.set()
         return download
 
     def under_way(self) -> list[tuple[str, str, int, int]]:
@@ -183,6 +193,19 @@ class Downloads:
 
     def fetching(self, repo: str) -> bool:
         return any(job.download.repo == repo for job in self._jobs.values())
+
+    @contextlib.contextmanager
+    def removing(self, repo: str) -> Iterator[None]:
+        """While a repository is deleted from the cache, no download of it begins."""
+        if self.fetching(repo) or repo in self._removing:
+            raise errors.CacheInUse(
+                f"{repo} is being downloaded: cancel it (DELETE /downloads/{{id}}) first"
+            )
+        self._removing.add(repo)
+        try:
+            yield
+        finally:
+            self._removing.discard(repo)
 
     async def wait(self, download: Download, timeout: float | None = None) -> Download:
         job = self._jobs.get(download.download_id)
@@ -206,7 +229,7 @@ class Downloads:
         """Stop the threads; records stay under way for the next start to resume."""
         self._closing = True
         for job in self._jobs.values():
-            job.cancelled.set()
+            job.stop.cancelled.set()
         tasks = [job.task for job in self._jobs.values() if job.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=10)
@@ -228,9 +251,13 @@ class Downloads:
                 return job
         return None
 
-    async def _listing(self, repo: str, revision: str) -> Listing | None:
+    def _check_not_removed(self, repo: str) -> None:
+        if repo in self._removing:
+            raise errors.CacheInUse(f"{repo} is being deleted from the cache: try again")
+
+    async def _listing(self, repo: str, revision: str, weights: bool) -> Listing | None:
         if is_offline():
-            if RepoCache(repo).commit_of(revision) is not None:
+            if await asyncio.to_thread(RepoCache(repo).looks_cached, revision, weights):
                 return None
             raise errors.HubOffline(
                 f"HF_HUB_OFFLINE is set and {repo} ({revision}) is not in the cache "
@@ -238,16 +265,26 @@ class Downloads:
             )
         return await asyncio.to_thread(list_repo, repo, revision)
 
-    def _check_disk(self, repo: str, missing: list[RepoFile], cache: RepoCache) -> None:
-        needed = sum(item.size - cache.bytes_on_disk(item) for item in missing)
-        free, place = free_bytes()
-        if needed + self._margin > free:
+    def _missing_if_it_fits(self, listing: Listing, wanted: list[RepoFile]) -> list[RepoFile]:
+        """The files of `wanted` the cache lacks, once the disk is known to hold them
+        (blocking: it reads the cache's folders and the disk's free space)."""
+        cache = RepoCache(listing.repo)
+        try:
+            missing = [item for item in wanted if not cache.has(listing, item)]
+            needed = sum(item.size - cache.bytes_on_disk(item) for item in missing)
+            free, place = free_bytes()
+        except OSError as exc:
+            raise errors.CacheUnusable(
+                f"the cache at {cache.folder} cannot be read: {exc}"
+            ) from None
+        if missing and needed + self._margin > free:
             raise errors.DiskTooSmall(
-                f"{repo} needs {_size(needed)} ({needed} bytes) more, but {place} has "
+                f"{listing.repo} needs {_size(needed)} ({needed} bytes) more, but {place} has "
                 f"{_size(free)} ({free} bytes) free and {_size(self._margin)} must stay free "
                 "(VLLM_BOOTSTRAP_DISK_MARGIN_BYTES): free space there or point HF_HOME at a "
                 "larger volume"
             )
+        return missing
 
     def _begin(
         self, download: Download, listing: Listing, wanted: list[RepoFile], missing: list[RepoFile]
@@ -287,6 +324,9 @@ class Downloads:
         cache = RepoCache(download.repo)
         whole = [item for item in wanted if cache.has(listing, item)]
         job.base_bytes, job.base_files = sum(i.size for i in whole), len(whole)
+        download.commit = listing.commit
+        download.files_total = len(wanted)
+        download.bytes_total = sum(item.size for item in wanted)
         download.state = _S.DOWNLOADING
         logger.info("download %s: resumed after a restart", download.download_id)
         await self._run(job, listing, wanted)
@@ -294,12 +334,11 @@ class Downloads:
     async def _run(self, job: _Job, listing: Listing, wanted: list[RepoFile]) -> None:
         try:
             await asyncio.to_thread(
-                fetch_all, listing, wanted, job.tally, job.cancelled, self._workers
+                fetch_all, listing, wanted, job.tally, job.stop, self._workers, self._blob_locks
             )
         except Cancelled:
-            if self._closing and not job.by_request:
+            if self._closing and not job.stop.discard:
                 return  # the server stops: the record stays under way, to be resumed
-            self._drop_partials(job, wanted)
             self._end(job, _S.CANCELLED, "cancelled by DELETE /downloads")
         except errors.DownloadError as exc:
             self._end(job, _S.FAILED, str(exc))
@@ -309,11 +348,6 @@ class Downloads:
         else:
             job.refresh()
             self._end(job, _S.COMPLETED, None)
-
-    def _drop_partials(self, job: _Job, wanted: list[RepoFile]) -> None:
-        cache = RepoCache(job.download.repo)
-        for item in wanted:
-            cache.drop_partial(item)
 
     def _end(self, job: _Job, state: DownloadState, error: str | None) -> None:
         download = job.refresh()

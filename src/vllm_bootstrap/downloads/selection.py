@@ -9,6 +9,7 @@ together can double a download.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Protocol, TypeVar
 
@@ -17,6 +18,9 @@ from typing import Protocol, TypeVar
 DESCRIBING = (".json", ".txt", ".model", ".jinja", ".tiktoken", ".py")
 # Weight formats in the order vLLM prefers them (its "auto" load format).
 WEIGHTS = (".safetensors", ".bin", ".pt")
+# Sentence-transformers keep an embedding model's pooling and dense layers in numbered
+# module folders ("1_Pooling/config.json", "2_Dense/model.safetensors"); vLLM reads them.
+_SENTENCE_MODULE = re.compile(r"\d+_[A-Za-z]+/[^/]+$")
 
 
 class Named(Protocol):
@@ -30,6 +34,7 @@ F = TypeVar("F", bound=Named)
 def files_to_fetch(files: Sequence[F], weights: bool = True) -> list[F]:
     """The files of `files` that vLLM loads (only the describing ones without `weights`)."""
     top = [item for item in files if "/" not in item.path]
+    modules = [item for item in files if _SENTENCE_MODULE.match(item.path)]
     suffix, chosen = _weights_of(top) if weights else ("", [])
     described = [
         item
@@ -40,7 +45,7 @@ def files_to_fetch(files: Sequence[F], weights: bool = True) -> list[F]:
             or (suffix and item.path.endswith(f"{suffix}.index.json"))
         )
     ]
-    return sorted([*chosen, *described], key=lambda item: item.path)
+    return sorted([*chosen, *described, *modules], key=lambda item: item.path)
 
 
 def _weights_of(top: Sequence[F]) -> tuple[str, list[F]]:

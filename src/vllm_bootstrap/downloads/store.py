@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from pathlib import Path
 
 from vllm_bootstrap.downloads.record import Download
 from vllm_bootstrap.sqlite import open_private
 
+logger = logging.getLogger("vllm_bootstrap.downloads")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS downloads (
     id TEXT PRIMARY KEY,
@@ -44,8 +46,18 @@ class DownloadStore:
         return True
 
     def load_all(self) -> list[Download]:
-        rows = self._db.execute("SELECT document FROM downloads ORDER BY created_at").fetchall()
-        return [Download.from_document(json.loads(row["document"])) for row in rows]
+        """Every stored download; a row that cannot be read (edited by hand, from a newer
+        version) is skipped with a warning rather than stopping start-up."""
+        rows = self._db.execute("SELECT id, document FROM downloads ORDER BY created_at")
+        downloads = []
+        for row in rows.fetchall():
+            try:
+                downloads.append(Download.from_document(json.loads(row["document"])))
+            except (ValueError, TypeError, KeyError) as exc:
+                logger.warning(
+                    "download %s skipped: its record cannot be read (%s)", row["id"], exc
+                )
+        return downloads
 
     def close(self) -> None:
         self._db.close()

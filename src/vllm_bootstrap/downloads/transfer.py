@@ -5,16 +5,22 @@ interrupted, so a restart there fetches a 10 GB shard again from its first byte.
 bytes go to the blob's partial file, which survives a restart and is continued with an HTTP
 Range request; huggingface_hub still supplies everything else (the URL, the token and
 user agent, the cache layout's names). Blocking code: it runs in worker threads, one file
-per thread, and looks at `cancelled` between chunks.
+per thread, and looks at `Stop.cancelled` between chunks.
+
+One blob has one writer: downloads that share a blob (two revisions of a repository, a
+file listed twice) take turns on it through `BlobLocks`, so nobody truncates or deletes a
+partial file another thread is writing.
 """
 
 from __future__ import annotations
 
 import errno
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import httpx
 
@@ -23,16 +29,32 @@ from vllm_bootstrap.downloads.cache import RepoCache
 from vllm_bootstrap.downloads.hub import Listing, RepoFile, file_url, request_headers
 
 CHUNK_BYTES = 1024 * 1024
-# A dropped connection is retried from where it broke, this many times per file.
+# A dropped connection or a passing refusal (429, 5xx) is retried from where it broke, this
+# many times per file, waiting twice as long each time.
 ATTEMPTS = 5
 FIRST_BACKOFF_SECONDS = 0.5
+RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
 CONNECT_TIMEOUT_SECONDS = 10.0
 # A stalled transfer (no byte for this long) is a dropped one.
 READ_TIMEOUT_SECONDS = 60.0
+# How often a thread waiting for another's blob looks whether it was cancelled.
+TURN_CHECK_SECONDS = 0.2
 
 
 class Cancelled(Exception):
     """The download was cancelled (or the server is shutting down)."""
+
+
+class _Passing(Exception):
+    """A refusal worth another try (429, 5xx)."""
+
+
+@dataclass
+class Stop:
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    # Set with `cancelled` when the download is given up for good (DELETE /downloads): its
+    # partial files go; a server that stops keeps them for its next start.
+    discard: bool = False
 
 
 @dataclass
@@ -50,12 +72,33 @@ class Tally:
         self.finished.add(item.path)
 
 
+class BlobLocks:
+    """One lock per blob in the cache, shared by every download of this server."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    @contextmanager
+    def turn(self, blob: str, stop: Stop) -> Iterator[None]:
+        with self._guard:
+            lock = self._locks.setdefault(blob, threading.Lock())
+        while not lock.acquire(timeout=TURN_CHECK_SECONDS):
+            if stop.cancelled.is_set():
+                raise Cancelled
+        try:
+            yield
+        finally:
+            lock.release()
+
+
 def fetch_all(
     listing: Listing,
     wanted: list[RepoFile],
     tally: Tally,
-    cancelled: threading.Event,
+    stop: Stop,
     workers: int,
+    locks: BlobLocks,
 ) -> None:
     """Fetch every file of `wanted` that is not whole in the cache yet (blocking)."""
     cache = RepoCache(listing.repo)
@@ -68,15 +111,15 @@ def fetch_all(
         ThreadPoolExecutor(max(1, workers), thread_name_prefix="download") as pool,
     ):
         fetches = [
-            pool.submit(_fetch_file, client, headers, cache, listing, item, tally, cancelled)
+            pool.submit(_fetch_file, client, headers, cache, listing, item, tally, stop, locks)
             for item in missing
         ]
-        try:
-            for fetch in fetches:
-                fetch.result()
-        except BaseException:
-            cancelled.set()  # one file failed: the others stop too, and the error is told
-            raise
+        done, _ = wait(fetches, return_when=FIRST_EXCEPTION)
+        failed = [fetch for fetch in done if fetch.exception() is not None]
+        if failed:
+            stop.cancelled.set()  # one file failed: the others stop too, and its error is told
+            wait(fetches)
+            raise failed[0].exception()  # type: ignore[misc]
 
 
 def _fetch_file(
@@ -86,33 +129,49 @@ def _fetch_file(
     listing: Listing,
     item: RepoFile,
     tally: Tally,
-    cancelled: threading.Event,
+    stop: Stop,
+    locks: BlobLocks,
 ) -> None:
-    if cache.blob(item).exists():  # whole already (fetched by another revision, or hf)
+    with locks.turn(str(cache.blob(item)), stop):
+        if not cache.blob(item).exists():  # else whole already (another revision, or hf)
+            try:
+                _fetch_with_retries(client, headers, cache, listing, item, tally, stop)
+            except Cancelled:
+                if stop.discard:
+                    cache.drop_partial(item)
+                raise
         cache.complete(listing, item)
-        tally.finish(item)
-        return
+    tally.finish(item)
+
+
+def _fetch_with_retries(
+    client: httpx.Client,
+    headers: dict[str, str],
+    cache: RepoCache,
+    listing: Listing,
+    item: RepoFile,
+    tally: Tally,
+    stop: Stop,
+) -> None:
     url = file_url(listing.repo, listing.commit, item.path)
     for attempt in range(ATTEMPTS):
-        if cancelled.is_set():
+        if stop.cancelled.is_set():
             raise Cancelled
         try:
-            _transfer(client, url, headers, cache, item, tally, cancelled)
+            _transfer(client, url, headers, cache, item, tally, stop)
             break
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, _Passing) as exc:
             if attempt == ATTEMPTS - 1:
                 raise errors.TransferFailed(
                     f"{item.path} could not be fetched after {ATTEMPTS} tries: {exc}"
                 ) from None
-            cancelled.wait(FIRST_BACKOFF_SECONDS * 2**attempt)
+            stop.cancelled.wait(FIRST_BACKOFF_SECONDS * 2**attempt)
     have = cache.bytes_on_disk(item)
     if have != item.size:
         cache.drop_partial(item)
         raise errors.TransferFailed(
             f"{item.path}: the Hub sent {have} bytes, its listing says {item.size}"
         )
-    cache.complete(listing, item)
-    tally.finish(item)
 
 
 def _transfer(
@@ -122,7 +181,7 @@ def _transfer(
     cache: RepoCache,
     item: RepoFile,
     tally: Tally,
-    cancelled: threading.Event,
+    stop: Stop,
 ) -> None:
     partial = cache.partial(item)
     have = cache.bytes_on_disk(item) if partial.exists() else 0
@@ -134,31 +193,36 @@ def _transfer(
         return
     asked = {**headers, "Range": f"bytes={have}-"} if have else headers
     with client.stream("GET", url, headers=asked) as response:
+        if response.status_code in RETRIED_STATUSES:
+            raise _Passing(f"the Hub answered {response.status_code}")
         if response.status_code not in (200, 206):
             raise errors.TransferFailed(_refusal(item, response))
         if response.status_code == 200:
             have = 0  # the server sent the whole file: start the partial file again
-        with partial.open("r+b" if have else "wb") as out:
-            out.seek(have)
-            out.truncate()
-            _copy(response, out, item, have, tally, cancelled, _written(cache, item))
+        on_full_disk = _written(cache, item)
+        try:
+            with partial.open("r+b" if have else "wb") as out:
+                out.seek(have)
+                out.truncate()
+                _copy(response, out, item, have, tally, stop, on_full_disk)
+        except OSError as exc:  # opening, or the last bytes flushed at close
+            raise on_full_disk(exc) from None
 
 
 def _copy(
     response: httpx.Response,
-    out: object,
+    out: BinaryIO,
     item: RepoFile,
     have: int,
     tally: Tally,
-    cancelled: threading.Event,
+    stop: Stop,
     on_full_disk: Callable[[OSError], errors.TransferFailed],
 ) -> None:
-    write = out.write  # type: ignore[attr-defined]
     for chunk in response.iter_raw(CHUNK_BYTES):
-        if cancelled.is_set():
+        if stop.cancelled.is_set():
             raise Cancelled
         try:
-            write(chunk)
+            out.write(chunk)
         except OSError as exc:
             raise on_full_disk(exc) from None
         have += len(chunk)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any, Protocol
 
 from starlette.types import Receive, Scope, Send
@@ -34,6 +35,7 @@ from vllm_bootstrap.serving.keyed import as_the_keys, at_the_keys_priority, serv
 from vllm_bootstrap.serving.priority import PriorityTurns
 from vllm_bootstrap.serving.router import ModelRouter
 
+logger = logging.getLogger("vllm_bootstrap.serving")
 OPENAI_PREFIX = "/v1/"
 
 
@@ -240,9 +242,14 @@ _EVENT_STREAM_START = {
 
 def _stream_error(failure: Exception) -> dict[str, object]:
     """The last message of a stream whose model could not be loaded: OpenAI's streamed
-    error event, then the end."""
+    error event, then the end. Our own errors say why in words meant for clients; anything
+    else (a bug) is logged and told as no more than that."""
+    message = str(failure)
+    if not type(failure).__module__.startswith("vllm_bootstrap."):
+        logger.error("a stream's load failed unexpectedly", exc_info=failure)
+        message = "the model could not be loaded (the server's log says why)"
     error = {
-        "message": str(failure),
+        "message": message,
         "type": "server_error",
         "param": None,
         "code": getattr(failure, "code", None) or "model_load_failed",

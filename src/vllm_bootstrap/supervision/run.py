@@ -91,8 +91,11 @@ class LaunchRun:
         try:
             await weights.fetch(launch, show)
         except DownloadError as exc:
-            if launch.state is _S.BOOTSTRAPPING:
-                self._move(_S.FAILED, error=f"its model could not be downloaded: {exc}")
+            self._fail_fetch(f"its model could not be downloaded: {exc}")
+            return
+        except Exception as exc:  # a bug, or an OS error nobody foresaw: never stuck here
+            logger.exception("launch %s: downloading its model failed", launch.launch_id)
+            self._fail_fetch(f"its model could not be downloaded: {type(exc).__name__}: {exc}")
             return
         finally:
             self._fetcher = None
@@ -100,10 +103,17 @@ class LaunchRun:
             self._publish(launch)  # its download id and environment, before vLLM starts
             self._spawn()
 
+    def _fail_fetch(self, error: str) -> None:
+        if self.launch.state is _S.BOOTSTRAPPING:
+            self._move(_S.FAILED, error=error)
+
     @property
     def fetching(self) -> bool:
-        """Downloading its model: nothing runs yet (after a restart: to be resumed)."""
-        return self.launch.state is _S.BOOTSTRAPPING and self.launch.pid is None
+        """Downloading its model: nothing runs yet (found so after a restart: no pid)."""
+        launch = self.launch
+        return launch.state is _S.BOOTSTRAPPING and (
+            self._fetcher is not None or launch.pid is None
+        )
 
     def _spawn(self) -> bool:
         launch = self.launch
@@ -328,6 +338,9 @@ class LaunchRun:
     async def _restart_after(self, delay: float) -> None:
         await asyncio.sleep(delay)
         self._restart_timer = None
+        # The crashed process is gone: until the new one runs, the launch has no pid (a
+        # stop meanwhile must not signal a group that may be someone else's by now).
+        self.launch.pid = self.launch.process_start_ticks = None
         self._move(_S.BOOTSTRAPPING)
         self.start()
 

@@ -163,14 +163,13 @@ class Supervisor:
             logger.error("%s; GPU leases could not be checked against the launches", exc)
         for launch in self.registry.launches():
             run = self._new_run(launch)
-            if run.fetching:
-                run.start()  # it was downloading its model: the download resumes
-                continue
             leader = recovery.find_leader(launch)
-            if leader is None:
-                await run.settle_vanished()
+            if leader is not None:
+                run.adopt(leader)  # a vLLM it started is found even if its pid was not saved
+            elif run.fetching:
+                run.start()  # it was downloading its model: the download resumes
             else:
-                run.adopt(leader)
+                await run.settle_vanished()
 
     async def shutdown(self) -> None:
         """Stop every live launch and wait until each has ended.

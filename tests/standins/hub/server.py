@@ -17,6 +17,11 @@ Behaviours, read from DIR/_hub.json at each request (tests write it whenever the
     tokens                      tokens that open gated repositories
     declared_sizes              {"org/name": bytes}: the size the metadata claims per file,
                                 for a repository larger than any disk
+    refuse_first_get            answer the first GET of each file with this status (503,
+                                429: a CDN's passing refusal)
+    listing_delay_seconds       answer each listing (model_info) this much later
+    unsafe_listing              repositories whose listing names blobs "../../escaped" (a
+                                hostile or broken mirror)
 
 GET /_hub/requests lists the file GETs served so far with the Range each asked for.
 """
@@ -117,11 +122,16 @@ async def model_info(request: web.Request) -> web.Response:
     hub: Hub = request.app["hub"]
     repo = f"{request.match_info['org']}/{request.match_info['name']}"
     revision = request.match_info.get("revision", "main")
+    await asyncio.sleep(hub.behaviour().get("listing_delay_seconds", 0))
     refused = _refused(hub, request, repo, revision)
     if refused is not None:
         return refused
     siblings = []
+    unsafe = repo in hub.behaviour().get("unsafe_listing", [])
     for entry in hub.files(repo, hub.repo_dir(repo)):  # type: ignore[arg-type]
+        if unsafe:
+            entry["oid"] = "../../escaped"
+            entry.pop("lfs", None)
         sibling: dict[str, Any] = {"rfilename": entry["path"]}
         if request.query.get("blobs"):
             sibling.update(size=entry["size"], blobId=entry["oid"])
@@ -182,6 +192,10 @@ async def resolve(request: web.Request) -> web.StreamResponse:
         return web.Response(headers={**headers, "Content-Length": str(entry["size"])})
     hub.requests.append({"repo": repo, "path": name, "start": start})
     behaviour = hub.behaviour()
+    refusal = behaviour.get("refuse_first_get")
+    if refusal and f"refused {repo}/{name}" not in hub._dropped:
+        hub._dropped.add(f"refused {repo}/{name}")
+        return _error(refusal, "Unavailable", "the stand-in refuses once")
     if not behaviour.get("bandwidth_bytes_per_second") and "drop_after_bytes" not in behaviour:
         # As fast as the kernel can send it (sendfile), so a benchmark measures the client.
         del headers["ETag"]  # the file response sets its own; ours is X-Linked-Etag
