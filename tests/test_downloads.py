@@ -64,6 +64,15 @@ def snapshot_files(server: Server, repo: str) -> set[str]:
     }
 
 
+def assert_cached_intact(
+    server: Server, hub: StandinHub, where: str = "*/model.safetensors"
+) -> None:
+    """The weights in the server's cache are the Hub's, byte for byte."""
+    snapshots = Path(server.env["HF_HOME"]) / "hub" / "models--org--tiny" / "snapshots"
+    [weights] = snapshots.glob(where)
+    assert weights.read_bytes() == (hub.root / REPO / "model.safetensors").read_bytes()
+
+
 def test_a_download_fetches_only_the_files_vllm_loads_and_shows_its_progress(
     start_server: ServerFactory, hub: StandinHub
 ) -> None:
@@ -190,9 +199,7 @@ def test_a_dropped_connection_is_resumed_from_where_it_broke(
     starts = [r["start"] for r in hub.requests() if r["path"] == "model.safetensors"]
     assert starts[0] == 0
     assert starts[1] >= MIB // 2  # the retry asked for the rest, not the whole file
-    cached = Path(server.env["HF_HOME"]) / "hub" / "models--org--tiny" / "snapshots"
-    [weights] = cached.glob("*/model.safetensors")
-    assert weights.read_bytes() == (hub.root / REPO / "model.safetensors").read_bytes()
+    assert_cached_intact(server, hub)
 
 
 def test_a_restart_mid_download_resumes_from_the_bytes_on_disk(
@@ -214,9 +221,7 @@ def test_a_restart_mid_download_resumes_from_the_bytes_on_disk(
     starts = [r["start"] for r in hub.requests() if r["path"] == "model.safetensors"]
     assert starts[0] == 0
     assert starts[-1] > MIB // 2
-    cached = Path(server.env["HF_HOME"]) / "hub" / "models--org--tiny" / "snapshots"
-    [weights] = cached.glob("*/model.safetensors")
-    assert weights.read_bytes() == (hub.root / REPO / "model.safetensors").read_bytes()
+    assert_cached_intact(server, hub)
 
 
 def test_a_cancelled_download_stops_and_leaves_no_partial_file(
@@ -298,9 +303,7 @@ def test_two_revisions_sharing_a_blob_take_turns_and_a_cancel_spares_the_other(
     assert wait_download(server, by_branch["id"])["state"] == "cancelled"
     done = wait_download(server, by_commit["id"])
     assert done["state"] == "completed", done
-    cached = Path(server.env["HF_HOME"]) / "hub" / "models--org--tiny" / "snapshots"
-    [weights] = cached.glob(f"{commit}/model.safetensors")
-    assert weights.read_bytes() == (hub.root / REPO / "model.safetensors").read_bytes()
+    assert_cached_intact(server, hub, f"{commit}/model.safetensors")
 
 
 def test_a_passing_refusal_from_the_hub_is_tried_again(

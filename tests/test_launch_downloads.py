@@ -3,6 +3,8 @@ repository), then vLLM starts on the cached files; and the cache over HTTP."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.conftest import ServerFactory
 from tests.harness import Server, eventually
 from tests.hub import StandinHub
@@ -26,13 +28,20 @@ def downloading(server: Server, launch_id: str) -> dict[str, object]:
     return seen[-1]
 
 
-def test_a_launch_downloads_its_model_first_and_shares_the_download(
+def launch_downloading(
     start_server: ServerFactory, hub: StandinHub
-) -> None:
+) -> tuple[Server, dict[str, Any], dict[str, Any]]:
+    """A server, a launch of the slow repository, and its status once it downloads."""
     slow_repo(hub)
     server = start_server(**hub.env())
     launch = server.launch(model=REPO)
-    status = downloading(server, launch["launch_id"])
+    return server, launch, downloading(server, launch["launch_id"])
+
+
+def test_a_launch_downloads_its_model_first_and_shares_the_download(
+    start_server: ServerFactory, hub: StandinHub
+) -> None:
+    server, launch, status = launch_downloading(start_server, hub)
     assert status["state"] == "bootstrapping"
     assert status["pid"] is None  # vLLM waits for its files
     shared = server.client.post("/downloads", json={"model": REPO})
@@ -60,10 +69,7 @@ def test_a_launch_whose_download_is_refused_fails_saying_why(
 def test_a_launch_stopped_while_downloading_ends_and_its_download_goes_on(
     start_server: ServerFactory, hub: StandinHub
 ) -> None:
-    slow_repo(hub)
-    server = start_server(**hub.env())
-    launch = server.launch(model=REPO)
-    status = downloading(server, launch["launch_id"])
+    server, launch, status = launch_downloading(start_server, hub)
     stopped = server.stop(launch["launch_id"])
     assert stopped["state"] == "stopped"
     done = wait_download(server, str(status["download_id"]))
@@ -197,10 +203,7 @@ def test_offline_a_cached_model_launches_and_a_missing_one_fails_saying_so(
 def test_a_download_cancelled_while_a_launch_waits_fails_the_launch(
     start_server: ServerFactory, hub: StandinHub
 ) -> None:
-    slow_repo(hub)
-    server = start_server(**hub.env())
-    launch = server.launch(model=REPO)
-    status = downloading(server, launch["launch_id"])
+    server, launch, status = launch_downloading(start_server, hub)
     server.client.delete(f"/downloads/{status['download_id']}")
     failed = server.wait_for(launch["launch_id"], {"failed"})
     assert "cancelled" in failed["error"]

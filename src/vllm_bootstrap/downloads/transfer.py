@@ -92,6 +92,23 @@ class BlobLocks:
             lock.release()
 
 
+@dataclass(frozen=True)
+class _FileFetch:
+    """One file of a download, with what fetching it needs."""
+
+    client: httpx.Client
+    headers: dict[str, str]
+    cache: RepoCache
+    listing: Listing
+    item: RepoFile
+    tally: Tally
+    stop: Stop
+
+    @property
+    def url(self) -> str:
+        return file_url(self.listing.repo, self.listing.commit, self.item.path)
+
+
 def fetch_all(
     listing: Listing,
     wanted: list[RepoFile],
@@ -111,7 +128,9 @@ def fetch_all(
         ThreadPoolExecutor(max(1, workers), thread_name_prefix="download") as pool,
     ):
         fetches = [
-            pool.submit(_fetch_file, client, headers, cache, listing, item, tally, stop, locks)
+            pool.submit(
+                _fetch_file, _FileFetch(client, headers, cache, listing, item, tally, stop), locks
+            )
             for item in missing
         ]
         done, _ = wait(fetches, return_when=FIRST_EXCEPTION)
@@ -122,50 +141,34 @@ def fetch_all(
             raise failed[0].exception()  # type: ignore[misc]
 
 
-def _fetch_file(
-    client: httpx.Client,
-    headers: dict[str, str],
-    cache: RepoCache,
-    listing: Listing,
-    item: RepoFile,
-    tally: Tally,
-    stop: Stop,
-    locks: BlobLocks,
-) -> None:
-    with locks.turn(str(cache.blob(item)), stop):
+def _fetch_file(fetch: _FileFetch, locks: BlobLocks) -> None:
+    cache, item = fetch.cache, fetch.item
+    with locks.turn(str(cache.blob(item)), fetch.stop):
         if not cache.blob(item).exists():  # else whole already (another revision, or hf)
             try:
-                _fetch_with_retries(client, headers, cache, listing, item, tally, stop)
+                _fetch_with_retries(fetch)
             except Cancelled:
-                if stop.discard:
+                if fetch.stop.discard:
                     cache.drop_partial(item)
                 raise
-        cache.complete(listing, item)
-    tally.finish(item)
+        cache.complete(fetch.listing, item)
+    fetch.tally.finish(item)
 
 
-def _fetch_with_retries(
-    client: httpx.Client,
-    headers: dict[str, str],
-    cache: RepoCache,
-    listing: Listing,
-    item: RepoFile,
-    tally: Tally,
-    stop: Stop,
-) -> None:
-    url = file_url(listing.repo, listing.commit, item.path)
+def _fetch_with_retries(fetch: _FileFetch) -> None:
+    cache, item = fetch.cache, fetch.item
     for attempt in range(ATTEMPTS):
-        if stop.cancelled.is_set():
+        if fetch.stop.cancelled.is_set():
             raise Cancelled
         try:
-            _transfer(client, url, headers, cache, item, tally, stop)
+            _transfer(fetch)
             break
         except (httpx.TransportError, _Passing) as exc:
             if attempt == ATTEMPTS - 1:
                 raise errors.TransferFailed(
                     f"{item.path} could not be fetched after {ATTEMPTS} tries: {exc}"
                 ) from None
-            stop.cancelled.wait(FIRST_BACKOFF_SECONDS * 2**attempt)
+            fetch.stop.cancelled.wait(FIRST_BACKOFF_SECONDS * 2**attempt)
     have = cache.bytes_on_disk(item)
     if have != item.size:
         cache.drop_partial(item)
@@ -174,25 +177,18 @@ def _fetch_with_retries(
         )
 
 
-def _transfer(
-    client: httpx.Client,
-    url: str,
-    headers: dict[str, str],
-    cache: RepoCache,
-    item: RepoFile,
-    tally: Tally,
-    stop: Stop,
-) -> None:
+def _transfer(fetch: _FileFetch) -> None:
+    cache, item = fetch.cache, fetch.item
     partial = cache.partial(item)
     have = cache.bytes_on_disk(item) if partial.exists() else 0
     if have > item.size:
         cache.drop_partial(item)
         have = 0
-    tally.by_file[item.path] = have
+    fetch.tally.by_file[item.path] = have
     if have == item.size and item.size > 0:
         return
-    asked = {**headers, "Range": f"bytes={have}-"} if have else headers
-    with client.stream("GET", url, headers=asked) as response:
+    asked = {**fetch.headers, "Range": f"bytes={have}-"} if have else fetch.headers
+    with fetch.client.stream("GET", fetch.url, headers=asked) as response:
         if response.status_code in RETRIED_STATUSES:
             raise _Passing(f"the Hub answered {response.status_code}")
         if response.status_code not in (200, 206):
@@ -204,29 +200,27 @@ def _transfer(
             with partial.open("r+b" if have else "wb") as out:
                 out.seek(have)
                 out.truncate()
-                _copy(response, out, item, have, tally, stop, on_full_disk)
+                _copy(fetch, response, out, have, on_full_disk)
         except OSError as exc:  # opening, or the last bytes flushed at close
             raise on_full_disk(exc) from None
 
 
 def _copy(
+    fetch: _FileFetch,
     response: httpx.Response,
     out: BinaryIO,
-    item: RepoFile,
     have: int,
-    tally: Tally,
-    stop: Stop,
     on_full_disk: Callable[[OSError], errors.TransferFailed],
 ) -> None:
     for chunk in response.iter_raw(CHUNK_BYTES):
-        if stop.cancelled.is_set():
+        if fetch.stop.cancelled.is_set():
             raise Cancelled
         try:
             out.write(chunk)
         except OSError as exc:
             raise on_full_disk(exc) from None
         have += len(chunk)
-        tally.by_file[item.path] = have
+        fetch.tally.by_file[fetch.item.path] = have
 
 
 def _written(cache: RepoCache, item: RepoFile) -> Callable[[OSError], errors.TransferFailed]:
