@@ -58,6 +58,6 @@ async def test_a_batch_and_its_results(keyed: Server) -> None:
             "body": {"model": "org/model", "prompt": "p", "max_tokens": 1},
         }
         batch = await client.submit_batch([line], endpoint="/v1/completions")
-        done = await client.wait_for_batch(batch["id"])
-        ids = [result["custom_id"] async for result in client.batch_results(batch["id"])]
-    assert (done["status"], ids) == ("completed", ["only"])
+        done = await client.wait_for_batch(batch.id)
+        ids = [result["custom_id"] async for result in client.batch_results(batch.id)]
+    assert (done.status, ids) == ("completed", ["only"])

@@ -4,6 +4,8 @@ run() stopping on exceptions, logs, stats, profiles, batches and the openai clie
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.conftest import ServerFactory
@@ -76,7 +78,11 @@ def test_errors_carry_the_servers_words(client: Client, keyed: Server) -> None:
 
 
 def test_stats_profiles_and_the_openai_client(client: Client) -> None:
-    assert [gpu.index for gpu in client.stats().gpus] == [0, 1]
+    stats = client.stats()
+    assert [gpu.index for gpu in stats.gpus] == [0, 1]
+    assert stats.host.cpu_count == os.cpu_count()
+    assert stats.host.memory.total_bytes
+    assert stats.host.disks["state"].free_bytes is not None
     profile = client.put_profile("small", "org/small", idle_ttl_seconds=60)
     assert profile.status is not None
     assert profile.status.state == "not loaded"
@@ -102,11 +108,32 @@ def test_a_batch_from_request_lines_and_its_results_by_custom_id(client: Client)
         ]
         batch = client.submit_batch(lines, endpoint="/v1/completions")
         seen: list[int] = []
-        done = client.wait_for_batch(
-            batch["id"], lambda b: seen.append(b["request_counts"]["completed"])
-        )
-        assert done["status"] == "completed"
+        done = client.wait_for_batch(batch.id, lambda b: seen.append(b.request_counts.completed))
+        assert done.status == "completed"
+        assert done.is_ended
         assert seen[-1] == 5
-        results = {line["custom_id"]: line for line in client.batch_results(batch["id"])}
+        # A script written when batches were dicts reads them as before.
+        assert done["request_counts"]["completed"] == done.request_counts.completed == 5
+        results = {line["custom_id"]: line for line in client.batch_results(batch.id)}
     assert sorted(results) == [f"r{index}" for index in range(5)]
     assert results["r0"]["response"]["status_code"] == 200
+
+
+def test_a_failed_batch_says_why_line_by_line(client: Client) -> None:
+    lines = [
+        {"custom_id": "a", "method": "POST", "url": "/v1/completions", "body": {"model": "x"}},
+        {"custom_id": "b", "method": "DELETE", "url": "/v1/completions", "body": {"model": "x"}},
+    ]
+    failed = client.wait_for_batch(client.submit_batch(lines, endpoint="/v1/completions").id)
+    assert failed.status == "failed"
+    assert failed.errors is not None
+    assert failed.errors.data[0].line == 2
+    assert failed.error_lines[0].startswith("line 2: ")
+
+
+def test_the_openai_clients_argument_names_are_understood(keyed: Server) -> None:
+    with Client(base_url=keyed.url, api_key=KEY) as client:
+        assert client.url == keyed.url
+        assert [gpu.index for gpu in client.stats().gpus] == [0, 1]
+    with pytest.raises(TypeError, match="not both"):
+        Client(keyed.url, base_url=keyed.url)

@@ -89,15 +89,14 @@ def stop(client: Client, args: argparse.Namespace) -> None:
 def stats(client: Client, args: argparse.Namespace) -> None:
     found = client.stats()
     host = found.host
-    memory = host.get("memory", {})
+    memory = host.memory
     lines = [
-        f"load {' '.join(map(str, host.get('load_average', [])))} on {host.get('cpu_count')} "
-        f"CPUs, memory {_bytes(memory.get('used_bytes'))} of {_bytes(memory.get('total_bytes'))}"
-        " used"
+        f"load {' '.join(map(str, host.load_average))} on {host.cpu_count} CPUs, memory "
+        f"{_bytes(memory.used_bytes)} of {_bytes(memory.total_bytes)} used"
     ]
     lines += [
-        f"disk {name}: {_bytes(disk.get('free_bytes'))} free of {_bytes(disk.get('total_bytes'))}"
-        for name, disk in host.get("disks", {}).items()
+        f"disk {name}: {_bytes(disk.free_bytes)} free of {_bytes(disk.total_bytes)}"
+        for name, disk in host.disks.items()
     ]
     rows = [
         (
@@ -227,25 +226,26 @@ def _minute(moment: str | None) -> str:
 def batch_submit(client: Client, args: argparse.Namespace) -> None:
     created = client.submit_batch(Path(args.file), args.endpoint, args.completion_window)
     if not args.wait:
-        _print(args, created, created["id"])
+        _print(args, created, created.id)
         return
     progress, rate = Progress(), BatchRate()
-    done = client.wait_for_batch(created["id"], lambda seen: progress.show(rate.line(seen)))
+    done = client.wait_for_batch(created.id, lambda seen: progress.show(rate.line(seen)))
     progress.done()
-    _print(args, done, f"{done['id']} {done['status']}")
-    if done["status"] != "completed":
-        raise CommandError(f"batch {done['id']} ended {done['status']}: {done.get('errors')}")
+    _print(args, done, f"{done.id} {done.status}")
+    if done.status != "completed":
+        why = "".join(f"\n  {line}" for line in done.error_lines)
+        raise CommandError(f"batch {done.id} ended {done.status}{why}")
 
 
 def batch_list(client: Client, args: argparse.Namespace) -> None:
     batches = client.batches(args.limit)
     rows = [
         (
-            item["id"],
-            item["status"],
-            item["endpoint"],
-            f"{item['request_counts']['completed']}/{item['request_counts']['total']}",
-            item["request_counts"]["failed"],
+            item.id,
+            item.status,
+            item.endpoint,
+            f"{item.request_counts.completed}/{item.request_counts.total}",
+            item.request_counts.failed,
         )
         for item in batches
     ]
@@ -260,17 +260,20 @@ def batch_status(client: Client, args: argparse.Namespace) -> None:
 
 def batch_cancel(client: Client, args: argparse.Namespace) -> None:
     cancelled = client.cancel_batch(args.batch_id)
-    print(output.shown(f"{cancelled['id']} {cancelled['status']}"))
+    print(output.shown(f"{cancelled.id} {cancelled.status}"))
 
 
 def batch_download(client: Client, args: argparse.Namespace) -> None:
     found = client.batch(args.batch_id)
     folder = Path(args.output)
     folder.mkdir(parents=True, exist_ok=True)
-    for key, name in (("output_file_id", "output.jsonl"), ("error_file_id", "errors.jsonl")):
-        if found.get(key):
+    for file_id, name in (
+        (found.output_file_id, "output.jsonl"),
+        (found.error_file_id, "errors.jsonl"),
+    ):
+        if file_id:
             target = folder / f"{args.batch_id}-{name}"
-            target.write_bytes(client.file_content(found[key]))
+            target.write_bytes(client.file_content(file_id))
             print(output.shown(str(target)))
 
 

@@ -8,7 +8,7 @@ import time
 from typing import TextIO
 
 from vllm_bootstrap.cli.output import duration, shown, size
-from vllm_bootstrap.client import Download
+from vllm_bootstrap.client import Batch, Download
 
 BAR_WIDTH = 30
 
@@ -54,12 +54,10 @@ class BatchRate:
     def __init__(self) -> None:
         self._start: tuple[float, int] | None = None
 
-    def line(self, batch: dict[str, object]) -> str:
-        counts = batch.get("request_counts") or {}
-        assert isinstance(counts, dict)
-        total, done = int(counts.get("total", 0)), int(counts.get("completed", 0))
-        failed = int(counts.get("failed", 0))
-        finished = done + failed
+    def line(self, batch: Batch) -> str:
+        counts = batch.request_counts
+        total, failed = counts.total, counts.failed
+        finished = counts.completed + failed
         now = time.monotonic()
         if self._start is None:
             self._start = (now, finished)
@@ -68,7 +66,7 @@ class BatchRate:
         eta = f"{(total - finished) / rate:.0f} s left" if rate > 0 and total else "-"
         fraction = finished / total if total else None
         return (
-            f"{batch['id']} {batch['status']:<11} [{bar(fraction)}] {finished}/{total} "
+            f"{batch.id} {batch.status:<11} [{bar(fraction)}] {finished}/{total} "
             f"({failed} failed) {rate:.1f} req/s, {eta}"
         )
 

@@ -11,9 +11,11 @@ from urllib.parse import quote
 
 from vllm_bootstrap.client.models import (
     ApiKey,
+    Batch,
     Cache,
     CacheRemoval,
     Download,
+    FileObject,
     Launch,
     LogChunk,
     NewApiKey,
@@ -56,6 +58,10 @@ def _name(value: str) -> str:
     return quote(value, safe="/")
 
 
+def _batches(answer: Any) -> list[Batch]:
+    return [Batch.model_validate(batch) for batch in answer["data"]]
+
+
 def _launches(answer: Any) -> list[Launch]:
     return [Launch.model_validate(launch) for launch in answer]
 
@@ -74,10 +80,6 @@ def _usage_rows(answer: Any) -> list[UsageRow]:
 
 def _downloads(answer: Any) -> list[Download]:
     return [Download.model_validate(download) for download in answer["data"]]
-
-
-def _dict(answer: Any) -> dict[str, Any]:
-    return dict(answer)
 
 
 def _nothing(_answer: Any) -> None:
@@ -138,26 +140,28 @@ def unload(name: str, wait: bool) -> Call[Profile]:
     )
 
 
-def upload(content: bytes) -> Call[dict[str, Any]]:
+def upload(content: bytes) -> Call[FileObject]:
     files = {"file": ("batch.jsonl", content, "application/jsonl")}
-    return Call("POST", "/v1/files", _dict, files=files, data={"purpose": "batch"})
+    return Call(
+        "POST", "/v1/files", FileObject.model_validate, files=files, data={"purpose": "batch"}
+    )
 
 
-def create_batch(file_id: str, endpoint: str, window: str) -> Call[dict[str, Any]]:
+def create_batch(file_id: str, endpoint: str, window: str) -> Call[Batch]:
     body = {"input_file_id": file_id, "endpoint": endpoint, "completion_window": window}
-    return Call("POST", "/v1/batches", _dict, json=body)
+    return Call("POST", "/v1/batches", Batch.model_validate, json=body)
 
 
-def batch(batch_id: str) -> Call[dict[str, Any]]:
-    return Call("GET", f"/v1/batches/{_id(batch_id)}", _dict)
+def batch(batch_id: str) -> Call[Batch]:
+    return Call("GET", f"/v1/batches/{_id(batch_id)}", Batch.model_validate)
 
 
-def batches(limit: int) -> Call[dict[str, Any]]:
-    return Call("GET", "/v1/batches", _dict, params={"limit": limit})
+def batches(limit: int) -> Call[list[Batch]]:
+    return Call("GET", "/v1/batches", _batches, params={"limit": limit})
 
 
-def cancel_batch(batch_id: str) -> Call[dict[str, Any]]:
-    return Call("POST", f"/v1/batches/{_id(batch_id)}/cancel", _dict)
+def cancel_batch(batch_id: str) -> Call[Batch]:
+    return Call("POST", f"/v1/batches/{_id(batch_id)}/cancel", Batch.model_validate)
 
 
 def create_key(body: dict[str, Any]) -> Call[NewApiKey]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from vllm_bootstrap.client.models import Launch
+from vllm_bootstrap.client.models import Batch, Launch
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 # Log lines shown with a launch that failed to start.
@@ -36,9 +36,6 @@ class LaunchFailed(RuntimeError):
         self.launch, self.log_tail = launch, log_tail
 
 
-BATCH_ENDED = ("completed", "failed", "cancelled", "expired")
-
-
 class ClientBase:
     """Where the server is and the key: what both clients are made with."""
 
@@ -55,6 +52,17 @@ class ClientBase:
     def openai(self, launch_id: str | None = None) -> Any:
         """An openai.OpenAI client for /v1 (by model) or for one launch (/proxy/{id}/v1)."""
         return openai_client(self.url, self._key, launch_id)
+
+
+def one_of(
+    url: str | None, base_url: str | None, key: str | None, api_key: str | None
+) -> tuple[str | None, str | None]:
+    """The server and key, given by our names or the openai client's (not both)."""
+    if url is not None and base_url is not None:
+        raise TypeError("give url or base_url, not both")
+    if key is not None and api_key is not None:
+        raise TypeError("give key or api_key, not both")
+    return url if url is not None else base_url, key if key is not None else api_key
 
 
 def base_url(url: str | None) -> str:
@@ -113,8 +121,8 @@ def jsonl_content(requests: Path | str | Iterable[dict[str, Any]]) -> bytes:
     return b"".join(json.dumps(line).encode() + b"\n" for line in requests)
 
 
-def result_files(batch: dict[str, Any]) -> list[str]:
-    return [file_id for key in ("output_file_id", "error_file_id") if (file_id := batch.get(key))]
+def result_files(batch: Batch) -> list[str]:
+    return [file_id for file_id in (batch.output_file_id, batch.error_file_id) if file_id]
 
 
 def result_lines(content: bytes) -> Iterator[dict[str, Any]]:

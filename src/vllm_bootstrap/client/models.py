@@ -7,9 +7,20 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+# A batch in one of these has ended (OpenAI's terminal states).
+BATCH_ENDED = ("completed", "failed", "cancelled", "expired")
+
 
 class _Answer(BaseModel):
     model_config = ConfigDict(extra="allow")
+
+    def __getitem__(self, name: str) -> Any:
+        """`answer["field"]` reads like `answer.field`: scripts written when some answers
+        were plain dicts (batches, /stats' host) keep working."""
+        try:
+            return getattr(self, name)
+        except AttributeError:
+            raise KeyError(name) from None
 
 
 class Launch(_Answer):
@@ -54,10 +65,98 @@ class GpuStats(_Answer):
     launch_id: str | None = None
 
 
+class Memory(_Answer):
+    total_bytes: int | None = None
+    available_bytes: int | None = None
+    used_bytes: int | None = None
+
+
+class Disk(_Answer):
+    path: str
+    total_bytes: int | None = None
+    used_bytes: int | None = None
+    free_bytes: int | None = None
+    error: str | None = None  # the folder's file system could not be read
+
+
+class Host(_Answer):
+    load_average: list[float] = []
+    cpu_count: int | None = None
+    memory: Memory = Memory()
+    disks: dict[str, Disk] = {}  # by what the folder holds: "state", "logs", ...
+
+
 class Stats(_Answer):
-    host: dict[str, Any]
+    host: Host
     gpus: list[GpuStats]
     error: str | None = None
+
+
+class FileObject(_Answer):
+    """An uploaded or produced file (/v1/files), in OpenAI's shape."""
+
+    id: str
+    bytes: int = 0
+    filename: str = ""
+    purpose: str = ""
+    created_at: int | None = None
+    expires_at: int | None = None
+
+
+class RequestCounts(_Answer):
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
+class BatchError(_Answer):
+    """Why a batch failed validation: `line` is the input line (from 1)."""
+
+    message: str
+    code: str | None = None
+    line: int | None = None
+    param: str | None = None
+
+    def as_line(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        return f"{where}{self.code or 'error'}: {self.message}"
+
+
+class BatchErrors(_Answer):
+    data: list[BatchError] = []
+
+
+class Batch(_Answer):
+    """A batch job, in OpenAI's shape. `status`: validating, in_progress, finalizing, then
+    completed, failed, cancelling, cancelled or expired."""
+
+    id: str
+    status: str
+    endpoint: str = ""
+    input_file_id: str = ""
+    completion_window: str = "24h"
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    errors: BatchErrors | None = None
+    request_counts: RequestCounts = RequestCounts()
+    metadata: dict[str, str] | None = None
+    created_at: int | None = None
+    in_progress_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    expires_at: int | None = None
+
+    @property
+    def is_ended(self) -> bool:
+        return self.status in BATCH_ENDED
+
+    @property
+    def error_lines(self) -> list[str]:
+        """Its validation errors as a person reads them: "line 2: invalid_method: ..."."""
+        return [error.as_line() for error in (self.errors.data if self.errors else [])]
 
 
 class ProfileStatus(_Answer):

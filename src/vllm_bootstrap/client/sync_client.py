@@ -16,6 +16,7 @@ from vllm_bootstrap.client import calls, common
 from vllm_bootstrap.client.common import ApiError
 from vllm_bootstrap.client.models import (
     ApiKey,
+    Batch,
     Cache,
     CacheRemoval,
     Download,
@@ -33,9 +34,17 @@ POLL_SECONDS = 0.5
 
 class Client(common.ClientBase):
     def __init__(
-        self, url: str | None = None, key: str | None = None, timeout: float = 60.0
+        self,
+        url: str | None = None,
+        key: str | None = None,
+        timeout: float = 60.0,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
     ) -> None:
-        super().__init__(url, key, timeout)
+        """`url` and `key`, or the names the openai client uses (`base_url`, `api_key`);
+        by default VLLM_BOOTSTRAP_URL and VLLM_ACCESS_KEY."""
+        super().__init__(*common.one_of(url, base_url, key, api_key), timeout)
         self._http = httpx.Client(**self._http_options)
 
     def close(self) -> None:
@@ -151,36 +160,36 @@ class Client(common.ClientBase):
         requests: Path | str | Iterable[dict[str, Any]],
         endpoint: str = "/v1/chat/completions",
         completion_window: str = "24h",
-    ) -> dict[str, Any]:
+    ) -> Batch:
         """Upload a JSONL file (a path) or request lines (dicts), then create the batch."""
         uploaded = self._send(calls.upload(common.jsonl_content(requests)))
-        return self._send(calls.create_batch(uploaded["id"], endpoint, completion_window))
+        return self._send(calls.create_batch(uploaded.id, endpoint, completion_window))
 
-    def batch(self, batch_id: str) -> dict[str, Any]:
+    def batch(self, batch_id: str) -> Batch:
         return self._send(calls.batch(batch_id))
 
-    def batches(self, limit: int = 20) -> list[dict[str, Any]]:
-        return list(self._send(calls.batches(limit))["data"])
+    def batches(self, limit: int = 20) -> list[Batch]:
+        return self._send(calls.batches(limit))
 
-    def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+    def cancel_batch(self, batch_id: str) -> Batch:
         return self._send(calls.cancel_batch(batch_id))
 
     def wait_for_batch(
         self,
         batch_id: str,
-        on_update: Callable[[dict[str, Any]], None] | None = None,
+        on_update: Callable[[Batch], None] | None = None,
         timeout: float | None = None,
-    ) -> dict[str, Any]:
+    ) -> Batch:
         """Poll until the batch has ended; TimeoutError after `timeout` seconds if given."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             batch = self.batch(batch_id)
             if on_update is not None:
                 on_update(batch)
-            if batch["status"] in common.BATCH_ENDED:
+            if batch.is_ended:
                 return batch
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"batch {batch_id} is still {batch['status']}")
+                raise TimeoutError(f"batch {batch_id} is still {batch.status}")
             time.sleep(POLL_SECONDS)
 
     def file_content(self, file_id: str) -> bytes:
