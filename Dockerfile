@@ -43,7 +43,7 @@ ENV VLLM_BOOTSTRAP_HOST=0.0.0.0 \
     VLLM_BOOTSTRAP_LOG_DIR=/workspace/vllm-bootstrap/logs \
     HF_HOME=/workspace/huggingface \
     VLLM_CACHE_ROOT=/workspace/vllm-cache \
-    VLLM_BOOTSTRAP_VLLM_COMMAND="python3 -m vllm.entrypoints.openai.api_server"
+    VLLM_BOOTSTRAP_VLLM_PYTHON=python3
 
 WORKDIR /workspace
 EXPOSE 8000

@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import ServerFactory
 from tests.harness import Server
 from vllm_bootstrap.client import ApiError, Client, LaunchFailed
+from vllm_bootstrap.client.common import LOG_TAIL_BYTES
 
 KEY = "client-key"
 
@@ -45,6 +46,10 @@ def test_a_failed_launch_raises_with_its_log_tail(client: Client) -> None:
         client.wait_until_ready(launch.launch_id, timeout=30)
     assert failed.value.launch.state == "failed"
     assert "stand-in crash during start-up" in failed.value.log_tail
+    log = client.logs(launch.launch_id)
+    assert log.size > LOG_TAIL_BYTES  # so the tail is cut from a longer log
+    whole_lines = log.content.splitlines()
+    assert failed.value.log_tail.splitlines()[0] in whole_lines  # it begins at a line start
 
 
 def test_run_stops_the_launch_when_the_block_raises(client: Client) -> None:

@@ -20,7 +20,8 @@ def test_defaults_need_no_environment() -> None:
     assert (settings.launch_port_start, settings.launch_port_end) == (8001, 8099)
     assert settings.stop_timeout_seconds == 30
     assert settings.startup_timeout_seconds == 1800
-    assert settings.vllm_command == (sys.executable, "-m", "vllm.entrypoints.openai.api_server")
+    assert settings.vllm_command is None  # found by asking vLLM (supervision/child.py)
+    assert settings.vllm_python == sys.executable
     assert settings.access_key is None
 
 
@@ -40,6 +41,7 @@ def test_every_variable_is_read() -> None:
             "VLLM_BOOTSTRAP_VLLM_COMMAND": (
                 "/opt/venv/bin/python -m 'vllm.entrypoints.openai.api_server'"
             ),
+            "VLLM_BOOTSTRAP_VLLM_PYTHON": "/opt/vllm/bin/python",
         }
     )
     assert (settings.host, settings.port) == ("127.0.0.2", 9000)
@@ -50,12 +52,12 @@ def test_every_variable_is_read() -> None:
     assert settings.access_key == "sesame"
     assert settings.stop_timeout_seconds == 2.5
     assert settings.startup_timeout_seconds == 60
+    assert settings.vllm_python == "/opt/vllm/bin/python"
     assert settings.vllm_command == (
         "/opt/venv/bin/python",
         "-m",
         "vllm.entrypoints.openai.api_server",
     )
-    assert not settings.uses_default_vllm_command
 
 
 def test_flags_override_the_environment() -> None:

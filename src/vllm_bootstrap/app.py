@@ -77,6 +77,7 @@ from vllm_bootstrap.supervision import (
     Supervisor,
     check_vllm_available,
     shared_memory_warning,
+    vllm_start,
 )
 from vllm_bootstrap.upstream import UpstreamPool
 from vllm_bootstrap.usage import UsageLedger
@@ -288,7 +289,10 @@ async def _report_environment(supervisor: Supervisor) -> None:
     if (warning := shared_memory_warning()) is not None:
         logger.warning("%s", warning)
     try:
-        check_vllm_available(settings)
+        # Asking the launches' Python which vLLM command it has takes a process: not on
+        # the event loop, and once (the answer is kept).
+        await asyncio.to_thread(check_vllm_available, settings)
+        logger.info("vLLM starts as: %s", " ".join(vllm_start(settings)))
     except LaunchRefused as refused:
         logger.warning("%s; POST /launch will answer 503", refused.message)
     logger.info(

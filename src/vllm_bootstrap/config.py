@@ -148,7 +148,6 @@ def _host_names(name: str, raw: str) -> tuple[str, ...]:
     return names
 
 
-_DEFAULT_VLLM_COMMAND = (sys.executable, "-m", "vllm.entrypoints.openai.api_server")
 _MiB = 1024 * 1024
 
 
@@ -180,9 +179,14 @@ class Settings:
     startup_timeout_seconds: Annotated[float, Env("VLLM_STARTUP_TIMEOUT_SECONDS", _seconds)] = (
         1800.0
     )
-    vllm_command: Annotated[tuple[str, ...], Env("VLLM_BOOTSTRAP_VLLM_COMMAND", _command)] = (
-        _DEFAULT_VLLM_COMMAND
-    )
+    # The Python whose vLLM runs launches: `vllm serve` where that vLLM has it, else its old
+    # `vllm.entrypoints.openai.api_server` module (supervision/child.py asks it which).
+    vllm_python: Annotated[str, Env("VLLM_BOOTSTRAP_VLLM_PYTHON", _text)] = sys.executable
+    # A command of one's own instead (the model is passed positionally when it ends in
+    # "serve", else as --model).
+    vllm_command: Annotated[
+        tuple[str, ...] | None, Env("VLLM_BOOTSTRAP_VLLM_COMMAND", _command)
+    ] = None
     detach_on_exit: Annotated[bool, Env("VLLM_BOOTSTRAP_DETACH_ON_EXIT", _flag)] = False
     # What a client may make the server read before any route runs (nginx allows about as
     # much): the request line and headers together, and the time to send them.
@@ -264,10 +268,6 @@ class Settings:
     ] = 1.0
     # How often idle launches are looked for (each profile's idle_ttl_seconds).
     idle_check_seconds: Annotated[float, Env("VLLM_BOOTSTRAP_IDLE_CHECK_SECONDS", _seconds)] = 1.0
-
-    @property
-    def uses_default_vllm_command(self) -> bool:
-        return self.vllm_command == _DEFAULT_VLLM_COMMAND
 
     @property
     def state_db_path(self) -> Path:

@@ -87,3 +87,21 @@ def _run(command: list[str]) -> None:
 
 if __name__ == "__main__":
     build()
+
+
+def server_env(workdir: Path, gpus: int, **overrides: str) -> dict[str, str]:
+    """The environment of a server whose launches run vLLM's CPU build from this cache
+    (stand-in GPUs only, so placement works as on a GPU box)."""
+    # Imported here: this file also runs as a script, where tests/ is not a package.
+    from tests.harness import standin_env
+
+    return standin_env(
+        workdir,
+        PYTHONPATH="",  # no stand-in vLLM here
+        FAKE_GPU_COUNT=str(gpus),
+        VLLM_BOOTSTRAP_VLLM_PYTHON=str(venv_python()),  # the server finds `vllm serve` there
+        VLLM_STOP_TIMEOUT_SECONDS="30",
+        VLLM_CPU_KVCACHE_SPACE="1",
+        VLLM_CACHE_ROOT=str(cache_root() / "vllm-cache"),
+        **overrides,
+    )

@@ -11,7 +11,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.harness import Server, standin_env
+from tests.harness import Server
 from tests.hub import StandinHub
 from tests.real_vllm import build_env
 from tests.real_vllm.test_real_vllm import STARTUP_TIMEOUT, VLLM_FLAGS
@@ -29,18 +29,8 @@ def test_a_profile_of_a_hub_model_downloads_loads_and_chats(
     # Slow enough that the download is seen, whatever this machine's speed.
     size = sum(path.stat().st_size for path in (hub.root / REPO).iterdir())
     hub.behave(bandwidth_bytes_per_second=size // 3)
-    env = standin_env(
-        tmp_path,
-        PYTHONPATH="",
-        FAKE_GPU_COUNT="1",
-        VLLM_BOOTSTRAP_VLLM_COMMAND=(
-            f"{build_env.venv_python()} -m vllm.entrypoints.openai.api_server"
-        ),
-        VLLM_STARTUP_TIMEOUT_SECONDS=str(STARTUP_TIMEOUT),
-        VLLM_STOP_TIMEOUT_SECONDS="30",
-        VLLM_CPU_KVCACHE_SPACE="1",
-        VLLM_CACHE_ROOT=str(build_env.cache_root() / "vllm-cache"),
-        **hub.env(),
+    env = build_env.server_env(
+        tmp_path, gpus=1, VLLM_STARTUP_TIMEOUT_SECONDS=str(STARTUP_TIMEOUT), **hub.env()
     )
     server = Server(env, tmp_path / "server.log").start()
     try:

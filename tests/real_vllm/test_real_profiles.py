@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from tests.harness import Server, eventually, standin_env
+from tests.harness import Server, eventually
 from tests.real_vllm import build_env
 from tests.real_vllm.test_real_vllm import STARTUP_TIMEOUT, VLLM_FLAGS
 from vllm_bootstrap.supervision.processes import group_members
@@ -23,18 +23,11 @@ def profile_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
     if not build_env.is_built():
         pytest.fail(f"the real-vLLM environment is not built at {build_env.cache_root()}")
     workdir = tmp_path_factory.mktemp("real-profiles")
-    env = standin_env(
+    env = build_env.server_env(
         workdir,
-        PYTHONPATH="",
-        FAKE_GPU_COUNT="1",
-        VLLM_BOOTSTRAP_VLLM_COMMAND=(
-            f"{build_env.venv_python()} -m vllm.entrypoints.openai.api_server"
-        ),
+        gpus=1,
         VLLM_STARTUP_TIMEOUT_SECONDS=str(STARTUP_TIMEOUT),
-        VLLM_STOP_TIMEOUT_SECONDS="30",
-        VLLM_CPU_KVCACHE_SPACE="1",
         HF_HUB_OFFLINE="1",
-        VLLM_CACHE_ROOT=str(build_env.cache_root() / "vllm-cache"),
         VLLM_BATCH_MODEL_WAIT_SECONDS=str(STARTUP_TIMEOUT),
     )
     server = Server(env, workdir / "server.log").start()

@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from tests.batch_helpers import client_for, jsonl, result_lines, submit, wait_for_batch
-from tests.harness import Server, eventually, standin_env
+from tests.harness import Server, eventually
 from tests.real_vllm import build_env
 from vllm_bootstrap.supervision.processes import group_members
 
@@ -42,18 +42,11 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             "run `make real-vllm-env` first"
         )
     workdir = tmp_path_factory.mktemp("real-vllm")
-    env = standin_env(
+    env = build_env.server_env(
         workdir,
-        PYTHONPATH="",  # no stand-in vLLM here
-        FAKE_GPU_COUNT="2",
-        VLLM_BOOTSTRAP_VLLM_COMMAND=(
-            f"{build_env.venv_python()} -m vllm.entrypoints.openai.api_server"
-        ),
+        gpus=2,
         VLLM_STARTUP_TIMEOUT_SECONDS=str(STARTUP_TIMEOUT),
-        VLLM_STOP_TIMEOUT_SECONDS="30",
-        VLLM_CPU_KVCACHE_SPACE="1",
         HF_HUB_OFFLINE="1",
-        VLLM_CACHE_ROOT=str(build_env.cache_root() / "vllm-cache"),
         VLLM_BATCH_MODEL_WAIT_SECONDS="3",
         VLLM_BOOTSTRAP_BATCH_YIELD_CHECK_SECONDS="0.1",
     )
@@ -254,6 +247,19 @@ def _batch_lines_make_way(real_server: Server, name: str, launch_id: str) -> Non
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
 
+    def batch_lines_queued() -> bool:
+        """vLLM has batch lines waiting: a live request now finds some ahead of it. (Live
+        requests sent before that keep the batch's window narrow from the start, so no
+        line would ever need taking back.)"""
+        metrics = real_server.client.get(f"/proxy/{launch_id}/metrics").text
+        waiting = [
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("vllm:num_requests_waiting")
+        ]
+        return sum(waiting) > 0
+
+    eventually(batch_lines_queued, timeout=120, message="the batch's lines never queued")
     # Live requests until one found batch lines queued ahead of it (on two cores shared
     # with vLLM, a request can take seconds to arrive: one at a fixed moment may be late).
     while not lines_taken_back():

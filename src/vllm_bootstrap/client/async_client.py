@@ -76,8 +76,9 @@ class AsyncClient(common.ClientBase):
         return await self._send(calls.logs(launch_id, offset))
 
     async def log_tail(self, launch_id: str) -> str:
-        size = (await self.logs(launch_id)).size
-        return (await self.logs(launch_id, common.tail_offset(size))).content
+        """The end of the launch's log, from the start of a line."""
+        offset = common.tail_offset((await self.logs(launch_id)).size)
+        return common.from_a_line_start((await self.logs(launch_id, offset)).content, offset)
 
     async def follow_logs(self, launch_id: str, offset: int = 0) -> AsyncIterator[str]:
         """Log text as it is written, until the launch has ended and all of it was read."""

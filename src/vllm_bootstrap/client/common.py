@@ -108,6 +108,14 @@ def tail_offset(size: int) -> int:
     return max(0, size - LOG_TAIL_BYTES)
 
 
+def from_a_line_start(text: str, offset: int) -> str:
+    """A tail read from `offset` without the piece of a line it began in (none at 0)."""
+    if offset == 0:
+        return text
+    _, newline, rest = text.partition("\n")
+    return rest if newline else text
+
+
 def checked_bytes(response: httpx.Response) -> None:
     """Raise ApiError unless the answer succeeded (for answers that are not JSON)."""
     if not response.is_success:

@@ -75,7 +75,9 @@ class Client(common.ClientBase):
         return self._send(calls.logs(launch_id, offset))
 
     def log_tail(self, launch_id: str) -> str:
-        return self.logs(launch_id, common.tail_offset(self.logs(launch_id).size)).content
+        """The end of the launch's log, from the start of a line."""
+        offset = common.tail_offset(self.logs(launch_id).size)
+        return common.from_a_line_start(self.logs(launch_id, offset).content, offset)
 
     def follow_logs(self, launch_id: str, offset: int = 0) -> Iterator[str]:
         """Log text as it is written, until the launch has ended and all of it was read."""

@@ -12,6 +12,7 @@ _FACE = {
     "Supervisor": "supervisor",
     "Unavailable": "errors",
     "check_vllm_available": "child",
+    "vllm_start": "child",
     "query_gpu_stats": "gpus",
     "shared_memory_warning": "child",
 }

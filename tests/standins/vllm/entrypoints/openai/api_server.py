@@ -76,6 +76,35 @@ def log(message: str, source: str = "api_server.py:1", level: str = "INFO") -> N
     print(f"(APIServer pid={os.getpid()}) {level} {stamp} [{source}] {message}", flush=True)
 
 
+def _engine_config_line(args: argparse.Namespace) -> str:
+    """vLLM's one very long line of engine settings (a few kilobytes), as it prints at
+    every start: a log's tail read from a byte offset often begins inside it."""
+    settings = {
+        "model": repr(args.model),
+        "speculative_config": "None",
+        "tokenizer": repr(args.model),
+        "skip_tokenizer_init": "False",
+        "tokenizer_mode": "auto",
+        "revision": "None",
+        "trust_remote_code": "False",
+        "dtype": "torch.bfloat16",
+        "max_seq_len": "4096",
+        "download_dir": "None",
+        "load_format": "auto",
+        "tensor_parallel_size": str(args.tensor_parallel_size),
+        "pipeline_parallel_size": "1",
+        "enforce_eager": "False",
+        "kv_cache_dtype": "auto",
+        "device_config": "cuda",
+        "seed": "0",
+        "served_model_name": repr(args.served_model_name or args.model),
+        "enable_prefix_caching": "True",
+        "compilation_config": "{" + ", ".join(f"'level_{n}': None" for n in range(120)) + "}",
+    }
+    joined = ", ".join(f"{name}={value}" for name, value in settings.items())
+    return f"Initializing a V1 LLM engine (v{VERSION}) with config: {joined}"
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
@@ -675,8 +704,20 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    args = parse_args(sys.argv[1:])
+    """`python -m vllm.entrypoints.openai.api_server`: vLLM 0.32 still runs it, warning."""
+    log(
+        "The `python -m vllm.entrypoints.openai.api_server` command is deprecated and will "
+        "likely be unsupported in a future version. Please use `vllm serve` instead.",
+        "api_server.py:1",
+        level="WARNING",
+    )
+    run(sys.argv[1:])
+
+
+def run(argv: list[str]) -> None:
+    args = parse_args(argv)
     log(f"vLLM API server version {VERSION}")
+    log(_engine_config_line(args), "core.py:1", level="INFO")
     log(f"non-default args: {{'model': {args.model!r}, 'port': {args.port}}}", "utils.py:1")
     try:
         asyncio.run(serve(args))
