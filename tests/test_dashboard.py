@@ -1,9 +1,10 @@
 """The dashboard at / in a real headless browser (Playwright driving Debian's chromium): the
 access key through the browser's Basic credentials, a launch from the form, its progress to
-ready, its log tail, and the stop button; a scoped key made, shown once, used, metered and
-revoked; a model downloaded from the form, cached, refused removal while a launch uses it,
-then removed. Run with `uv run pytest -m browser` (.ci/run
-installs chromium)."""
+ready, its log tail, and the stop button; a failed launch's error in its row, and ended
+launches hidden until asked for; a scoped key made, shown once, used, metered and revoked;
+a model downloaded from the form, cached, refused removal while a launch uses it, then
+removed; a CPU box said to be one; the favicon. Run with `uv run pytest -m browser`
+(.ci/run installs chromium)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from xml.etree import ElementTree
 
 import httpx
 import pytest
@@ -72,6 +74,7 @@ def test_launch_watch_read_the_log_and_stop_from_the_page(
     page.goto(keyed.url + "/")
     expect(page.locator("#health")).to_contain_text("up")
     expect(page.locator("#gpus tbody tr")).to_have_count(2)
+    expect(page.locator("#cpu-box")).to_be_hidden()
     page.fill("input[name=model]", "org/dashboard-model")
     page.fill("input[name=gpus]", "1")
     page.fill("input[name=args]", "--max-model-len 4096")
@@ -297,3 +300,84 @@ def test_the_api_docs_render_from_this_server_alone(
     assert all(url.startswith((keyed.url + "/", "blob:")) for url in fetched), fetched
     # ReDoc's sidebar asks for Redocly's logo from their CDN: the policy stops it.
     assert set(blocked) <= {"csp"}, blocked
+
+
+def test_a_failed_launch_shows_its_error_in_its_row(page: Page, keyed: Server) -> None:
+    page.goto(keyed.url + "/")
+    page.fill("input[name=model]", "crash-on-start")
+    page.click("#launch-form button[type=submit]")
+    # Launched from the form, its log is open: "hide ended" keeps it, with why it failed.
+    row = page.locator("#launches tbody tr").first
+    expect(row).to_have_attribute("data-state", "failed", timeout=20_000)
+    launch_id = row.get_attribute("data-launch-id")
+    error = keyed.status(str(launch_id))["error"]
+    assert error.startswith("vLLM exited with code")
+    expect(row.locator(".reason")).to_be_visible()
+    expect(row.locator(".reason")).to_have_text(error)
+
+
+def test_ended_launches_are_hidden_by_default_and_shown_on_request(
+    page: Page, keyed: Server
+) -> None:
+    stopped = keyed.launch_ready(model="org/stopped", gpu_ids=[0])["launch_id"]
+    keyed.stop(stopped)
+    failed = keyed.launch(model="crash-on-start", gpu_ids=[0])["launch_id"]
+    keyed.wait_for(failed, ["failed"])
+    live = keyed.launch(model="org/live", gpu_ids=[1])["launch_id"]
+    page.goto(keyed.url + "/")
+    rows = page.locator("#launches tbody tr")
+    expect(page.locator("#hide-ended")).to_be_checked()
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-launch-id", live)
+    expect(page.locator("#launches-hidden")).to_have_text("(2 hidden)")
+
+    page.locator("#hide-ended").uncheck()
+    expect(rows).to_have_count(3)
+    expect(page.locator(f"tr[data-launch-id='{stopped}']")).to_have_attribute(
+        "data-state", "stopped"
+    )
+    expect(page.locator(f"tr[data-launch-id='{failed}'] .reason")).to_contain_text("vLLM exited")
+    expect(page.locator("#launches-hidden")).to_have_text("")
+    page.wait_for_timeout(2_500)  # a refresh keeps the choice
+    expect(rows).to_have_count(3)
+
+    page.locator("#hide-ended").check()
+    expect(rows).to_have_count(1)
+
+
+def test_a_cpu_box_says_so_calmly_instead_of_an_empty_gpu_table(
+    browser: Browser, start_server: ServerFactory
+) -> None:
+    # As tests/test_cpu_only.py: the stand-in nvidia-smi leaves PATH.
+    cpu_box = start_server(VLLM_ACCESS_KEY=KEY, PATH=os.environ["PATH"])
+    with opened(browser) as page:
+        page.goto(cpu_box.url + "/")
+        note = page.locator("#cpu-box")
+        expect(note).to_be_visible()
+        expect(note).to_have_text("CPU box: launches run on vLLM's CPU build")
+        expect(page.locator("#gpus")).to_be_hidden()
+        expect(page.locator("#gpu-error")).to_have_text("")
+        expect(page.locator("#host")).to_contain_text("CPUs")
+        expect(page.locator("#host")).not_to_contain_text("nvidia-smi")
+
+
+def test_a_gpu_box_whose_nvidia_smi_fails_says_so(
+    browser: Browser, start_server: ServerFactory
+) -> None:
+    broken = start_server(VLLM_ACCESS_KEY=KEY, FAKE_NVIDIA_SMI_FAIL="1")
+    with opened(browser) as page:
+        page.goto(broken.url + "/")
+        expect(page.locator("#gpu-error")).to_contain_text("GPUs could not be detected")
+        expect(page.locator("#cpu-box")).to_be_hidden()
+
+
+def test_the_favicon_is_served_within_the_policy(page: Page, keyed: Server) -> None:
+    icon = httpx.get(keyed.url + "/dashboard/favicon.svg", auth=("me", KEY))
+    assert icon.status_code == 200
+    assert icon.headers["content-type"] == "image/svg+xml"
+    assert ElementTree.fromstring(icon.content).tag == "{http://www.w3.org/2000/svg}svg"
+    page.goto(keyed.url + "/")
+    link = page.locator("link[rel=icon]")
+    expect(link).to_have_attribute("href", "/dashboard/favicon.svg")
+    # The page may load it: same origin, under its own policy.
+    assert page.evaluate("fetch(document.querySelector('link[rel=icon]').href).then(r => r.ok)")

@@ -1,8 +1,12 @@
-// The dashboard: reads the server's own API every REFRESH_MS and redraws the tables.
-// Everything shown comes from users (model names, logs, errors): it is only ever set as
-// text (textContent), never parsed as HTML. A new key's secret is in the answer to its
-// POST /keys alone: it lives in the "new key" box until Done (or its revocation), nowhere else.
-"use strict";
+// The dashboard: reads the server's own API every REFRESH_MS and redraws the tables; the
+// helpers every section uses are in page.js. Everything shown comes from users (model names, logs,
+// errors): it is only ever set as text (textContent), never parsed as HTML. A new key's
+// secret is in the answer to its POST /keys alone: it lives in the "new key" box until Done
+// (or its revocation), nowhere else.
+import {
+  actions, api, bar, button, el, fill, given, namePath, reasons, row, showError, size,
+  duration, splitArgs, when, whenChanged,
+} from "./page.js";
 
 const REFRESH_MS = 2000;
 const LOG_POLL_MS = 1000;
@@ -10,95 +14,26 @@ const LOG_KEEP_CHARS = 200000;
 const USAGE_DAYS = 30;
 const KEY_NUMBERS = ["max_concurrency", "requests_per_minute", "tokens_per_minute", "priority"];
 const LIVE_DOWNLOADS = ["queued", "downloading"];
-const SIZE_UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+const ENDED_LAUNCHES = ["stopped", "failed"];
 const log = { launchId: null, offset: 0 };
 const newKey = { id: null }; // the key whose secret the "new key" box shows
-
-async function api(method, path, body) {
-  const options = { method, credentials: "same-origin", headers: {} };
-  if (body !== undefined) {
-    options.headers["content-type"] = "application/json";
-    options.body = JSON.stringify(body);
-  }
-  const response = await fetch(path, options);
-  const text = await response.text();
-  let data = text;
-  try { data = text ? JSON.parse(text) : null; } catch (_) { /* not JSON: keep the text */ }
-  if (!response.ok) throw new Error(describe(data, response.status));
-  return data;
-}
-
-function describe(data, status) {
-  if (data && typeof data.detail === "string") return data.detail;
-  if (data && Array.isArray(data.detail)) return data.detail.map((e) => e.msg).join("; ");
-  if (data && data.error && data.error.message) return data.error.message;
-  return `the server answered ${status}`;
-}
-
-function el(tag, props, ...children) {
-  const node = document.createElement(tag);
-  Object.assign(node, props || {});
-  for (const child of children) {
-    if (child === null || child === undefined) continue;
-    node.append(child instanceof Node ? child : String(child));
-  }
-  return node;
-}
-
-function bar(fraction, label) {
-  const inner = el("span");
-  inner.style.width = `${Math.round(Math.max(0, Math.min(1, fraction || 0)) * 100)}%`;
-  return el("span", {}, el("span", { className: "bar" }, inner), label);
-}
-
-function button(text, onClick, secondary) {
-  const node = el("button", { type: "button", textContent: text, className: secondary ? "secondary" : "" });
-  node.addEventListener("click", () => onClick().catch((error) => showError(error, node)));
-  return node;
-}
-
-function fill(tableId, rows) {
-  document.querySelector(`#${tableId} tbody`).replaceChildren(...rows);
-}
-
-function row(cells, attributes) {
-  const tr = el("tr");
-  for (const [name, value] of Object.entries(attributes || {})) tr.setAttribute(name, value);
-  for (const cell of cells) tr.append(cell instanceof Node && cell.tagName === "TD" ? cell : el("td", {}, cell));
-  return tr;
-}
-
-function given(value) { return value !== null && value !== undefined; }
-
-// Binary units, as the command line shows them: 512 B, 3.0 MiB, 1.2 GiB.
-function size(bytes) {
-  if (!given(bytes)) return "-";
-  let value = bytes;
-  let unit = 0;
-  while (Math.abs(value) >= 1024 && unit < SIZE_UNITS.length - 1) { value /= 1024; unit += 1; }
-  return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${SIZE_UNITS[unit]}`;
-}
-
-function duration(seconds) {
-  if (!given(seconds)) return "-";
-  const whole = Math.round(seconds);
-  if (whole < 60) return `${whole} s`;
-  if (whole < 3600) return `${Math.floor(whole / 60)} min ${whole % 60} s`;
-  return `${Math.floor(whole / 3600)} h ${Math.floor((whole % 3600) / 60)} min`;
-}
-
-// A model or profile name as a path: its "/" stay (org/name), the rest is escaped.
-function namePath(name) { return encodeURIComponent(name).replace(/%2F/g, "/"); }
+// A box without nvidia-smi has no GPUs for good: once GET /gpus said so (an empty list where
+// a GPU box whose nvidia-smi fails answers an error), the GPU section says so calmly.
+const box = { cpu: false };
+const shown = { launches: [] }; // the last listing, drawn again when the filter changes
 
 function gib(mib) { return mib === null || mib === undefined ? "-" : `${(mib / 1024).toFixed(1)} GiB`; }
 
-function renderStats(stats) {
+function renderStats(stats, cpuBox) {
   const host = stats.host;
   const memory = host.memory;
   document.getElementById("host").textContent =
     `load ${host.load_average.join(" ")} on ${host.cpu_count} CPUs · memory ` +
-    `${(memory.used_bytes / 2 ** 30).toFixed(1)} of ${(memory.total_bytes / 2 ** 30).toFixed(1)} GiB` +
-    (stats.error ? ` · ${stats.error}` : "");
+    `${(memory.used_bytes / 2 ** 30).toFixed(1)} of ${(memory.total_bytes / 2 ** 30).toFixed(1)} GiB`;
+  // nvidia-smi's failure is an alarm on a GPU box; on a CPU box it is how things are.
+  document.getElementById("gpu-error").textContent = cpuBox ? "" : stats.error || "";
+  document.getElementById("cpu-box").hidden = !cpuBox;
+  document.getElementById("gpus").hidden = cpuBox;
   fill("gpus", stats.gpus.map((gpu) => row([
     gpu.index, gpu.name,
     bar(gpu.memory_used_mib / gpu.memory_total_mib, `${gib(gpu.memory_used_mib)} / ${gib(gpu.memory_total_mib)}`),
@@ -109,18 +44,34 @@ function renderStats(stats) {
   ], { "data-gpu": gpu.index })));
 }
 
+// Asked only while /stats shows no GPU, until the answer is a CPU box.
+async function isCpuBox(stats) {
+  if (!box.cpu && stats.gpus.length === 0) {
+    box.cpu = await api("GET", "/gpus").then((gpus) => gpus.length === 0, () => false);
+  }
+  return box.cpu;
+}
+
+// With "hide ended" (the default) stopped and failed launches are left out, but for the one
+// whose log is open: a launch started from the form that fails stays, with why.
 function renderLaunches(launches) {
-  fill("launches", launches.slice(-30).reverse().map((launch) => {
-    const live = !["stopped", "failed"].includes(launch.state);
+  shown.launches = launches;
+  const hideEnded = document.getElementById("hide-ended").checked;
+  const listed = launches.filter((launch) =>
+    !hideEnded || !ENDED_LAUNCHES.includes(launch.state) || launch.launch_id === log.launchId);
+  const hidden = launches.length - listed.length;
+  document.getElementById("launches-hidden").textContent = hidden ? `(${hidden} hidden)` : "";
+  fill("launches", listed.slice(-30).reverse().map((launch) => {
+    const live = !ENDED_LAUNCHES.includes(launch.state);
     const phase = launch.progress === null || launch.progress === undefined
       ? (launch.phase || "")
       : bar(launch.progress, `${launch.phase} ${Math.round(launch.progress * 100)}%`);
-    const actions = el("td", {},
+    const buttons = actions(
       button("Log", async () => showLog(launch.launch_id), true),
       live ? button("Stop", () => api("POST", `/stop/${launch.launch_id}`).then(refresh)) : null);
-    const state = el("td", { className: `state-${launch.state}`, title: launch.error || "" }, launch.state);
+    const state = el("td", { className: `state-${launch.state}` }, launch.state, reasons(launch.error));
     return row([launch.launch_id, state, phase, el("td", { className: "model" }, launch.model),
-      launch.gpu_ids.join(",") || "cpu", launch.port, launch.in_flight || 0, actions],
+      launch.gpu_ids.join(",") || "cpu", launch.port, launch.in_flight || 0, buttons],
     { "data-launch-id": launch.launch_id, "data-state": launch.state });
   }));
 }
@@ -129,11 +80,11 @@ function renderProfiles(profiles) {
   fill("profiles", profiles.map((profile) => {
     const status = profile.status || {};
     const path = `/models/${namePath(profile.name)}`;
-    const actions = el("td", {},
+    const buttons = actions(
       button("Load", () => api("POST", `${path}/load`).then(refresh)),
       button("Unload", () => api("POST", `${path}/unload`).then(refresh), true));
     return row([profile.name, el("td", { className: "model" }, profile.model), status.state,
-      status.launch_id || "", status.in_flight || 0, actions], { "data-profile": profile.name });
+      status.launch_id || "", status.in_flight || 0, buttons], { "data-profile": profile.name });
   }));
 }
 
@@ -142,8 +93,8 @@ function renderDownloads(listing) {
     const live = LIVE_DOWNLOADS.includes(download.state);
     // Why it failed is shown, not hidden in a tooltip: a full disk or a refused token.
     const state = el("td", { className: `state-${download.state}` }, download.state,
-      download.error ? el("div", { className: "reason" }, download.error) : null);
-    const cancel = el("td", {}, live ? button("Cancel", () => cancelDownload(download)) : null);
+      reasons(download.error));
+    const cancel = actions(live ? button("Cancel", () => cancelDownload(download)) : null);
     return row([download.id, state,
       el("td", { className: "model" }, `${download.model}@${download.revision}`),
       bar(download.progress, `${size(download.bytes_done)} / ${size(download.bytes_total)}`),
@@ -165,7 +116,7 @@ function renderCache(cache) {
     return row([el("td", { className: "model" }, entry.model), size(entry.size_on_disk),
       revisions.join(", ") || "-", el("td", { className: "model" }, users.join(", ") || "-"),
       entry.last_used ? new Date(entry.last_used).toLocaleString() : "-",
-      el("td", {}, button("Remove", () => removeCached(entry)))], { "data-model": entry.model });
+      actions(button("Remove", () => removeCached(entry)))], { "data-model": entry.model });
   }));
 }
 
@@ -181,7 +132,7 @@ function renderBatches(listing) {
 
 function renderKeys(keys) {
   fill("keys", keys.map((key) => {
-    const revoke = el("td", {}, button("Revoke", () => revokeKey(key)));
+    const revoke = actions(button("Revoke", () => revokeKey(key)));
     return row([key.name, `${key.prefix}…`, key.scopes.join(", "),
       el("td", { className: "model" }, given(key.models) ? key.models.join(", ") : "all"),
       limits(key), key.priority, given(key.expires_at) ? when(key.expires_at) : "never",
@@ -196,8 +147,6 @@ function limits(key) {
   if (given(key.tokens_per_minute)) parts.push(`${key.tokens_per_minute} tokens/min`);
   return parts.join(" · ") || "none";
 }
-
-function when(unixSeconds) { return new Date(unixSeconds * 1000).toLocaleString(); }
 
 // Newest day first; a revoked key's usage stays, under its name.
 function renderUsage(usage, keys) {
@@ -227,7 +176,7 @@ async function refresh() {
     ? `up · ${health.value.live_launches} live launch(es) · updated ${new Date().toLocaleTimeString()}`
     : `unreachable: ${health.reason.message}`;
   document.getElementById("health").textContent = healthText;
-  if (stats.status === "fulfilled") renderStats(stats.value);
+  if (stats.status === "fulfilled") renderStats(stats.value, await isCpuBox(stats.value));
   if (launches.status === "fulfilled") renderLaunches(launches.value);
   if (profiles.status === "fulfilled") renderProfiles(profiles.value);
   if (downloads.status === "fulfilled") renderDownloads(downloads.value);
@@ -259,12 +208,6 @@ async function pollLog() {
   const text = chunk.content.replace(/\r(?!\n)/g, "\n");
   pre.textContent = (pre.textContent + text).slice(-LOG_KEEP_CHARS);
   if (follow) pre.scrollTop = pre.scrollHeight;
-}
-
-// In the error line of the section `near` is in; the launch form's when it has none.
-function showError(error, near) {
-  const box = near && near.closest("section").querySelector(".error");
-  (box || document.getElementById("launch-error")).textContent = error.message;
 }
 
 async function revokeKey(key) {
@@ -328,10 +271,10 @@ document.getElementById("launch-form").addEventListener("submit", async (event) 
   const body = { model: form.model.value.trim() };
   const gpus = form.gpus.value.trim();
   if (gpus) body.gpu_ids = gpus.split(",").map((gpu) => Number(gpu.trim()));
-  const args = form.args.value.trim();
-  if (args) body.extra_args = args.split(/\s+/);
   document.getElementById("launch-error").textContent = "";
   try {
+    const args = splitArgs(form.args.value);
+    if (args.length) body.extra_args = args;
     const launch = await api("POST", "/launch", body);
     form.reset();
     await refresh();
@@ -381,6 +324,9 @@ document.getElementById("download-form").addEventListener("submit", async (event
 
 document.getElementById("new-key-copy").addEventListener("click", () => copySecret());
 document.getElementById("new-key-done").addEventListener("click", hideSecret);
+document.getElementById("hide-ended").addEventListener("change", () => renderLaunches(shown.launches));
+
+whenChanged(refresh);
 
 setInterval(() => refresh().catch(() => {}), REFRESH_MS);
 setInterval(() => pollLog().catch(() => {}), LOG_POLL_MS);

@@ -1,5 +1,5 @@
-"""GET / (the page), GET /dashboard/{file} (its script and style). The files are read once;
-a Content-Security-Policy keeps the page to its own script and this server's API."""
+"""GET / (the page), GET /dashboard/{file} (its scripts, style and icon). The files are read
+once; a Content-Security-Policy keeps the page to its own scripts and this server's API."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from fastapi.responses import Response
 router = APIRouter()
 _FILES = {
     "index.html": "text/html; charset=utf-8",
-    "dashboard.js": "text/javascript; charset=utf-8",
+    "dashboard.js": "text/javascript; charset=utf-8",  # the entry module: it imports the rest
+    "page.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
 }
 _HEADERS = {
     "Content-Security-Policy": (
