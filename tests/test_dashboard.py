@@ -3,6 +3,7 @@ access key through the browser's Basic credentials, a launch from the form, its 
 ready, its log tail, and the stop button; a failed launch's error in its row, and ended
 launches hidden until asked for; a scoped key made, shown once, used, metered and revoked;
 a model downloaded from the form, cached, refused removal while a launch uses it, then
+removed; a profile added, edited, refused, loaded, unloaded and
 removed; a CPU box said to be one; the favicon. Run with `uv run pytest -m browser`
 (.ci/run installs chromium)."""
 
@@ -343,6 +344,116 @@ def test_ended_launches_are_hidden_by_default_and_shown_on_request(
 
     page.locator("#hide-ended").check()
     expect(rows).to_have_count(1)
+
+
+def test_a_profile_is_added_edited_and_removed_from_the_page(page: Page, keyed: Server) -> None:
+    page.goto(keyed.url + "/")
+    form = page.locator("#profile-form")
+    name = form.locator("input[name=name]")
+    name.fill("team/qwen")
+    form.locator("input[name=model]").fill("org/qwen")
+    form.locator("input[name=gpu_count]").fill("1")
+    form.locator("input[name=extra_args]").fill(
+        """--max-model-len 4096 --hf-overrides '{"a": 1}'"""
+    )
+    form.locator("textarea[name=env]").fill("A=1\nB=two words")
+    form.locator("input[name=idle_ttl_seconds]").fill("300")
+    form.locator("input[name=sleep]").check()
+    form.locator("button[type=submit]").click()
+    row = page.locator("#profiles tbody tr[data-profile='team/qwen']")
+    expect(row).to_contain_text("org/qwen")
+    expect(row).to_contain_text("sleep, idle 300 s")
+    expect(name).to_have_value("")  # taken, cleared
+    stored = keyed.client.get("/models/team/qwen").json()
+    assert stored["extra_args"] == ["--max-model-len", "4096", "--hf-overrides", '{"a": 1}']
+    assert stored["env"] == {"A": "1", "B": "two words"}
+    assert (stored["gpu_count"], stored["idle_ttl_seconds"], stored["sleep"]) == (1, 300, True)
+
+    # Edit fills the form with the profile, its name fixed (another name is another profile).
+    row.get_by_role("button", name="Edit").click()
+    expect(name).to_have_value("team/qwen")
+    expect(name).to_have_attribute("readonly", "")
+    expect(form.locator("input[name=extra_args]")).to_have_value(
+        """--max-model-len 4096 --hf-overrides '{"a": 1}'"""
+    )
+    expect(form.locator("textarea[name=env]")).to_have_value("A=1\nB=two words")
+    expect(form.locator("input[name=sleep]")).to_be_checked()
+
+    # The server's refusal, in its words; the form keeps what was typed.
+    form.locator("input[name=gpu_ids]").fill("0")
+    form.locator("button[type=submit]").click()
+    expect(page.locator("#profile-error")).to_contain_text("give gpu_count or gpu_ids, not both")
+    expect(name).to_have_value("team/qwen")
+
+    form.locator("input[name=gpu_count]").fill("")
+    form.locator("input[name=sleep]").uncheck()
+    form.locator("input[name=pinned]").check()
+    form.locator("button[type=submit]").click()
+    expect(form.locator("button[type=submit]")).to_have_text("Add profile")
+    expect(page.locator("#profile-error")).to_have_text("")
+    expect(row.locator("td").nth(2)).to_have_text("0")
+    expect(row.locator("td").nth(3)).to_have_text("pinned, idle 300 s")
+    stored = keyed.client.get("/models/team/qwen").json()
+    assert (stored["gpu_ids"], stored["gpu_count"], stored["sleep"]) == ([0], None, False)
+    assert stored["env"] == {"A": "1", "B": "two words"}
+
+    # A field the server refuses is named.
+    name.fill("other")
+    form.locator("input[name=model]").fill("org/other")
+    form.locator("input[name=idle_ttl_seconds]").fill("-5")
+    form.locator("button[type=submit]").click()
+    expect(page.locator("#profile-error")).to_contain_text("idle_ttl_seconds")
+    assert keyed.client.get("/models/other").status_code == 404
+
+    # Removing asks first: dismissed, the profile stays.
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    row.get_by_role("button", name="Remove").click()
+    expect(row).to_have_count(1)
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Remove").click()
+    expect(row).to_have_count(0)
+    assert keyed.client.get("/models/team/qwen").status_code == 404
+
+
+def test_load_and_unload_follow_the_profiles_state(page: Page, keyed: Server) -> None:
+    assert keyed.client.put("/models/m", json={"model": "org/m", "gpu_ids": [0]}).is_success
+    napper = {"model": "org/napper", "gpu_ids": [1], "sleep": True}
+    assert keyed.client.put("/models/napper", json=napper).is_success
+    page.goto(keyed.url + "/")
+    row = page.locator("#profiles tbody tr[data-profile='m']")
+    load = row.get_by_role("button", name="Load", exact=True)
+    unload = row.get_by_role("button", name="Unload", exact=True)
+    expect(row).to_have_attribute("data-state", "not loaded")
+    expect(load).to_be_enabled()
+    expect(unload).to_be_disabled()
+    # Buttons side by side do not touch.
+    left, right = load.bounding_box(), unload.bounding_box()
+    assert left is not None
+    assert right is not None
+    assert right["x"] - (left["x"] + left["width"]) >= 4
+
+    load.click()
+    expect(row).to_have_attribute("data-state", "loading")
+    expect(load).to_be_disabled()
+    expect(unload).to_be_disabled()
+    expect(row).to_have_attribute("data-state", "loaded", timeout=20_000)
+    expect(load).to_be_disabled()
+    expect(unload).to_be_enabled()
+    unload.click()
+    expect(row).to_have_attribute("data-state", "not loaded", timeout=20_000)
+    expect(load).to_be_enabled()
+    expect(unload).to_be_disabled()
+
+    # Asleep, it may be woken (Load) or stopped (Unload).
+    assert keyed.client.post("/models/napper/load?wait=true", timeout=30).is_success
+    sleeper = page.locator("#profiles tbody tr[data-profile='napper']")
+    expect(sleeper).to_have_attribute("data-state", "loaded")
+    sleeper.get_by_role("button", name="Unload", exact=True).click()
+    expect(sleeper).to_have_attribute("data-state", "sleeping", timeout=20_000)
+    expect(sleeper.get_by_role("button", name="Load", exact=True)).to_be_enabled()
+    expect(sleeper.get_by_role("button", name="Unload", exact=True)).to_be_enabled()
+    sleeper.get_by_role("button", name="Load", exact=True).click()
+    expect(sleeper).to_have_attribute("data-state", "loaded", timeout=20_000)
 
 
 def test_a_cpu_box_says_so_calmly_instead_of_an_empty_gpu_table(

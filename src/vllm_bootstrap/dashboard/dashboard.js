@@ -1,5 +1,5 @@
 // The dashboard: reads the server's own API every REFRESH_MS and redraws the tables; the
-// helpers every section uses are in page.js. Everything shown comes from users (model names, logs,
+// helpers every section uses are in page.js, the Model profiles section in profiles.js. Everything shown comes from users (model names, logs,
 // errors): it is only ever set as text (textContent), never parsed as HTML. A new key's
 // secret is in the answer to its POST /keys alone: it lives in the "new key" box until Done
 // (or its revocation), nowhere else.
@@ -7,6 +7,7 @@ import {
   actions, api, bar, button, el, fill, given, namePath, reasons, row, showError, size,
   duration, splitArgs, when, whenChanged,
 } from "./page.js";
+import { renderProfiles } from "./profiles.js";
 
 const REFRESH_MS = 2000;
 const LOG_POLL_MS = 1000;
@@ -73,18 +74,6 @@ function renderLaunches(launches) {
     return row([launch.launch_id, state, phase, el("td", { className: "model" }, launch.model),
       launch.gpu_ids.join(",") || "cpu", launch.port, launch.in_flight || 0, buttons],
     { "data-launch-id": launch.launch_id, "data-state": launch.state });
-  }));
-}
-
-function renderProfiles(profiles) {
-  fill("profiles", profiles.map((profile) => {
-    const status = profile.status || {};
-    const path = `/models/${namePath(profile.name)}`;
-    const buttons = actions(
-      button("Load", () => api("POST", `${path}/load`).then(refresh)),
-      button("Unload", () => api("POST", `${path}/unload`).then(refresh), true));
-    return row([profile.name, el("td", { className: "model" }, profile.model), status.state,
-      status.launch_id || "", status.in_flight || 0, buttons], { "data-profile": profile.name });
   }));
 }
 
@@ -178,7 +167,7 @@ async function refresh() {
   document.getElementById("health").textContent = healthText;
   if (stats.status === "fulfilled") renderStats(stats.value, await isCpuBox(stats.value));
   if (launches.status === "fulfilled") renderLaunches(launches.value);
-  if (profiles.status === "fulfilled") renderProfiles(profiles.value);
+  if (profiles.status === "fulfilled") renderProfiles(profiles.value, box.cpu);
   if (downloads.status === "fulfilled") renderDownloads(downloads.value);
   if (cache.status === "fulfilled") renderCache(cache.value);
   if (batches.status === "fulfilled") renderBatches(batches.value);

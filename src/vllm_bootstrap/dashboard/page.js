@@ -115,7 +115,7 @@ export function when(unixSeconds) { return new Date(unixSeconds * 1000).toLocale
 export function namePath(name) { return encodeURIComponent(name).replace(/%2F/g, "/"); }
 
 // vLLM arguments as typed: split at spaces, quotes ('...' or "...") keep spaces in one
-// argument (--hf-overrides '{"a": 1}').
+// argument (--hf-overrides '{"a": 1}'). joinArgs writes a list back the same way.
 export function splitArgs(text) {
   const args = [];
   let current = null;
@@ -136,4 +136,8 @@ export function splitArgs(text) {
   if (quote) throw new Error(`the vLLM arguments have an unclosed ${quote}`);
   if (current !== null) args.push(current);
   return args;
+}
+
+export function joinArgs(args) {
+  return args.map((arg) => (/^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, "'\"'\"'")}'`)).join(" ");
 }

@@ -14,6 +14,7 @@ _FILES = {
     "index.html": "text/html; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",  # the entry module: it imports the rest
     "page.js": "text/javascript; charset=utf-8",
+    "profiles.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
