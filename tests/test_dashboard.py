@@ -3,13 +3,15 @@ access key through the browser's Basic credentials, a launch from the form, its 
 ready, its log tail, and the stop button; a failed launch's error in its row, and ended
 launches hidden until asked for; a scoped key made, shown once, used, metered and revoked;
 a model downloaded from the form, cached, refused removal while a launch uses it, then
-removed; a profile added, edited, refused, loaded, unloaded and
+removed; a batch uploaded from the form, run, cancelled, its output and error files saved,
+and why a failed one failed; a profile added, edited, refused, loaded, unloaded and
 removed; a CPU box said to be one; the favicon. Run with `uv run pytest -m browser`
 (.ci/run installs chromium)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -19,8 +21,9 @@ from xml.etree import ElementTree
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
+from tests.batch_helpers import chat_line, jsonl
 from tests.conftest import ServerFactory
 from tests.harness import Server
 from tests.hub import StandinHub
@@ -344,6 +347,108 @@ def test_ended_launches_are_hidden_by_default_and_shown_on_request(
 
     page.locator("#hide-ended").check()
     expect(rows).to_have_count(1)
+
+
+@pytest.fixture
+def batching(start_server: ServerFactory) -> Server:
+    """Batches of a model nobody serves fail their lines after a second; each request takes
+    0.3 s, so a batch of many lines is still running when the page cancels it."""
+    return start_server(
+        VLLM_ACCESS_KEY=KEY,
+        VLLM_BATCH_MODEL_WAIT_SECONDS="1",
+        VLLM_BATCH_IN_FLIGHT_PER_LAUNCH="2",
+        FAKE_VLLM_LATENCY_SECONDS="0.3",
+    )
+
+
+def submit_from_the_page(page: Page, content: bytes, endpoint: str) -> Locator:
+    """The batch's row, once the form has uploaded `content` and started it."""
+    form = page.locator("#batch-form")
+    form.locator("input[name=file]").set_input_files(
+        {"name": "input.jsonl", "mimeType": "application/jsonl", "buffer": content}
+    )
+    form.locator("select[name=endpoint]").select_option(endpoint)
+    form.locator("button[type=submit]").click()
+    expect(form.locator("input[name=file]")).to_have_value("")  # taken, cleared
+    expect(page.locator("#batch-error")).to_have_text("")
+    return page.locator("#batches tbody tr").first
+
+
+def test_a_batch_submitted_from_the_page_completes_and_its_files_are_saved(
+    page: Page, batching: Server
+) -> None:
+    batching.launch_ready(model="org/alpha", gpu_ids=[0])
+    lines = [chat_line(f"req-{i}", "org/alpha") for i in range(3)]
+    lines.append(chat_line("lost", "no-such-model"))
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    page.goto(batching.url + "/")
+    row = submit_from_the_page(page, jsonl(lines), "/v1/chat/completions")
+
+    expect(row).to_have_attribute("data-status", "completed", timeout=20_000)
+    batch_id = str(row.get_attribute("data-batch"))
+    stored = batching.client.get(f"/v1/batches/{batch_id}").json()
+    assert stored["endpoint"] == "/v1/chat/completions"
+    assert stored["completion_window"] == "24h"
+    expect(row).to_contain_text("4/4")
+    # The line that failed, from the first lines of the error file.
+    expect(row.locator(".reason")).to_contain_text("lost: model_not_found")
+
+    with page.expect_download() as caught:
+        row.get_by_role("button", name="Output").click()
+    output = caught.value
+    assert output.suggested_filename == f"{batch_id}_output.jsonl"
+    answers = [json.loads(line) for line in Path(output.path()).read_text().splitlines()]
+    assert sorted(answer["custom_id"] for answer in answers) == ["req-0", "req-1", "req-2"]
+    assert all(answer["response"]["status_code"] == 200 for answer in answers)
+
+    with page.expect_download() as caught:
+        row.get_by_role("button", name="Errors").click()
+    errors = Path(caught.value.path()).read_text().splitlines()
+    assert [json.loads(line)["custom_id"] for line in errors] == ["lost"]
+    expect(page.locator("#batch-error")).to_have_text("")
+    # The Blob URL is a download, which the page's policy (default-src 'self') lets through.
+    assert not [text for text in console if "Content Security Policy" in text], console
+
+
+def test_a_running_batch_is_cancelled_from_the_page(page: Page, batching: Server) -> None:
+    batching.launch_ready(model="org/alpha", gpu_ids=[0])
+    lines = [chat_line(f"req-{i}", "org/alpha") for i in range(60)]
+    page.goto(batching.url + "/")
+    row = submit_from_the_page(page, jsonl(lines), "/v1/chat/completions")
+    expect(row).to_have_attribute("data-status", "in_progress", timeout=10_000)
+
+    # It asks first: dismissed, the batch runs on.
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    row.get_by_role("button", name="Cancel").click()
+    expect(row).to_have_attribute("data-status", "in_progress")
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Cancel").click()
+    expect(row).to_have_attribute("data-status", "cancelled", timeout=20_000)
+    expect(row.get_by_role("button", name="Cancel")).to_have_count(0)
+    batch = batching.client.get(f"/v1/batches/{row.get_attribute('data-batch')}").json()
+    assert batch["status"] == "cancelled"
+    assert batch["request_counts"]["completed"] < 60
+
+
+def test_a_failed_batch_shows_its_errors_by_line(page: Page, keyed: Server) -> None:
+    content = "\n".join(
+        [
+            json.dumps(chat_line("a", "m")),
+            "{not json",
+            json.dumps({**chat_line("b", "m"), "method": "GET"}),
+        ]
+    ).encode()
+    page.goto(keyed.url + "/")
+    row = submit_from_the_page(page, content, "/v1/chat/completions")
+    expect(row).to_have_attribute("data-status", "failed", timeout=10_000)
+    reason = row.locator(".reason")
+    expect(reason).to_be_visible()
+    expect(reason).to_contain_text("line 2: invalid_json_line")
+    expect(reason).to_contain_text("line 3: invalid_method")
+    # Not a 0/0 bar: it never had requests.
+    expect(row.locator("td").nth(3)).to_have_text("-")
+    expect(row.get_by_role("button", name="Cancel")).to_have_count(0)
 
 
 def test_a_profile_is_added_edited_and_removed_from_the_page(page: Page, keyed: Server) -> None:

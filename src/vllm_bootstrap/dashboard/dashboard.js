@@ -1,8 +1,10 @@
 // The dashboard: reads the server's own API every REFRESH_MS and redraws the tables; the
-// helpers every section uses are in page.js, the Model profiles section in profiles.js. Everything shown comes from users (model names, logs,
+// helpers every section uses are in page.js, the Model profiles and Batches sections in
+// profiles.js and batches.js. Everything shown comes from users (model names, logs,
 // errors): it is only ever set as text (textContent), never parsed as HTML. A new key's
 // secret is in the answer to its POST /keys alone: it lives in the "new key" box until Done
 // (or its revocation), nowhere else.
+import { renderBatches } from "./batches.js";
 import {
   actions, api, bar, button, el, fill, given, namePath, reasons, row, showError, size,
   duration, splitArgs, when, whenChanged,
@@ -109,16 +111,6 @@ function renderCache(cache) {
   }));
 }
 
-function renderBatches(listing) {
-  fill("batches", listing.data.map((batch) => {
-    const counts = batch.request_counts;
-    const finished = counts.completed + counts.failed;
-    return row([batch.id, batch.status, batch.endpoint,
-      bar(counts.total ? finished / counts.total : 0, `${finished}/${counts.total}`), counts.failed],
-    { "data-batch": batch.id });
-  }));
-}
-
 function renderKeys(keys) {
   fill("keys", keys.map((key) => {
     const revoke = actions(button("Revoke", () => revokeKey(key)));
@@ -170,7 +162,7 @@ async function refresh() {
   if (profiles.status === "fulfilled") renderProfiles(profiles.value, box.cpu);
   if (downloads.status === "fulfilled") renderDownloads(downloads.value);
   if (cache.status === "fulfilled") renderCache(cache.value);
-  if (batches.status === "fulfilled") renderBatches(batches.value);
+  if (batches.status === "fulfilled") await renderBatches(batches.value);
   const liveKeys = keys.status === "fulfilled" ? keys.value.data : null;
   if (liveKeys) renderKeys(liveKeys);
   if (usage.status === "fulfilled") renderUsage(usage.value, liveKeys);

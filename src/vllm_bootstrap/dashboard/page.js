@@ -41,6 +41,19 @@ function describe(data, status) {
   return `the server answered ${status}`;
 }
 
+// The file at `path` saved by the browser as `filename`: fetched with the page's
+// credentials (a plain link would lose the server's error), then handed over as a Blob URL
+// through an <a download>, which is a download, not something the page loads.
+export async function saveFile(path, filename) {
+  const blob = await (await request("GET", path)).blob();
+  const url = URL.createObjectURL(blob);
+  const link = el("a", { href: url, download: filename, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+}
+
 export function el(tag, props, ...children) {
   const node = document.createElement(tag);
   Object.assign(node, props || {});

@@ -15,6 +15,7 @@ _FILES = {
     "dashboard.js": "text/javascript; charset=utf-8",  # the entry module: it imports the rest
     "page.js": "text/javascript; charset=utf-8",
     "profiles.js": "text/javascript; charset=utf-8",
+    "batches.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
