@@ -47,3 +47,29 @@ def test_only_the_docs_files_are_served_under_docs(server: Server, name: str) ->
     refused = server.client.get(f"/docs/{name}")
     assert refused.status_code == 404
     assert "import" not in refused.text
+
+
+def test_the_openapi_document_describes_every_kind_of_route(server: Server) -> None:
+    document = server.client.get("/openapi.json").json()
+    paths = document["paths"]
+    # The control plane, the Files and Batches API, and the data plane in front of them.
+    for path, method in [
+        ("/launch", "post"),
+        ("/downloads", "post"),
+        ("/models/{name}", "put"),
+        ("/v1/files", "post"),
+        ("/v1/files/{file_id}/content", "get"),
+        ("/v1/batches", "post"),
+        ("/v1/batches/{batch_id}/cancel", "post"),
+        ("/v1/models", "get"),
+        ("/v1/chat/completions", "post"),
+        ("/v1/completions", "post"),
+        ("/v1/embeddings", "post"),
+        ("/proxy/{launch_id}/{path}", "post"),
+    ]:
+        assert method in paths.get(path, {}), f"{method.upper()} {path} is not described"
+    routed = paths["/v1/chat/completions"]["post"]
+    assert routed["requestBody"]["content"]["application/json"]["schema"]["required"] == ["model"]
+    assert routed["externalDocs"]["url"].startswith("https://platform.openai.com/docs/")
+    assert "content" in paths["/v1/files"]["post"]["requestBody"]  # multipart, described
+    assert server.client.get("/openapi.json").json() == document  # built once, kept

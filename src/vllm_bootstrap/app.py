@@ -41,6 +41,7 @@ from vllm_bootstrap.api import (
     model_router,
     monitoring_router,
     provide_services,
+    whole_schema,
 )
 from vllm_bootstrap.batches import (
     Batches,
@@ -204,6 +205,8 @@ def create_app(settings: Settings) -> ASGIApp:
         api.include_router(routes)
     provide_services(api, services)
     install_error_table(api, openai_shape=False)
+    batch_routes = batch_api(services)
+    api.openapi = whole_schema(api, batch_routes)  # type: ignore[method-assign]
     dispatcher = ServingDispatcher(
         api=AccessLog(BodySizeLimit(api, MAX_API_BODY_BYTES)),
         proxy=_data_plane(
@@ -228,7 +231,7 @@ def create_app(settings: Settings) -> ASGIApp:
             limits,
             usage,
         ),
-        batches=AccessLog(batch_api(services)),
+        batches=AccessLog(batch_routes),
     )
     return CrossSiteGuard(_who_may_enter(dispatcher, settings, keys))
 

@@ -21,6 +21,7 @@ _FACE = {
     "launch_router": "routes:router",
     "model_router": "model_routes:router",
     "monitoring_router": "monitoring_routes:router",
+    "whole_schema": "openapi",
 }
 __all__ = sorted(_FACE)
 __getattr__ = lazy_face(__name__, _FACE)

@@ -70,7 +70,32 @@ def _viewer(request: Request) -> str | None:
     return key.id if key is not None and ADMIN not in key.scopes else None
 
 
-@router.post("/files")
+# The upload is streamed to disk by hand (batches/multipart.py), so FastAPI cannot see its
+# form: it is described here, as OpenAI's.
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["purpose", "file"],
+                    "properties": {
+                        "purpose": {"type": "string", "enum": ["batch"]},
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "JSONL: one request line of OpenAI's batch format each",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/files", openapi_extra=_UPLOAD_BODY)
 async def upload_file(request: Request, services: ServicesDep) -> dict[str, Any]:
     """multipart/form-data with `purpose=batch` and `file`, streamed to disk."""
     try:
