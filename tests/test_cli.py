@@ -1,13 +1,20 @@
 """The command line against the real server and the stand-in vLLM, with the access key set
 (VLLM_BOOTSTRAP_URL and VLLM_ACCESS_KEY from the environment): progress through the phases,
-tables and --json, models, batches with progress, and one-line errors."""
+tables and --json, models, batches with progress, and one-line errors that say what
+to do; the server or a client chosen by the command; options anywhere, with their
+environment variables in the help; tables cut to a terminal's width."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
+import select
 import subprocess
 import sys
+import termios
+import time
 from pathlib import Path
 
 import pytest
@@ -24,17 +31,83 @@ def keyed(start_server: ServerFactory) -> Server:
 
 
 def cli(
-    server: Server, *args: str, key: str = KEY, check: bool = True
+    server: Server | None,
+    *args: str,
+    key: str = KEY,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    stdin: str = "",
 ) -> subprocess.CompletedProcess[str]:
-    """The real `vllm-bootstrap` entry point, as a user runs it against `server`."""
-    env = {**os.environ, "VLLM_BOOTSTRAP_URL": server.url, "VLLM_ACCESS_KEY": key}
+    """The real `vllm-bootstrap` entry point, as a user runs it against `server` (its URL
+    and `key` in the environment; `env` on top), `stdin` typed in."""
     result = subprocess.run(
         [sys.executable, "-m", "vllm_bootstrap", *args],
-        env=env, capture_output=True, text=True, timeout=90, check=False,
+        env=_environment(server, key, env), input=stdin, capture_output=True, text=True,
+        timeout=90, check=False,
     )  # fmt: skip
     if check:
         assert result.returncode == 0, result.stderr
     return result
+
+
+def _environment(server: Server | None, key: str, extra: dict[str, str] | None) -> dict[str, str]:
+    env = {**os.environ, "VLLM_ACCESS_KEY": key, **(extra or {})}
+    if server is not None:
+        env.setdefault("VLLM_BOOTSTRAP_URL", server.url)
+    return env
+
+
+class Terminal:
+    """The CLI on a pseudo-terminal of its own, `columns` wide (COLUMNS, as a shell tells
+    its programs): what it prints, as a person would see it, and keys typed into it."""
+
+    def __init__(self, server: Server, *args: str, columns: int = 80) -> None:
+        self._screen, secondary = pty.openpty()
+        env = _environment(server, KEY, {"COLUMNS": str(columns)})
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "vllm_bootstrap", *args],
+            env=env, stdin=secondary, stdout=secondary, stderr=secondary,
+            preexec_fn=_controlled_by_its_terminal,
+        )  # fmt: skip
+        os.close(secondary)
+        self.seen = ""
+
+    def type(self, keys: str) -> None:
+        os.write(self._screen, keys.encode())
+
+    def read_until(self, text: str, timeout: float = 30) -> str:
+        """What it printed from the last read until `text` appears (and `text`)."""
+        start = len(self.seen)
+        deadline = time.monotonic() + timeout
+        while text not in self.seen[start:] and self._read(deadline - time.monotonic()):
+            pass
+        assert text in self.seen[start:], self.seen
+        return self.seen[start:]
+
+    def finish(self, timeout: float = 30) -> int:
+        """Everything it prints until it exits; its exit code."""
+        deadline = time.monotonic() + timeout
+        while self._read(deadline - time.monotonic()):
+            pass
+        os.close(self._screen)
+        return self.process.wait(timeout)
+
+    def _read(self, timeout: float) -> bool:
+        if timeout <= 0 or not select.select([self._screen], [], [], timeout)[0]:
+            return False
+        try:
+            chunk = os.read(self._screen, 65536)
+        except OSError:  # EIO: the program has gone and closed the terminal
+            return False
+        self.seen += chunk.decode(errors="replace").replace("\r\n", "\n")
+        return bool(chunk)
+
+
+def _controlled_by_its_terminal() -> None:
+    """In the child: a session of its own whose controlling terminal is its stdin, so
+    Ctrl-C typed there is SIGINT to it, as in a shell."""
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 def test_launch_waits_with_progress_then_ps_status_logs_and_stop(keyed: Server) -> None:
@@ -45,16 +118,18 @@ def test_launch_waits_with_progress_then_ps_status_logs_and_stop(keyed: Server) 
     assert started.stdout.strip().endswith("ready on port " + str(keyed.status(launch_id)["port"]))
     progress = started.stderr.splitlines()
     assert any("loading_weights" in line and "%" in line for line in progress)
-    assert "ready" in progress[-1]
+    assert progress[-1] == f"{launch_id} {'ready':<13} [{'#' * 30}] ready"  # a full bar
     table = cli(keyed, "ps").stdout.splitlines()
-    assert table[0].split()[:3] == ["ID", "STATE", "PHASE"]
-    assert table[1].split()[:3] == [launch_id, "ready", "ready"]
+    assert table[0].split()[:4] == ["ID", "STATE", "PHASE", "SERVES"]
+    assert table[1].split()[:5] == [launch_id, "ready", "ready", "org/model", "org/model"]
     listed = json.loads(cli(keyed, "ps", "--json").stdout)
     assert listed[0]["extra_args"] == ["--seed=1", "-q", "2"]
     assert json.loads(cli(keyed, "status", launch_id, "--json").stdout)["state"] == "ready"
     assert cli(keyed, "stop", launch_id).stdout.strip() == f"{launch_id} stopped"
     followed = cli(keyed, "logs", launch_id, "-f").stdout  # returns: the launch has ended
     assert "Application startup complete." in followed
+    assert cli(keyed, "ps", "-q").stdout == ""  # ended: only with -a
+    assert cli(keyed, "ps", "-a", "-q").stdout == f"{launch_id}\n"  # ids for xargs
 
 
 def test_stats_as_a_table_and_as_json(keyed: Server) -> None:
@@ -68,7 +143,11 @@ def test_models_put_list_load_and_unload(keyed: Server, tmp_path: Path) -> None:
     models = tmp_path / "models.yaml"
     models.write_text("models:\n  - name: small\n    model: org/small\n    idle_ttl_seconds: 60\n")
     assert cli(keyed, "models", "put", str(models)).stdout.strip() == "small: stored"
-    assert cli(keyed, "models", "load", "small", "--wait").stdout.strip() == "small: loaded"
+    loaded = cli(keyed, "models", "load", "small", "--wait")
+    assert loaded.stdout == "small: loaded\n"
+    progress = loaded.stderr.splitlines()  # a bar through the load, as launch --wait's
+    assert any(line.startswith("small loading") and "loading_weights" in line for line in progress)
+    assert progress[-1] == f"small {'loaded':<13} [{'#' * 30}] ready"
     rows = cli(keyed, "models", "list").stdout.splitlines()
     assert rows[1].split()[:3] == ["small", "org/small", "loaded"]
     assert cli(keyed, "models", "unload", "small", "--wait").stdout.strip() == "small: not loaded"
@@ -130,24 +209,37 @@ def test_serve_is_the_server(keyed: Server) -> None:
     assert cli(keyed, "serve", "--version").stdout.startswith("vllm-bootstrap serve ")
 
 
+# A port the server's settings refuse: the server path ends at once with its error, exit 2.
+NOT_A_PORT = {"VLLM_BOOTSTRAP_PORT": "nope"}
+
+
 @pytest.mark.parametrize(
-    ("argv", "runs"),
+    "argv",
     [
-        ([], "server"),
-        (["--port", "1"], "server"),
-        (["--host", "stats", "--port", "1"], "server"),  # a value, not a command
-        (["serve", "--port", "1"], "server"),
-        (["--url", "http://x", "ps"], "client"),
-        (["--url", "serve", "ps"], "client"),
-        (["--help"], "client"),
+        [],
+        ["--port", "70000"],
+        ["--host", "stats", "--port", "70000"],  # a value, not a command
+        ["serve", "--port", "70000"],
+        ["--port", "70000", "serve"],
+        ["--log-level", "debug"],
     ],
 )
-def test_the_first_word_decides_server_or_client(argv: list[str], runs: str) -> None:
-    from vllm_bootstrap.cli import first_command
+def test_without_a_command_or_with_serve_it_is_the_server(argv: list[str]) -> None:
+    started = cli(None, *argv, env=NOT_A_PORT, check=False)
+    assert (started.returncode, started.stdout) == (2, "")
+    assert started.stderr.startswith("vllm-bootstrap: configuration error: VLLM_BOOTSTRAP_PORT")
 
-    position = first_command(argv)
-    word = None if position is None else argv[position]
-    assert ("server" if word in (None, "serve") else "client") == runs
+
+def test_with_a_command_it_is_a_client_and_server_options_are_the_servers() -> None:
+    client = cli(None, "--url", "serve", "ps", env=NOT_A_PORT, check=False)  # a value
+    assert client.returncode == 1
+    assert client.stderr.startswith("vllm-bootstrap: cannot reach the server at serve")
+    mixed = cli(None, "--port", "9000", "ps", check=False)
+    assert mixed.returncode == 2
+    assert "--host, --port and --log-level are the server's: use `serve`" in mixed.stderr
+    not_vllms = cli(None, "ps", "--", "--seed", "1", check=False)
+    assert "only `launch` takes arguments for vLLM after --" in not_vllms.stderr
+    assert cli(None, "--version").stdout.startswith("vllm-bootstrap 0.")  # the image's check
 
 
 def test_an_answer_that_is_not_the_apis_is_one_line(tmp_path: Path) -> None:
@@ -201,3 +293,127 @@ def test_control_characters_from_the_server_never_reach_the_terminal(keyed: Serv
     assert "\x1b[2J" in cli(keyed, "logs", launch["launch_id"], "--raw").stdout  # asked for
     as_json = json.loads(cli(keyed, "status", launch["launch_id"], "--json").stdout)
     assert as_json["model"] == hostile  # JSON's own escaping carries it intact
+
+
+# --------------------------------------------------------------------- issue 23's friction
+
+
+def test_options_work_before_and_after_the_command_and_help_names_their_variables(
+    keyed: Server,
+) -> None:
+    wrong = {"VLLM_BOOTSTRAP_URL": "http://127.0.0.1:9"}  # typed options win over these
+    after = cli(keyed, "ps", "--key", KEY, "--url", keyed.url, key="wrong", env=wrong)
+    before = cli(keyed, "--url", keyed.url, "--key", KEY, "ps", key="wrong", env=wrong)
+    assert after.stdout == before.stdout
+    assert after.stdout.startswith("ID ")
+    # The command's own wins over the root's; the root's over the environment.
+    cli(keyed, "--url", "http://127.0.0.1:9", "models", "list", "--url", keyed.url)
+    cli(keyed, "--key", KEY, "models", "list", "-q", key="wrong")
+    for command in ([], ["ps"], ["models", "load"]):
+        shown = " ".join(cli(None, *command, "--help").stdout.split())  # help wraps lines
+        assert "[env var: VLLM_BOOTSTRAP_URL]" in shown, command
+        assert "[env var: VLLM_ACCESS_KEY]" in shown, command
+
+
+def test_shell_completion_comes_with_the_command_line_library() -> None:
+    script = cli(None, env={"_VLLM_BOOTSTRAP_COMPLETE": "bash_source"}).stdout
+    assert "complete -o nosort -F _vllm_bootstrap_completion vllm-bootstrap" in script
+    asked = {"COMP_WORDS": "vllm-bootstrap mo", "COMP_CWORD": "1"}
+    completed = cli(None, env={"_VLLM_BOOTSTRAP_COMPLETE": "bash_complete", **asked}).stdout
+    assert completed.split() == ["plain,models"]
+
+
+def test_ps_tells_apart_two_profiles_of_one_model_and_all_are_unloaded_at_once(
+    keyed: Server, tmp_path: Path
+) -> None:
+    models = tmp_path / "models.yaml"
+    models.write_text("models:\n  - {name: a, model: org/same}\n  - {name: b, model: org/same}\n")
+    cli(keyed, "models", "put", str(models))
+    cli(keyed, "models", "load", "a", "--wait")
+    cli(keyed, "models", "load", "b", "--wait")
+    rows = [row.split() for row in cli(keyed, "ps").stdout.splitlines()[1:]]
+    assert sorted((row[3], row[4]) for row in rows) == [("a", "org/same"), ("b", "org/same")]
+
+    assert cli(keyed, "models", "unload", "--all", "--wait").stdout.splitlines() == [
+        "a: not loaded",
+        "b: not loaded",
+    ]
+    assert cli(keyed, "ps", "-q").stdout == ""
+    assert cli(keyed, "models", "rm", "a").stdout == "a: removed\n"
+    assert cli(keyed, "models", "list", "-q").stdout == "b\n"
+    neither = cli(keyed, "models", "unload", check=False)
+    assert (neither.returncode, "name one profile, or pass --all" in neither.stderr) == (2, True)
+
+
+def test_a_model_that_fails_to_load_says_why(keyed: Server) -> None:
+    assert keyed.client.put("/models/bad", json={"model": "crash-on-start"}).status_code == 200
+    failed = cli(keyed, "models", "load", "bad", "--wait", check=False)
+    assert failed.returncode == 1
+    assert failed.stderr.splitlines()[-1].startswith("vllm-bootstrap: bad did not load: ")
+    assert "RuntimeError" in failed.stderr.splitlines()[-1]
+
+
+def test_errors_say_what_to_do(keyed: Server, tmp_path: Path) -> None:
+    refused = cli(keyed, "ps", key="wrong", check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("vllm-bootstrap: the server answered 401: ")
+    assert refused.stderr.endswith(" (pass --key or set VLLM_ACCESS_KEY)\n")
+    gone = cli(keyed, "ps", env={"VLLM_BOOTSTRAP_URL": "http://127.0.0.1:9"}, check=False)
+    assert gone.stderr.startswith("vllm-bootstrap: cannot reach the server at http://127.0.0.1:9:")
+    assert gone.stderr.endswith("(is it running? pass --url or set VLLM_BOOTSTRAP_URL)\n")
+
+    line = {"custom_id": "r", "method": "POST", "url": "/v1/completions", "body": {"model": "m"}}
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(json.dumps(line) + "\n" + json.dumps({**line, "method": "GET"}) + "\n")
+    submit = ("batch", "submit", str(requests), "--endpoint", "/v1/completions", "--wait")
+    failed = cli(keyed, *submit, check=False)
+    batch_id, status = failed.stdout.split()
+    assert (failed.returncode, status) == (1, "failed")
+    why = 'line 2: invalid_method: `method` must be "POST"'
+    assert failed.stderr.splitlines()[-2:] == [
+        f"vllm-bootstrap: batch {batch_id} ended failed",
+        f"  {why}",
+    ]
+    assert cli(keyed, "batch", "status", batch_id).stdout.splitlines()[1:] == [f"  {why}"]
+
+
+def test_a_finished_batch_shows_its_real_duration_and_rate(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    # Each answer takes 1.1 s: the batch runs past a second, which whole-second stamps show.
+    server = start_server(VLLM_ACCESS_KEY=KEY, FAKE_VLLM_LATENCY_SECONDS="1.1")
+    server.launch_ready(model="m", gpu_ids=[0])
+    body = {"model": "m", "prompt": "p", "max_tokens": 1}
+    lines = [
+        {"custom_id": f"r{n}", "method": "POST", "url": "/v1/completions", "body": body}
+        for n in range(3)
+    ]
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    submitted = cli(
+        server, "batch", "submit", str(requests), "--endpoint", "/v1/completions", "--wait"
+    )
+    batch_id = submitted.stdout.split()[0]
+    done = json.loads(cli(server, "batch", "status", batch_id, "--json").stdout)
+    seconds = done["completed_at"] - done["in_progress_at"]
+    assert seconds >= 1
+    assert cli(server, "batch", "status", batch_id).stdout == (
+        f"{batch_id} completed   [{'#' * 30}] 3/3 (0 failed) in {seconds} s, "
+        f"{3 / seconds:.1f} req/s\n"
+    )
+    assert cli(server, "batch", "list", "-q").stdout == f"{batch_id}\n"
+
+
+def test_tables_fit_the_terminal_and_are_never_cut_when_piped(keyed: Server) -> None:
+    model = "org/a-model-whose-name-is-longer-than-any-terminal-column-should-be"
+    launch_id = keyed.launch_ready(model=model, gpu_ids=[0])["launch_id"]
+    terminal = Terminal(keyed, "ps", columns=80)
+    assert terminal.finish() == 0
+    shown = terminal.seen.splitlines()
+    assert max(map(len, shown)) <= 80
+    headers = ["ID", "STATE", "PHASE", "SERVES", "MODEL", "GPUS", "PORT", "IN FLIGHT"]
+    assert [name for name in headers if f"{name}  " in f"{shown[0]}  "] == headers  # whole
+    assert shown[1].split()[:3] == [launch_id, "ready", "ready"]  # the id is never cut
+    assert any(cell.endswith("…") and model.startswith(cell[:-1]) for cell in shown[1].split())
+    assert model in cli(keyed, "ps").stdout  # piped: whole
+    assert json.loads(cli(keyed, "ps", "--json").stdout)[0]["model"] == model

@@ -135,6 +135,7 @@ def test_models_pull_waits_with_a_progress_bar_then_cache_ls_shows_it_and_rm_fre
     assert row.split()[:3] == [REPO, "4.0", "MiB"]
     assert f"launch {launch_id}, profile tiny" in row
     listed = json.loads(cli(keyed, "cache", "ls", "--json").stdout)
+    assert cli(keyed, "cache", "ls", "-q").stdout == f"{REPO}\n"
     assert listed["data"][0]["launches"] == [launch_id]
     refused = cli(keyed, "cache", "rm", REPO, check=False)
     assert refused.returncode == 1

@@ -144,6 +144,7 @@ def test_the_command_line_creates_lists_and_removes_keys_and_shows_usage(keyed: 
     assert table[0].split()[:5] == ["ID", "NAME", "PREFIX", "SCOPES", "MODELS"]
     assert table[1].split()[:7] == [key_id, "dave", secret[:12], "inference", "m", "-", "100"]
     [listed] = json.loads(cli(keyed, "keys", "ls", "--json").stdout)
+    assert cli(keyed, "keys", "ls", "-q").stdout == f"{key_id}\n"
     assert (listed["id"], listed["requests_per_minute"]) == (key_id, 100)
 
     keyed.launch_ready(model="m", gpu_ids=[0])

@@ -1,11 +1,16 @@
-"""What read commands print: aligned columns for people, `--json` for scripts."""
+"""What read commands print: aligned columns for people (fitted to a terminal's width),
+`--json` for scripts (never fitted: what a script reads must not depend on a window)."""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+import shutil
+import sys
+from collections.abc import Iterable, Sequence
 from typing import Any
+
+from pydantic import BaseModel
 
 # C0 controls but newline and tab, DEL, and C1 controls: what can move the cursor, clear the
 # screen, set the title or write the clipboard (ESC [2J, OSC 52, and CSI as U+009B).
@@ -19,17 +24,87 @@ def shown(text: str) -> str:
     return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
-def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
+# A column is not cut below this many characters, nor below its header: past that a
+# line wraps instead.
+MIN_COLUMN = 8
+_GAP = "  "
+
+
+def table(rows: Sequence[Sequence[object]], header: Sequence[str], width: int | None = None) -> str:
+    """Aligned columns; cut to `width` (default: the terminal's, when stdout is one) by
+    shortening the widest column, its cells ending in an ellipsis. The first column (the
+    id or name that other commands take) is never cut. Piped, nothing is."""
     cells = [[str(value) for value in row] for row in [header, *rows]]
     widths = [max(len(row[column]) for row in cells) for column in range(len(header))]
+    limit = width if width is not None else terminal_width()
+    if limit is not None:
+        widths = fitted(widths, [max(len(name), MIN_COLUMN) for name in header], limit)
     return "\n".join(
-        "  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip()
+        _GAP.join(
+            cut(value, width).ljust(width) for value, width in zip(row, widths, strict=True)
+        ).rstrip()
         for row in cells
     )
 
 
+def terminal_width() -> int | None:
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+
+
+def fitted(widths: list[int], floors: list[int], limit: int) -> list[int]:
+    """Column widths whose line fits in `limit`: the widest column past the first gives a
+    character at a time (so two wide ones share the cut), none below its floor."""
+    widths = list(widths)
+    overflow = sum(widths) + len(_GAP) * (len(widths) - 1) - limit
+    while overflow > 0:
+        cuttable = [column for column in range(1, len(widths)) if widths[column] > floors[column]]
+        if not cuttable:
+            break
+        widths[max(cuttable, key=widths.__getitem__)] -= 1
+        overflow -= 1
+    return widths
+
+
+def cut(text: str, width: int) -> str:
+    if len(text) <= width:
+        return text
+    return text[: width - 1] + _ellipsis()
+
+
+def _ellipsis() -> str:
+    # A terminal that cannot show "…" (an ASCII locale) gets a dot instead.
+    encoding = getattr(sys.stdout, "encoding", None) or "ascii"
+    try:
+        "…".encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return "."
+    return "…"
+
+
+def emit(as_json_asked: bool, answer: Any, text: str) -> None:
+    """`--json`: the server's answer as JSON (whose escaping covers control characters);
+    else `text`, with what came from the server made safe for a terminal."""
+    print(as_json(answer) if as_json_asked else shown(text))
+
+
+def ids(values: Iterable[str]) -> None:
+    """`-q`: one id a line, for `xargs`."""
+    for value in values:
+        print(shown(value))
+
+
 def as_json(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True)
+    return json.dumps(_plain(value), indent=2, sort_keys=True)
+
+
+def _plain(value: Any) -> Any:
+    """The client's typed answers as the server sent them: the fields it sent (and ones
+    this client does not know), none of the client's defaults."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(exclude_unset=True)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
 
 
 def mib(value: int | None) -> str:

@@ -1,8 +1,8 @@
-"""`vllm-bootstrap` and `vllm-bootstrap serve`: start the control plane."""
+"""`vllm-bootstrap` and `vllm-bootstrap serve`: start the control plane (commands.py reads
+the options; this module, with uvicorn and the app, is loaded only to serve)."""
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import logging
 import sqlite3
@@ -11,7 +11,6 @@ from pathlib import Path
 
 import uvicorn
 
-from vllm_bootstrap import __version__
 from vllm_bootstrap.app import create_app
 from vllm_bootstrap.config import GRACEFUL_SHUTDOWN_SECONDS, ConfigError, load_settings
 from vllm_bootstrap.head_guard import head_guard_protocol
@@ -20,20 +19,11 @@ from vllm_bootstrap.launches import StateStore
 from vllm_bootstrap.models import ProfileFileError, declared_profiles
 
 
-def serve(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(
-        prog="vllm-bootstrap serve", description="Launch, supervise and proxy vLLM servers."
-    )
-    parser.add_argument(
-        "--host", help="address to listen on (env VLLM_BOOTSTRAP_HOST; default 127.0.0.1)"
-    )
-    parser.add_argument("--port", type=int, help="port to listen on (env VLLM_BOOTSTRAP_PORT)")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    args = parser.parse_args(argv)
-
+def serve(host: str | None, port: int | None, log_level: str) -> None:
+    """Start the server; None: the setting's environment variable, or its default. A
+    configuration it cannot start with exits 2 with one line."""
     try:
-        settings = load_settings(host=args.host, port=args.port)
+        settings = load_settings(host=host, port=port)
     except ConfigError as exc:
         print(f"vllm-bootstrap: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -41,14 +31,14 @@ def serve(argv: list[str]) -> None:
     check_state_database(settings.state_db_path)
     check_declared_profiles(settings.models_file, settings.models_inline)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = with_admin_key(settings)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        log_level=args.log_level,
+        log_level=log_level,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         # uvicorn's httptools protocol with limits on the request head's size and time.
         http=head_guard_protocol(settings),
