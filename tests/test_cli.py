@@ -1,6 +1,6 @@
 """The command line against the real server and the stand-in vLLM, with the access key set
 (VLLM_BOOTSTRAP_URL and VLLM_ACCESS_KEY from the environment): progress through the phases,
-tables and --json, models, batches with progress, and one-line errors that say what
+tables and --json, models, batches with progress, chat, and one-line errors that say what
 to do; the server or a client chosen by the command; options anywhere, with their
 environment variables in the help; tables cut to a terminal's width."""
 
@@ -309,7 +309,7 @@ def test_options_work_before_and_after_the_command_and_help_names_their_variable
     # The command's own wins over the root's; the root's over the environment.
     cli(keyed, "--url", "http://127.0.0.1:9", "models", "list", "--url", keyed.url)
     cli(keyed, "--key", KEY, "models", "list", "-q", key="wrong")
-    for command in ([], ["ps"], ["models", "load"]):
+    for command in ([], ["ps"], ["models", "load"], ["chat"]):
         shown = " ".join(cli(None, *command, "--help").stdout.split())  # help wraps lines
         assert "[env var: VLLM_BOOTSTRAP_URL]" in shown, command
         assert "[env var: VLLM_ACCESS_KEY]" in shown, command
@@ -417,3 +417,64 @@ def test_tables_fit_the_terminal_and_are_never_cut_when_piped(keyed: Server) -> 
     assert any(cell.endswith("…") and model.startswith(cell[:-1]) for cell in shown[1].split())
     assert model in cli(keyed, "ps").stdout  # piped: whole
     assert json.loads(cli(keyed, "ps", "--json").stdout)[0]["model"] == model
+
+
+# --------------------------------------------------------------------- chat
+
+
+def test_chat_streams_one_answer_for_a_prompt(keyed: Server) -> None:
+    keyed.launch_ready(model="m", gpu_ids=[0])
+    answer = cli(keyed, "chat", "m", "--prompt", "Hi")
+    assert answer.stdout == "".join(f" tok{n}" for n in range(16)) + "\n"  # the stand-in's
+    unknown = cli(keyed, "chat", "nope", "-p", "Hi", check=False)
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith("vllm-bootstrap: the server answered 404: ")
+
+
+def test_chat_keeps_the_conversation_until_exit(keyed: Server) -> None:
+    """Each question goes with the ones before and their answers: the stand-in counts a
+    prompt's tokens as the words of its messages (as JSON), and the key's usage sums them."""
+    keyed.launch_ready(model="m", gpu_ids=[0])
+    secret = cli(keyed, "keys", "create", "chatter").stdout.splitlines()[1]
+    typed = "one\n\ntwo\n/exit\nthree\n"  # a blank line is no message; nothing after /exit
+    talked = cli(keyed, "chat", "m", key=secret, stdin=typed)
+    answer = "".join(f" tok{n}" for n in range(16))
+    assert talked.stdout == f"{answer}\n{answer}\n"
+    first = [{"role": "user", "content": "one"}]
+    second = [*first, {"role": "assistant", "content": answer}, {"role": "user", "content": "two"}]
+    words = len(json.dumps(first).split()) + len(json.dumps(second).split())
+    [used] = json.loads(cli(keyed, "usage", "--key", "chatter", "--group-by", "", "--json").stdout)
+    assert (used["requests"], used["prompt_tokens"]) == (2, words)
+    assert cli(keyed, "chat", "m", key=secret).stdout == ""  # Ctrl-D (the input's end) leaves
+
+
+def test_on_a_terminal_ctrl_c_stops_an_answer_and_ctrl_d_leaves(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(VLLM_ACCESS_KEY=KEY, FAKE_VLLM_TOKEN_DELAY_SECONDS="0.2")
+    server.launch_ready(model="m", gpu_ids=[0])
+    terminal = Terminal(server, "chat", "m")
+    assert terminal.read_until(">>> ").startswith(f"m at {server.url}/v1; /exit or Ctrl-D")
+    terminal.type("one\n")
+    terminal.read_until(" tok2")  # streamed as it is written
+    terminal.type("\x03")  # Ctrl-C: that answer stops, the chat goes on
+    assert " tok15" not in terminal.read_until(">>> ")
+    terminal.type("two\n")
+    assert terminal.read_until(">>> ").endswith(" tok14 tok15\n\n>>> ")
+    terminal.type("\x04")  # Ctrl-D
+    assert terminal.finish() == 0
+
+
+def test_chat_without_the_openai_package_says_how_to_install_it(
+    keyed: Server, tmp_path: Path
+) -> None:
+    hidden = tmp_path / "no-openai" / "openai"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('No module named openai')\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(hidden.parent), os.environ.get("PYTHONPATH", "")])}
+    missing = cli(keyed, "chat", "m", "-p", "Hi", env=env, check=False)
+    assert missing.returncode == 1
+    assert missing.stderr == (
+        "vllm-bootstrap: `vllm-bootstrap chat` needs the openai package: pip install "
+        "'vllm-bootstrap[client]' (or pip install openai; in this project, uv sync)\n"
+    )

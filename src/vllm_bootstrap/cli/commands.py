@@ -1,6 +1,6 @@
 """The command line's root: without a command (or with `serve`) it starts the server;
 with one it talks to a running server. Each command lives with its kind (launches.py,
-profiles.py, cache.py, batches.py, keys.py); options.py has those they share,
+profiles.py, cache.py, batches.py, keys.py, chat.py); options.py has those they share,
 session.py how their errors read.
 
 The server's own modules (uvicorn, the app) are imported by serve() alone, when it runs:
@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from vllm_bootstrap import __version__
-from vllm_bootstrap.cli import batches, cache, keys, launches, profiles
+from vllm_bootstrap.cli import batches, cache, chat, keys, launches, profiles
 from vllm_bootstrap.cli.options import Invocation, talks_to_server
 
 _HOST_HELP = "Address to listen on [env var: VLLM_BOOTSTRAP_HOST; default 127.0.0.1]."
@@ -72,7 +72,7 @@ def _serve(host: str | None, port: int | None, log_level: str | None) -> None:
     start(host, port, log_level or "info")
 
 
-for command in (*launches.ALL, profiles.models, cache.cache, batches.batch):
+for command in (*launches.ALL, chat.chat, profiles.models, cache.cache, batches.batch):
     root.add_command(command)
 root.add_command(keys.keys)
 root.add_command(keys.usage)
