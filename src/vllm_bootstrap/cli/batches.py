@@ -50,9 +50,13 @@ def list_batches(limit: int, quiet: bool, as_json: bool) -> None:
     """Recent batches."""
     with session() as client:
         batches = client.batches(limit)
-    if quiet:
-        output.ids(item.id for item in batches)
-        return
+        if quiet:
+            output.ids(item.id for item in batches)
+        else:
+            output.emit(as_json, batches, batch_table(batches))
+
+
+def batch_table(batches: list[Batch]) -> str:
     rows = [
         (
             item.id,
@@ -63,8 +67,7 @@ def list_batches(limit: int, quiet: bool, as_json: bool) -> None:
         )
         for item in batches
     ]
-    header = ("ID", "STATUS", "ENDPOINT", "DONE", "FAILED")
-    output.emit(as_json, batches, output.table(rows, header))
+    return output.table(rows, ("ID", "STATUS", "ENDPOINT", "DONE", "FAILED"))
 
 
 @batch.command()
@@ -76,7 +79,7 @@ def status(batch_id: str, as_json: bool) -> None:
     failed, a line per error."""
     with session() as client:
         found = client.batch(batch_id)
-    output.emit(as_json, found, BatchRate().line(found) + _errors(found))
+        output.emit(as_json, found, BatchRate().line(found) + _errors(found))
 
 
 @batch.command()
@@ -86,7 +89,7 @@ def cancel(batch_id: str) -> None:
     """Cancel a batch: requests in flight finish, the rest are not sent."""
     with session() as client:
         cancelled = client.cancel_batch(batch_id)
-    print(output.shown(f"{cancelled.id} {cancelled.status}"))
+        print(output.shown(f"{cancelled.id} {cancelled.status}"))
 
 
 @batch.command()

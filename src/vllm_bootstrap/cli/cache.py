@@ -7,7 +7,7 @@ import click
 from vllm_bootstrap.cli import output
 from vllm_bootstrap.cli.options import json_option, quiet_option, talks_to_server
 from vllm_bootstrap.cli.session import session
-from vllm_bootstrap.client import CachedModel
+from vllm_bootstrap.client import Cache, CachedModel
 
 
 @click.group()
@@ -24,9 +24,14 @@ def list_cache(quiet: bool, as_json: bool) -> None:
     """Cached models, their sizes and who uses them."""
     with session() as client:
         found = client.cache()
-    if quiet:
-        output.ids(item.model for item in found.data)
-        return
+        if quiet:
+            output.ids(item.model for item in found.data)
+        else:
+            output.emit(as_json, found, cache_text(found))
+
+
+def cache_text(found: Cache) -> str:
+    """Where the cache is and its free space, then its models."""
     rows = [
         (
             item.model,
@@ -39,8 +44,7 @@ def list_cache(quiet: bool, as_json: bool) -> None:
     ]
     header = ("MODEL", "SIZE", "REVISIONS", "USED BY", "LAST USED (UTC)")
     listing = output.table(rows, header) if rows else "no models cached"
-    text = f"{found.path}: {output.size(found.free_bytes)} free\n{listing}"
-    output.emit(as_json, found, text)
+    return f"{found.path}: {output.size(found.free_bytes)} free\n{listing}"
 
 
 cache.add_command(list_cache, "list")
@@ -53,7 +57,7 @@ def remove(repo: str) -> None:
     """Delete a model's files (refused while a launch or a download uses them)."""
     with session() as client:
         removed = client.remove_from_cache(repo)
-    print(output.shown(f"{removed.model} removed, {output.size(removed.freed_bytes)} freed"))
+        print(output.shown(f"{removed.model} removed, {output.size(removed.freed_bytes)} freed"))
 
 
 def _revisions(item: CachedModel) -> str:

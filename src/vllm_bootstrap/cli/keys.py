@@ -10,6 +10,7 @@ import click
 from vllm_bootstrap.cli import output
 from vllm_bootstrap.cli.options import json_option, quiet_option, talks_to_server, url_option
 from vllm_bootstrap.cli.session import CommandError, session
+from vllm_bootstrap.client import ApiKey, UsageRow
 
 # The columns a usage row may be grouped by, and their headers.
 _GROUP_COLUMNS = {"key": "KEY", "model": "MODEL", "day": "DAY"}
@@ -57,11 +58,11 @@ def create(
             priority=priority,
             expires_at=_moment(expires_at),
         )
-    text = (
-        f"{created.id} {created.name} ({','.join(created.scopes)})\n{created.key}\n"
-        "The secret above is not shown again (the server keeps only its hash): store it now."
-    )
-    output.emit(as_json, created, text)
+        text = (
+            f"{created.id} {created.name} ({','.join(created.scopes)})\n{created.key}\n"
+            "The secret above is not shown again (the server keeps only its hash): store it now."
+        )
+        output.emit(as_json, created, text)
 
 
 @keys.command("ls")
@@ -72,9 +73,13 @@ def list_keys(quiet: bool, as_json: bool) -> None:
     """Every key, its limits and requests in flight."""
     with session() as client:
         found = client.keys()
-    if quiet:
-        output.ids(item.id for item in found)
-        return
+        if quiet:
+            output.ids(item.id for item in found)
+        else:
+            output.emit(as_json, found, key_table(found))
+
+
+def key_table(found: list[ApiKey]) -> str:
     rows = [
         (
             item.id,
@@ -92,8 +97,7 @@ def list_keys(quiet: bool, as_json: bool) -> None:
         for item in found
     ]
     header = ("ID", "NAME", "PREFIX", "SCOPES", "MODELS", "CONCURRENCY", "RPM", "TPM")
-    header += ("PRIORITY", "EXPIRES", "IN FLIGHT")
-    output.emit(as_json, found, output.table(rows, header))
+    return output.table(rows, (*header, "PRIORITY", "EXPIRES", "IN FLIGHT"))
 
 
 keys.add_command(list_keys, "list")
@@ -106,7 +110,7 @@ def remove(key_id: str) -> None:
     """Revoke a key at once (its usage stays)."""
     with session() as client:
         client.delete_key(key_id)
-    print(output.shown(f"{key_id} deleted"))
+        print(output.shown(f"{key_id} deleted"))
 
 
 # No --key of the server's here: `usage --key` picks whose usage. The key sent comes from
@@ -142,6 +146,11 @@ def usage(
             group_by = "model,day" if me else "key,model,day"
         asked = {"model": model, "since": since, "until": until, "group_by": group_by}
         rows = client.my_usage(**asked) if me else client.usage(whose, **asked)
+        output.emit(as_json, rows, usage_table(rows, group_by))
+
+
+def usage_table(rows: list[UsageRow], group_by: str) -> str:
+    """A column per group asked for (known ones), then the figures."""
     groups = [group for part in group_by.split(",") if (group := part.strip()) in _GROUP_COLUMNS]
     table = [
         (
@@ -157,8 +166,7 @@ def usage(
         for row in rows
     ]
     header = (*(_GROUP_COLUMNS[group] for group in groups), "REQUESTS", "PROMPT", "COMPLETION")
-    header += ("TOTAL TOKENS", "ERRORS", "BATCH LINES", "LOAD GPU S")
-    output.emit(as_json, rows, output.table(table, header))
+    return output.table(table, (*header, "TOTAL TOKENS", "ERRORS", "BATCH LINES", "LOAD GPU S"))
 
 
 def _moment(text: str | None) -> int | str | None:

@@ -10,7 +10,7 @@ from vllm_bootstrap.cli import output
 from vllm_bootstrap.cli.options import Invocation, json_option, quiet_option, talks_to_server
 from vllm_bootstrap.cli.progress import Progress, launch_line
 from vllm_bootstrap.cli.session import CommandError, session
-from vllm_bootstrap.client import Launch
+from vllm_bootstrap.client import Host, Launch, Stats
 
 
 @click.command()
@@ -67,9 +67,13 @@ def ps(everything: bool, quiet: bool, as_json: bool) -> None:
     SERVES is what clients put in "model": a profile's name, or vLLM's served names."""
     with session() as client:
         launches = client.launches(all=everything)
-    if quiet:
-        output.ids(item.launch_id for item in launches)
-        return
+        if quiet:
+            output.ids(item.launch_id for item in launches)
+        else:
+            output.emit(as_json, launches, launch_table(launches))
+
+
+def launch_table(launches: list[Launch]) -> str:
     rows = [
         (
             item.launch_id,
@@ -83,8 +87,9 @@ def ps(everything: bool, quiet: bool, as_json: bool) -> None:
         )
         for item in launches
     ]
-    header = ("ID", "STATE", "PHASE", "SERVES", "MODEL", "GPUS", "PORT", "IN FLIGHT")
-    output.emit(as_json, launches, output.table(rows, header))
+    return output.table(
+        rows, ("ID", "STATE", "PHASE", "SERVES", "MODEL", "GPUS", "PORT", "IN FLIGHT")
+    )
 
 
 def serves(launch: Launch) -> str:
@@ -101,8 +106,8 @@ def status(launch_id: str, as_json: bool) -> None:
     """One launch, field by field."""
     with session() as client:
         found = client.status(launch_id)
-    lines = [f"{name}: {value}" for name, value in found.model_dump().items()]
-    output.emit(as_json, found, "\n".join(lines))
+        lines = [f"{name}: {value}" for name, value in found.model_dump().items()]
+        output.emit(as_json, found, "\n".join(lines))
 
 
 @click.command()
@@ -134,7 +139,7 @@ def stop(launch_id: str, no_wait: bool) -> None:
     """Stop a launch."""
     with session() as client:
         stopped = client.stop(launch_id, wait=not no_wait)
-    print(output.shown(f"{stopped.launch_id} {stopped.state}"))
+        print(output.shown(f"{stopped.launch_id} {stopped.state}"))
 
 
 @click.command()
@@ -146,15 +151,22 @@ def stats(as_json: bool) -> None:
     Load, memory and disks; each GPU, its readings and its launch."""
     with session() as client:
         found = client.stats()
-    host, memory = found.host, found.host.memory
+        output.emit(as_json, found, "\n".join([*host_lines(found.host), gpu_table(found)]))
+
+
+def host_lines(host: Host) -> list[str]:
+    memory = host.memory
     lines = [
         f"load {' '.join(map(str, host.load_average))} on {host.cpu_count} CPUs, memory "
         f"{_gib(memory.used_bytes)} of {_gib(memory.total_bytes)} used"
     ]
-    lines += [
+    return lines + [
         f"disk {name}: {_gib(disk.free_bytes)} free of {_gib(disk.total_bytes)}"
         for name, disk in host.disks.items()
     ]
+
+
+def gpu_table(found: Stats) -> str:
     rows = [
         (
             gpu.index,
@@ -168,8 +180,7 @@ def stats(as_json: bool) -> None:
         for gpu in found.gpus
     ]
     header = ("GPU", "NAME", "MEMORY", "UTIL", "TEMP", "POWER", "LAUNCH")
-    gpus = output.table(rows, header) if rows else f"no GPUs: {found.error}"
-    output.emit(as_json, found, "\n".join([*lines, gpus]))
+    return output.table(rows, header) if rows else f"no GPUs: {found.error}"
 
 
 def _gpus(text: str | None) -> list[int] | None:

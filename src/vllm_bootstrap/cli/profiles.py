@@ -35,9 +35,13 @@ def list_profiles(quiet: bool, as_json: bool) -> None:
     """Every profile and its state."""
     with session() as client:
         profiles = client.profiles()
-    if quiet:
-        output.ids(item.name for item in profiles)
-        return
+        if quiet:
+            output.ids(item.name for item in profiles)
+        else:
+            output.emit(as_json, profiles, profile_table(profiles))
+
+
+def profile_table(profiles: list[Profile]) -> str:
     rows = [
         (
             item.name,
@@ -50,8 +54,7 @@ def list_profiles(quiet: bool, as_json: bool) -> None:
         )
         for item in profiles
     ]
-    header = ("NAME", "MODEL", "STATE", "LAUNCH", "TTL S", "SLEEP", "PINNED")
-    output.emit(as_json, profiles, output.table(rows, header))
+    return output.table(rows, ("NAME", "MODEL", "STATE", "LAUNCH", "TTL S", "SLEEP", "PINNED"))
 
 
 @models.command()
@@ -75,7 +78,7 @@ def load(name: str, wait: bool) -> None:
     """Load a profile now, evicting others if it must."""
     with session() as client:
         loaded = client.load(name) if not wait else load_with_progress(client, name)
-    print(output.shown(f"{name}: {_state(loaded) or 'asked'}"))
+        print(output.shown(f"{name}: {_state(loaded) or 'asked'}"))
 
 
 def load_with_progress(client: Client, name: str) -> Profile:
@@ -136,7 +139,7 @@ def rm(name: str) -> None:
     """Forget a profile (a launch of it runs on until stopped or evicted)."""
     with session() as client:
         client.delete_profile(name)
-    print(output.shown(f"{name}: removed"))
+        print(output.shown(f"{name}: removed"))
 
 
 @models.command()
