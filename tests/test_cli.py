@@ -431,7 +431,9 @@ def test_chat_streams_one_answer_for_a_prompt(keyed: Server) -> None:
     assert unknown.stderr.startswith("vllm-bootstrap: the server answered 404: ")
 
 
-def test_chat_keeps_the_conversation_until_exit(keyed: Server) -> None:
+def test_chat_keeps_the_conversation_until_exit_and_starts_with_a_system_message(
+    keyed: Server,
+) -> None:
     """Each question goes with the ones before and their answers: the stand-in counts a
     prompt's tokens as the words of its messages (as JSON), and the key's usage sums them."""
     keyed.launch_ready(model="m", gpu_ids=[0])
@@ -440,11 +442,13 @@ def test_chat_keeps_the_conversation_until_exit(keyed: Server) -> None:
     talked = cli(keyed, "chat", "m", key=secret, stdin=typed)
     answer = "".join(f" tok{n}" for n in range(16))
     assert talked.stdout == f"{answer}\n{answer}\n"
+    cli(keyed, "chat", "m", "--system", "Be brief.", "--prompt", "three", key=secret)
     first = [{"role": "user", "content": "one"}]
     second = [*first, {"role": "assistant", "content": answer}, {"role": "user", "content": "two"}]
-    words = len(json.dumps(first).split()) + len(json.dumps(second).split())
+    third = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "three"}]
+    words = sum(len(json.dumps(messages).split()) for messages in (first, second, third))
     [used] = json.loads(cli(keyed, "usage", "--key", "chatter", "--group-by", "", "--json").stdout)
-    assert (used["requests"], used["prompt_tokens"]) == (2, words)
+    assert (used["requests"], used["prompt_tokens"]) == (3, words)
     assert cli(keyed, "chat", "m", key=secret).stdout == ""  # Ctrl-D (the input's end) leaves
 
 
