@@ -10,8 +10,8 @@ import pytest
 
 from tests.conftest import ServerFactory
 from tests.harness import Server
-from vllm_bootstrap.client import ApiError, Client, LaunchFailed
-from vllm_bootstrap.client.common import LOG_TAIL_BYTES
+from vllm_bootstrap.client import ApiError, AsyncClient, Client, LaunchFailed
+from vllm_bootstrap.client.common import LOG_TAIL_BYTES, from_a_line_start, tail_offset
 
 KEY = "client-key"
 
@@ -88,6 +88,13 @@ def test_stats_profiles_and_the_openai_client(client: Client) -> None:
     assert stats.host.cpu_count == os.cpu_count()
     assert stats.host.memory.total_bytes
     assert stats.host.disks["state"].free_bytes is not None
+    # Read as the plain dicts they once were: fields only, not the model's methods.
+    assert stats.host["cpu_count"] == stats.host.get("cpu_count") == os.cpu_count()
+    assert "cpu_count" in stats.host
+    assert "model_dump" not in stats.host
+    assert stats.host.get("no such field", "absent") == "absent"
+    with pytest.raises(KeyError):
+        stats.host["model_dump"]
     profile = client.put_profile("small", "org/small", idle_ttl_seconds=60)
     assert profile.status is not None
     assert profile.status.state == "not loaded"
@@ -136,9 +143,35 @@ def test_a_failed_batch_says_why_line_by_line(client: Client) -> None:
     assert failed.error_lines[0].startswith("line 2: ")
 
 
+def test_a_log_tail_starts_at_a_line_start_or_says_it_was_cut() -> None:
+    log = "first line\n" + "x" * LOG_TAIL_BYTES + "\nlast line\n"
+    offset = tail_offset(len(log))
+    assert from_a_line_start(log[offset:], offset) == "last line\n"
+    # The tail read begins exactly at a line start: that line is kept whole.
+    log = "a" * 10 + "\n" + "b" * (LOG_TAIL_BYTES - 1) + "\n"
+    offset = tail_offset(len(log))
+    assert from_a_line_start(log[offset:], offset) == "b" * (LOG_TAIL_BYTES - 1) + "\n"
+    # A last line longer than the tail: its end, marked as cut, not nothing.
+    log = "first line\n" + "y" * (2 * LOG_TAIL_BYTES) + "\n"
+    offset = tail_offset(len(log))
+    assert from_a_line_start(log[offset:], offset) == "…" + "y" * (LOG_TAIL_BYTES - 1) + "\n"
+    assert from_a_line_start("short log\n", tail_offset(10)) == "short log\n"
+
+
 def test_the_openai_clients_argument_names_are_understood(keyed: Server) -> None:
     with Client(base_url=keyed.url, api_key=KEY) as client:
         assert client.url == keyed.url
         assert [gpu.index for gpu in client.stats().gpus] == [0, 1]
+    # The openai client's base_url ends in /v1: the same server.
+    with Client(base_url=f"{keyed.url}/v1/", api_key=KEY) as client:
+        assert client.url == keyed.url
+        assert client.stats().host.cpu_count >= 1
+
+
+@pytest.mark.anyio
+async def test_the_async_client_understands_the_openai_names_too(keyed: Server) -> None:
+    async with AsyncClient(base_url=f"{keyed.url}/v1", api_key=KEY) as client:
+        assert client.url == keyed.url
+        assert [gpu.index for gpu in (await client.stats()).gpus] == [0, 1]
     with pytest.raises(TypeError, match="not both"):
         Client(keyed.url, base_url=keyed.url)

@@ -22,6 +22,7 @@ from vllm_bootstrap.client.models import (
     Cache,
     CacheRemoval,
     Download,
+    Gpu,
     Launch,
     LogChunk,
     NewApiKey,
@@ -131,6 +132,10 @@ class AsyncClient(common.ClientBase):
                 await self.stop(launch.launch_id, wait=True)
             raise
         await self.stop(launch.launch_id, wait=True)
+
+    async def gpus(self) -> list[Gpu]:
+        """The GPUs this server may use ([] on a CPU box), with the launch holding each."""
+        return await self._send(calls.gpus())
 
     async def stats(self) -> Stats:
         return await self._send(calls.stats())

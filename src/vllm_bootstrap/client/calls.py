@@ -16,6 +16,7 @@ from vllm_bootstrap.client.models import (
     CacheRemoval,
     Download,
     FileObject,
+    Gpu,
     Launch,
     LogChunk,
     NewApiKey,
@@ -106,6 +107,10 @@ def logs(launch_id: str, offset: int) -> Call[LogChunk]:
     return Call(
         "GET", f"/logs/{_id(launch_id)}", LogChunk.model_validate, params={"offset": offset}
     )
+
+
+def gpus() -> Call[list[Gpu]]:
+    return Call("GET", "/gpus", lambda answer: [Gpu.model_validate(gpu) for gpu in answer])
 
 
 def stats() -> Call[Stats]:

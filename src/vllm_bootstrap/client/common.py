@@ -62,6 +62,8 @@ def one_of(
         raise TypeError("give url or base_url, not both")
     if key is not None and api_key is not None:
         raise TypeError("give key or api_key, not both")
+    if base_url is not None:  # the openai client's points at /v1: ours at the server
+        base_url = base_url.rstrip("/").removesuffix("/v1")
     return url if url is not None else base_url, key if key is not None else api_key
 
 
@@ -105,15 +107,19 @@ def start_up_verdict(launch: Launch) -> str:
 
 
 def tail_offset(size: int) -> int:
-    return max(0, size - LOG_TAIL_BYTES)
+    """Where to read a log's tail: one byte before it, which tells whether it starts a line."""
+    return max(0, size - LOG_TAIL_BYTES - 1)
 
 
 def from_a_line_start(text: str, offset: int) -> str:
-    """A tail read from `offset` without the piece of a line it began in (none at 0)."""
+    """A tail read from `offset` (tail_offset's) without the piece of a line it began in
+    (none at 0). A last line longer than the whole tail is kept, marked as cut."""
     if offset == 0:
         return text
     _, newline, rest = text.partition("\n")
-    return rest if newline else text
+    if newline and rest:
+        return rest
+    return "…" + text[1:]
 
 
 def checked_bytes(response: httpx.Response) -> None:

@@ -14,13 +14,26 @@ BATCH_ENDED = ("completed", "failed", "cancelled", "expired")
 class _Answer(BaseModel):
     model_config = ConfigDict(extra="allow")
 
+    # `answer["field"]`, `"field" in answer`, `.get()` and `.keys()` read the answer's
+    # fields (its own and any the server added): scripts written when some answers were
+    # plain dicts (batches, /stats' host) keep working.
+
+    def keys(self) -> list[str]:
+        return [*type(self).model_fields, *(self.model_extra or {})]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self.keys()
+
     def __getitem__(self, name: str) -> Any:
-        """`answer["field"]` reads like `answer.field`: scripts written when some answers
-        were plain dicts (batches, /stats' host) keep working."""
+        if name not in self:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def get(self, name: str, default: Any = None) -> Any:
         try:
-            return getattr(self, name)
-        except AttributeError:
-            raise KeyError(name) from None
+            return self[name]
+        except KeyError:
+            return default
 
 
 class Launch(_Answer):
@@ -52,6 +65,17 @@ class LogChunk(_Answer):
     next_offset: int
     size: int
     content: str
+
+
+class Gpu(_Answer):
+    """A GPU this server may use (GET /gpus), and the launch holding it."""
+
+    index: int
+    name: str
+    uuid: str | None = None
+    memory_total_mib: int | None = None
+    memory_used_mib: int | None = None
+    launch_id: str | None = None
 
 
 class GpuStats(_Answer):
@@ -148,6 +172,7 @@ class Batch(_Answer):
     cancelling_at: int | None = None
     cancelled_at: int | None = None
     expires_at: int | None = None
+    expired_at: int | None = None
 
     @property
     def is_ended(self) -> bool:

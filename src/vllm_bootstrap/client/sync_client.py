@@ -20,6 +20,7 @@ from vllm_bootstrap.client.models import (
     Cache,
     CacheRemoval,
     Download,
+    Gpu,
     Launch,
     LogChunk,
     NewApiKey,
@@ -131,6 +132,10 @@ class Client(common.ClientBase):
                 self.stop(launch.launch_id, wait=True)
             raise
         self.stop(launch.launch_id, wait=True)
+
+    def gpus(self) -> list[Gpu]:
+        """The GPUs this server may use ([] on a CPU box), with the launch holding each."""
+        return self._send(calls.gpus())
 
     def stats(self) -> Stats:
         return self._send(calls.stats())
