@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 import sqlite3
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -208,6 +209,40 @@ def test_without_vllm_installed_launch_is_503(start_server: ServerFactory) -> No
     assert response.status_code == 503
     assert "vLLM is not installed" in response.json()["detail"]
     assert "vLLM is not installed" in server.output()
+
+
+def test_a_vllm_python_that_cannot_be_run_is_named_in_the_503(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(VLLM_BOOTSTRAP_VLLM_PYTHON="/nonexistent/python3")
+    response = server.client.post("/launch", json={"model": "m"})
+    assert response.status_code == 503
+    assert "'/nonexistent/python3', which could not be run" in response.json()["detail"]
+
+
+def test_vllm_installed_after_start_up_is_found_by_the_next_launch(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    # A Python that has vLLM once the "installed" file exists, and notes what it was given.
+    installed, seen = tmp_path / "installed", tmp_path / "probe-env"
+    python = tmp_path / "python"
+    python.write_text(
+        "#!/bin/sh\n"
+        f'env > "{seen}"\n'
+        f'if [ -e "{installed}" ]; then export PYTHONPATH="{STANDINS}"; '
+        "else export PYTHONPATH=; fi\n"
+        f'exec "{sys.executable}" "$@"\n'
+    )
+    python.chmod(0o755)
+    server = start_server(VLLM_BOOTSTRAP_VLLM_PYTHON=str(python), VLLM_ACCESS_KEY="probe-key")
+    refused = server.client.post("/launch", json={"model": "m", "gpu_ids": [0]})
+    assert refused.status_code == 503
+    assert "vLLM is not installed" in refused.json()["detail"]
+    installed.touch()
+    launch = server.launch_ready(model="m", gpu_ids=[0])
+    assert launch["command"][:4] == [str(python), "-m", "vllm.entrypoints.cli.main", "serve"]
+    # The probe ran without our settings: the access key never reaches it.
+    assert "probe-key" not in seen.read_text()
 
 
 def test_custom_command_that_does_not_exist_is_503(start_server: ServerFactory) -> None:

