@@ -264,6 +264,11 @@ def test_a_deleted_key_is_refused_at_once_on_a_kept_alive_connection_and_its_str
     # Its usage stays, found by its name too.
     assert usage_of(server, "revoked")[0]["requests"] == 2
     assert server.client.get("/usage", params={"key": "nobody"}).status_code == 404
+    # A secret pasted where a key's name goes is answered, and its value is not logged.
+    pasted = {"key": "vb-pasted-secret", "group_by": "model"}
+    assert server.client.get("/usage", params=pasted).status_code == 404
+    eventually(lambda: "GET /usage?key=***&group_by=model" in server.output())
+    assert "vb-pasted-secret" not in server.output()
 
 
 def test_an_expired_key_is_refused(box: dict[str, Any]) -> None:

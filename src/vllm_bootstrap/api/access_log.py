@@ -41,7 +41,7 @@ class AccessLog:
 
 def _log(scope: Scope, status: int, level: int) -> None:
     client = scope.get("client") or ("-", 0)
-    query = scope.get("query_string", b"").decode("latin-1")
+    query = _without_key_values(scope.get("query_string", b"").decode("latin-1"))
     access_logger.log(
         level,
         '%s - "%s %s%s" %d',
@@ -51,3 +51,15 @@ def _log(scope: Scope, status: int, level: int) -> None:
         f"?{escaped(query)}" if query else "",
         status,
     )
+
+
+def _without_key_values(query: str) -> str:
+    """The query with the values of parameters named like a key hidden: `/usage?key=`
+    takes a key's id or name, and a secret pasted there by mistake must not be logged."""
+    if "key" not in query.lower():
+        return query
+    parts = []
+    for part in query.split("&"):
+        name, equals, _value = part.partition("=")
+        parts.append(f"{name}=***" if equals and "key" in name.lower() else part)
+    return "&".join(parts)
