@@ -72,4 +72,7 @@ def test_the_openapi_document_describes_every_kind_of_route(server: Server) -> N
     assert routed["requestBody"]["content"]["application/json"]["schema"]["required"] == ["model"]
     assert routed["externalDocs"]["url"].startswith("https://platform.openai.com/docs/")
     assert "content" in paths["/v1/files"]["post"]["requestBody"]  # multipart, described
+    schemes = document["components"]["securitySchemes"]
+    assert {scheme["scheme"] for scheme in schemes.values()} == {"bearer", "basic"}
+    assert document["security"] == [{name: []} for name in schemes]
     assert server.client.get("/openapi.json").json() == document  # built once, kept

@@ -46,6 +46,19 @@ _ERRORS = {
     "503": {"description": "The model is loading (Retry-After) or could not be loaded"},
 }
 
+_SECURITY_SCHEMES = {
+    "accessKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "VLLM_ACCESS_KEY, or a scoped key (POST /keys), as a bearer token.",
+    },
+    "accessKeyAsPassword": {
+        "type": "http",
+        "scheme": "basic",
+        "description": "The same key as the password, with any user name.",
+    },
+}
+
 
 def whole_schema(api: FastAPI, batch_api: FastAPI) -> Callable[[], dict[str, Any]]:
     """`api.openapi`: the control plane's routes, the batch API's, and the data plane's."""
@@ -59,6 +72,9 @@ def whole_schema(api: FastAPI, batch_api: FastAPI) -> Callable[[], dict[str, Any
                 routes=[*api.routes, *batch_api.routes],
             )
             schema["paths"].update(_data_plane_paths())
+            schema.setdefault("components", {})["securitySchemes"] = _SECURITY_SCHEMES
+            # Either scheme, where the server has a key (with none set, no scheme is asked).
+            schema["security"] = [{name: []} for name in _SECURITY_SCHEMES]
             api.openapi_schema = schema
         return api.openapi_schema
 
