@@ -21,6 +21,7 @@ import pytest
 
 from tests.conftest import ServerFactory
 from tests.harness import Server
+from vllm_bootstrap.cli import output
 
 KEY = "cli-key"
 
@@ -137,6 +138,39 @@ def test_stats_as_a_table_and_as_json(keyed: Server) -> None:
     assert "CPUs" in text
     assert "NVIDIA H100 80GB HBM3" in text
     assert len(json.loads(cli(keyed, "stats", "--json").stdout)["gpus"]) == 2
+
+
+def test_stats_on_a_box_without_gpus_says_so_calmly(start_server: ServerFactory) -> None:
+    cpu_box = start_server(PATH=os.environ["PATH"])  # no stand-in nvidia-smi: a CPU box
+    text = cli(cpu_box, "stats").stdout
+    assert text.splitlines()[-1] == "CPU box: launches run on vLLM's CPU build"
+    assert "nvidia-smi" not in text
+
+
+def test_url_or_key_without_a_command_is_a_usage_error_not_a_new_server() -> None:
+    refused = cli(None, "--url", "http://gpu-box:8000", check=False)
+    assert refused.returncode == 2
+    assert "--url and --key are for talking to a server: name a command" in refused.stderr
+
+
+def test_a_reader_that_leaves_ends_the_command_quietly(keyed: Server) -> None:
+    keyed.launch_ready(model="org/model", gpu_ids=[0])
+    env = _environment(keyed, KEY, None)
+    command = [sys.executable, "-m", "vllm_bootstrap", "ps"]
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as ps:
+        assert ps.stdout is not None
+        assert ps.stderr is not None
+        ps.stdout.close()  # as `| head` does once it has read enough
+        assert (ps.wait(timeout=60), ps.stderr.read()) == (0, b"")
+
+
+def test_ctrl_c_ends_a_command_with_130(keyed: Server) -> None:
+    launch_id = keyed.launch_ready(model="org/model", gpu_ids=[0])["launch_id"]
+    terminal = Terminal(keyed, "logs", launch_id, "-f")
+    terminal.read_until("Application startup complete.")
+    terminal.type("\x03")
+    assert terminal.finish() == 130
+    assert "Traceback" not in terminal.seen
 
 
 def test_models_put_list_load_and_unload(keyed: Server, tmp_path: Path) -> None:
@@ -345,6 +379,26 @@ def test_ps_tells_apart_two_profiles_of_one_model_and_all_are_unloaded_at_once(
     assert (neither.returncode, "name one profile, or pass --all" in neither.stderr) == (2, True)
 
 
+def test_unload_all_goes_past_a_profile_it_cannot_unload_then_exits_1(
+    keyed: Server, tmp_path: Path
+) -> None:
+    models = tmp_path / "models.yaml"
+    models.write_text(
+        "models:\n"
+        "  - {name: dozy, model: org/dozy, sleep: true, env: {FAKE_VLLM_SLEEP_SECONDS: '30'}}\n"
+        "  - {name: other, model: org/other}\n"
+    )
+    cli(keyed, "models", "put", str(models))
+    cli(keyed, "models", "load", "dozy", "--wait")
+    cli(keyed, "models", "load", "other", "--wait")
+    cli(keyed, "models", "unload", "dozy")  # falling asleep for 30 s: busy meanwhile
+    unloaded = cli(keyed, "models", "unload", "--all", "--wait", check=False)
+    assert unloaded.returncode == 1
+    assert unloaded.stdout == "other: not loaded\n"
+    assert "dozy: the server answered 409: launch " in unloaded.stderr
+    assert "1 of 2 profiles were not unloaded" in unloaded.stderr
+
+
 def test_a_model_that_fails_to_load_says_why(keyed: Server) -> None:
     assert keyed.client.put("/models/bad", json={"model": "crash-on-start"}).status_code == 200
     failed = cli(keyed, "models", "load", "bad", "--wait", check=False)
@@ -419,6 +473,13 @@ def test_tables_fit_the_terminal_and_are_never_cut_when_piped(keyed: Server) -> 
     assert json.loads(cli(keyed, "ps", "--json").stdout)[0]["model"] == model
 
 
+def test_table_cells_are_escaped_before_they_are_measured() -> None:
+    hostile = "a\x1b[2Jb\nc"  # clears the screen; a newline would break the row
+    lines = output.table([["id1", hostile, "x"]], ["ID", "NAME", "LAST"], width=40).splitlines()
+    assert lines[1] == "id1  a\\x1b[2Jb\\nc  x"
+    assert lines[0].index("LAST") == lines[1].rindex("x")  # measured as shown: aligned
+
+
 # --------------------------------------------------------------------- chat
 
 
@@ -447,7 +508,7 @@ def test_chat_keeps_the_conversation_until_exit_and_starts_with_a_system_message
     second = [*first, {"role": "assistant", "content": answer}, {"role": "user", "content": "two"}]
     third = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "three"}]
     words = sum(len(json.dumps(messages).split()) for messages in (first, second, third))
-    [used] = json.loads(cli(keyed, "usage", "--key", "chatter", "--group-by", "", "--json").stdout)
+    [used] = json.loads(cli(keyed, "usage", "--of", "chatter", "--group-by", "", "--json").stdout)
     assert (used["requests"], used["prompt_tokens"]) == (3, words)
     assert cli(keyed, "chat", "m", key=secret).stdout == ""  # Ctrl-D (the input's end) leaves
 

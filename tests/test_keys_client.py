@@ -153,7 +153,7 @@ def test_the_command_line_creates_lists_and_removes_keys_and_shows_usage(keyed: 
     assert usage[0].split()[:4] == ["KEY", "MODEL", "DAY", "REQUESTS"]
     assert usage[1].split()[:4] == ["dave", "m", today(), "1"]
     by_model = json.loads(
-        cli(keyed, "usage", "--key", "dave", "--group-by", "model", "--json").stdout
+        cli(keyed, "usage", "--of", "dave", "--group-by", "model", "--json").stdout
     )
     assert [(row["model"], row["requests"]) for row in by_model] == [("m", 1)]
     assert "key" not in by_model[0]  # only the columns grouped by

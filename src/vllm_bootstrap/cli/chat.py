@@ -84,9 +84,10 @@ class Conversation:
             stream = self._openai.chat.completions.create(
                 model=self._model, messages=messages, stream=True
             )
-            for chunk in stream:
-                if chunk.choices and chunk.choices[0].delta.content:
-                    yield chunk.choices[0].delta.content
+            with stream:  # closed however it ends (Ctrl-C too): the server stops the answer
+                for chunk in stream:
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        yield chunk.choices[0].delta.content
         except openai.APIStatusError as exc:
             raise ApiError(exc.status_code, _detail(exc)) from None
         except openai.APIConnectionError as exc:

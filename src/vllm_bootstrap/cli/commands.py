@@ -15,7 +15,7 @@ import click
 
 from vllm_bootstrap import __version__
 from vllm_bootstrap.cli import batches, cache, chat, keys, launches, profiles
-from vllm_bootstrap.cli.options import Invocation, talks_to_server
+from vllm_bootstrap.cli.options import Connection, Invocation, talks_to_server
 
 _HOST_HELP = "Address to listen on [env var: VLLM_BOOTSTRAP_HOST; default 127.0.0.1]."
 _PORT_HELP = "Port to listen on [env var: VLLM_BOOTSTRAP_PORT; default 8000]."
@@ -50,6 +50,9 @@ def root(ctx: click.Context, **server: Any) -> None:
     if Invocation.of(ctx).vllm_args and ctx.invoked_subcommand != "launch":
         raise click.UsageError("only `launch` takes arguments for vLLM after --")
     ctx.meta[_SERVER_OPTIONS] = server
+    if ctx.invoked_subcommand in (None, "serve") and Connection.of(ctx).typed:
+        # Likely meant to reach a server, not to start one.
+        raise click.UsageError("--url and --key are for talking to a server: name a command")
     if ctx.invoked_subcommand is None:
         _serve(**server)
     elif ctx.invoked_subcommand != "serve" and any(value is not None for value in server.values()):

@@ -8,7 +8,7 @@ import time
 import click
 
 from vllm_bootstrap.cli import output
-from vllm_bootstrap.cli.options import json_option, quiet_option, talks_to_server, url_option
+from vllm_bootstrap.cli.options import json_option, quiet_option, talks_to_server
 from vllm_bootstrap.cli.session import CommandError, session
 from vllm_bootstrap.client import ApiKey, UsageRow
 
@@ -113,10 +113,8 @@ def remove(key_id: str) -> None:
         print(output.shown(f"{key_id} deleted"))
 
 
-# No --key of the server's here: `usage --key` picks whose usage. The key sent comes from
-# VLLM_ACCESS_KEY or a --key before the command.
 @click.command()
-@click.option("--key", "whose", metavar="KEY", help="One key's usage, by id or name.")
+@click.option("--of", "whose", metavar="KEY", help="One key's usage, by its id or name.")
 @click.option("--model", help="One model's.")
 @click.option("--since", metavar="YYYY-MM-DD", help="From this day on (UTC).")
 @click.option("--until", metavar="YYYY-MM-DD", help="Up to this day, included.")
@@ -127,7 +125,7 @@ def remove(key_id: str) -> None:
 )
 @click.option("--me", is_flag=True, help="The usage of the key this command sends.")
 @json_option
-@url_option
+@talks_to_server
 def usage(
     whose: str | None,
     model: str | None,
@@ -137,11 +135,10 @@ def usage(
     me: bool,
     as_json: bool,
 ) -> None:
-    """Requests and tokens per key, model and day. The key this command sends is
-    VLLM_ACCESS_KEY, or a --key given before `usage`."""
+    """Requests and tokens per key, model and day."""
     with session() as client:
         if me and whose is not None:
-            raise CommandError("--me shows the usage of the key this command sends: drop --key")
+            raise CommandError("--me shows the usage of the key this command sends: drop --of")
         if group_by is None:
             group_by = "model,day" if me else "key,model,day"
         asked = {"model": model, "since": since, "until": until, "group_by": group_by}

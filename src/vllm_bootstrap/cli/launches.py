@@ -10,7 +10,7 @@ from vllm_bootstrap.cli import output
 from vllm_bootstrap.cli.options import Invocation, json_option, quiet_option, talks_to_server
 from vllm_bootstrap.cli.progress import Progress, launch_line
 from vllm_bootstrap.cli.session import CommandError, session
-from vllm_bootstrap.client import Host, Launch, Stats
+from vllm_bootstrap.client import ApiError, Client, Host, Launch, Stats
 
 
 @click.command()
@@ -151,7 +151,21 @@ def stats(as_json: bool) -> None:
     Load, memory and disks; each GPU, its readings and its launch."""
     with session() as client:
         found = client.stats()
-        output.emit(as_json, found, "\n".join([*host_lines(found.host), gpu_table(found)]))
+        cpu_box = not found.gpus and not as_json and _is_cpu_box(client)
+        gpus = CPU_BOX if cpu_box else gpu_table(found)
+        output.emit(as_json, found, "\n".join([*host_lines(found.host), gpus]))
+
+
+# No nvidia-smi is an alarm on a GPU box; on a CPU box it is how things are.
+CPU_BOX = "CPU box: launches run on vLLM's CPU build"
+
+
+def _is_cpu_box(client: Client) -> bool:
+    """GET /gpus answers [] where there is no nvidia-smi (503 where it fails)."""
+    try:
+        return client.gpus() == []
+    except ApiError:
+        return False
 
 
 def host_lines(host: Host) -> list[str]:

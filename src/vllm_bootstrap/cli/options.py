@@ -37,6 +37,11 @@ class Connection:
         if typed:
             self._typed.add(name)
 
+    @property
+    def typed(self) -> bool:
+        """Whether --url or --key was given on the command line (not from the environment)."""
+        return bool(self._typed)
+
     @staticmethod
     def of(ctx: click.Context) -> Connection:
         connection: Connection = ctx.meta.setdefault(_META, Connection())

@@ -34,7 +34,8 @@ def table(rows: Sequence[Sequence[object]], header: Sequence[str], width: int | 
     """Aligned columns; cut to `width` (default: the terminal's, when stdout is one) by
     shortening the widest column, its cells ending in an ellipsis. The first column (the
     id or name that other commands take) is never cut. Piped, nothing is."""
-    cells = [[str(value) for value in row] for row in [header, *rows]]
+    # Escaped before measuring: an escape is four characters wide on the screen.
+    cells = [[_cell(value) for value in row] for row in [header, *rows]]
     widths = [max(len(row[column]) for row in cells) for column in range(len(header))]
     limit = width if width is not None else terminal_width()
     if limit is not None:
@@ -45,6 +46,11 @@ def table(rows: Sequence[Sequence[object]], header: Sequence[str], width: int | 
         ).rstrip()
         for row in cells
     )
+
+
+def _cell(value: object) -> str:
+    """A table cell on one line: control characters escaped, newlines and tabs too."""
+    return shown(str(value)).replace("\n", "\\n").replace("\t", "\\t")
 
 
 def terminal_width() -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -10,8 +11,8 @@ import click
 from vllm_bootstrap.cli import output
 from vllm_bootstrap.cli.options import json_option, quiet_option, talks_to_server
 from vllm_bootstrap.cli.progress import Progress, download_line, profile_line
-from vllm_bootstrap.cli.session import CommandError, session
-from vllm_bootstrap.client import Client, Download, Profile
+from vllm_bootstrap.cli.session import CommandError, answered, session
+from vllm_bootstrap.client import ApiError, Client, Download, Profile
 from vllm_bootstrap.models import load_profiles
 
 POLL_SECONDS = 0.5
@@ -121,10 +122,22 @@ def unload(name: str | None, everything: bool, wait: bool) -> None:
     if (name is None) == (not everything):
         raise click.UsageError("name one profile, or pass --all")
     with session() as client:
-        names = [name] if name is not None else _holding_gpus(client)
-        for each in names:
-            unloaded = client.unload(each, wait=wait)
+        if name is not None:
+            unloaded = client.unload(name, wait=wait)
+            print(output.shown(f"{name}: {_state(unloaded) or 'asked'}"))
+            return
+        names = _holding_gpus(client)
+        refused = 0
+        for each in names:  # one that cannot be unloaded now must not keep the rest loaded
+            try:
+                unloaded = client.unload(each, wait=wait)
+            except ApiError as exc:
+                refused += 1
+                print(output.shown(f"{each}: {answered(exc.status, exc.detail)}"), file=sys.stderr)
+                continue
             print(output.shown(f"{each}: {_state(unloaded) or 'asked'}"))
+        if refused:
+            raise CommandError(f"{refused} of {len(names)} profiles were not unloaded")
 
 
 def _holding_gpus(client: Client) -> list[str]:
