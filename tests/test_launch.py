@@ -203,21 +203,23 @@ def test_server_cuda_visible_devices_limits_the_gpus(start_server: ServerFactory
     assert "CUDA_VISIBLE_DEVICES" in refused.json()["detail"]
 
 
-def test_without_vllm_installed_launch_is_503(start_server: ServerFactory) -> None:
-    server = start_server(PYTHONPATH="")
-    response = server.client.post("/launch", json={"model": "m"})
-    assert response.status_code == 503
-    assert "vLLM is not installed" in response.json()["detail"]
-    assert "vLLM is not installed" in server.output()
-
-
-def test_a_vllm_python_that_cannot_be_run_is_named_in_the_503(
-    start_server: ServerFactory,
+@pytest.mark.parametrize(
+    ("setting", "why"),
+    [
+        ({"PYTHONPATH": ""}, "vLLM is not installed for"),
+        ({"VLLM_BOOTSTRAP_VLLM_PYTHON": "/nonexistent/python3"}, "which could not be run"),
+        ({"VLLM_BOOTSTRAP_VLLM_COMMAND": "/nonexistent/vllm serve"}, "'/nonexistent/vllm'"),
+    ],
+    ids=["no vllm", "no such python", "no such command"],
+)
+def test_a_box_that_cannot_start_vllm_says_why_in_a_503_and_at_start_up(
+    start_server: ServerFactory, setting: dict[str, str], why: str
 ) -> None:
-    server = start_server(VLLM_BOOTSTRAP_VLLM_PYTHON="/nonexistent/python3")
+    server = start_server(**setting)
     response = server.client.post("/launch", json={"model": "m"})
     assert response.status_code == 503
-    assert "'/nonexistent/python3', which could not be run" in response.json()["detail"]
+    assert why in response.json()["detail"]
+    assert why in server.output()
 
 
 def test_vllm_installed_after_start_up_is_found_by_the_next_launch(
@@ -243,13 +245,6 @@ def test_vllm_installed_after_start_up_is_found_by_the_next_launch(
     assert launch["command"][:4] == [str(python), "-m", "vllm.entrypoints.cli.main", "serve"]
     # The probe ran without our settings: the access key never reaches it.
     assert "probe-key" not in seen.read_text()
-
-
-def test_custom_command_that_does_not_exist_is_503(start_server: ServerFactory) -> None:
-    server = start_server(VLLM_BOOTSTRAP_VLLM_COMMAND="/nonexistent/vllm serve")
-    response = server.client.post("/launch", json={"model": "m"})
-    assert response.status_code == 503
-    assert "/nonexistent/vllm" in response.json()["detail"]
 
 
 def test_launches_are_recorded_in_sqlite(server: Server, tmp_path: Path) -> None:
