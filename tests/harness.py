@@ -98,18 +98,21 @@ class Server:
         self.client = httpx.Client(base_url=self.url, headers=headers, timeout=30)
         self.process: subprocess.Popen[bytes] | None = None
 
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "vllm_bootstrap",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+        ]
+
     def start(self, timeout: float = 20) -> Server:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "vllm_bootstrap",
-                    "--host",
-                    self.host,
-                    "--port",
-                    str(self.port),
-                ],
+                self.command(),
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

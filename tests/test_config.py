@@ -92,6 +92,36 @@ def test_bad_values_name_the_variable(variable: str, value: str, message: str) -
         load_settings(env)
 
 
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"VLLM_BOOTSTRAP_RAY_HEAD": "1"}, "a cluster box needs VLLM_ACCESS_KEY"),
+        ({"VLLM_BOOTSTRAP_JOIN": "10.0.0.1:6379"}, "a cluster box needs VLLM_ACCESS_KEY"),
+        (
+            {"VLLM_BOOTSTRAP_JOIN": "head", "VLLM_ACCESS_KEY": "k"},
+            "VLLM_BOOTSTRAP_JOIN must be HOST:PORT",
+        ),
+        (
+            {"VLLM_BOOTSTRAP_JOIN": "a;b:6379", "VLLM_ACCESS_KEY": "k"},
+            "VLLM_BOOTSTRAP_JOIN must name a host",
+        ),
+        (
+            {"VLLM_BOOTSTRAP_JOIN": "h:1", "VLLM_BOOTSTRAP_RAY_HEAD": "1", "VLLM_ACCESS_KEY": "k"},
+            "a box is the head or joins one",
+        ),
+    ],
+)
+def test_a_cluster_role_needs_the_key_and_one_role(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env)
+
+
+def test_a_worker_names_the_heads_ray_port() -> None:
+    settings = load_settings({"VLLM_BOOTSTRAP_JOIN": "10.0.0.1:6380", "VLLM_ACCESS_KEY": "k"})
+    assert (settings.join, settings.ray_head) == ("10.0.0.1:6380", False)
+    assert load_settings({}).join is None  # a box alone: no Ray
+
+
 def test_repr_never_shows_the_access_key() -> None:
     assert "sesame" not in repr(Settings(access_key="sesame"))
 

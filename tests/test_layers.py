@@ -22,7 +22,7 @@ LAYERS = [
     {"launches"},
     {"downloads"},
     {"usage", "keys", "supervision", "head_guard"},
-    {"serving", "monitoring", "dashboard"},
+    {"serving", "monitoring", "dashboard", "cluster"},
     {"batches", "models"},
     {"api"},
     {"app", "healthcheck"},
@@ -37,6 +37,7 @@ SERVER_ONLY = (
     "vllm_bootstrap.api",
     "vllm_bootstrap.app",
     "vllm_bootstrap.batches",
+    "vllm_bootstrap.cluster",
     "vllm_bootstrap.downloads",
     "vllm_bootstrap.keys",
     "vllm_bootstrap.monitoring",
@@ -47,6 +48,7 @@ SERVER_ONLY = (
     "fastapi",
     "uvicorn",
     "huggingface_hub",
+    "ray",
 )
 
 

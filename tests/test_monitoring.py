@@ -46,6 +46,11 @@ def test_stats_show_the_host_and_each_gpu_with_its_owner(server: Server) -> None
     assert (gpu0["temperature_c"], gpu0["power_watts"], gpu0["launch_id"]) == (30.0, 70.25, None)
     assert gpu1["power_watts"] is None  # "[N/A]"
     assert gpu1["launch_id"] == launch["launch_id"]
+    assert "nodes" not in stats  # a box alone: no cluster
+    # GET /nodes on a box alone: this box, with the same readings.
+    [alone] = server.client.get("/nodes").json()
+    assert (alone["node_id"], alone["head"], alone["alive"]) == (None, True, True)
+    assert [gpu["launch_id"] for gpu in alone["gpus"]] == [None, launch["launch_id"]]
 
 
 def test_stats_answer_for_the_host_when_nvidia_smi_fails(start_server: ServerFactory) -> None:

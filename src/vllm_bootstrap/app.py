@@ -55,6 +55,7 @@ from vllm_bootstrap.batches import (
     RunContext,
     RunSettings,
 )
+from vllm_bootstrap.cluster import Cluster, NodeSpec
 from vllm_bootstrap.config import Settings
 from vllm_bootstrap.dashboard import api_docs_router, dashboard_router
 from vllm_bootstrap.downloads import Downloads, DownloadStore, LaunchWeights
@@ -72,6 +73,7 @@ from vllm_bootstrap.serving import (
     ServingDispatcher,
 )
 from vllm_bootstrap.supervision import (
+    GPU,
     GPUDiscoveryError,
     LaunchRefused,
     NoNvidiaSmi,
@@ -145,6 +147,7 @@ def create_app(settings: Settings) -> ASGIApp:
         limits=limits,
         usage=usage,
         downloads=downloads,
+        cluster=_cluster(settings),
     )
     idle_watch = IdleWatch(swapper)
     file_expiry = FileExpiry(files, settings.file_expiry_check_seconds)
@@ -155,6 +158,8 @@ def create_app(settings: Settings) -> ASGIApp:
         downloads.recover()  # before the launches: those that were downloading join theirs
         await supervisor.recover()
         await _report_environment(supervisor)
+        if services.cluster is not None:
+            await services.cluster.start(len(await _gpus_here(supervisor)))
         idle_watch.start()
         swapper.start()
         batches.resume()
@@ -172,6 +177,8 @@ def create_app(settings: Settings) -> ASGIApp:
             await swapper.close()  # no load may start a launch once the supervisor stops them
             await supervisor.shutdown()
             await downloads.shutdown()
+            if services.cluster is not None:
+                await services.cluster.stop()
             await services.loop_lag.stop()
             pool.close()
             store.close()
@@ -257,6 +264,28 @@ def _who_may_enter(app: ASGIApp, settings: Settings, keys: KeyStore) -> ASGIApp:
         )
         hosts = HostGuard(allowed)
     return AccessKeyMiddleware(app, settings.access_key, keys, settings.public_health, hosts)
+
+
+def _cluster(settings: Settings) -> Cluster | None:
+    """The head's Ray node and view of the cluster; None on a box alone (no Ray)."""
+    if not settings.ray_head:
+        return None
+    assert settings.access_key is not None  # load_settings requires it of a head
+    spec = NodeSpec(
+        temp_dir=settings.ray_temp_dir,
+        head_port=settings.ray_port,
+        node_address=settings.node_address,
+        extra_args=settings.ray_start_args,
+    )
+    log_path = settings.log_dir / "ray.log"
+    return Cluster(spec, settings.access_key, log_path, settings.stop_timeout_seconds)
+
+
+async def _gpus_here(supervisor: Supervisor) -> list[GPU]:
+    try:
+        return await supervisor.detect_gpus()
+    except GPUDiscoveryError:
+        return []
 
 
 def _batch_service(

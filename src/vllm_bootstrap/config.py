@@ -121,6 +121,15 @@ def _command(name: str, raw: str) -> tuple[str, ...]:
     return argv
 
 
+def _host_and_port(name: str, raw: str) -> str:
+    host, colon, port = raw.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"{name} must be HOST:PORT (the head's Ray port), got {raw!r}")
+    if not all(char.isalnum() or char in "-._[]:" for char in host):
+        raise ConfigError(f"{name} must name a host (a name or an address), got {host!r}")
+    return raw
+
+
 def _access_key(name: str, raw: str) -> str:
     """Set but empty, or with spaces around it, is a mistake to report: an empty key would
     silently open every route, and a padded one could never be presented."""
@@ -182,8 +191,8 @@ class Settings:
     # The Python whose vLLM runs launches: `vllm serve` where that vLLM has it, else its old
     # `vllm.entrypoints.openai.api_server` module (supervision/child.py asks it which).
     vllm_python: Annotated[str, Env("VLLM_BOOTSTRAP_VLLM_PYTHON", _text)] = sys.executable
-    # A command of one's own instead (the model is passed positionally when it ends in
-    # "serve", else as --model).
+    # A command of one's own instead (the model is passed positionally when it has a
+    # "serve" word, else as --model).
     vllm_command: Annotated[
         tuple[str, ...] | None, Env("VLLM_BOOTSTRAP_VLLM_COMMAND", _command)
     ] = None
@@ -268,6 +277,18 @@ class Settings:
     ] = 1.0
     # How often idle launches are looked for (each profile's idle_ttl_seconds).
     idle_check_seconds: Annotated[float, Env("VLLM_BOOTSTRAP_IDLE_CHECK_SECONDS", _seconds)] = 1.0
+    # Several boxes as one endpoint (cluster/). The head starts a Ray head node on this port
+    # for the workers to join; a worker names the head's HOST:PORT in VLLM_BOOTSTRAP_JOIN.
+    ray_head: Annotated[bool, Env("VLLM_BOOTSTRAP_RAY_HEAD", _flag)] = False
+    ray_port: Annotated[int, Env("VLLM_BOOTSTRAP_RAY_PORT", _port)] = 6379
+    join: Annotated[str | None, Env("VLLM_BOOTSTRAP_JOIN", _host_and_port)] = None
+    # This box's address on the network the boxes share (Ray advertises it); else Ray's pick.
+    node_address: Annotated[str | None, Env("VLLM_BOOTSTRAP_NODE_ADDRESS", _text)] = None
+    # Where Ray keeps its sessions, logs and sockets on this box (else Ray's /tmp/ray; a
+    # socket's path must stay under 108 bytes).
+    ray_temp_dir: Annotated[Path | None, Env("VLLM_BOOTSTRAP_RAY_TEMP_DIR", _path)] = None
+    # More arguments for `ray start` (--object-store-memory, --resources, ...).
+    ray_start_args: Annotated[tuple[str, ...], Env("VLLM_BOOTSTRAP_RAY_START_ARGS", _command)] = ()
 
     @property
     def state_db_path(self) -> Path:
@@ -342,4 +363,19 @@ def load_settings(
             f"VLLM_BOOTSTRAP_MAX_ROUTED_BODY_BYTES ({settings.max_routed_body_bytes}): a body "
             "the routed limit allows could never be held"
         )
+    _check_cluster_role(settings)
     return settings
+
+
+def _check_cluster_role(settings: Settings) -> None:
+    if settings.ray_head and settings.join:
+        raise ConfigError(
+            "VLLM_BOOTSTRAP_RAY_HEAD and VLLM_BOOTSTRAP_JOIN are both set: a box is the head "
+            "or joins one"
+        )
+    if (settings.ray_head or settings.join) and not settings.access_key:
+        # Anyone who reaches a Ray port without a token can run code on every box.
+        raise ConfigError(
+            "a cluster box needs VLLM_ACCESS_KEY (the same on every box): Ray's token is "
+            "made from it"
+        )

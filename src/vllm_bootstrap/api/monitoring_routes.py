@@ -29,7 +29,30 @@ async def stats(services: ServicesDep) -> dict[str, Any]:
     }
     # /proc and statfs are quick, but a hung network mount must not freeze the event loop.
     host = await asyncio.to_thread(host_stats, folders)
-    return {"host": host, "gpus": gpus, "error": error}
+    answer: dict[str, Any] = {"host": host, "gpus": gpus, "error": error}
+    if services.cluster is not None:  # the head of several boxes: each of them too
+        answer["nodes"] = [node.to_dict() for node in await services.cluster.nodes(gpus)]
+    return answer
+
+
+@router.get("/nodes")
+async def nodes(services: ServicesDep) -> list[dict[str, Any]]:
+    """The boxes this endpoint runs on: on a cluster's head every Ray node (its id,
+    address, whether it is alive, and its GPUs with their readings, or why there are none);
+    on a box alone, this box."""
+    gpus, error = await _gpus(services)
+    if services.cluster is None:
+        return [
+            {
+                "node_id": None,
+                "address": None,
+                "alive": True,
+                "head": True,
+                "gpus": gpus,
+                "error": error,
+            }
+        ]
+    return [node.to_dict() for node in await services.cluster.nodes(gpus)]
 
 
 @router.get("/metrics")

@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI
 
 from vllm_bootstrap.api.loop_lag import LoopLagMonitor
 from vllm_bootstrap.batches import Batches, FileDirectory
+from vllm_bootstrap.cluster import Cluster
 from vllm_bootstrap.downloads import Downloads
 from vllm_bootstrap.keys import KeyLimits, KeyStore, UsageBook
 from vllm_bootstrap.launches import Launch, iso_time
@@ -34,6 +35,7 @@ class Services:
     limits: KeyLimits
     usage: UsageBook
     downloads: Downloads
+    cluster: Cluster | None = None  # on the head of several boxes (cluster/)
 
     def launch_view(self, launch: Launch) -> dict[str, object]:
         """A launch as the API shows it, with its use from the ledger (every route)."""

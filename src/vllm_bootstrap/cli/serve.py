@@ -34,6 +34,11 @@ def serve(host: str | None, port: int | None, log_level: str) -> None:
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = with_admin_key(settings)
+    if settings.join is not None:  # a worker box: a Ray node and a health check
+        from vllm_bootstrap.cluster import worker_app
+
+        uvicorn.run(worker_app(settings), host=settings.host, port=settings.port)
+        return
     uvicorn.run(
         create_app(settings),
         host=settings.host,

@@ -4,6 +4,7 @@ from vllm_bootstrap.faces import lazy_face
 
 # What other packages may use, and the module defining each.
 _FACE = {
+    "GPU": "gpus",
     "GPUDiscoveryError": "gpus",
     "InvalidLaunch": "errors",
     "LaunchRefused": "errors",
@@ -14,6 +15,7 @@ _FACE = {
     "check_vllm_available": "child",
     "vllm_start": "child",
     "query_gpu_stats": "gpus",
+    "query_gpus": "gpus",
     "shared_memory_warning": "child",
 }
 __all__ = sorted(_FACE)

@@ -1,0 +1,113 @@
+"""This box's Ray node: `ray start --block` as a child of ours, in a process group of its
+own, so that stopping it (SIGTERM to the group, SIGKILL after a grace) leaves nothing
+behind.
+
+The head's node listens on VLLM_BOOTSTRAP_RAY_PORT; a worker's joins the head named by
+VLLM_BOOTSTRAP_JOIN. Each declares the GPUs our nvidia-smi reading found (so Ray and the
+control plane count the same GPUs), and advertises VLLM_BOOTSTRAP_NODE_ADDRESS when set
+(the box's address on the private network the boxes share). Ray's processes get the
+server's environment without our settings (the access key is one), plus Ray's token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vllm_bootstrap.cluster.ray_env import ray_environment
+from vllm_bootstrap.config import SETTING_VARIABLES
+
+logger = logging.getLogger("vllm_bootstrap.cluster")
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """What `ray start` is told: a head (`head_port`) or a worker (`join`: HOST:PORT)."""
+
+    temp_dir: Path | None = None
+    gpu_count: int = 0
+    head_port: int | None = None
+    join: str | None = None
+    node_address: str | None = None
+    extra_args: tuple[str, ...] = ()
+
+    def argv(self) -> list[str]:
+        argv = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block"]
+        if self.join is None:
+            argv += ["--head", "--port", str(self.head_port), "--include-dashboard=false"]
+        else:
+            argv += ["--address", self.join]
+        if self.temp_dir is not None:
+            argv += ["--temp-dir", str(self.temp_dir)]
+        if self.node_address is not None:
+            argv += ["--node-ip-address", self.node_address]
+        argv += ["--num-gpus", str(self.gpu_count), "--disable-usage-stats"]
+        return argv + list(self.extra_args)
+
+
+class RayNode:
+    """The `ray start --block` process of this box."""
+
+    def __init__(self, spec: NodeSpec, access_key: str, log_path: Path) -> None:
+        self.spec = spec
+        self._access_key = access_key
+        self._log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {key: value for key, value in os.environ.items() if key not in SETTING_VARIABLES}
+        env.update(ray_environment(self._access_key))
+        with open(self._log_path, "ab") as log:
+            self._process = subprocess.Popen(
+                self.spec.argv(),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own group: stopped as one, not by our Ctrl-C
+            )
+        role = "head" if self.spec.join is None else f"worker joining {self.spec.join}"
+        logger.info(
+            "Ray node (%s) started, pid %d; log: %s", role, self._process.pid, self._log_path
+        )
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self, grace_seconds: float) -> None:
+        """SIGTERM to its group (Ray stops its processes), SIGKILL to what is left after
+        `grace_seconds`."""
+        if self._process is None:
+            return
+        group = self._process.pid
+        _signal_group(group, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._process.wait(grace_seconds)
+        deadline = time.monotonic() + grace_seconds
+        while _group_alive(group) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        _signal_group(group, signal.SIGKILL)
+        self._process.wait()
+        logger.info("Ray node stopped")
+
+
+def _signal_group(group: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, sig)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,69 @@
+"""Boxes joined on Ray: a worker joins the head, the head lists every node with its GPUs,
+a box without the key is kept out, and stopping a box stops its Ray node."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from tests.cluster.conftest import BoxFactory
+from tests.harness import eventually
+from vllm_bootstrap.supervision.processes import group_members
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
+
+
+def alive_nodes(head: Any) -> list[dict[str, Any]]:
+    return [node for node in head.client.get("/nodes").json() if node["alive"]]
+
+
+def test_a_worker_joins_and_the_head_lists_every_node_with_its_gpus(
+    start_box: BoxFactory,
+) -> None:
+    head = start_box(0, FAKE_GPU_COUNT="2")
+    worker = start_box(1, FAKE_GPU_COUNT="4")
+    assert worker.client.get("/health").json() == {"status": "ok", "role": "worker"}
+
+    eventually(lambda: len(alive_nodes(head)) == 2, timeout=60, message="the worker never joined")
+    nodes = {node["address"]: node for node in alive_nodes(head)}
+    assert nodes[head.box.address]["head"] is True
+    assert [gpu["index"] for gpu in nodes[head.box.address]["gpus"]] == [0, 1]
+    joined = nodes[worker.box.address]
+    assert joined["head"] is False
+    assert joined["error"] is None
+    assert [gpu["index"] for gpu in joined["gpus"]] == [0, 1, 2, 3]  # read on that box
+    assert joined["gpus"][0]["memory_total_mib"] > 0
+    stats = head.client.get("/stats").json()
+    assert {node["address"] for node in stats["nodes"]} == set(nodes)
+
+
+def test_a_box_with_another_key_is_kept_out(start_box: BoxFactory) -> None:
+    head = start_box(0)
+    intruder = start_box(1, VLLM_ACCESS_KEY="not-the-cluster-key")
+    # Ray refuses its node (the token differs), so `ray start` ends and the box says so.
+    eventually(
+        lambda: intruder.client.get("/health").status_code == 503,
+        timeout=60,
+        message="a box with another key stayed up",
+    )
+    assert [node["head"] for node in alive_nodes(head)] == [True]
+
+
+def test_stopping_a_box_stops_its_ray_node(start_box: BoxFactory) -> None:
+    head = start_box(0)
+    worker = start_box(1)
+    eventually(lambda: len(alive_nodes(head)) == 2, timeout=60, message="the worker never joined")
+    groups = [_ray_group(box.output()) for box in (head, worker)]
+    assert all(group_members(group) for group in groups)
+    worker.terminate(timeout=60)
+    head.terminate(timeout=60)
+    assert [group_members(group) for group in groups] == [[], []]
+
+
+def _ray_group(output: str) -> int:
+    """The process group of the box's `ray start`, from its start-up line."""
+    found = re.search(r"Ray node \([^)]*\) started, pid (\d+)", output)
+    assert found is not None, output
+    return int(found[1])
