@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vllm_bootstrap.cluster.ray_node import NodeSpec, RayNode
 from vllm_bootstrap.cluster.ray_env import ray_environment
+from vllm_bootstrap.cluster.ray_node import NodeSpec, RayNode
 
 logger = logging.getLogger("vllm_bootstrap.cluster")
 NAMESPACE = "vllm-bootstrap"
