@@ -18,6 +18,9 @@ from vllm_bootstrap.faces import lazy_face
 # What other packages may use, and the module defining each.
 _FACE = {
     "Cluster": "inventory",
+    "LaunchOnNode": "launch_actor",
+    "find_launch": "launch_actor:find",
+    "start_launch_on": "launch_actor:start_on",
     "NodeSpec": "ray_node",
     "worker_app": "worker",
 }

@@ -25,6 +25,7 @@ from vllm_bootstrap.cluster.ray_env import ray_environment
 from vllm_bootstrap.config import SETTING_VARIABLES
 
 logger = logging.getLogger("vllm_bootstrap.cluster")
+LOG_DIR_VARIABLE = "VLLM_BOOTSTRAP_LOG_DIR"
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class RayNode:
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {key: value for key, value in os.environ.items() if key not in SETTING_VARIABLES}
         env.update(ray_environment(self._access_key))
+        # Launches on this box log here (launch_actor.py runs in Ray's processes).
+        env[LOG_DIR_VARIABLE] = str(self._log_path.parent)
         with open(self._log_path, "ab") as log:
             self._process = subprocess.Popen(
                 self.spec.argv(),

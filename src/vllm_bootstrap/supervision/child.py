@@ -69,12 +69,20 @@ def command(
 def environment(launch: Launch) -> dict[str, str]:
     """The server's environment without our own settings (one is the access key), plus the
     launch's variables, its GPUs and the marker that finds it again after a restart."""
+    return launch_environment(launch.launch_id, launch.gpu_ids, launch.env)
+
+
+def launch_environment(
+    launch_id: str, gpu_ids: list[int], launch_env: dict[str, str]
+) -> dict[str, str]:
+    """`environment`, from its parts: also what a launch on another box runs with (that
+    box's environment, there)."""
     env = _without_our_settings()
     env["PYTHONUNBUFFERED"] = "1"  # log lines (and readiness hints) arrive at once
-    env.update(launch.env)
+    env.update(launch_env)
     env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA numbers GPUs as nvidia-smi does
-    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in launch.gpu_ids)
-    env[LAUNCH_MARKER_ENV] = launch.launch_id
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in gpu_ids)
+    env[LAUNCH_MARKER_ENV] = launch_id
     return env
 
 

@@ -1,0 +1,95 @@
+"""A launch's vLLM on any box of the cluster: one small Ray actor per launch, pinned to its
+box's node, which starts vLLM there in a process group of its own (as the supervisor does
+on the head: supervision/processes.py), says where it listens, serves its log by offset,
+reports its exit and stops it (SIGTERM to the group, SIGKILL after the grace).
+
+The actor is named after the launch and detached: it outlives the head's connection, so a
+restarted head finds it again by name (`find`). It dies with its node, which is how the
+head learns that a node died under a launch (its calls raise Ray's ActorDiedError).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from vllm_bootstrap.cluster.ray_node import LOG_DIR_VARIABLE
+from vllm_bootstrap.supervision import end_group, launch_environment, spawn, wait_for_exit
+
+NAMESPACE = "vllm-bootstrap"
+NAME_PREFIX = "launch-"
+MAX_LOG_READ_BYTES = 1024 * 1024
+
+
+class LaunchOnNode:
+    """Runs in a Ray worker process on the launch's box (an async actor: one event loop)."""
+
+    def __init__(self, launch_id: str, gpu_ids: list[int], env: dict[str, str]) -> None:
+        self._launch_id = launch_id
+        self._gpu_ids = gpu_ids
+        self._env = env
+        folder = os.environ.get(LOG_DIR_VARIABLE) or Path(tempfile.gettempdir(), "vllm-bootstrap")
+        self.log_path = Path(folder) / f"{launch_id}.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    async def start(self, argv: list[str]) -> dict[str, Any]:
+        """Start vLLM (`argv`, never through a shell); its pid and this box's address."""
+        import ray
+
+        env = launch_environment(self._launch_id, self._gpu_ids, self._env)
+        self._process = spawn(argv, env, self.log_path)
+        return {"pid": self._process.pid, "address": ray.util.get_node_ip_address()}
+
+    def return_code(self) -> int | None:
+        """None while vLLM runs."""
+        return None if self._process is None else self._process.poll()
+
+    async def wait(self) -> int:
+        """Its exit code, once it has exited."""
+        assert self._process is not None, "start() first"
+        return await wait_for_exit(self._process)
+
+    def read_log(self, offset: int, limit: int = MAX_LOG_READ_BYTES) -> tuple[bytes, int]:
+        """Up to `limit` bytes of its log from `offset`, and the log's size."""
+        try:
+            with open(self.log_path, "rb") as log:
+                size = os.fstat(log.fileno()).st_size
+                log.seek(max(0, offset))
+                return log.read(max(0, min(limit, MAX_LOG_READ_BYTES))), size
+        except FileNotFoundError:
+            return b"", 0
+
+    async def stop(self, grace_seconds: float) -> int | None:
+        """SIGTERM to vLLM's group, SIGKILL after `grace_seconds`; its exit code."""
+        if self._process is None:
+            return None
+        await end_group(self._process.pid, grace_seconds)
+        return self._process.wait()
+
+
+def start_on(node_id: str, launch_id: str, gpu_ids: list[int], env: dict[str, str]) -> Any:
+    """The launch's actor on node `node_id` (Ray's handle); named, detached, never
+    restarted by Ray (a launch's restarts are the supervisor's to decide)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    actor = ray.remote(num_cpus=0, max_restarts=0, max_concurrency=16)(LaunchOnNode)
+    return actor.options(
+        name=NAME_PREFIX + launch_id,
+        namespace=NAMESPACE,
+        lifetime="detached",
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+    ).remote(launch_id, gpu_ids, env)
+
+
+def find(launch_id: str) -> Any | None:
+    """The actor of a launch started before (by this head or an earlier run of it)."""
+    import ray
+
+    try:
+        return ray.get_actor(NAME_PREFIX + launch_id, namespace=NAMESPACE)
+    except ValueError:  # Ray's word for "no actor of that name"
+        return None
