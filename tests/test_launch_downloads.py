@@ -82,7 +82,14 @@ def test_a_launch_downloading_across_a_restart_resumes_and_becomes_ready(
     slow_repo(hub, 6 * MIB)
     server = start_server(**hub.env())
     launch = server.launch(model=REPO)
-    downloading(server, launch["launch_id"])
+    download_id = downloading(server, launch["launch_id"])["download_id"]
+
+    def weights_on_disk() -> bool:
+        # Past config.json's 2 bytes: some of the weights are written, so there is
+        # something to resume from.
+        return server.client.get(f"/downloads/{download_id}").json()["bytes_done"] > MIB // 4
+
+    eventually(weights_on_disk, message="no weights were written")
     server.kill()
     hub.behave()
     again = start_server(env=server.env)
