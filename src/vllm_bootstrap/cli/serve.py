@@ -28,6 +28,7 @@ def serve(host: str | None, port: int | None, log_level: str) -> None:
         print(f"vllm-bootstrap: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
+    check_cluster_extra(settings.ray_head or settings.join is not None)
     check_state_database(settings.state_db_path)
     check_declared_profiles(settings.models_file, settings.models_inline)
     logging.basicConfig(
@@ -62,6 +63,17 @@ def check_declared_profiles(path: Path | None, inline: str | None) -> None:
     except ProfileFileError as exc:
         print(f"vllm-bootstrap: model profiles: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def check_cluster_extra(wanted: bool) -> None:
+    """A head or a worker runs Ray: say how to install it rather than fail later."""
+    if wanted and importlib.util.find_spec("ray") is None:
+        print(
+            "vllm-bootstrap: configuration error: VLLM_BOOTSTRAP_RAY_HEAD and "
+            "VLLM_BOOTSTRAP_JOIN need Ray: pip install 'vllm-bootstrap[cluster]'",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
 
 
 def check_state_database(path: Path) -> None:

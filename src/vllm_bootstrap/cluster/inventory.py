@@ -10,9 +10,11 @@ threads, never on the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,7 @@ logger = logging.getLogger("vllm_bootstrap.cluster")
 NAMESPACE = "vllm-bootstrap"
 CONNECT_TIMEOUT_SECONDS = 60.0
 READ_TIMEOUT_SECONDS = 10.0
+FRESH_SECONDS = 1.0
 
 
 @dataclass
@@ -60,6 +63,9 @@ class Cluster:
         self.node: RayNode | None = None
         self._head_node_id: str | None = None
         self._address = f"{spec.node_address or '127.0.0.1'}:{spec.head_port}"
+        self._reading = asyncio.Lock()
+        self._read_at = -FRESH_SECONDS
+        self._last: list[NodeView] = []
 
     async def start(self, gpu_count: int) -> None:
         """Start the head's Ray node, declaring `gpu_count` GPUs, and connect to it."""
@@ -74,8 +80,18 @@ class Cluster:
             await asyncio.to_thread(self.node.stop, self._grace)
 
     async def nodes(self, local_gpus: list[dict[str, Any]]) -> list[NodeView]:
-        """Every node Ray knows; the head's GPUs are `local_gpus` (read by the head)."""
-        return await asyncio.to_thread(self._nodes, local_gpus)
+        """Every node Ray knows; the head's GPUs are `local_gpus` (read by the head). Read
+        at most once a second, however many clients ask (each reading runs a task on every
+        node)."""
+        async with self._reading:
+            if time.monotonic() - self._read_at >= FRESH_SECONDS:
+                self._last = await asyncio.to_thread(self._nodes)
+                self._read_at = time.monotonic()
+            views = [dataclasses.replace(view) for view in self._last]
+        for view in views:
+            if view.head:
+                view.gpus = local_gpus
+        return views
 
     # ----------------------------------------------------------------- in threads
 
@@ -88,24 +104,36 @@ class Cluster:
         os.environ["RAY_DISABLE_FAILURE_SIGNAL_HANDLER"] = "1"
         import ray  # the cluster extra: imported by a head alone
 
+        self._wait_for_head()
+        ray.init(
+            address=self._address,
+            namespace=NAMESPACE,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
+        self._head_node_id = ray.get_runtime_context().get_node_id()
+        logger.info("Ray head at %s: this box is node %s", self._address, self._head_node_id)
+
+    def _wait_for_head(self) -> None:
+        """Until the head's port takes connections (ray.init would wait a minute for a head
+        that will never come, where `ray start` may have failed at once)."""
+        host, port = self._address.rsplit(":", 1)
         deadline = time.monotonic() + CONNECT_TIMEOUT_SECONDS
         while True:
             if self.node is None or not self.node.running:
-                raise RuntimeError("the Ray head node exited at start-up (see its log)")
-            try:
-                ray.init(
-                    address=self._address,
-                    namespace=NAMESPACE,
-                    logging_level=logging.WARNING,
-                    log_to_driver=False,
+                raise RuntimeError(f"the Ray head node could not start: {self._why_it_ended()}")
+            with contextlib.suppress(OSError), socket.create_connection((host, int(port)), 1):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the Ray head node took no connections on {self._address} within "
+                    f"{CONNECT_TIMEOUT_SECONDS:g} s: {self._why_it_ended()}"
                 )
-                break
-            except ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-        self._head_node_id = ray.get_runtime_context().get_node_id()
-        logger.info("Ray head at %s: this box is node %s", self._address, self._head_node_id)
+            time.sleep(0.2)
+
+    def _why_it_ended(self) -> str:
+        tail = self.node.log_tail() if self.node is not None else ""
+        return f"its log ({self._log_path}) ends with: {tail}" if tail else f"see {self._log_path}"
 
     def _disconnect(self) -> None:
         import ray
@@ -113,27 +141,37 @@ class Cluster:
         if ray.is_initialized():
             ray.shutdown()
 
-    def _nodes(self, local_gpus: list[dict[str, Any]]) -> list[NodeView]:
+    def _nodes(self) -> list[NodeView]:
         import ray
 
-        views = []
-        pending = {}
-        for node in ray.nodes():
-            node_id = node["NodeID"]
-            view = NodeView(
-                node_id=node_id,
+        views = [
+            NodeView(
+                node_id=node["NodeID"],
                 address=node["NodeManagerAddress"],
                 alive=bool(node["Alive"]),
-                head=node_id == self._head_node_id,
+                head=node["NodeID"] == self._head_node_id,
             )
-            views.append(view)
-            if view.head:
-                view.gpus = local_gpus
-            elif view.alive:
-                pending[node_id] = _reading_on(node_id)
+            for node in ray.nodes()
+        ]
+        asked = {
+            view.node_id: _reading_on(view.node_id)
+            for view in views
+            if view.alive and not view.head
+        }
+        if not asked:
+            return views
+        # One wait for all: a node that hangs costs the reading READ_TIMEOUT_SECONDS once.
+        refs = list(asked.values())
+        answered, _ = ray.wait(refs, num_returns=len(refs), timeout=READ_TIMEOUT_SECONDS)
         for view in views:
-            if view.node_id in pending:
-                view.gpus, view.error = _result(pending[view.node_id])
+            ref = asked.get(view.node_id)
+            if ref is None:
+                continue
+            if ref in answered:
+                view.gpus, view.error = _result(ref)
+            else:
+                ray.cancel(ref, force=True)
+                view.error = f"its GPUs were not read within {READ_TIMEOUT_SECONDS:g} s"
         return views
 
 
@@ -150,10 +188,10 @@ def _result(ref: Any) -> tuple[list[dict[str, Any]], str | None]:
     import ray
 
     try:
-        return ray.get(ref, timeout=READ_TIMEOUT_SECONDS)
-    except Exception as exc:  # a node that died or hangs: said in its row, not a 500
-        ray.cancel(ref, force=True)
+        gpus, error = ray.get(ref)
+    except Exception as exc:  # the node died meanwhile: said in its row, not a 500
         return [], f"no reading from this node: {type(exc).__name__}"
+    return gpus, error
 
 
 def _read_gpus() -> tuple[list[dict[str, Any]], str | None]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from vllm_bootstrap.cluster.ray_env import ray_environment
 from vllm_bootstrap.config import SETTING_VARIABLES
+from vllm_bootstrap.log_text import escaped
 
 logger = logging.getLogger("vllm_bootstrap.cluster")
 LOG_DIR_VARIABLE = "VLLM_BOOTSTRAP_LOG_DIR"
@@ -81,6 +82,15 @@ class RayNode:
         logger.info(
             "Ray node (%s) started, pid %d; log: %s", role, self._process.pid, self._log_path
         )
+
+    def log_tail(self, lines: int = 3) -> str:
+        """Its log's last lines, on one line (escaped: it quotes what Ray printed)."""
+        try:
+            text = self._log_path.read_bytes()[-4096:].decode(errors="replace")
+        except OSError:
+            return ""
+        kept = [line.strip() for line in text.splitlines() if line.strip()]
+        return escaped(" | ".join(kept[-lines:]))
 
     @property
     def running(self) -> bool:
