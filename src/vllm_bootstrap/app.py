@@ -277,8 +277,13 @@ def _cluster(settings: Settings) -> Cluster | None:
         node_address=settings.node_address,
         extra_args=settings.ray_start_args,
     )
-    log_path = settings.log_dir / "ray.log"
-    return Cluster(spec, settings.access_key, log_path, settings.stop_timeout_seconds)
+    return Cluster(
+        spec,
+        settings.access_key,
+        settings.log_dir / "ray.log",
+        settings.state_dir / "ray-node.pid",
+        settings.stop_timeout_seconds,
+    )
 
 
 async def _gpus_here(supervisor: Supervisor) -> list[GPU]:

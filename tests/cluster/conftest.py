@@ -4,6 +4,7 @@ real server: the head (VLLM_BOOTSTRAP_RAY_HEAD=1) and workers (VLLM_BOOTSTRAP_JO
 from __future__ import annotations
 
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -82,3 +83,5 @@ def start_box(network: list[Box], tmp_path: Path) -> Iterator[BoxFactory]:
         finally:
             server.kill()
             server.client.close()
+    for folder in Path("/tmp").glob(f"vbray-{run}-*"):
+        shutil.rmtree(folder, ignore_errors=True)

@@ -49,6 +49,23 @@ def test_a_box_with_another_key_is_kept_out(start_box: BoxFactory) -> None:
         message="a box with another key stayed up",
     )
     assert [node["head"] for node in alive_nodes(head)] == [True]
+    refused = (intruder.log_path.parent / "logs" / "ray.log").read_text(errors="replace")
+    assert "Authentication token is missing or incorrect" in refused
+    # The box says so, and tries again (a head that comes back is rejoined).
+    eventually(lambda: "Ray node ended with code" in intruder.output(), timeout=30)
+
+
+def test_a_head_killed_with_its_ray_node_left_ends_that_node_when_it_starts_again(
+    start_box: BoxFactory,
+) -> None:
+    head = start_box(0)
+    left = _ray_group(head.output())
+    head.kill()  # SIGKILL: its Ray node (a session of its own) runs on
+    assert group_members(left)
+    again = start_box(0)  # the same box: its state folder, where the pid file is
+    assert "ending the one a previous run left" in again.output()
+    assert group_members(left) == []
+    assert [node["head"] for node in alive_nodes(again)] == [True]
 
 
 def test_stopping_a_box_stops_its_ray_node(start_box: BoxFactory) -> None:

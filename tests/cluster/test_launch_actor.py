@@ -15,7 +15,7 @@ import pytest
 
 from tests.cluster.conftest import KEY, RAY_PORT, BoxFactory, BoxServer
 from tests.harness import eventually
-from vllm_bootstrap.cluster.ray_env import ray_environment
+from vllm_bootstrap.cluster.ray_env import ray_environment, ray_token
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 DRIVER = Path(__file__).with_name("drive.py")
@@ -67,6 +67,9 @@ def test_a_launch_runs_on_a_worker_box_and_a_later_driver_finds_and_stops_it(
     assert b"FROM_THE_HEAD=1" in environ
     assert b"CUDA_VISIBLE_DEVICES=0" in environ
     assert not any(KEY.encode() in item or item.startswith(b"VLLM_BOOTSTRAP_") for item in environ)
+    # Nor the cluster's token: model code there could run tasks on every box with it.
+    assert not any(ray_token(KEY).encode() in item for item in environ)
+    assert not any(item.startswith(b"RAY_AUTH") for item in environ)
 
     stopped = drive(head, "stop", "remote1")
     assert stopped["return_code"] is not None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import socket
@@ -55,10 +56,13 @@ class NodeView:
 class Cluster:
     """Started and stopped by the head's lifespan; `nodes()` for the routes."""
 
-    def __init__(self, spec: NodeSpec, access_key: str, log_path: Path, grace: float) -> None:
+    def __init__(
+        self, spec: NodeSpec, access_key: str, log_path: Path, pid_file: Path, grace: float
+    ) -> None:
         self._spec = spec
         self._access_key = access_key
         self._log_path = log_path
+        self._pid_file = pid_file
         self._grace = grace
         self.node: RayNode | None = None
         self._head_node_id: str | None = None
@@ -70,9 +74,15 @@ class Cluster:
     async def start(self, gpu_count: int) -> None:
         """Start the head's Ray node, declaring `gpu_count` GPUs, and connect to it."""
         spec = dataclasses.replace(self._spec, gpu_count=gpu_count)
-        self.node = RayNode(spec, self._access_key, self._log_path)
+        self.node = RayNode(spec, self._access_key, self._log_path, self._pid_file)
+        await asyncio.to_thread(self.node.end_leftover, self._grace)
+        _check_port_free(spec.node_address, spec.head_port)
         self.node.start()
-        await asyncio.to_thread(self._connect)
+        try:
+            await asyncio.to_thread(self._connect)
+        except BaseException:
+            await asyncio.to_thread(self.node.stop, self._grace)  # never a head left behind
+            raise
 
     async def stop(self) -> None:
         await asyncio.to_thread(self._disconnect)
@@ -85,13 +95,26 @@ class Cluster:
         node)."""
         async with self._reading:
             if time.monotonic() - self._read_at >= FRESH_SECONDS:
-                self._last = await asyncio.to_thread(self._nodes)
+                self._last = await self._read_nodes()
                 self._read_at = time.monotonic()
             views = [dataclasses.replace(view) for view in self._last]
         for view in views:
             if view.head:
                 view.gpus = local_gpus
         return views
+
+    async def _read_nodes(self) -> list[NodeView]:
+        """The nodes as Ray sees them; when Ray cannot say (its head gone, or hung), the
+        head alone, saying so, rather than an error for the whole page."""
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(self._nodes), READ_TIMEOUT_SECONDS + FRESH_SECONDS
+            )
+        except Exception as exc:
+            why = f"the cluster's nodes could not be read from Ray: {type(exc).__name__}"
+            logger.warning("%s", why)
+            head_id = self._head_node_id or ""
+            return [NodeView(head_id, self._address, alive=True, head=True, error=why)]
 
     # ----------------------------------------------------------------- in threads
 
@@ -175,13 +198,32 @@ class Cluster:
         return views
 
 
+def _check_port_free(address: str | None, port: int | None) -> None:
+    """Refuse a Ray port that something else listens on (another Ray, a Redis on 6379):
+    our head would fail, and its port would seem to answer."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a server binds
+        try:
+            probe.bind((address or "0.0.0.0", port or 0))
+        except OSError as exc:
+            raise RuntimeError(
+                f"VLLM_BOOTSTRAP_RAY_PORT {port} is in use on this box ({exc.strerror}): "
+                "stop what listens there, or choose another port"
+            ) from None
+
+
 def _reading_on(node_id: str) -> Any:
-    import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
-    remote = ray.remote(num_cpus=0, max_retries=0)(_read_gpus)
-    return remote.options(scheduling_strategy=strategy).remote()
+    return _remote_reading().options(scheduling_strategy=strategy).remote()
+
+
+@functools.cache
+def _remote_reading() -> Any:
+    import ray
+
+    return ray.remote(num_cpus=0, max_retries=0)(_read_gpus)
 
 
 def _result(ref: Any) -> tuple[list[dict[str, Any]], str | None]:

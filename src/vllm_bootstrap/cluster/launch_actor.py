@@ -3,9 +3,12 @@ box's node, which starts vLLM there in a process group of its own (as the superv
 on the head: supervision/processes.py), says where it listens, serves its log by offset,
 reports its exit and stops it (SIGTERM to the group, SIGKILL after the grace).
 
-The actor is named after the launch and detached: it outlives the head's connection, so a
-restarted head finds it again by name (`find`). It dies with its node, which is how the
-head learns that a node died under a launch (its calls raise Ray's ActorDiedError).
+The actor is named after the launch and detached: it outlives the driver that started it,
+so another driver finds it by name (`find`) while the cluster runs. It dies with its node,
+which is how the head learns that a node died under a launch (its calls raise Ray's
+ActorDiedError). Not yet: a vLLM whose actor died (its worker box stopped) is not ended by
+anything on that box, and the head's own restart takes the cluster (and its actors) down
+with its Ray head.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ class LaunchOnNode:
         """Start vLLM (`argv`, never through a shell); its pid and this box's address."""
         import ray
 
+        if self._process is not None:
+            raise RuntimeError(f"launch {self._launch_id} has started its vLLM already")
         env = launch_environment(self._launch_id, self._gpu_ids, self._env)
         self._process = spawn(argv, env, self.log_path)
         return {"pid": self._process.pid, "address": ray.util.get_node_ip_address()}
@@ -49,7 +54,8 @@ class LaunchOnNode:
 
     async def wait(self) -> int:
         """Its exit code, once it has exited."""
-        assert self._process is not None, "start() first"
+        if self._process is None:
+            raise RuntimeError(f"launch {self._launch_id} has no vLLM: start() it first")
         return await wait_for_exit(self._process)
 
     def read_log(self, offset: int, limit: int = MAX_LOG_READ_BYTES) -> tuple[bytes, int]:

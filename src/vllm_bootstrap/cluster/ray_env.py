@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
-# Ray's own tokens are 64 hex characters (256 bits); ours are too.
-_PERSON = b"vb-ray-cluster"
+# Ray's own tokens are 64 hex characters (256 bits); ours are too. scrypt, not a plain hash:
+# Ray's traffic is plaintext unless RAY_USE_TLS is set up, so the token may be seen on the
+# private network, and a weak access key must not be cheap to find from it.
+_SALT = b"vllm-bootstrap: the Ray cluster token"
 
 
+@functools.cache
 def ray_token(access_key: str) -> str:
     """The same for every box given `access_key`; the key cannot be read back from it."""
-    return hashlib.blake2b(access_key.encode(), digest_size=32, person=_PERSON).hexdigest()
+    derived = hashlib.scrypt(access_key.encode(), salt=_SALT, n=2**14, r=8, p=1, dklen=32)
+    return derived.hex()
 
 
 def ray_environment(access_key: str) -> dict[str, str]:

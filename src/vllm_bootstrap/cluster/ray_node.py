@@ -11,7 +11,6 @@ server's environment without our settings (the access key is one), plus Ray's to
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -24,6 +23,7 @@ from pathlib import Path
 from vllm_bootstrap.cluster.ray_env import ray_environment
 from vllm_bootstrap.config import SETTING_VARIABLES
 from vllm_bootstrap.log_text import escaped
+from vllm_bootstrap.supervision import group_members, process_start_ticks, signal_group
 
 logger = logging.getLogger("vllm_bootstrap.cluster")
 LOG_DIR_VARIABLE = "VLLM_BOOTSTRAP_LOG_DIR"
@@ -57,10 +57,11 @@ class NodeSpec:
 class RayNode:
     """The `ray start --block` process of this box."""
 
-    def __init__(self, spec: NodeSpec, access_key: str, log_path: Path) -> None:
+    def __init__(self, spec: NodeSpec, access_key: str, log_path: Path, pid_file: Path) -> None:
         self.spec = spec
         self._access_key = access_key
         self._log_path = log_path
+        self._pid_file = pid_file  # outlives a kill -9 of ours: the next start ends it
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -78,6 +79,8 @@ class RayNode:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own group: stopped as one, not by our Ctrl-C
             )
+        ticks = process_start_ticks(self._process.pid)
+        self._pid_file.write_text(f"{self._process.pid} {ticks}\n")
         role = "head" if self.spec.join is None else f"worker joining {self.spec.join}"
         logger.info(
             "Ray node (%s) started, pid %d; log: %s", role, self._process.pid, self._log_path
@@ -92,35 +95,44 @@ class RayNode:
         kept = [line.strip() for line in text.splitlines() if line.strip()]
         return escaped(" | ".join(kept[-lines:]))
 
+    def wait(self) -> int | None:
+        """Block until it has exited (None: never started); its exit code."""
+        return None if self._process is None else self._process.wait()
+
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
     def stop(self, grace_seconds: float) -> None:
         """SIGTERM to its group (Ray stops its processes), SIGKILL to what is left after
-        `grace_seconds`."""
+        `grace_seconds` in all; the leader is reaped last, so the group's id cannot be
+        another's meanwhile."""
         if self._process is None:
             return
-        group = self._process.pid
-        _signal_group(group, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self._process.wait(grace_seconds)
-        deadline = time.monotonic() + grace_seconds
-        while _group_alive(group) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        _signal_group(group, signal.SIGKILL)
+        end_group_now(self._process.pid, grace_seconds)
         self._process.wait()
+        self._pid_file.unlink(missing_ok=True)
         logger.info("Ray node stopped")
 
+    def end_leftover(self, grace_seconds: float) -> None:
+        """End the Ray node a previous run of ours left (killed before it could stop it),
+        found by the pid file: its port and its session would be in the way."""
+        try:
+            pid, ticks = (int(part) for part in self._pid_file.read_text().split())
+        except (OSError, ValueError):
+            return
+        if process_start_ticks(pid) == ticks and group_members(pid):
+            logger.warning("Ray node: ending the one a previous run left (pid %d)", pid)
+            end_group_now(pid, grace_seconds)
+        self._pid_file.unlink(missing_ok=True)
 
-def _signal_group(group: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, sig)
 
-
-def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def end_group_now(group: int, grace_seconds: float) -> None:
+    """SIGTERM the group, SIGKILL what is left after `grace_seconds`; only while it has
+    live members (a group id is reused once its last member is gone)."""
+    signal_group(group, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while group_members(group) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if group_members(group):
+        signal_group(group, signal.SIGKILL)

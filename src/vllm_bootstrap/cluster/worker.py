@@ -1,11 +1,18 @@
 """A worker box (VLLM_BOOTSTRAP_JOIN=HEAD_HOST:PORT): a Ray node that joins the head, and
 GET /health for the platform's probe. It serves no API of its own: the head runs and
-watches vLLM here through Ray."""
+watches vLLM here through Ray.
+
+Its Ray node is watched: when it ends (the head restarted, the network broke, the head
+refused its token), the box says why and starts it again after a backoff (1 s, doubling
+to 30 s), so a worker rejoins a head that comes back. Meanwhile /health answers 503.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,6 +26,8 @@ from vllm_bootstrap.config import Settings
 from vllm_bootstrap.supervision import GPUDiscoveryError, query_gpus
 
 logger = logging.getLogger("vllm_bootstrap.cluster")
+FIRST_BACKOFF_SECONDS = 1.0
+MAX_BACKOFF_SECONDS = 30.0
 
 
 def worker_app(settings: Settings) -> Starlette:
@@ -36,11 +45,18 @@ def worker_app(settings: Settings) -> Starlette:
             node_address=settings.node_address,
             extra_args=settings.ray_start_args,
         )
-        node = holder["node"] = RayNode(spec, settings.access_key, settings.log_dir / "ray.log")
+        log_path, pid_file = settings.log_dir / "ray.log", settings.state_dir / "ray-node.pid"
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        node = holder["node"] = RayNode(spec, settings.access_key, log_path, pid_file)
+        await asyncio.to_thread(node.end_leftover, settings.stop_timeout_seconds)
         node.start()
+        watcher = asyncio.create_task(_keep_running(node), name="ray-node")
         try:
             yield
         finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
             await asyncio.to_thread(node.stop, settings.stop_timeout_seconds)
 
     async def health(_request: Request) -> JSONResponse:
@@ -50,6 +66,27 @@ def worker_app(settings: Settings) -> Starlette:
         return JSONResponse(body, status_code=200 if running else 503)
 
     return Starlette(routes=[Route("/health", health)], lifespan=lifespan)
+
+
+async def _keep_running(node: RayNode) -> None:
+    """Start the node again whenever it ends, saying why, after a backoff that grows while
+    it keeps ending soon after its start."""
+    backoff = FIRST_BACKOFF_SECONDS
+    while True:
+        started = time.monotonic()
+        code = await asyncio.to_thread(node.wait)  # ended by a stop at shutdown, at the latest
+        if time.monotonic() - started > MAX_BACKOFF_SECONDS:
+            backoff = FIRST_BACKOFF_SECONDS  # it ran a good while: a new trouble
+        logger.warning(
+            "Ray node ended with code %s (%s); starting it again in %g s",
+            code,
+            node.log_tail(),
+            backoff,
+        )
+        await asyncio.sleep(backoff)
+        await asyncio.to_thread(node.stop, 0)  # reap it, and anything left of its group
+        node.start()
+        backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
 
 async def _gpu_count() -> int:

@@ -196,8 +196,21 @@ def vllm_entry(python: str) -> str:
 
 
 def _without_our_settings() -> dict[str, str]:
-    """The server's environment without our settings (the access key is one)."""
-    return {key: value for key, value in os.environ.items() if key not in SETTING_VARIABLES}
+    """The server's environment without our settings (the access key is one), nor the
+    credentials of a Ray cluster this box belongs to (cluster/ray_env.py)."""
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if key not in SETTING_VARIABLES and key not in RAY_CREDENTIALS
+    }
+
+
+# The variables that let a process into the Ray cluster of several boxes (cluster/): a
+# launch's vLLM never gets them, as model code runs there; with them it could run tasks on
+# every box.
+RAY_CREDENTIALS = frozenset(
+    {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"}
+)
 
 
 def _is_flag(arg: str, flags: Iterable[str]) -> bool:
