@@ -237,10 +237,12 @@ def _result(ref: Any) -> tuple[list[dict[str, Any]], str | None]:
 
 
 def _read_gpus() -> tuple[list[dict[str, Any]], str | None]:
-    """On the node: its GPUs as the head reads its own (nvidia-smi), or why none."""
+    """On the node: its GPUs as the head reads its own (nvidia-smi), or why none; in the
+    head's rows' shape (no launch owns a GPU there yet)."""
     from vllm_bootstrap.supervision import GPUDiscoveryError, query_gpu_stats
 
     try:
-        return asyncio.run(query_gpu_stats()), None
+        gpus = asyncio.run(query_gpu_stats())
     except GPUDiscoveryError as exc:
         return [], str(exc)
+    return [{**gpu, "launch_id": None, "sleeping_launch_ids": []} for gpu in gpus], None
