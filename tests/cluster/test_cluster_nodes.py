@@ -4,13 +4,14 @@ a box without the key is kept out, and stopping a box stops its Ray node."""
 from __future__ import annotations
 
 import re
+import signal
 from typing import Any
 
 import pytest
 
 from tests.cluster.conftest import BoxFactory
 from tests.harness import eventually
-from vllm_bootstrap.supervision.processes import group_members
+from vllm_bootstrap.supervision.processes import group_members, signal_group
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -81,6 +82,27 @@ def test_stopping_a_box_stops_its_ray_node(start_box: BoxFactory) -> None:
 
 def _ray_group(output: str) -> int:
     """The process group of the box's `ray start`, from its start-up line."""
-    found = re.search(r"Ray node \([^)]*\) started, pid (\d+)", output)
-    assert found is not None, output
-    return int(found[1])
+    return _ray_groups(output)[0]
+
+
+def _ray_groups(output: str) -> list[int]:
+    """Every `ray start` of the box, in order, from their start-up lines."""
+    found = [int(pid) for pid in re.findall(r"Ray node \([^)]*\) started, pid (\d+)", output)]
+    assert found, output
+    return found
+
+
+def test_a_head_whose_ray_node_dies_starts_it_again_and_stays_up(start_box: BoxFactory) -> None:
+    head = start_box(0)
+    first = _ray_group(head.output())
+    signal_group(first, signal.SIGKILL)  # out of memory, say
+    eventually(lambda: "the Ray head node ended with code" in head.output(), timeout=30)
+    assert head.client.get("/health").status_code == 200  # the endpoint stays up
+
+    def back() -> bool:
+        nodes = alive_nodes(head)
+        return [(node["head"], node["error"]) for node in nodes] == [(True, None)]
+
+    eventually(back, timeout=90, message="the head's Ray node never came back")
+    assert group_members(first) == []
+    assert _ray_groups(head.output())[-1] != first

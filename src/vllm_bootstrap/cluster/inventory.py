@@ -16,6 +16,7 @@ import functools
 import logging
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,10 @@ NAMESPACE = "vllm-bootstrap"
 CONNECT_TIMEOUT_SECONDS = 60.0
 READ_TIMEOUT_SECONDS = 10.0
 FRESH_SECONDS = 1.0
+FIRST_BACKOFF_SECONDS = 1.0
+MAX_BACKOFF_SECONDS = 30.0
+DRIVER_PATIENCE_SECONDS = 10 * 365 * 24 * 3600
+RECONNECT_TIMEOUT_VARIABLE = "RAY_gcs_rpc_server_reconnect_timeout_s"  # Ray spells it so
 
 
 @dataclass
@@ -70,6 +75,9 @@ class Cluster:
         self._reading = asyncio.Lock()
         self._read_at = -FRESH_SECONDS
         self._last: list[NodeView] = []
+        # Ray's driver state is global: connecting, reading and disconnecting take turns.
+        self._ray_calls = threading.Lock()
+        self._watcher: asyncio.Task[None] | None = None
 
     async def start(self, gpu_count: int) -> None:
         """Start the head's Ray node, declaring `gpu_count` GPUs, and connect to it."""
@@ -83,11 +91,38 @@ class Cluster:
         except BaseException:
             await asyncio.to_thread(self.node.stop, self._grace)  # never a head left behind
             raise
+        self._watcher = asyncio.create_task(self._keep_running(self.node), name="ray-head")
 
     async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         await asyncio.to_thread(self._disconnect)
         if self.node is not None:
             await asyncio.to_thread(self.node.stop, self._grace)
+
+    async def _keep_running(self, node: RayNode) -> None:
+        """The head's Ray node ended on its own (killed, out of memory): say why, start it
+        again and connect anew; the server stays up meanwhile (/nodes says Ray is down)."""
+        backoff = FIRST_BACKOFF_SECONDS
+        while True:
+            code = await asyncio.to_thread(node.wait)
+            logger.error(
+                "the Ray head node ended with code %s (%s); starting it again in %g s",
+                code,
+                node.log_tail(),
+                backoff,
+            )
+            await asyncio.to_thread(self._disconnect)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            await asyncio.to_thread(node.stop, 0)  # reap it, and what is left of its group
+            node.start()
+            try:
+                await asyncio.to_thread(self._connect)
+            except Exception as exc:  # it failed again: the next turn of the loop says why
+                logger.error("the Ray head node did not come back: %s", exc)
 
     async def nodes(self, local_gpus: list[dict[str, Any]]) -> list[NodeView]:
         """Every node Ray knows; the head's GPUs are `local_gpus` (read by the head). Read
@@ -125,15 +160,19 @@ class Cluster:
         # Ray's crash handler would take SIGTERM too: after logging it, it ends the process
         # midway through our graceful shutdown (the launches, the Ray node left running).
         os.environ["RAY_DISABLE_FAILURE_SIGNAL_HANDLER"] = "1"
+        # Ray ends a driver whose head stays unreachable for a minute: this one is the
+        # server, which stays up and starts its Ray node again (_keep_running).
+        os.environ[RECONNECT_TIMEOUT_VARIABLE] = str(DRIVER_PATIENCE_SECONDS)
         import ray  # the cluster extra: imported by a head alone
 
         self._wait_for_head()
-        ray.init(
-            address=self._address,
-            namespace=NAMESPACE,
-            logging_level=logging.WARNING,
-            log_to_driver=False,
-        )
+        with self._ray_calls:
+            ray.init(
+                address=self._address,
+                namespace=NAMESPACE,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+            )
         self._head_node_id = ray.get_runtime_context().get_node_id()
         logger.info("Ray head at %s: this box is node %s", self._address, self._head_node_id)
 
@@ -161,12 +200,19 @@ class Cluster:
     def _disconnect(self) -> None:
         import ray
 
-        if ray.is_initialized():
-            ray.shutdown()
+        with self._ray_calls:
+            if ray.is_initialized():
+                ray.shutdown()
 
     def _nodes(self) -> list[NodeView]:
+        with self._ray_calls:
+            return self._nodes_now()
+
+    def _nodes_now(self) -> list[NodeView]:
         import ray
 
+        if not ray.is_initialized():
+            raise ConnectionError("the Ray head node is being started again")
         views = [
             NodeView(
                 node_id=node["NodeID"],
