@@ -16,6 +16,7 @@ import pytest
 from tests.cluster.conftest import KEY, RAY_PORT, BoxFactory, BoxServer
 from tests.harness import eventually
 from vllm_bootstrap.cluster.ray_env import ray_environment, ray_token
+from vllm_bootstrap.supervision.processes import group_members
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 DRIVER = Path(__file__).with_name("drive.py")
@@ -75,3 +76,22 @@ def test_a_launch_runs_on_a_worker_box_and_a_later_driver_finds_and_stops_it(
     assert stopped["return_code"] is not None
     assert not answers(health)
     assert drive(head, "log", "remote1") is None  # the actor is gone with it
+
+
+def test_a_worker_box_that_stops_ends_the_launches_it_ran(start_box: BoxFactory) -> None:
+    head = start_box(0)
+    worker = start_box(1)
+    nodes = lambda: [n for n in head.client.get("/nodes").json() if n["alive"]]  # noqa: E731
+    eventually(lambda: len(nodes()) == 2, timeout=60, message="the worker never joined")
+    argv = [
+        *(sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", "org/remote"),
+        *("--host", worker.box.address, "--port", str(VLLM_PORT)),
+    ]
+    started = drive(head, "start", "remote2", worker.box.address, json.dumps(argv))
+    health = f"http://{worker.box.address}:{VLLM_PORT}/health"
+    eventually(lambda: answers(health), timeout=60, message="vLLM never answered on the worker")
+    # Its actor dies with the worker's Ray node; vLLM, in a session of its own, must not
+    # run on holding the box's GPUs.
+    worker.terminate(timeout=90)
+    assert group_members(started["pid"]) == []
+    assert "started here through Ray" in worker.output()

@@ -6,9 +6,9 @@ reports its exit and stops it (SIGTERM to the group, SIGKILL after the grace).
 The actor is named after the launch and detached: it outlives the driver that started it,
 so another driver finds it by name (`find`) while the cluster runs. It dies with its node,
 which is how the head learns that a node died under a launch (its calls raise Ray's
-ActorDiedError). Not yet: a vLLM whose actor died (its worker box stopped) is not ended by
-anything on that box, and the head's own restart takes the cluster (and its actors) down
-with its Ray head.
+ActorDiedError). Its vLLM carries the box's mark (BOX_MARKER_ENV): a worker box ends the
+launches it ran when it stops, starts, or sees its Ray node end (worker.py). Not yet: the
+head's own restart takes the cluster, and its actors, down with its Ray head.
 """
 
 from __future__ import annotations

@@ -23,7 +23,14 @@ from pathlib import Path
 from vllm_bootstrap.cluster.ray_env import ray_environment
 from vllm_bootstrap.config import SETTING_VARIABLES
 from vllm_bootstrap.log_text import escaped
-from vllm_bootstrap.supervision import group_members, process_start_ticks, signal_group
+from vllm_bootstrap.supervision import (
+    BOX_MARKER_ENV,
+    group_members,
+    launches_of_box,
+    process_group,
+    process_start_ticks,
+    signal_group,
+)
 
 logger = logging.getLogger("vllm_bootstrap.cluster")
 LOG_DIR_VARIABLE = "VLLM_BOOTSTRAP_LOG_DIR"
@@ -68,8 +75,10 @@ class RayNode:
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {key: value for key, value in os.environ.items() if key not in SETTING_VARIABLES}
         env.update(ray_environment(self._access_key))
-        # Launches on this box log here (launch_actor.py runs in Ray's processes).
+        # Launches on this box log here (launch_actor.py runs in Ray's processes), and
+        # carry this box's mark, so that the box ends them when it stops.
         env[LOG_DIR_VARIABLE] = str(self._log_path.parent)
+        env[BOX_MARKER_ENV] = self.box
         with open(self._log_path, "ab") as log:
             self._process = subprocess.Popen(
                 self.spec.argv(),
@@ -85,6 +94,19 @@ class RayNode:
         logger.info(
             "Ray node (%s) started, pid %d; log: %s", role, self._process.pid, self._log_path
         )
+
+    @property
+    def box(self) -> str:
+        """What marks this box's launches: its state folder (where the pid file is)."""
+        return str(self._pid_file.parent)
+
+    def end_launches(self, grace_seconds: float) -> None:
+        """End the launches this box's Ray node started (their actors end with the node;
+        their vLLM would run on, holding the GPUs)."""
+        leaders = {pid for pid in launches_of_box(self.box) if process_group(pid) == pid}
+        for leader in leaders:
+            logger.info("ending launch process group %d, started here through Ray", leader)
+            end_group_now(leader, grace_seconds)
 
     def log_tail(self, lines: int = 3) -> str:
         """Its log's last lines, on one line (escaped: it quotes what Ray printed)."""

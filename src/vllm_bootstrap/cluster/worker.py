@@ -3,8 +3,9 @@ GET /health for the platform's probe. It serves no API of its own: the head runs
 watches vLLM here through Ray.
 
 Its Ray node is watched: when it ends (the head restarted, the network broke, the head
-refused its token), the box says why and starts it again after a backoff (1 s, doubling
-to 30 s), so a worker rejoins a head that comes back. Meanwhile /health answers 503.
+refused its token), the box says why, ends the launches it ran (their actors died with it),
+and starts it again after a backoff (1 s, doubling to 30 s), so a worker rejoins a head
+that comes back. Meanwhile /health answers 503. Stopping the box ends its launches too.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def worker_app(settings: Settings) -> Starlette:
         pid_file.parent.mkdir(parents=True, exist_ok=True)
         node = holder["node"] = RayNode(spec, settings.access_key, log_path, pid_file)
         await asyncio.to_thread(node.end_leftover, settings.stop_timeout_seconds)
+        await asyncio.to_thread(node.end_launches, settings.stop_timeout_seconds)
         node.start()
         watcher = asyncio.create_task(_keep_running(node), name="ray-node")
         try:
@@ -58,6 +60,7 @@ def worker_app(settings: Settings) -> Starlette:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             await asyncio.to_thread(node.stop, settings.stop_timeout_seconds)
+            await asyncio.to_thread(node.end_launches, settings.stop_timeout_seconds)
 
     async def health(_request: Request) -> JSONResponse:
         node = holder.get("node")
@@ -85,6 +88,8 @@ async def _keep_running(node: RayNode) -> None:
         )
         await asyncio.sleep(backoff)
         await asyncio.to_thread(node.stop, 0)  # reap it, and anything left of its group
+        # Its launches' actors died with it: their vLLM must not hold the GPUs on.
+        await asyncio.to_thread(node.end_launches, 0)
         node.start()
         backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 

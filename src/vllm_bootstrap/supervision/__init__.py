@@ -4,6 +4,7 @@ from vllm_bootstrap.faces import lazy_face
 
 # What other packages may use, and the module defining each.
 _FACE = {
+    "BOX_MARKER_ENV": "recovery",
     "GPU": "gpus",
     "GPUDiscoveryError": "gpus",
     "InvalidLaunch": "errors",
@@ -15,9 +16,11 @@ _FACE = {
     "check_vllm_available": "child",
     "end_group": "processes",
     "group_members": "processes",
+    "process_group": "processes",
     "process_start_ticks": "processes",
     "signal_group": "processes",
     "launch_environment": "child",
+    "launches_of_box": "recovery",
     "spawn": "processes",
     "wait_for_exit": "processes",
     "vllm_start": "child",

@@ -23,6 +23,8 @@ from vllm_bootstrap.supervision import processes
 
 # Not VLLM_*: vLLM warns about every VLLM_ variable it does not know.
 LAUNCH_MARKER_ENV = "BOOTSTRAP_LAUNCH_ID"
+# Which box's Ray node started a launch (cluster/): its state folder, unique to the box.
+BOX_MARKER_ENV = "BOOTSTRAP_BOX"
 
 
 def find_leader(launch: Launch) -> int | None:
@@ -52,6 +54,27 @@ def marked_processes(launch_id: str) -> list[int]:
             except OSError:
                 continue
             if wanted in environ.split(b"\0") and processes.is_alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+def launches_of_box(box: str) -> list[int]:
+    """The live processes of launches started on this box by its Ray node (they carry both
+    the launch marker and BOX_MARKER_ENV=`box`): what a worker box ends when it stops, or
+    finds left when it starts again."""
+    mine = f"{BOX_MARKER_ENV}={box}".encode()
+    launch = f"{LAUNCH_MARKER_ENV}=".encode()
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                environ = Path(f"/proc/{entry.name}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            marked = mine in environ and any(item.startswith(launch) for item in environ)
+            if marked and processes.is_alive(int(entry.name)):
                 found.append(int(entry.name))
     return found
 
