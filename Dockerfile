@@ -18,7 +18,8 @@ WORKDIR /opt/vllm-bootstrap/source
 COPY pyproject.toml uv.lock README.md ./
 COPY src ./src
 # The control plane's environment: frozen to uv.lock, no dev dependencies, not editable,
-# on the base image's python3 (so its Python matches the image) but apart from its packages.
+# on the base image's python3 (so its Python matches the image) but apart from its packages;
+# with the cluster extra (Ray), so any box can be a head or a worker (docs/CLUSTER.md).
 # uv itself lives in a throwaway folder of its own (vLLM's CPU image keeps its Python under
 # /opt/uv: nothing of the base image is touched).
 ARG UV_VERSION=0.13.9
@@ -30,7 +31,7 @@ RUN tools="$(mktemp -d)" \
     && python3 -m venv "$tools" \
     && "$tools/bin/python" -m pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}" \
     && "$tools/bin/uv" venv --python "$(command -v python3)" /opt/vllm-bootstrap/venv \
-    && "$tools/bin/uv" sync --frozen --no-dev --no-editable --no-cache \
+    && "$tools/bin/uv" sync --frozen --no-dev --no-editable --no-cache --extra cluster \
     && rm -rf "$tools" \
     && /opt/vllm-bootstrap/venv/bin/vllm-bootstrap --version \
     && python3 -c "import vllm"

@@ -188,6 +188,7 @@ def test_the_key_is_enforced_and_the_health_check_passes(container: Container) -
 def test_the_two_python_environments_are_apart(container: Container) -> None:
     ours = "/opt/vllm-bootstrap/venv/bin/python"
     assert container.exec(ours, "-c", "import vllm_bootstrap").returncode == 0
+    assert container.exec(ours, "-c", "import ray").returncode == 0  # a head or a worker
     assert container.exec(ours, "-c", "import vllm").returncode != 0
     assert container.exec("python3", "-c", "import vllm").returncode == 0
     assert container.exec("python3", "-c", "import vllm_bootstrap").returncode != 0
