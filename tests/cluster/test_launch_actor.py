@@ -42,22 +42,27 @@ def answers(url: str) -> bool:
         return False
 
 
-def test_a_launch_runs_on_a_worker_box_and_a_later_driver_finds_and_stops_it(
-    start_box: BoxFactory,
-) -> None:
-    head = start_box(0)
-    worker = start_box(1)
+def vllm_on_the_worker(head: BoxServer, worker: BoxServer, launch_id: str) -> tuple[Any, str]:
+    """The stand-in vLLM started on the worker through its actor, once it answers there:
+    what the actor said, and its health URL."""
     nodes = lambda: [n for n in head.client.get("/nodes").json() if n["alive"]]  # noqa: E731
     eventually(lambda: len(nodes()) == 2, timeout=60, message="the worker never joined")
     argv = [
         *(sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", "org/remote"),
         *("--host", worker.box.address, "--port", str(VLLM_PORT)),
     ]
-    started = drive(head, "start", "remote1", worker.box.address, json.dumps(argv))
-    assert started["address"] == worker.box.address
-
+    started = drive(head, "start", launch_id, worker.box.address, json.dumps(argv))
     health = f"http://{worker.box.address}:{VLLM_PORT}/health"
     eventually(lambda: answers(health), timeout=60, message="vLLM never answered on the worker")
+    return started, health
+
+
+def test_a_launch_runs_on_a_worker_box_and_a_later_driver_finds_and_stops_it(
+    start_box: BoxFactory,
+) -> None:
+    head, worker = start_box(0), start_box(1)
+    started, health = vllm_on_the_worker(head, worker, "remote1")
+    assert started["address"] == worker.box.address
     log = drive(head, "log", "remote1")  # another driver: found by name
     assert "Application startup complete." in log["text"]
     assert log["size"] >= len(log["text"])
@@ -79,17 +84,8 @@ def test_a_launch_runs_on_a_worker_box_and_a_later_driver_finds_and_stops_it(
 
 
 def test_a_worker_box_that_stops_ends_the_launches_it_ran(start_box: BoxFactory) -> None:
-    head = start_box(0)
-    worker = start_box(1)
-    nodes = lambda: [n for n in head.client.get("/nodes").json() if n["alive"]]  # noqa: E731
-    eventually(lambda: len(nodes()) == 2, timeout=60, message="the worker never joined")
-    argv = [
-        *(sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", "org/remote"),
-        *("--host", worker.box.address, "--port", str(VLLM_PORT)),
-    ]
-    started = drive(head, "start", "remote2", worker.box.address, json.dumps(argv))
-    health = f"http://{worker.box.address}:{VLLM_PORT}/health"
-    eventually(lambda: answers(health), timeout=60, message="vLLM never answered on the worker")
+    head, worker = start_box(0), start_box(1)
+    started, _health = vllm_on_the_worker(head, worker, "remote2")
     # Its actor dies with the worker's Ray node; vLLM, in a session of its own, must not
     # run on holding the box's GPUs.
     worker.terminate(timeout=90)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 from vllm_bootstrap.launches import Launch
@@ -44,18 +45,7 @@ def find_leader(launch: Launch) -> int | None:
 def marked_processes(launch_id: str) -> list[int]:
     """Every live process whose environment carries this launch's marker."""
     wanted = f"{LAUNCH_MARKER_ENV}={launch_id}".encode()
-    found = []
-    with contextlib.suppress(OSError):
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                environ = Path(f"/proc/{entry.name}/environ").read_bytes()
-            except OSError:
-                continue
-            if wanted in environ.split(b"\0") and processes.is_alive(int(entry.name)):
-                found.append(int(entry.name))
-    return found
+    return [pid for pid, environ in _live_environments() if wanted in environ]
 
 
 def launches_of_box(box: str) -> list[int]:
@@ -64,7 +54,15 @@ def launches_of_box(box: str) -> list[int]:
     finds left when it starts again."""
     mine = f"{BOX_MARKER_ENV}={box}".encode()
     launch = f"{LAUNCH_MARKER_ENV}=".encode()
-    found = []
+    return [
+        pid
+        for pid, environ in _live_environments()
+        if mine in environ and any(item.startswith(launch) for item in environ)
+    ]
+
+
+def _live_environments() -> Iterator[tuple[int, list[bytes]]]:
+    """(pid, its environment's NAME=value items) of every live process we may read."""
     with contextlib.suppress(OSError):
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
@@ -73,10 +71,8 @@ def launches_of_box(box: str) -> list[int]:
                 environ = Path(f"/proc/{entry.name}/environ").read_bytes().split(b"\0")
             except OSError:
                 continue
-            marked = mine in environ and any(item.startswith(launch) for item in environ)
-            if marked and processes.is_alive(int(entry.name)):
-                found.append(int(entry.name))
-    return found
+            if processes.is_alive(int(entry.name)):
+                yield int(entry.name), environ
 
 
 def kill_remnants(launch_id: str) -> list[int]:
