@@ -126,6 +126,10 @@ class LaunchRun:
         launch.pid = process.pid
         launch.process_start_ticks = processes.process_start_ticks(process.pid)
         launch.spawned_at = time.time()
+        # Its first phase from now: a status read before the watcher's first step (one turn
+        # of the event loop) must not show a running start-up without one.
+        start = LoadProgress()
+        launch.phase, launch.progress = start.phase, start.progress
         self._publish(launch)
         self._watch(processes.wait_for_exit(process))
         logger.info(
