@@ -140,6 +140,16 @@ def test_stats_as_a_table_and_as_json(keyed: Server) -> None:
     assert len(json.loads(cli(keyed, "stats", "--json").stdout)["gpus"]) == 2
 
 
+def test_nodes_on_a_box_alone_is_this_box_with_its_gpus(keyed: Server) -> None:
+    keyed.launch_ready(model="org/model", gpu_ids=[1])
+    table = cli(keyed, "nodes").stdout.splitlines()
+    assert table[0].split() == ["NODE", "ADDRESS", "ALIVE", "ROLE", "GPUS", "FREE", "NOTE"]
+    assert table[1].split() == ["this", "box", "yes", "head", "2", "1"]
+    assert cli(keyed, "nodes", "-q").stdout == ""  # no node ids: not a cluster
+    [alone] = json.loads(cli(keyed, "nodes", "--json").stdout)
+    assert alone["node_id"] is None
+
+
 def test_stats_on_a_box_without_gpus_says_so_calmly(start_server: ServerFactory) -> None:
     cpu_box = start_server(PATH=os.environ["PATH"])  # no stand-in nvidia-smi: a CPU box
     text = cli(cpu_box, "stats").stdout

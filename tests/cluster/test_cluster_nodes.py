@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.conftest import BoxFactory
+from tests.cluster.conftest import KEY, BoxFactory
 from tests.harness import eventually
+from tests.test_cli import cli
 from vllm_bootstrap.supervision.processes import group_members, signal_group
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
@@ -38,6 +39,15 @@ def test_a_worker_joins_and_the_head_lists_every_node_with_its_gpus(
     assert joined["gpus"][0]["memory_total_mib"] > 0
     stats = head.client.get("/stats").json()
     assert {node["address"] for node in stats["nodes"]} == set(nodes)
+    # The command line, as a user on another machine runs it against the head.
+    listed = cli(head, "nodes", key=KEY).stdout.splitlines()[1:]
+    assert sorted(row.split()[1:4] for row in listed) == [
+        [head.box.address, "yes", "head"],
+        [worker.box.address, "yes", "worker"],
+    ]
+    assert sorted(cli(head, "nodes", "-q", key=KEY).stdout.split()) == sorted(
+        node["node_id"] for node in nodes.values()
+    )
 
 
 def test_a_box_with_another_key_is_kept_out(start_box: BoxFactory) -> None:

@@ -10,7 +10,7 @@ from vllm_bootstrap.cli import output
 from vllm_bootstrap.cli.options import Invocation, json_option, quiet_option, talks_to_server
 from vllm_bootstrap.cli.progress import Progress, launch_line
 from vllm_bootstrap.cli.session import CommandError, session
-from vllm_bootstrap.client import ApiError, Client, Host, Launch, Stats
+from vllm_bootstrap.client import ApiError, Client, Host, Launch, Node, Stats
 
 
 @click.command()
@@ -156,6 +156,39 @@ def stats(as_json: bool) -> None:
         output.emit(as_json, found, "\n".join([*host_lines(found.host), gpus]))
 
 
+@click.command()
+@json_option
+@quiet_option
+@talks_to_server
+def nodes(as_json: bool, quiet: bool) -> None:
+    """The boxes of this endpoint.
+
+    On a cluster's head every Ray node: its address, whether it is alive, its GPUs (and
+    how many no launch owns), or why they could not be read; else this box."""
+    with session() as client:
+        found = client.nodes()
+        if quiet:
+            output.ids(node.node_id for node in found if node.node_id)  # a cluster's
+            return
+        output.emit(as_json, found, node_table(found))
+
+
+def node_table(found: list[Node]) -> str:
+    rows = [
+        (
+            node.node_id or "this box",
+            node.address or "",
+            "yes" if node.alive else "no",
+            "head" if node.head else "worker",
+            len(node.gpus),
+            sum(1 for gpu in node.gpus if not gpu.launch_id),
+            node.error or "",
+        )
+        for node in found
+    ]
+    return output.table(rows, ("NODE", "ADDRESS", "ALIVE", "ROLE", "GPUS", "FREE", "NOTE"))
+
+
 # No nvidia-smi is an alarm on a GPU box; on a CPU box it is how things are.
 CPU_BOX = "CPU box: launches run on vLLM's CPU build"
 
@@ -221,4 +254,4 @@ def _figure(value: float | None, unit: str) -> str:
     return "-" if value is None else f"{value:.0f}{unit}"
 
 
-ALL = (launch, ps, status, logs, stop, stats)
+ALL = (launch, ps, status, logs, stop, stats, nodes)

@@ -26,6 +26,7 @@ from vllm_bootstrap.client.models import (
     Launch,
     LogChunk,
     NewApiKey,
+    Node,
     Profile,
     Stats,
     UsageRow,
@@ -136,6 +137,10 @@ class AsyncClient(common.ClientBase):
     async def gpus(self) -> list[Gpu]:
         """The GPUs this server may use ([] on a CPU box), with the launch holding each."""
         return await self._send(calls.gpus())
+
+    async def nodes(self) -> list[Node]:
+        """The boxes of this endpoint: on a cluster's head every node, else this box."""
+        return await self._send(calls.nodes())
 
     async def stats(self) -> Stats:
         return await self._send(calls.stats())

@@ -20,6 +20,7 @@ from vllm_bootstrap.client.models import (
     Launch,
     LogChunk,
     NewApiKey,
+    Node,
     Profile,
     Stats,
     UsageRow,
@@ -111,6 +112,10 @@ def logs(launch_id: str, offset: int) -> Call[LogChunk]:
 
 def gpus() -> Call[list[Gpu]]:
     return Call("GET", "/gpus", lambda answer: [Gpu.model_validate(gpu) for gpu in answer])
+
+
+def nodes() -> Call[list[Node]]:
+    return Call("GET", "/nodes", lambda answer: [Node.model_validate(node) for node in answer])
 
 
 def stats() -> Call[Stats]:

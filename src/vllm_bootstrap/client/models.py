@@ -110,10 +110,22 @@ class Host(_Answer):
     disks: dict[str, Disk] = {}  # by what the folder holds: "state", "logs", ...
 
 
+class Node(_Answer):
+    """A box of the endpoint (GET /nodes): on a cluster's head, each Ray node."""
+
+    node_id: str | None = None  # None: a box alone
+    address: str | None = None
+    alive: bool = True
+    head: bool = True
+    gpus: list[GpuStats] = []
+    error: str | None = None
+
+
 class Stats(_Answer):
     host: Host
     gpus: list[GpuStats]
     error: str | None = None
+    nodes: list[Node] | None = None  # on a cluster's head
 
 
 class FileObject(_Answer):

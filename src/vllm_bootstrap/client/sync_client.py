@@ -24,6 +24,7 @@ from vllm_bootstrap.client.models import (
     Launch,
     LogChunk,
     NewApiKey,
+    Node,
     Profile,
     Stats,
     UsageRow,
@@ -136,6 +137,10 @@ class Client(common.ClientBase):
     def gpus(self) -> list[Gpu]:
         """The GPUs this server may use ([] on a CPU box), with the launch holding each."""
         return self._send(calls.gpus())
+
+    def nodes(self) -> list[Node]:
+        """The boxes of this endpoint: on a cluster's head every node, else this box."""
+        return self._send(calls.nodes())
 
     def stats(self) -> Stats:
         return self._send(calls.stats())
