@@ -84,6 +84,10 @@ def standin_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     return env
 
 
+class _PortTaken(Exception):
+    """The server could not bind its port: another process took it first."""
+
+
 class Server:
     """One real `python -m vllm_bootstrap` process on a loopback port."""
 
@@ -110,6 +114,20 @@ class Server:
         ]
 
     def start(self, timeout: float = 20) -> Server:
+        """Start it and wait until it answers. A port another test's server took between
+        free_port() and our bind (xdist workers pick ports independently) costs a retry on
+        a new one; an answer from a server that is not ours never counts."""
+        for _attempt in range(3):
+            since = self.log_path.stat().st_size if self.log_path.exists() else 0
+            self._spawn()
+            try:
+                self._wait_listening(since, timeout)
+                return self
+            except _PortTaken:
+                self._use_port(free_port())
+        raise RuntimeError(f"server found no free port:\n{self.output()}")
+
+    def _spawn(self) -> None:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self.command(),
@@ -118,16 +136,37 @@ class Server:
                 stderr=subprocess.STDOUT,
                 preexec_fn=_file_size_limit(self.env.get("STANDIN_FILE_SIZE_LIMIT")),
             )
+
+    def _wait_listening(self, since: int, timeout: float) -> None:
+        assert self.process is not None
+        listening = f":{self.port} (Press CTRL+C to quit)"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            started = self._output_since(since)
             if self.process.poll() is not None:
+                if "address already in use" in started.lower():
+                    raise _PortTaken
                 raise RuntimeError(f"server exited at start-up:\n{self.output()}")
-            try:
-                if self.client.get("/health").status_code in (200, 401):
-                    return self
-            except httpx.TransportError:
-                time.sleep(0.05)
+            if listening in started:  # ours is bound: its answer is its own
+                try:
+                    if self.client.get("/health").status_code in (200, 401):
+                        return
+                except httpx.TransportError:
+                    pass
+            time.sleep(0.05)
         raise RuntimeError(f"server did not start in {timeout} s:\n{self.output()}")
+
+    def _output_since(self, offset: int) -> str:
+        with open(self.log_path, "rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
+
+    def _use_port(self, port: int) -> None:
+        self.port = port
+        self.url = f"{self.url.rsplit(':', 1)[0]}:{port}"
+        headers = self.client.headers
+        self.client.close()
+        self.client = httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
