@@ -11,12 +11,11 @@ server's environment without our settings (the access key is one), plus Ray's to
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +24,11 @@ from vllm_bootstrap.config import SETTING_VARIABLES
 from vllm_bootstrap.log_text import escaped
 from vllm_bootstrap.supervision import (
     BOX_MARKER_ENV,
+    end_group,
     group_members,
     launches_of_box,
     process_group,
     process_start_ticks,
-    signal_group,
 )
 
 logger = logging.getLogger("vllm_bootstrap.cluster")
@@ -150,11 +149,6 @@ class RayNode:
 
 
 def end_group_now(group: int, grace_seconds: float) -> None:
-    """SIGTERM the group, SIGKILL what is left after `grace_seconds`; only while it has
-    live members (a group id is reused once its last member is gone)."""
-    signal_group(group, signal.SIGTERM)
-    deadline = time.monotonic() + grace_seconds
-    while group_members(group) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if group_members(group):
-        signal_group(group, signal.SIGKILL)
+    """The supervisor's own `end_group` (SIGTERM, then SIGKILL after the grace, only while
+    the group has live members), from the threads Ray's calls run in."""
+    asyncio.run(end_group(group, grace_seconds))

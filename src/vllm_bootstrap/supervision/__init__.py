@@ -18,7 +18,6 @@ _FACE = {
     "group_members": "processes",
     "process_group": "processes",
     "process_start_ticks": "processes",
-    "signal_group": "processes",
     "launch_environment": "child",
     "launches_of_box": "recovery",
     "spawn": "processes",
