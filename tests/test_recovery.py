@@ -56,10 +56,11 @@ def test_ready_launch_is_readopted_and_keeps_serving(start_server: ServerFactory
 def test_bootstrapping_launch_is_readopted_and_becomes_ready(
     start_server: ServerFactory,
 ) -> None:
-    first = start_server(FAKE_VLLM_LOAD_SECONDS="3")
+    # Long enough that the second server is up before it loaded, on a busy machine too.
+    first = start_server(FAKE_VLLM_LOAD_SECONDS="8")
     launch = first.launch(model="m", gpu_ids=[1])
     first.kill()
-    second = start_server(FAKE_VLLM_LOAD_SECONDS="3")
+    second = start_server(FAKE_VLLM_LOAD_SECONDS="8")
     assert second.status(launch["launch_id"])["state"] == "bootstrapping"
     ready = second.wait_for(launch["launch_id"], {"ready"})
     assert ready["adopted"] is True

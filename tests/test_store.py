@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import stat
 from pathlib import Path
@@ -37,6 +38,19 @@ def test_a_gpu_cannot_be_leased_twice(store: StateStore) -> None:
     # The refused insert left nothing behind, not even its free GPU's lease.
     assert store.leases() == {0: "a", 1: "a"}
     assert [launch.launch_id for launch in store.load_all()] == ["a"]
+
+
+def test_gpus_are_leased_per_node_of_a_cluster(store: StateStore) -> None:
+    store.insert(a_launch("here", [0], 8001))
+    remote = a_launch("there", [0], 8002)
+    remote.node_id = "node-b"
+    store.insert(remote)  # GPU 0 of another box is another GPU
+    with pytest.raises(ResourceTaken):
+        store.insert(dataclasses.replace(remote, launch_id="again", port=8003))
+    assert (store.leases(), store.leases("node-b")) == ({0: "here"}, {0: "there"})
+    remote.move_to(LaunchState.FAILED, error="its box left the cluster")
+    store.save(remote)
+    assert (store.leases(), store.leases("node-b")) == ({0: "here"}, {})
 
 
 def test_a_live_port_cannot_be_taken_twice(store: StateStore) -> None:
@@ -139,6 +153,29 @@ def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
     store = StateStore(path)
     (old,) = store.load_all()
     assert (old.launch_id, old.state, old.restart_policy) == ("old", "stopped", "never")
+    version = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0]
+    assert version == SCHEMA_VERSION
+
+
+def test_a_version_3_database_keeps_its_leases_on_this_box(tmp_path: Path) -> None:
+    path = tmp_path / "v3.sqlite3"
+    store = StateStore(path)
+    store.insert(a_launch("held", [2], 8001))
+    store.close()
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        DROP TABLE gpu_leases;
+        CREATE TABLE gpu_leases (gpu_index INTEGER PRIMARY KEY, launch_id TEXT NOT NULL);
+        INSERT INTO gpu_leases VALUES (2, 'held');
+        PRAGMA user_version = 3;
+        """
+    )
+    db.close()
+    store = StateStore(path)
+    assert store.leases() == {2: "held"}
+    with pytest.raises(ResourceTaken):
+        store.insert(a_launch("late", [2], 8002))
     version = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0]
     assert version == SCHEMA_VERSION
 

@@ -149,6 +149,8 @@ def create_app(settings: Settings) -> ASGIApp:
         downloads=downloads,
         cluster=_cluster(settings),
     )
+    if services.cluster is not None:
+        supervisor.join_cluster(services.cluster)
     idle_watch = IdleWatch(swapper)
     file_expiry = FileExpiry(files, settings.file_expiry_check_seconds)
 

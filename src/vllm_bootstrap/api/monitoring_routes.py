@@ -31,7 +31,8 @@ async def stats(services: ServicesDep) -> dict[str, Any]:
     host = await asyncio.to_thread(host_stats, folders)
     answer: dict[str, Any] = {"host": host, "gpus": gpus, "error": error}
     if services.cluster is not None:  # the head of several boxes: each of them too
-        answer["nodes"] = [node.to_dict() for node in await services.cluster.nodes(gpus)]
+        nodes = await services.cluster.nodes(gpus, services.supervisor.gpu_owners)
+        answer["nodes"] = [node.to_dict() for node in nodes]
     return answer
 
 
@@ -52,7 +53,8 @@ async def nodes(services: ServicesDep) -> list[dict[str, Any]]:
                 "error": error,
             }
         ]
-    return [node.to_dict() for node in await services.cluster.nodes(gpus)]
+    nodes = await services.cluster.nodes(gpus, services.supervisor.gpu_owners)
+    return [node.to_dict() for node in nodes]
 
 
 @router.get("/metrics")

@@ -73,14 +73,30 @@ async def stop_launch(
 
 @router.get("/gpus")
 async def list_gpus(services: ServicesDep) -> list[dict[str, Any]]:
-    """The GPUs this server may use, live from nvidia-smi, with the launch owning each."""
+    """The GPUs this server may use, live from nvidia-smi, with the launch owning each; on
+    a cluster's head, every box's, each with its `node_id`."""
     supervisor = services.supervisor
     try:
         gpus = await supervisor.detect_gpus(refresh=True)
     except NoNvidiaSmi:
-        return []  # a CPU-only box: launches run on the CPU
+        gpus = []  # a CPU-only box: launches run on the CPU
     owners = supervisor.gpu_owners()
-    return [{**gpu.to_dict(), "launch_id": owners.get(gpu.index)} for gpu in gpus]
+    rows = [{**gpu.to_dict(), "launch_id": owners.get(gpu.index)} for gpu in gpus]
+    cluster = services.cluster
+    if cluster is None:
+        return rows
+    for row in rows:
+        row["node_id"] = cluster.head_node_id
+    for node in await cluster.nodes([], supervisor.gpu_owners):
+        if node.alive and not node.head:
+            rows += [_gpu_row(gpu, node.node_id) for gpu in node.gpus]
+    return rows
+
+
+def _gpu_row(reading: dict[str, Any], node_id: str) -> dict[str, Any]:
+    """Another box's GPU, as GET /gpus shows this box's (its reading has no uuid)."""
+    fields = ("index", "name", "memory_total_mib", "memory_used_mib", "launch_id")
+    return {**{name: reading.get(name) for name in fields}, "uuid": None, "node_id": node_id}
 
 
 @router.get("/health")

@@ -66,6 +66,16 @@ class LaunchRequest(BaseModel):
             "requests inside vLLM."
         ),
     )
+    node: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description=(
+            "On a cluster's head: the box to run on, by the node_id or address GET /nodes "
+            "lists (gpu_ids are that box's). Left out, the head runs it itself if it can, "
+            "else on the first other box with the GPUs free."
+        ),
+    )
 
     def to_spec(self) -> LaunchSpec:
         return LaunchSpec(
@@ -78,6 +88,7 @@ class LaunchRequest(BaseModel):
             restart_policy=RestartPolicy(self.restart),
             max_restarts=self.max_restarts,
             restart_backoff_seconds=self.restart_backoff_seconds,
+            node=self.node,
         )
 
     @field_validator("model")

@@ -53,6 +53,8 @@ class Launch(_Answer):
     created_at: str | None = None
     ready_at: str | None = None
     download_id: str | None = None  # the download it waits for (phase "downloading")
+    node_id: str | None = None  # on a cluster's head: the other box running it
+    host: str | None = None
 
     @property
     def is_ended(self) -> bool:
@@ -76,6 +78,7 @@ class Gpu(_Answer):
     memory_total_mib: int | None = None
     memory_used_mib: int | None = None
     launch_id: str | None = None
+    node_id: str | None = None  # on a cluster's head: the box it is on
 
 
 class GpuStats(_Answer):

@@ -18,12 +18,16 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vllm_bootstrap.cluster.ray_env import ray_environment
 from vllm_bootstrap.cluster.ray_node import NodeSpec, RayNode
+from vllm_bootstrap.cluster.remote_launch import RemoteLaunch
+from vllm_bootstrap.launches import Launch
+from vllm_bootstrap.supervision.remote import Box
 
 logger = logging.getLogger("vllm_bootstrap.cluster")
 NAMESPACE = "vllm-bootstrap"
@@ -46,6 +50,7 @@ class NodeView:
     head: bool
     gpus: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    cpu_only: bool = False  # no nvidia-smi there: launches run on its CPU
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +61,9 @@ class NodeView:
             "gpus": self.gpus,
             "error": self.error,
         }
+
+    def as_box(self) -> Box:
+        return Box(self.node_id, self.address, [gpu["index"] for gpu in self.gpus], self.cpu_only)
 
 
 class Cluster:
@@ -124,10 +132,26 @@ class Cluster:
             except Exception as exc:  # it failed again: the next turn of the loop says why
                 logger.error("the Ray head node did not come back: %s", exc)
 
-    async def nodes(self, local_gpus: list[dict[str, Any]]) -> list[NodeView]:
-        """Every node Ray knows; the head's GPUs are `local_gpus` (read by the head). Read
-        at most once a second, however many clients ask (each reading runs a task on every
-        node)."""
+    @property
+    def head_node_id(self) -> str | None:
+        return self._head_node_id
+
+    async def other_boxes(self) -> list[Box]:
+        """The alive nodes besides the head's, with their GPUs (for placing launches)."""
+        views = await self.nodes([])
+        return [view.as_box() for view in views if view.alive and not view.head]
+
+    def process_of(self, launch: Launch) -> RemoteLaunch:
+        return RemoteLaunch(launch)
+
+    async def nodes(
+        self,
+        local_gpus: list[dict[str, Any]],
+        owners: Callable[[str], dict[int, str]] | None = None,
+    ) -> list[NodeView]:
+        """Every node Ray knows; the head's GPUs are `local_gpus` (read by the head), and
+        `owners(node_id)` names the launch holding each GPU of another node. Read at most
+        once a second, however many clients ask (each reading runs a task on every node)."""
         async with self._reading:
             if time.monotonic() - self._read_at >= FRESH_SECONDS:
                 self._last = await self._read_nodes()
@@ -136,6 +160,9 @@ class Cluster:
         for view in views:
             if view.head:
                 view.gpus = local_gpus
+            elif owners is not None:
+                held = owners(view.node_id)
+                view.gpus = [{**gpu, "launch_id": held.get(gpu["index"])} for gpu in view.gpus]
         return views
 
     async def _read_nodes(self) -> list[NodeView]:
@@ -237,7 +264,7 @@ class Cluster:
             if ref is None:
                 continue
             if ref in answered:
-                view.gpus, view.error = _result(ref)
+                view.gpus, view.error, view.cpu_only = _result(ref)
             else:
                 ray.cancel(ref, force=True)
                 view.error = f"its GPUs were not read within {READ_TIMEOUT_SECONDS:g} s"
@@ -272,23 +299,26 @@ def _remote_reading() -> Any:
     return ray.remote(num_cpus=0, max_retries=0)(_read_gpus)
 
 
-def _result(ref: Any) -> tuple[list[dict[str, Any]], str | None]:
+def _result(ref: Any) -> tuple[list[dict[str, Any]], str | None, bool]:
     import ray
 
     try:
-        gpus, error = ray.get(ref)
+        gpus, error, cpu_only = ray.get(ref)
     except Exception as exc:  # the node died meanwhile: said in its row, not a 500
-        return [], f"no reading from this node: {type(exc).__name__}"
-    return gpus, error
+        return [], f"no reading from this node: {type(exc).__name__}", False
+    return gpus, error, cpu_only
 
 
-def _read_gpus() -> tuple[list[dict[str, Any]], str | None]:
-    """On the node: its GPUs as the head reads its own (nvidia-smi), or why none; in the
-    head's rows' shape (no launch owns a GPU there yet)."""
-    from vllm_bootstrap.supervision import GPUDiscoveryError, query_gpu_stats
+def _read_gpus() -> tuple[list[dict[str, Any]], str | None, bool]:
+    """On the node: its GPUs as the head reads its own (nvidia-smi), or why none, and
+    whether it has no nvidia-smi at all; in the head's rows' shape (the head fills in the
+    owners)."""
+    from vllm_bootstrap.supervision import GPUDiscoveryError, NoNvidiaSmi, query_gpu_stats
 
     try:
         gpus = asyncio.run(query_gpu_stats())
+    except NoNvidiaSmi as exc:
+        return [], str(exc), True
     except GPUDiscoveryError as exc:
-        return [], str(exc)
-    return [{**gpu, "launch_id": None, "sleeping_launch_ids": []} for gpu in gpus], None
+        return [], str(exc), False
+    return [{**gpu, "launch_id": None, "sleeping_launch_ids": []} for gpu in gpus], None, False

@@ -7,24 +7,34 @@ The actor is named after the launch and detached: it outlives the driver that st
 so another driver finds it by name (`find`) while the cluster runs. It dies with its node,
 which is how the head learns that a node died under a launch (its calls raise Ray's
 ActorDiedError). Its vLLM carries the box's mark (BOX_MARKER_ENV): a worker box ends the
-launches it ran when it stops, starts, or sees its Ray node end (worker.py). Not yet: the
-head's own restart takes the cluster, and its actors, down with its Ray head.
+launches it ran when it stops, starts, or sees its Ray node end (worker.py). The head
+reaches it through `RemoteLaunch` (remote_launch.py).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from vllm_bootstrap.cluster.ray_node import LOG_DIR_VARIABLE
-from vllm_bootstrap.supervision import end_group, launch_environment, spawn, wait_for_exit
+from vllm_bootstrap.supervision import (
+    end_group,
+    launch_environment,
+    signal_group,
+    spawn,
+    wait_for_exit,
+    wait_for_group_exit,
+)
 
 NAMESPACE = "vllm-bootstrap"
 NAME_PREFIX = "launch-"
 MAX_LOG_READ_BYTES = 1024 * 1024
+# A crashed vLLM's leftover EngineCore/workers get this long to vanish after SIGKILL.
+REMNANT_KILL_WAIT_SECONDS = 5.0
 
 
 class LaunchOnNode:
@@ -37,15 +47,17 @@ class LaunchOnNode:
         folder = os.environ.get(LOG_DIR_VARIABLE) or Path(tempfile.gettempdir(), "vllm-bootstrap")
         self.log_path = Path(folder) / f"{launch_id}.log"
         self._process: subprocess.Popen[bytes] | None = None
+        self._stopping = False
+        self._stop_grace = 0.0
 
     async def start(self, argv: list[str]) -> dict[str, Any]:
         """Start vLLM (`argv`, never through a shell); its pid and this box's address."""
         import ray
 
-        if self._process is not None:
+        if self._process is not None and self._process.poll() is None:
             raise RuntimeError(f"launch {self._launch_id} has started its vLLM already")
         env = launch_environment(self._launch_id, self._gpu_ids, self._env)
-        self._process = spawn(argv, env, self.log_path)
+        self._process, self._stopping = spawn(argv, env, self.log_path), False
         return {"pid": self._process.pid, "address": ray.util.get_node_ip_address()}
 
     def return_code(self) -> int | None:
@@ -53,10 +65,18 @@ class LaunchOnNode:
         return None if self._process is None else self._process.poll()
 
     async def wait(self) -> int:
-        """Its exit code, once it has exited."""
+        """Its exit code, once it has exited and nothing is left of its group (a crash
+        leaves EngineCore and workers with nothing to finish: SIGKILL)."""
         if self._process is None:
             raise RuntimeError(f"launch {self._launch_id} has no vLLM: start() it first")
-        return await wait_for_exit(self._process)
+        process = self._process
+        code = await wait_for_exit(process)
+        if self._stopping:  # the stop escalates on its own schedule: wait for it
+            await wait_for_group_exit(process.pid, self._stop_grace + REMNANT_KILL_WAIT_SECONDS)
+        else:
+            signal_group(process.pid, signal.SIGKILL)
+            await wait_for_group_exit(process.pid, REMNANT_KILL_WAIT_SECONDS)
+        return code
 
     def read_log(self, offset: int, limit: int = MAX_LOG_READ_BYTES) -> tuple[bytes, int]:
         """Up to `limit` bytes of its log from `offset`, and the log's size."""
@@ -72,6 +92,7 @@ class LaunchOnNode:
         """SIGTERM to vLLM's group, SIGKILL after `grace_seconds`; its exit code."""
         if self._process is None:
             return None
+        self._stopping, self._stop_grace = True, grace_seconds
         await end_group(self._process.pid, grace_seconds)
         return self._process.wait()
 

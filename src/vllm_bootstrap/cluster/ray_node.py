@@ -33,6 +33,13 @@ from vllm_bootstrap.supervision import (
 
 logger = logging.getLogger("vllm_bootstrap.cluster")
 LOG_DIR_VARIABLE = "VLLM_BOOTSTRAP_LOG_DIR"
+# The head's Ray checks each node every second and counts it dead after three misses (Ray's
+# defaults take 15 s or more): a box that dies fails its launches within seconds.
+HEAD_HEALTH_CHECKS = {
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_timeout_ms": "1000",
+    "RAY_health_check_failure_threshold": "3",
+}
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,8 @@ class RayNode:
         # carry this box's mark, so that the box ends them when it stops.
         env[LOG_DIR_VARIABLE] = str(self._log_path.parent)
         env[BOX_MARKER_ENV] = self.box
+        if self.spec.join is None:
+            env.update(HEAD_HEALTH_CHECKS)
         with open(self._log_path, "ab") as log:
             self._process = subprocess.Popen(
                 self.spec.argv(),

@@ -1,7 +1,8 @@
 """Bringing a state database written by an older release up to the current schema.
 
 Version 1 stored a launch as one column per field; version 2 added the restart columns;
-version 3 stores the record as one JSON document with generated columns. Runs inside the
+version 3 stores the record as one JSON document with generated columns; version 4 keys
+GPU leases by (node, GPU), for the boxes of a cluster. Runs inside the
 store's opening transaction, so a failed migration leaves the old database untouched.
 """
 
@@ -35,6 +36,8 @@ def migrate(db: sqlite3.Connection, path: Path, version: int, schema: str) -> No
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     if "launches" in tables and found < 3:
         _from_columns_to_documents(db, found, schema)
+    elif "launches" in tables and found == 3:
+        _leases_per_node(db, schema)
     else:
         _create(db, schema)
     db.execute(f"PRAGMA user_version = {version}")
@@ -59,6 +62,17 @@ def _from_columns_to_documents(db: sqlite3.Connection, found: int, schema: str) 
         "INSERT INTO launches (launch_id, record) VALUES (?, ?)",
         [(document["launch_id"], json.dumps(document)) for document in launches],
     )
+    db.executemany(
+        "INSERT INTO gpu_leases (gpu_index, launch_id) VALUES (?, ?)",
+        [tuple(lease) for lease in leases],
+    )
+
+
+def _leases_per_node(db: sqlite3.Connection, schema: str) -> None:
+    """Version 3's leases were this box's alone: they keep their GPUs, on this box."""
+    leases = db.execute("SELECT gpu_index, launch_id FROM gpu_leases").fetchall()
+    db.execute("DROP TABLE gpu_leases")
+    _create(db, schema)
     db.executemany(
         "INSERT INTO gpu_leases (gpu_index, launch_id) VALUES (?, ?)",
         [tuple(lease) for lease in leases],

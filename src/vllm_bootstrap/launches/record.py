@@ -87,6 +87,8 @@ class Launch:
     # and what asked for it ("a /v1 request", "preload", ...).
     profile: str | None = None
     reason: str | None = None
+    # On a cluster's head: the Ray node (another box) that runs it; None: this box.
+    node_id: str | None = None
     # The download of its Hub model's files, while vLLM waits for them (downloads/).
     download_id: str | None = None
     # When a request through /v1 or a batch last finished on it: the idle clock of profiles.

@@ -30,6 +30,8 @@ class LaunchSpec:
     # Set for launches of model profiles: which profile, and what asked for it.
     profile: str | None = None
     reason: str | None = None
+    # On a cluster's head: the box to run on (its Ray node id or address); None: any.
+    node: str | None = None
 
 
 # Flags we set ourselves; passing them in extra_args would silently win over ours

@@ -3,7 +3,8 @@
 A launch is stored as its record's document (`Launch.to_document`); the columns that are
 queried or constrained (state, port, ...) are generated from it by SQLite, so no field is
 written twice. GPU ownership is enforced by the database as well as by the supervisor:
-`gpu_leases` has the GPU index as its primary key and a partial unique index covers the
+`gpu_leases` has the (node, GPU index) pair as its primary key (the node is '' for this
+box, a Ray node id for another box of the cluster) and a partial unique index covers the
 ports of live launches, so no bug above this layer can hand one GPU or port to two launches.
 Every change is one transaction in WAL mode, so a kill -9 at any moment leaves the previous
 or the next state.
@@ -20,7 +21,8 @@ from vllm_bootstrap.launches.record import Launch
 from vllm_bootstrap.launches.states import TERMINAL_STATES, LaunchState
 from vllm_bootstrap.sqlite import Transaction, open_private
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4  # 4: GPU leases per (node, GPU)
+THIS_BOX = ""  # the lease table's node for this box's own GPUs
 
 
 def _generated(name: str, kind: str) -> str:
@@ -40,8 +42,10 @@ CREATE TABLE IF NOT EXISTS launches (
 CREATE UNIQUE INDEX IF NOT EXISTS live_launch_port ON launches(port)
     WHERE state NOT IN ({", ".join(f"'{state.value}'" for state in TERMINAL_STATES)});
 CREATE TABLE IF NOT EXISTS gpu_leases (
-    gpu_index INTEGER PRIMARY KEY,
-    launch_id TEXT NOT NULL REFERENCES launches(launch_id)
+    node_id TEXT NOT NULL DEFAULT '',
+    gpu_index INTEGER NOT NULL,
+    launch_id TEXT NOT NULL REFERENCES launches(launch_id),
+    PRIMARY KEY (node_id, gpu_index)
 );
 """
 
@@ -74,10 +78,7 @@ class StateStore:
                     "INSERT INTO launches (launch_id, record) VALUES (?, ?)",
                     (launch.launch_id, _document(launch)),
                 )
-                self._db.executemany(
-                    "INSERT INTO gpu_leases (gpu_index, launch_id) VALUES (?, ?)",
-                    [(gpu, launch.launch_id) for gpu in launch.gpu_ids],
-                )
+                self._db.executemany(_INSERT_LEASE, _lease_rows(launch))
         except sqlite3.IntegrityError as exc:
             raise ResourceTaken(str(exc)) from None
         except sqlite3.Error as exc:
@@ -111,12 +112,12 @@ class StateStore:
             with self._transaction():
                 self._db.execute("DELETE FROM gpu_leases")
                 self._db.executemany(
-                    "INSERT OR IGNORE INTO gpu_leases (gpu_index, launch_id) VALUES (?, ?)",
+                    _INSERT_LEASE.replace("INSERT", "INSERT OR IGNORE"),
                     [
-                        (gpu, launch.launch_id)
+                        row
                         for launch in launches
                         if launch.holds_gpus
-                        for gpu in launch.gpu_ids
+                        for row in _lease_rows(launch)
                     ],
                 )
         except sqlite3.Error as exc:
@@ -124,10 +125,7 @@ class StateStore:
 
     def _lease(self, launch: Launch) -> None:
         self._db.execute("DELETE FROM gpu_leases WHERE launch_id = ?", (launch.launch_id,))
-        self._db.executemany(
-            "INSERT INTO gpu_leases (gpu_index, launch_id) VALUES (?, ?)",
-            [(gpu, launch.launch_id) for gpu in launch.gpu_ids],
-        )
+        self._db.executemany(_INSERT_LEASE, _lease_rows(launch))
 
     def _write_failure(self, exc: sqlite3.Error) -> str:
         return f"the state database {self.path} could not be written ({exc})"
@@ -136,12 +134,24 @@ class StateStore:
         rows = self._db.execute("SELECT record FROM launches ORDER BY created_at").fetchall()
         return [Launch.from_document(json.loads(row["record"])) for row in rows]
 
-    def leases(self) -> dict[int, str]:
-        rows = self._db.execute("SELECT gpu_index, launch_id FROM gpu_leases").fetchall()
+    def leases(self, node_id: str | None = None) -> dict[int, str]:
+        """GPU index -> the launch leasing it, on node `node_id` (None: this box)."""
+        rows = self._db.execute(
+            "SELECT gpu_index, launch_id FROM gpu_leases WHERE node_id = ?",
+            (node_id or THIS_BOX,),
+        ).fetchall()
         return {row["gpu_index"]: row["launch_id"] for row in rows}
 
     def _transaction(self) -> Transaction:
         return Transaction(self._db)
+
+
+_INSERT_LEASE = "INSERT INTO gpu_leases (node_id, gpu_index, launch_id) VALUES (?, ?, ?)"
+
+
+def _lease_rows(launch: Launch) -> list[tuple[str, int, str]]:
+    node = launch.node_id or THIS_BOX
+    return [(node, gpu, launch.launch_id) for gpu in launch.gpu_ids]
 
 
 def _document(launch: Launch) -> str:

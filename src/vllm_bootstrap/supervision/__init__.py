@@ -26,6 +26,10 @@ _FACE = {
     "query_gpu_stats": "gpus",
     "query_gpus": "gpus",
     "shared_memory_warning": "child",
+    "signal_group": "processes",
+    "wait_for_group_exit": "processes",
+    "Box": "remote",
+    "RemoteProcess": "remote",
 }
 __all__ = sorted(_FACE)
 __getattr__ = lazy_face(__name__, _FACE)

@@ -12,6 +12,7 @@ from vllm_bootstrap.config import SETTING_VARIABLES, Settings
 from vllm_bootstrap.launches import Launch, LaunchSpec
 from vllm_bootstrap.supervision.errors import Unavailable
 from vllm_bootstrap.supervision.recovery import LAUNCH_MARKER_ENV
+from vllm_bootstrap.supervision.remote import Box
 
 # Flags that set a parallel layout: when the caller passes one, we do not add our own
 # --tensor-parallel-size.
@@ -26,16 +27,25 @@ PARALLEL_FLAGS = (
 
 
 def new_launch(
-    spec: LaunchSpec, launch_id: str, gpu_ids: list[int], port: int, settings: Settings
+    spec: LaunchSpec,
+    launch_id: str,
+    gpu_ids: list[int],
+    port: int,
+    settings: Settings,
+    box: Box | None = None,
 ) -> Launch:
-    """The record of an admitted launch, on the GPUs and port admission chose."""
+    """The record of an admitted launch, on the GPUs and port admission chose, on this box
+    or on another `box` of the cluster (its vLLM listens on that box's private address,
+    where the head reaches it)."""
+    host = settings.launch_host if box is None else box.address
     return Launch(
         launch_id=launch_id,
         model=spec.model,
         gpu_ids=gpu_ids,
         port=port,
-        host=settings.launch_host,
-        command=command(settings, spec.model, port, gpu_ids, spec.extra_args),
+        host=host,
+        node_id=None if box is None else box.node_id,
+        command=command(settings, spec.model, port, gpu_ids, spec.extra_args, host),
         log_path=settings.log_dir / f"{launch_id}.log",
         extra_args=list(spec.extra_args),
         env=dict(spec.env),
@@ -48,7 +58,12 @@ def new_launch(
 
 
 def command(
-    settings: Settings, model: str, port: int, gpu_ids: list[int], extra_args: list[str]
+    settings: Settings,
+    model: str,
+    port: int,
+    gpu_ids: list[int],
+    extra_args: list[str],
+    host: str | None = None,
 ) -> list[str]:
     """vLLM's argv (never run through a shell): ours first, the caller's arguments last."""
     start = vllm_start(settings)
@@ -57,7 +72,7 @@ def command(
         *start,
         *model_args,
         "--host",
-        settings.launch_host,
+        host or settings.launch_host,
         "--port",
         str(port),
     ]

@@ -34,12 +34,13 @@ class PortAllocator:
         self.end = end
         self._cursor = start
 
-    def allocate(self, taken: Collection[int]) -> int:
-        """The next port after the last one handed out that is neither taken nor busy."""
+    def allocate(self, taken: Collection[int], here: bool = True) -> int:
+        """The next port after the last one handed out that is neither taken nor busy (on
+        this box; `here=False` for a launch on another box, which this one cannot see)."""
         span = self.end - self.start + 1
         for step in range(span):
             port = self.start + (self._cursor - self.start + step) % span
-            if port not in taken and is_port_free(self.host, port):
+            if port not in taken and (not here or is_port_free(self.host, port)):
                 self._cursor = self.start + (port - self.start + 1) % span
                 return port
         raise Unavailable(

@@ -9,6 +9,10 @@ keeps per-launch state:
 - the restart timer while a crashed launch waits out its backoff (state `restarting`);
 - the "ended" event that `wait_ended` and the supervisor's shutdown wait on.
 
+A launch on another box of a cluster (`launch.node_id`) has a `RemoteProcess` instead
+(supervision/remote.py): the same lifetime, with its process started, awaited and stopped
+there, and its log mirrored here.
+
 Every state change goes through `_move`, which checks it against the transition table and
 hands the record to `publish` (the supervisor saves it and tells the registry's subscribers).
 """
@@ -36,6 +40,7 @@ from vllm_bootstrap.launches import (
 from vllm_bootstrap.log_text import escaped
 from vllm_bootstrap.supervision import child, processes, recovery
 from vllm_bootstrap.supervision.readiness import ReadinessProbe, wait_until_ready
+from vllm_bootstrap.supervision.remote import RemoteProcess
 
 logger = logging.getLogger("vllm_bootstrap.supervisor")
 
@@ -52,11 +57,15 @@ class LaunchRun:
         settings: Settings,
         publish: Callable[[Launch], None],
         weights: LaunchWeights | None = None,
+        remote: RemoteProcess | None = None,
     ) -> None:
         self.launch = launch
         self._settings = settings
         self._publish = publish
         self._weights = weights
+        self._remote = remote
+        self._remote_start: asyncio.Task[None] | None = None
+        self._mirror: asyncio.Task[None] | None = None
         # Downloading the model before vLLM starts (a Hub model not wholly cached).
         self._fetcher: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -118,6 +127,12 @@ class LaunchRun:
     def _spawn(self) -> bool:
         launch = self.launch
         self._log_start = _log_size(launch.log_path)
+        if self._remote is not None:
+            self._remote_start = asyncio.create_task(
+                self._spawn_remote(self._remote), name=f"start-{launch.launch_id}"
+            )
+            self._remote_start.add_done_callback(_report_crash)
+            return True
         try:
             process = processes.spawn(launch.command, child.environment(launch), launch.log_path)
         except OSError as exc:
@@ -142,6 +157,41 @@ class LaunchRun:
         )
         return True
 
+    async def _spawn_remote(self, remote: RemoteProcess) -> None:
+        """Start vLLM on the launch's box, then watch it as a local one."""
+        launch = self.launch
+        try:
+            pid = await remote.start(launch.command, launch.env)
+        except Exception as exc:  # Ray's errors, or the box refusing (vLLM missing there)
+            if launch.state is _S.BOOTSTRAPPING:
+                self._move(_S.FAILED, error=f"vLLM could not be started on {launch.host}: {exc}")
+            await remote.release()
+            return
+        finally:
+            self._remote_start = None
+        if launch.state is not _S.BOOTSTRAPPING:  # stopped while it was starting there
+            await remote.stop(self._settings.stop_timeout_seconds)
+            await remote.release()
+            return
+        launch.pid, launch.process_start_ticks = pid, None
+        launch.spawned_at = time.time()
+        start = LoadProgress()
+        launch.phase, launch.progress = start.phase, start.progress
+        self._publish(launch)
+        self._mirror = asyncio.create_task(remote.mirror_log(), name=f"log-{launch.launch_id}")
+        self._mirror.add_done_callback(_report_crash)
+        self._watch(remote.wait())
+        logger.info(
+            "launch %s: started %s on node %s (%s), GPUs %s, port %d, pid %d there",
+            launch.launch_id,
+            escaped(launch.model),
+            launch.node_id,
+            launch.host,
+            launch.gpu_ids,
+            launch.port,
+            pid,
+        )
+
     def adopt(self, leader: int) -> None:
         """Watch a vLLM process that a previous run of the control plane started."""
         launch = self.launch
@@ -156,7 +206,7 @@ class LaunchRun:
     async def settle_vanished(self) -> None:
         """Its process died while the control plane was away: end what is left of it, then
         finish what was under way (a stop, a failing start) or apply the restart policy."""
-        if recovery.kill_remnants(self.launch.launch_id):
+        if self._remote is None and recovery.kill_remnants(self.launch.launch_id):
             await asyncio.sleep(0.1)  # SIGKILL is quick; let the kernel finish
         state = self.launch.state
         if state is _S.STOPPING:
@@ -173,6 +223,23 @@ class LaunchRun:
                 self._restart_later(error)  # a crash while we were away is still a crash
             else:
                 self._move(_S.FAILED, error=error)
+
+    def abandon_after_restart(self) -> None:
+        """A launch on another box, found when the control plane started again: the head's
+        Ray node (and with it the cluster's record of that launch) did not survive the
+        restart, and the box ends what it ran when it loses the head. Its record ends."""
+        state = self.launch.state
+        if state is _S.STOPPING:
+            self._move(_S.STOPPED)
+        elif state is _S.FAILING:
+            self._move(_S.FAILED)
+        elif not self.launch.is_terminal:
+            error = (
+                f"the control plane restarted while the launch was {state} on another box "
+                f"({self.launch.host}); launches on other boxes are not re-adopted: its box "
+                "ended it when the cluster's head went away. Launch it again"
+            )
+            self._move(_S.FAILED, error=error)
 
     def stop(self) -> None:
         """Begin stopping; harmless for a launch that is already ending or has ended."""
@@ -199,7 +266,7 @@ class LaunchRun:
 
     def detach(self) -> None:
         """Stop watching and leave the process running, for the next start to re-adopt."""
-        for task in (self._watcher, self._restart_timer, self._fetcher):
+        for task in (self._watcher, self._restart_timer, self._fetcher, self._mirror):
             if task is not None:
                 task.cancel()
 
@@ -263,20 +330,48 @@ class LaunchRun:
             self._terminate()
 
     def _terminate(self) -> None:
-        assert self.launch.pgid is not None
-        self._terminator = asyncio.create_task(
-            processes.end_group(self.launch.pgid, self._settings.stop_timeout_seconds),
-            name=f"stop-{self.launch.launch_id}",
-        )
+        grace = self._settings.stop_timeout_seconds
+        if self._remote is not None:
+            ending = self._remote.stop(grace)
+        else:
+            assert self.launch.pgid is not None
+            ending = processes.end_group(self.launch.pgid, grace)
+        self._terminator = asyncio.create_task(ending, name=f"stop-{self.launch.launch_id}")
 
     async def _settle_exit(self, return_code: int | None) -> None:
         """The leader exited: end what is left of its group, then record the outcome."""
         launch = self.launch
-        assert launch.pgid is not None
+        crashed = self._terminator is None
         if self._terminator is not None:
             await self._terminator  # a stop in progress escalates to SIGKILL on its schedule
             self._terminator = None
+        if self._remote is not None:
+            await self._settle_remote_exit(self._remote)
         else:
+            await self._end_local_remnants(crashed)
+        launch.return_code = return_code
+        if launch.state is _S.STOPPING:
+            self._move(_S.STOPPED)
+        elif launch.state is _S.FAILING:
+            self._move(_S.FAILED)
+        elif self._may_restart():
+            self._restart_later(self._exit_error())
+        else:
+            self._move(_S.FAILED, error=self._exit_error())
+
+    async def _settle_remote_exit(self, remote: RemoteProcess) -> None:
+        """Its box ended the group (or is gone): take the rest of the log, and free the box's
+        handle once the launch will not start there again."""
+        if self._mirror is not None:
+            self._mirror.cancel()
+            self._mirror = None
+        if self.launch.state in (_S.STOPPING, _S.FAILING) or not self._may_restart():
+            await remote.release()
+
+    async def _end_local_remnants(self, crashed: bool) -> None:
+        launch = self.launch
+        assert launch.pgid is not None
+        if crashed:
             # A crash: leftover EngineCore/workers have nothing to finish gracefully.
             processes.signal_group(launch.pgid, signal.SIGKILL)
             await processes.wait_for_group_exit(launch.pgid, REMNANT_KILL_WAIT_SECONDS)
@@ -284,15 +379,10 @@ class LaunchRun:
         # marker: it must not outlive the launch and keep its GPU busy.
         if recovery.kill_remnants(launch.launch_id):
             logger.warning("launch %s: killed processes that had left its group", launch.launch_id)
-        launch.return_code = return_code
-        if launch.state is _S.STOPPING:
-            self._move(_S.STOPPED)
-        elif launch.state is _S.FAILING:
-            self._move(_S.FAILED)
-        elif self._may_restart():
-            self._restart_later(_exit_error(launch))
-        else:
-            self._move(_S.FAILED, error=_exit_error(launch))
+
+    def _exit_error(self) -> str:
+        lost = self._remote.lost if self._remote is not None else None
+        return lost or _exit_error(self.launch)
 
     # ----------------------------------------------------------------- restarts
 
@@ -302,6 +392,7 @@ class LaunchRun:
             launch.restart_policy is RestartPolicy.ON_FAILURE
             and launch.restart_count < launch.max_restarts
             and not launch.gpus_released  # its GPUs may be another launch's by now
+            and (self._remote is None or self._remote.lost is None)  # a box gone for good
         )
 
     def _restart_later(self, error: str) -> None:

@@ -5,6 +5,10 @@ supervisor admits new launches (admission.py), creates their runs, and forwards 
 claims happen on the event loop without an `await` between the admission decision and the
 database insert, so racing requests for one GPU cannot both win; the database's lease
 table backs that up.
+
+On a cluster's head, a launch may run on another box (`LaunchSpec.node`, or placed there
+when this box cannot take it): admission is the same, over that box's GPUs and owners; its
+run reaches vLLM through the cluster (supervision/remote.py).
 """
 
 from __future__ import annotations
@@ -26,7 +30,12 @@ from vllm_bootstrap.launches import (
     StateWriteFailed,
 )
 from vllm_bootstrap.supervision import admission, child, processes, recovery
-from vllm_bootstrap.supervision.errors import ResourceConflict, Unavailable
+from vllm_bootstrap.supervision.errors import (
+    InvalidLaunch,
+    LaunchRefused,
+    ResourceConflict,
+    Unavailable,
+)
 from vllm_bootstrap.supervision.gpus import (
     GPU,
     GPUDiscoveryError,
@@ -35,6 +44,7 @@ from vllm_bootstrap.supervision.gpus import (
     query_gpus,
 )
 from vllm_bootstrap.supervision.ports import PortAllocator
+from vllm_bootstrap.supervision.remote import Box, Cluster
 from vllm_bootstrap.supervision.run import LaunchRun
 
 logger = logging.getLogger("vllm_bootstrap.supervisor")
@@ -57,6 +67,11 @@ class Supervisor:
         # Launches whose latest change could not be written yet, and the task retrying them.
         self._unsaved: dict[str, Launch] = {}
         self._save_retry: asyncio.Task[None] | None = None
+        self._cluster: Cluster | None = None
+
+    def join_cluster(self, cluster: Cluster) -> None:
+        """On a cluster's head: launches may run on its other boxes too."""
+        self._cluster = cluster
 
     async def detect_gpus(self, refresh: bool = False) -> list[GPU]:
         """The GPUs this server may use; the first successful answer is kept."""
@@ -64,25 +79,52 @@ class Supervisor:
             self._gpus = await query_gpus()
         return self._gpus
 
-    def gpu_owners(self) -> dict[int, str]:
-        """GPU index -> the launch holding it (a sleeping launch holds none)."""
-        return {gpu: launch.launch_id for launch in self._holding_gpus() for gpu in launch.gpu_ids}
+    def gpu_owners(self, node_id: str | None = None) -> dict[int, str]:
+        """GPU index -> the launch holding it (a sleeping launch holds none), on this box or
+        on the cluster's node `node_id`."""
+        return {
+            gpu: launch.launch_id
+            for launch in self._holding_gpus(node_id)
+            for gpu in launch.gpu_ids
+        }
 
     # ----------------------------------------------------------------- launch and stop
 
     async def launch(self, spec: LaunchSpec) -> Launch:
         # Found once, then kept; until then, asking takes a process: not on the loop.
         await asyncio.to_thread(child.check_vllm_available, self.settings)
-        snapshot = await self._snapshot(check_gpu_users=not spec.force)
-        # From the decision to the insert there is no await: the claim is atomic.
-        decision = admission.admit(
+        refusals: list[tuple[Box | None, LaunchRefused]] = []
+        for box in await self._boxes_for(spec.node):
+            snapshot = (
+                await self._snapshot(check_gpu_users=not spec.force)
+                if box is None
+                else self._box_snapshot(box)
+            )
+            # From the decision to the insert there is no await: the claim is atomic.
+            try:
+                decision = self._admit(spec, snapshot, box)
+            except LaunchRefused as exc:
+                refusals.append((box, exc))
+                continue
+            return self._claim(spec, decision, box)
+        raise _refused(refusals)
+
+    def _admit(
+        self, spec: LaunchSpec, snapshot: admission.Snapshot, box: Box | None
+    ) -> admission.Decision:
+        here = box is None
+        return admission.admit(
             admission.Request(spec.gpu_ids, spec.port, spec.force),
             snapshot,
-            self._ports.allocate,
-            self._ports.is_free,
+            lambda taken: self._ports.allocate(taken, here=here),
+            # Another box's ports cannot be seen from here: a busy one fails its vLLM,
+            # saying so in its log.
+            self._ports.is_free if here else lambda _port: True,
         )
+
+    def _claim(self, spec: LaunchSpec, decision: admission.Decision, box: Box | None) -> Launch:
         launch = child.new_launch(
-            spec, secrets.token_hex(6), decision.gpu_ids, decision.port, self.settings
+            spec, secrets.token_hex(6), decision.gpu_ids, decision.port, self.settings, box
         )
         try:
             self._write_unsaved()  # an ended launch's unwritten state still holds its leases
@@ -106,11 +148,12 @@ class Supervisor:
         return launch
 
     def sleeping_on(self) -> dict[int, list[str]]:
-        """GPU index -> the sleeping launches that will want it back (one that was asleep and
-        is being stopped wants nothing back)."""
+        """GPU index of this box -> the sleeping launches that will want it back (one that
+        was asleep and is being stopped wants nothing back)."""
         asleep: dict[int, list[str]] = {}
         for run in self._live_runs():
-            if run.launch.gpus_released and run.launch.state is LaunchState.SLEEPING:
+            launch = run.launch
+            if launch.node_id is None and launch.gpus_released and launch.state is _ASLEEP:
                 for gpu in run.launch.gpu_ids:
                     asleep.setdefault(gpu, []).append(run.launch.launch_id)
         return asleep
@@ -125,7 +168,7 @@ class Supervisor:
         if run is None or run.launch.state is not expected:
             return False
         if run.launch.gpus_released and new.holds_gpus:
-            owners = self.gpu_owners()
+            owners = self.gpu_owners(run.launch.node_id)
             taken = [gpu for gpu in run.launch.gpu_ids if gpu in owners]
             if taken:
                 holders = sorted({owners[gpu] for gpu in taken})
@@ -164,6 +207,9 @@ class Supervisor:
             logger.error("%s; GPU leases could not be checked against the launches", exc)
         for launch in self.registry.launches():
             run = self._new_run(launch)
+            if launch.node_id is not None:
+                run.abandon_after_restart()
+                continue
             leader = recovery.find_leader(launch)
             if leader is not None:
                 run.adopt(leader)  # a vLLM it started is found even if its pid was not saved
@@ -217,7 +263,12 @@ class Supervisor:
     # ----------------------------------------------------------------- internals
 
     def _new_run(self, launch: Launch) -> LaunchRun:
-        run = LaunchRun(launch, self.settings, self._publish, self._weights)
+        if launch.node_id is not None and self._cluster is not None:
+            # Its weights are that box's to fetch: vLLM downloads them there.
+            remote = self._cluster.process_of(launch)
+            run = LaunchRun(launch, self.settings, self._publish, remote=remote)
+        else:
+            run = LaunchRun(launch, self.settings, self._publish, self._weights)
         self._runs[launch.launch_id] = run
         return run
 
@@ -265,8 +316,51 @@ class Supervisor:
     def _live_runs(self) -> list[LaunchRun]:
         return [run for run in self._runs.values() if not run.launch.is_terminal]
 
-    def _holding_gpus(self) -> list[Launch]:
-        return [run.launch for run in self._runs.values() if run.launch.holds_gpus]
+    def _holding_gpus(self, node_id: str | None = None) -> list[Launch]:
+        return [
+            run.launch
+            for run in self._runs.values()
+            if run.launch.holds_gpus and run.launch.node_id == node_id
+        ]
+
+    async def _boxes_for(self, node: str | None) -> list[Box | None]:
+        """Where a launch may go, in the order tried (None: this box): the node asked for,
+        else this box first, then the cluster's other boxes."""
+        cluster = self._cluster
+        if cluster is None:
+            if node is not None:
+                raise InvalidLaunch(
+                    f"node {node!r}: this server runs alone, not as the head of a cluster "
+                    "(VLLM_BOOTSTRAP_RAY_HEAD); leave `node` out"
+                )
+            return [None]
+        if node is not None and node == cluster.head_node_id:
+            return [None]
+        others = await cluster.other_boxes()
+        if node is None:
+            return [None, *others]
+        chosen = [box for box in others if node in (box.node_id, box.address)]
+        if not chosen:
+            raise InvalidLaunch(
+                f"node {node!r} is no alive node of this cluster: name one that GET /nodes "
+                "lists (its node_id or address), or leave `node` out"
+            )
+        return chosen[:1]
+
+    def _box_snapshot(self, box: Box) -> admission.Snapshot:
+        """Admission's facts about another box: its GPUs as last read there, and who holds
+        them (other processes on its GPUs are not checked from here)."""
+        return admission.Snapshot(
+            detected_gpus=box.gpus,
+            gpu_owners={
+                gpu: f"{launch.launch_id} ({launch.state})"
+                for launch in self._holding_gpus(box.node_id)
+                for gpu in launch.gpu_ids
+            },
+            port_owners={run.launch.port: run.launch.launch_id for run in self._live_runs()},
+            launch_ports=range(self.settings.launch_port_start, self.settings.launch_port_end + 1),
+            cpu_only=box.cpu_only,
+        )
 
     async def _snapshot(self, check_gpu_users: bool) -> admission.Snapshot:
         cpu_only = False
@@ -286,11 +380,31 @@ class Supervisor:
                 for gpu in launch.gpu_ids
             },
             port_owners={launch.port: launch.launch_id for launch in live},
-            our_process_groups=frozenset(launch.pgid for launch in live if launch.pgid is not None),
+            our_process_groups=frozenset(
+                launch.pgid for launch in live if launch.pgid is not None and not launch.node_id
+            ),
             gpu_users=users,
             launch_ports=range(self.settings.launch_port_start, self.settings.launch_port_end + 1),
             cpu_only=cpu_only,
         )
+
+
+_ASLEEP = LaunchState.SLEEPING
+
+
+def _refused(refusals: list[tuple[Box | None, LaunchRefused]]) -> LaunchRefused:
+    """The one refusal, or this box's with each other box's reason after it."""
+    (_, first), *others = refusals
+    if not others:
+        return first
+    elsewhere = "; ".join(
+        f"on node {box.node_id[:12]} ({box.address}): {exc.message}"
+        for box, exc in others
+        if box is not None
+    )
+    return type(first)(
+        f"{first.message}. Nor could any other box of the cluster take it: {elsewhere}"
+    )
 
 
 async def _gpu_users(gpus: list[GPU]) -> list[admission.GPUUser]:

@@ -1,0 +1,138 @@
+"""The head's handle on one launch's vLLM on another box (supervision/remote.py's
+`RemoteProcess`), through that launch's actor (launch_actor.py).
+
+Ray's results are awaited as futures (`ObjectRef.future()`), never by a thread blocked in
+`ray.get`: a launch waits for its vLLM's exit for days, and a thread per launch would use up
+the event loop's pool. Whatever Ray raises while the launch's vLLM is awaited means its box
+can no longer be reached: the launch fails saying so (`lost`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from vllm_bootstrap.cluster.launch_actor import MAX_LOG_READ_BYTES, find, start_on
+from vllm_bootstrap.launches import Launch
+
+logger = logging.getLogger("vllm_bootstrap.cluster")
+# How often a launch's log is copied from its box while it has nothing new.
+LOG_MIRROR_SECONDS = 0.25
+
+
+class RemoteLaunch:
+    def __init__(self, launch: Launch) -> None:
+        assert launch.node_id is not None
+        self._launch = launch
+        self._node_id = launch.node_id
+        self._actor: Any = None
+        self._offset: int | None = None  # how much of its log the head has
+        self._copying = asyncio.Lock()
+        self.lost: str | None = None
+
+    async def start(self, argv: list[str], env: dict[str, str]) -> int:
+        _append(self._launch.log_path, b"")  # its log here exists from the start, as a local one's
+        try:
+            actor = await self._the_actor(env)
+            answer = await _result(actor.start.remote(argv))
+        except Exception as exc:
+            raise RuntimeError(_reason(exc)) from None
+        return int(answer["pid"])
+
+    async def wait(self) -> int | None:
+        try:
+            return int(await _result(self._actor.wait.remote()))
+        except Exception as exc:  # Ray's: the actor died with its box, or cannot be reached
+            self.lost = self._lost_because(exc)
+            return None
+
+    async def stop(self, grace_seconds: float) -> None:
+        # A box that is gone has nothing left to stop: `wait` says what happened.
+        with contextlib.suppress(Exception):
+            await _result(self._actor.stop.remote(grace_seconds))
+
+    async def mirror_log(self) -> None:
+        while (copied := await self._copy_log()) is not None:
+            if copied == "idle":  # the log is on another box: asking again is all there is
+                await asyncio.sleep(LOG_MIRROR_SECONDS)
+
+    async def release(self) -> None:
+        """The rest of its log, then its actor ended (its name free for the next head)."""
+        if self._actor is None:
+            return
+        if self.lost is None:
+            while await self._copy_log() == "more":
+                pass
+        actor, self._actor = self._actor, None
+        import ray
+
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(ray.kill, actor, no_restart=True)
+
+    # ----------------------------------------------------------------- internals
+
+    async def _the_actor(self, env: dict[str, str]) -> Any:
+        """The launch's actor: the one it had (a restart after a crash starts vLLM again in
+        the same), or a new one on its box."""
+        if self._actor is None:
+            launch = self._launch
+            self._actor = await asyncio.to_thread(find, launch.launch_id)
+            if self._actor is None:
+                self._actor = await asyncio.to_thread(
+                    start_on, self._node_id, launch.launch_id, launch.gpu_ids, env
+                )
+        return self._actor
+
+    async def _copy_log(self) -> str | None:
+        """Copy what is new in its log; "more" when a read was full, None once the box
+        cannot be read (its launch's end says why), else "idle"."""
+        path = self._launch.log_path
+        async with self._copying:
+            if self._offset is None:
+                self._offset = _size(path)
+            try:
+                data, _size_there = await _result(self._actor.read_log.remote(self._offset))
+            except Exception:
+                return None
+            if data:
+                _append(path, data)
+                self._offset += len(data)
+            return "more" if len(data) >= MAX_LOG_READ_BYTES else "idle"
+
+    def _lost_because(self, exc: BaseException) -> str:
+        launch = self._launch
+        return (
+            f"its box {launch.host} (Ray node {self._node_id[:12]}) could no longer be "
+            f"reached ({type(exc).__name__}): the box or its Ray node ended, and its vLLM with "
+            "it"
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, without Ray's wrapping (a remote error carries the whole traceback
+    of the box it came from)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        exc = cause
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1]}" if text else type(exc).__name__
+
+
+async def _result(ref: Any) -> Any:
+    return await asyncio.wrap_future(ref.future())
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _append(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as log:
+        log.write(data)

@@ -1,0 +1,162 @@
+"""Launches on any box of the cluster, through the head's API: placed on the head or on a
+worker (asked for, or where GPUs are free), served by /proxy and by /v1 and batches over
+replicas on both boxes, stopped cleanly, and failed within seconds when their box dies."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.batch_helpers import chat_line, client_for, jsonl, result_lines, submit, wait_for_batch
+from tests.cluster.conftest import BoxFactory, BoxServer
+from tests.harness import eventually
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
+MODEL = "org/spread"
+
+
+def alive_nodes(head: BoxServer) -> list[dict[str, Any]]:
+    return [node for node in head.client.get("/nodes").json() if node["alive"]]
+
+
+def joined(head: BoxServer, count: int) -> dict[str, str]:
+    """Box address -> Ray node id, once `count` boxes are in."""
+    eventually(lambda: len(alive_nodes(head)) == count, timeout=60, message="boxes never joined")
+    return {node["address"]: node["node_id"] for node in alive_nodes(head)}
+
+
+def launch(head: BoxServer, **body: Any) -> dict[str, Any]:
+    response = head.client.post("/launch", json={"model": MODEL, **body})
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def wait_ready(head: BoxServer, launch_id: str) -> dict[str, Any]:
+    def ready() -> bool:
+        state = head.client.get(f"/status/{launch_id}").json()["state"]
+        assert state in ("bootstrapping", "ready"), head.client.get(f"/status/{launch_id}").text
+        return bool(state == "ready")
+
+    eventually(ready, timeout=60, message=f"{launch_id} never became ready")
+    return dict(head.client.get(f"/status/{launch_id}").json())
+
+
+def served(head: BoxServer, launch_id: str) -> float:
+    """How many requests the launch's vLLM answered (its own /metrics, through /proxy)."""
+    text = head.client.get(f"/proxy/{launch_id}/metrics").text
+    match = re.search(r"^vllm:request_success_total\{[^}]*\} (\S+)$", text, re.MULTILINE)
+    assert match, text
+    return float(match.group(1))
+
+
+def chat(head: BoxServer, text: str) -> int:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": text}], "max_tokens": 2}
+    return head.client.post("/v1/chat/completions", json=body).status_code
+
+
+def test_launches_run_on_every_box_and_v1_and_batches_spread_over_them(
+    start_box: BoxFactory,
+) -> None:
+    slow = {"FAKE_GPU_COUNT": "1", "FAKE_VLLM_LATENCY_SECONDS": "0.2"}
+    head, worker = start_box(0, **slow), start_box(1, **slow)
+    nodes = joined(head, 2)
+    here = launch(head)
+    assert here["node_id"] is None  # the head takes what it can itself
+    there = launch(head)  # its one GPU is taken: placed on the worker
+    assert (there["node_id"], there["host"]) == (nodes[worker.box.address], worker.box.address)
+    wait_ready(head, here["launch_id"])
+    ready = wait_ready(head, there["launch_id"])
+    assert ready["served_models"] == [MODEL]
+
+    # Its vLLM runs on the worker's address and its log reaches the head.
+    assert httpx.get(f"http://{worker.box.address}:{there['port']}/health").status_code == 200
+    log = head.client.get(f"/logs/{there['launch_id']}").json()["content"]
+    assert "Application startup complete." in log
+    owners = {
+        (gpu["node_id"], gpu["index"]): gpu["launch_id"] for gpu in head.client.get("/gpus").json()
+    }
+    assert owners == {
+        (nodes[head.box.address], 0): here["launch_id"],
+        (nodes[worker.box.address], 0): there["launch_id"],
+    }
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda n: chat(head, f"hello {n}"), range(16)))
+    assert codes == [200] * 16
+    assert (served(head, here["launch_id"]) > 0, served(head, there["launch_id"]) > 0) == (
+        True,
+        True,
+    )
+
+    before = {
+        key: served(head, launch["launch_id"]) for key, launch in (("here", here), ("there", there))
+    }
+    client = client_for(head)
+    lines = [chat_line(f"line-{n}", MODEL) for n in range(40)]
+    batch = wait_for_batch(client, submit(client, jsonl(lines)).id, timeout=120)
+    assert batch.status == "completed", batch
+    results = result_lines(client, batch.output_file_id)
+    assert sorted(line["custom_id"] for line in results) == sorted(f"line-{n}" for n in range(40))
+    assert served(head, here["launch_id"]) > before["here"]
+    assert served(head, there["launch_id"]) > before["there"]
+
+
+def test_a_launch_asked_for_on_a_box_holds_that_boxs_gpus_until_it_stops(
+    start_box: BoxFactory,
+) -> None:
+    head, worker = start_box(0, FAKE_GPU_COUNT="1"), start_box(1, FAKE_GPU_COUNT="2")
+    nodes = joined(head, 2)
+    worker_id = nodes[worker.box.address]
+    there = launch(head, node=worker.box.address, gpu_ids=[1])
+    assert (there["node_id"], there["gpu_ids"]) == (worker_id, [1])
+    taken = head.client.post("/launch", json={"model": MODEL, "node": worker_id, "gpu_ids": [1]})
+    assert taken.status_code == 409
+    assert there["launch_id"] in taken.text
+    unknown = head.client.post("/launch", json={"model": MODEL, "node": "10.9.9.9"})
+    assert unknown.status_code == 400
+    assert "GET /nodes" in unknown.text
+    wait_ready(head, there["launch_id"])
+    pid = head.client.get(f"/status/{there['launch_id']}").json()["pid"]
+
+    stopped = head.client.post(f"/stop/{there['launch_id']}", params={"wait": "true"}).json()
+    assert stopped["state"] == "stopped"
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://{worker.box.address}:{there['port']}/health", timeout=2)
+    # vLLM and its EngineCore are gone from the worker, not only its leader.
+    remaining = subprocess.run(
+        ["ip", "netns", "pids", worker.box.namespace], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert str(pid) not in remaining
+    again = launch(head, node=worker_id, gpu_ids=[1])  # its GPU is free again
+    assert again["node_id"] == worker_id
+
+
+def test_a_box_that_dies_fails_its_launches_within_seconds(start_box: BoxFactory) -> None:
+    head, worker = start_box(0, FAKE_GPU_COUNT="1"), start_box(1, FAKE_GPU_COUNT="1")
+    nodes = joined(head, 2)
+    there = launch(head, node=nodes[worker.box.address], restart="on-failure")
+    wait_ready(head, there["launch_id"])
+
+    # The whole box goes, as a rented box that is taken away: every process in it, at once.
+    pids = subprocess.run(
+        ["ip", "netns", "pids", worker.box.namespace], capture_output=True, text=True, check=True
+    ).stdout.split()
+    subprocess.run(["kill", "-9", *pids], check=False)
+    died = time.monotonic()
+    eventually(
+        lambda: head.client.get(f"/status/{there['launch_id']}").json()["state"] == "failed",
+        timeout=60,
+        message="the launch on the dead box never failed",
+    )
+    took = time.monotonic() - died
+    print(f"a launch on a dead box failed {took:.1f} s after the box died")
+    failed = head.client.get(f"/status/{there['launch_id']}").json()
+    assert "could no longer be reached" in failed["error"]
+    assert failed["restart_count"] == 0  # its box is gone: no restart there
+    assert chat(head, "anyone?") in (404, 503)
