@@ -158,10 +158,10 @@ def create_app(settings: Settings) -> ASGIApp:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         services.loop_lag.start()
         downloads.recover()  # before the launches: those that were downloading join theirs
+        if services.cluster is not None:  # before the launches: some run on other boxes
+            await services.cluster.start(len(await _gpus_here(supervisor)))
         await supervisor.recover()
         await _report_environment(supervisor)
-        if services.cluster is not None:
-            await services.cluster.start(len(await _gpus_here(supervisor)))
         idle_watch.start()
         swapper.start()
         batches.resume()
@@ -180,7 +180,7 @@ def create_app(settings: Settings) -> ASGIApp:
             await supervisor.shutdown()
             await downloads.shutdown()
             if services.cluster is not None:
-                await services.cluster.stop()
+                await services.cluster.stop(keep_running=settings.detach_on_exit)
             await services.loop_lag.stop()
             pool.close()
             store.close()

@@ -15,7 +15,9 @@ import pytest
 
 from tests.batch_helpers import chat_line, client_for, jsonl, result_lines, submit, wait_for_batch
 from tests.cluster.conftest import BoxFactory, BoxServer
+from tests.cluster.test_cluster_nodes import ray_group
 from tests.harness import eventually
+from vllm_bootstrap.supervision.processes import group_members
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 MODEL = "org/spread"
@@ -160,3 +162,26 @@ def test_a_box_that_dies_fails_its_launches_within_seconds(start_box: BoxFactory
     assert "could no longer be reached" in failed["error"]
     assert failed["restart_count"] == 0  # its box is gone: no restart there
     assert chat(head, "anyone?") in (404, 503)
+
+
+def test_a_head_killed_and_started_again_takes_over_its_ray_node_and_a_launch_on_a_worker(
+    start_box: BoxFactory,
+) -> None:
+    head, worker = start_box(0, FAKE_GPU_COUNT="1"), start_box(1, FAKE_GPU_COUNT="1")
+    nodes = joined(head, 2)
+    there = launch(head, node=nodes[worker.box.address])
+    pid = wait_ready(head, there["launch_id"])["pid"]
+    ray_head = ray_group(head.output())
+    head.kill()  # SIGKILL: its Ray node (a session of its own) runs on, and the cluster
+    again = start_box(0, FAKE_GPU_COUNT="1")  # the same box: its state folder
+    assert "took over the one a previous run left" in again.output()
+    assert group_members(ray_head)
+    assert [node["head"] for node in alive_nodes(again)].count(False) == 1  # the worker stayed
+
+    adopted = again.client.get(f"/status/{there['launch_id']}").json()
+    assert (adopted["state"], adopted["adopted"], adopted["pid"]) == ("ready", True, pid)
+    assert chat(again, "still there?") == 200
+    stopped = again.client.post(f"/stop/{there['launch_id']}", params={"wait": "true"}).json()
+    assert stopped["state"] == "stopped"
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://{worker.box.address}:{there['port']}/health", timeout=2)

@@ -66,31 +66,18 @@ def test_a_box_with_another_key_is_kept_out(start_box: BoxFactory) -> None:
     eventually(lambda: "Ray node ended with code" in intruder.output(), timeout=30)
 
 
-def test_a_head_killed_with_its_ray_node_left_ends_that_node_when_it_starts_again(
-    start_box: BoxFactory,
-) -> None:
-    head = start_box(0)
-    left = _ray_group(head.output())
-    head.kill()  # SIGKILL: its Ray node (a session of its own) runs on
-    assert group_members(left)
-    again = start_box(0)  # the same box: its state folder, where the pid file is
-    assert "ending the one a previous run left" in again.output()
-    assert group_members(left) == []
-    assert [node["head"] for node in alive_nodes(again)] == [True]
-
-
 def test_stopping_a_box_stops_its_ray_node(start_box: BoxFactory) -> None:
     head = start_box(0)
     worker = start_box(1)
     eventually(lambda: len(alive_nodes(head)) == 2, timeout=60, message="the worker never joined")
-    groups = [_ray_group(box.output()) for box in (head, worker)]
+    groups = [ray_group(box.output()) for box in (head, worker)]
     assert all(group_members(group) for group in groups)
     worker.terminate(timeout=60)
     head.terminate(timeout=60)
     assert [group_members(group) for group in groups] == [[], []]
 
 
-def _ray_group(output: str) -> int:
+def ray_group(output: str) -> int:
     """The process group of the box's `ray start`, from its start-up line."""
     return _ray_groups(output)[0]
 
@@ -104,7 +91,7 @@ def _ray_groups(output: str) -> list[int]:
 
 def test_a_head_whose_ray_node_dies_starts_it_again_and_stays_up(start_box: BoxFactory) -> None:
     head = start_box(0)
-    first = _ray_group(head.output())
+    first = ray_group(head.output())
     signal_group(first, signal.SIGKILL)  # out of memory, say
     eventually(lambda: "the Ray head node ended with code" in head.output(), timeout=30)
     assert head.client.get("/health").status_code == 200  # the endpoint stays up

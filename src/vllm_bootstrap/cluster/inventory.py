@@ -88,26 +88,43 @@ class Cluster:
         self._watcher: asyncio.Task[None] | None = None
 
     async def start(self, gpu_count: int) -> None:
-        """Start the head's Ray node, declaring `gpu_count` GPUs, and connect to it."""
+        """Connect to the head's Ray node: the one a previous run of the control plane left
+        running (its workers and their launches live on), else a new one declaring
+        `gpu_count` GPUs."""
         spec = dataclasses.replace(self._spec, gpu_count=gpu_count)
-        self.node = RayNode(spec, self._access_key, self._log_path, self._pid_file)
-        await asyncio.to_thread(self.node.end_leftover, self._grace)
-        _check_port_free(spec.node_address, spec.head_port)
-        self.node.start()
+        self.node = node = RayNode(spec, self._access_key, self._log_path, self._pid_file)
+        if not await self._take_over_leftover(node):
+            _check_port_free(spec.node_address, spec.head_port)
+            node.start()
+            try:
+                await asyncio.to_thread(self._connect)
+            except BaseException:
+                await asyncio.to_thread(node.stop, self._grace)  # never a head left behind
+                raise
+        self._watcher = asyncio.create_task(self._keep_running(node), name="ray-head")
+
+    async def _take_over_leftover(self, node: RayNode) -> bool:
+        if not await asyncio.to_thread(node.adopt_leftover):
+            return False
         try:
             await asyncio.to_thread(self._connect)
-        except BaseException:
-            await asyncio.to_thread(self.node.stop, self._grace)  # never a head left behind
-            raise
-        self._watcher = asyncio.create_task(self._keep_running(self.node), name="ray-head")
+        except Exception as exc:  # a head that no longer answers: a new one replaces it
+            logger.warning("the Ray head node a previous run left does not answer (%s)", exc)
+            await asyncio.to_thread(self._disconnect)
+            await asyncio.to_thread(node.stop, self._grace)
+            return False
+        return True
 
-    async def stop(self) -> None:
+    async def stop(self, keep_running: bool = False) -> None:
+        """Disconnect, and stop the head's Ray node, unless `keep_running`
+        (VLLM_BOOTSTRAP_DETACH_ON_EXIT): then the next start takes it over, with the
+        launches on other boxes."""
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         await asyncio.to_thread(self._disconnect)
-        if self.node is not None:
+        if self.node is not None and not keep_running:
             await asyncio.to_thread(self.node.stop, self._grace)
 
     async def _keep_running(self, node: RayNode) -> None:

@@ -7,6 +7,10 @@ VLLM_BOOTSTRAP_JOIN. Each declares the GPUs our nvidia-smi reading found (so Ray
 control plane count the same GPUs), and advertises VLLM_BOOTSTRAP_NODE_ADDRESS when set
 (the box's address on the private network the boxes share). Ray's processes get the
 server's environment without our settings (the access key is one), plus Ray's token.
+
+A head's node outlives a restart of the control plane (a kill -9, or an exit with
+VLLM_BOOTSTRAP_DETACH_ON_EXIT): the next start takes it over (`adopt_leftover`), so the
+cluster, its workers and the launches on them live on.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import select
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -74,10 +79,13 @@ class RayNode:
         self.spec = spec
         self._access_key = access_key
         self._log_path = log_path
-        self._pid_file = pid_file  # outlives a kill -9 of ours: the next start ends it
+        self._pid_file = pid_file  # outlives a kill -9 of ours: the next start finds it
         self._process: subprocess.Popen[bytes] | None = None
+        # A node a previous run of ours started and this one took over: (pid, start ticks).
+        self._adopted: tuple[int, int | None] | None = None
 
     def start(self) -> None:
+        self._adopted = None
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {key: value for key, value in os.environ.items() if key not in SETTING_VARIABLES}
         env.update(ray_environment(self._access_key))
@@ -126,35 +134,76 @@ class RayNode:
         return escaped(" | ".join(kept[-lines:]))
 
     def wait(self) -> int | None:
-        """Block until it has exited (None: never started); its exit code."""
+        """Block until it has exited (None: never started); its exit code (None too for a
+        node taken over from a previous run: not our child)."""
+        if self._adopted is not None:
+            _wait_for_end(*self._adopted)
+            return None
         return None if self._process is None else self._process.wait()
 
     @property
     def running(self) -> bool:
+        if self._adopted is not None:
+            pid, ticks = self._adopted
+            return process_start_ticks(pid) == ticks
         return self._process is not None and self._process.poll() is None
 
     def stop(self, grace_seconds: float) -> None:
         """SIGTERM to its group (Ray stops its processes), SIGKILL to what is left after
         `grace_seconds` in all; the leader is reaped last, so the group's id cannot be
         another's meanwhile."""
-        if self._process is None:
+        if self._adopted is not None:
+            pid, _ticks = self._adopted
+            if self.running:
+                end_group_now(pid, grace_seconds)
+        elif self._process is not None:
+            end_group_now(self._process.pid, grace_seconds)
+            self._process.wait()
+        else:
             return
-        end_group_now(self._process.pid, grace_seconds)
-        self._process.wait()
         self._pid_file.unlink(missing_ok=True)
         logger.info("Ray node stopped")
+
+    def adopt_leftover(self) -> bool:
+        """Take over the Ray node a previous run of ours left running (found by the pid
+        file, the same process by its start time); False when there is none."""
+        leftover = self._leftover()
+        if leftover is None:
+            return False
+        self._adopted, self._process = leftover, None
+        logger.info("Ray node: took over the one a previous run left (pid %d)", leftover[0])
+        return True
 
     def end_leftover(self, grace_seconds: float) -> None:
         """End the Ray node a previous run of ours left (killed before it could stop it),
         found by the pid file: its port and its session would be in the way."""
+        leftover = self._leftover()
+        if leftover is not None:
+            logger.warning("Ray node: ending the one a previous run left (pid %d)", leftover[0])
+            end_group_now(leftover[0], grace_seconds)
+        self._pid_file.unlink(missing_ok=True)
+
+    def _leftover(self) -> tuple[int, int] | None:
         try:
             pid, ticks = (int(part) for part in self._pid_file.read_text().split())
         except (OSError, ValueError):
-            return
+            return None
         if process_start_ticks(pid) == ticks and group_members(pid):
-            logger.warning("Ray node: ending the one a previous run left (pid %d)", pid)
-            end_group_now(pid, grace_seconds)
-        self._pid_file.unlink(missing_ok=True)
+            return pid, ticks
+        return None
+
+
+def _wait_for_end(pid: int, ticks: int | None) -> None:
+    """Block until process `pid` (not our child) has ended."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return  # gone already
+    try:
+        if process_start_ticks(pid) == ticks:  # still the one we took over, not a reused pid
+            select.select([pidfd], [], [])
+    finally:
+        os.close(pidfd)
 
 
 def end_group_now(group: int, grace_seconds: float) -> None:

@@ -59,6 +59,18 @@ class RemoteLaunch:
             if copied == "idle":  # the log is on another box: asking again is all there is
                 await asyncio.sleep(LOG_MIRROR_SECONDS)
 
+    async def adopt(self) -> bool:
+        try:
+            self._actor = await asyncio.to_thread(find, self._launch.launch_id)
+            if self._actor is None:
+                return False
+            return await _result(self._actor.return_code.remote()) is None
+        except Exception as exc:  # the cluster cannot say: the launch is settled as gone
+            logger.warning(
+                "launch %s: its actor could not be asked (%s)", self._launch.launch_id, _reason(exc)
+            )
+            return False
+
     async def release(self) -> None:
         """The rest of its log, then its actor ended (its name free for the next head)."""
         if self._actor is None:

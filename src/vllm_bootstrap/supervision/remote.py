@@ -49,6 +49,10 @@ class RemoteProcess(Protocol):
         """Copy its log into the launch's log file here as it grows, until cancelled."""
         ...
 
+    async def adopt(self) -> bool:
+        """Find it again after the control plane restarted: True while its vLLM runs."""
+        ...
+
     async def release(self) -> None:
         """The launch ended: copy the rest of its log, then free what it held there."""
         ...

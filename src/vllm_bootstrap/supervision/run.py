@@ -203,6 +203,26 @@ class LaunchRun:
         logger.info("launch %s: re-adopted %s (pid %d)", launch.launch_id, launch.state, leader)
         self._watch(processes.wait_for_adopted_exit(leader, launch.process_start_ticks))
 
+    async def adopt_remote(self) -> None:
+        """Watch a launch on another box that a previous run of the control plane started
+        (the cluster lived on through the restart), or settle it if its vLLM is gone."""
+        remote, launch = self._remote, self.launch
+        if remote is None:
+            self.abandon_after_restart()
+            return
+        if await remote.adopt():
+            launch.adopted = True
+            logger.info(
+                "launch %s: re-adopted %s on %s", launch.launch_id, launch.state, launch.host
+            )
+            self._mirror = asyncio.create_task(remote.mirror_log(), name=f"log-{launch.launch_id}")
+            self._mirror.add_done_callback(_report_crash)
+            self._watch(remote.wait())
+            return
+        await self.settle_vanished()
+        if launch.is_terminal:
+            await remote.release()
+
     async def settle_vanished(self) -> None:
         """Its process died while the control plane was away: end what is left of it, then
         finish what was under way (a stop, a failing start) or apply the restart policy."""
@@ -225,9 +245,9 @@ class LaunchRun:
                 self._move(_S.FAILED, error=error)
 
     def abandon_after_restart(self) -> None:
-        """A launch on another box, found when the control plane started again: the head's
-        Ray node (and with it the cluster's record of that launch) did not survive the
-        restart, and the box ends what it ran when it loses the head. Its record ends."""
+        """A launch on another box, found by a control plane that no longer heads a cluster
+        (started again without VLLM_BOOTSTRAP_RAY_HEAD): its box ends what it ran once it
+        loses the head. Its record ends."""
         state = self.launch.state
         if state is _S.STOPPING:
             self._move(_S.STOPPED)
@@ -236,8 +256,8 @@ class LaunchRun:
         elif not self.launch.is_terminal:
             error = (
                 f"the control plane restarted while the launch was {state} on another box "
-                f"({self.launch.host}); launches on other boxes are not re-adopted: its box "
-                "ended it when the cluster's head went away. Launch it again"
+                f"({self.launch.host}), and no longer heads a cluster "
+                "(VLLM_BOOTSTRAP_RAY_HEAD): that box ends it once the cluster's head is gone"
             )
             self._move(_S.FAILED, error=error)
 

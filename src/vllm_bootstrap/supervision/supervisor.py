@@ -208,7 +208,7 @@ class Supervisor:
         for launch in self.registry.launches():
             run = self._new_run(launch)
             if launch.node_id is not None:
-                run.abandon_after_restart()
+                await run.adopt_remote()  # on another box of the cluster
                 continue
             leader = recovery.find_leader(launch)
             if leader is not None:
