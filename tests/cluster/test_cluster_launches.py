@@ -185,3 +185,47 @@ def test_a_head_killed_and_started_again_takes_over_its_ray_node_and_a_launch_on
     assert stopped["state"] == "stopped"
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://{worker.box.address}:{there['port']}/health", timeout=2)
+
+
+def test_a_box_killed_mid_batch_leaves_every_line_with_exactly_one_result(
+    start_box: BoxFactory,
+) -> None:
+    slow = {"FAKE_GPU_COUNT": "1", "FAKE_VLLM_LATENCY_SECONDS": "0.2"}
+    # Four lines at a time per replica: 150 lines take seconds, so the kill lands mid-batch.
+    head = start_box(0, VLLM_BATCH_IN_FLIGHT_PER_LAUNCH="4", **slow)
+    worker = start_box(1, **slow)
+    nodes = joined(head, 2)
+    here, there = launch(head), launch(head, node=nodes[worker.box.address])
+    wait_ready(head, here["launch_id"])
+    wait_ready(head, there["launch_id"])
+    client = client_for(head)
+    count = 150
+    batch = submit(client, jsonl([chat_line(f"line-{n}", MODEL) for n in range(count)]))
+
+    def under_way() -> bool:
+        done = client.batches.retrieve(batch.id).request_counts
+        return done is not None and done.completed >= 10
+
+    eventually(under_way, timeout=60, message="the batch never got going")
+    assert served(head, there["launch_id"]) > 0  # the worker's replica took lines
+    pids = subprocess.run(
+        ["ip", "netns", "pids", worker.box.namespace], capture_output=True, text=True, check=True
+    ).stdout.split()
+    subprocess.run(["kill", "-9", *pids], check=False)
+    at_the_kill = client.batches.retrieve(batch.id).request_counts
+    assert at_the_kill is not None
+    assert at_the_kill.completed < count  # mid-batch
+
+    finished = wait_for_batch(client, batch.id, timeout=180)
+    assert finished.status == "completed", finished
+    results = result_lines(client, finished.output_file_id)
+    assert sorted(line["custom_id"] for line in results) == sorted(
+        f"line-{n}" for n in range(count)
+    )
+    assert {line["response"]["status_code"] for line in results} == {200}
+    assert result_lines(client, finished.error_file_id) == []
+    eventually(
+        lambda: head.client.get(f"/status/{there['launch_id']}").json()["state"] == "failed",
+        timeout=30,
+        message="the launch on the dead box never failed",
+    )
