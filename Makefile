@@ -1,6 +1,6 @@
 .PHONY: lint lint-verify test test-real-vllm real-vllm-env validate bench-proxy \
 	bench-http-clients bench-readiness bench-batch bench-batch-real-vllm bench-coexist bench-swap \
-	bench-download \
+	bench-download bench-cluster \
 	test-container
 
 lint:
@@ -52,3 +52,6 @@ bench-coexist: real-vllm-env
 
 bench-download:
 	uv run python bench/download.py
+
+bench-cluster:
+	uv run python bench/cluster.py

@@ -55,26 +55,29 @@ def request_lines(count: int) -> bytes:
     )
 
 
-async def ideal_client(content: bytes, ports: list[int], in_flight: int) -> float:
+async def ideal_client(
+    content: bytes, ports: list[int], in_flight: int, hosts: list[str] | None = None
+) -> float:
+    """Seconds to send every line straight to the launches at `ports` (on `hosts`, by
+    default this machine's loopback), `in_flight` at a time to each."""
+    addresses = list(zip(hosts or ["127.0.0.1"] * len(ports), ports, strict=True))
     bodies = [json.dumps(json.loads(line)["body"]).encode() for line in content.splitlines()]
     pool = UpstreamPool()
     headers = [(b"content-type", b"application/json")]
 
-    async def worker(port: int, share: list[bytes]) -> None:
+    async def worker(address: tuple[str, int], share: list[bytes]) -> None:
         for body in share:
-            response = await pool.request(
-                "127.0.0.1", port, b"POST", b"/v1/completions", headers, body
-            )
+            response = await pool.request(*address, b"POST", b"/v1/completions", headers, body)
             async with response:
                 await response.read()
             assert response.status == 200
 
     # `in_flight` workers per launch, each sending its share of the requests in turn.
-    workers = len(ports) * in_flight
+    workers = len(addresses) * in_flight
     shares = [bodies[index::workers] for index in range(workers)]
     started = time.perf_counter()
     await asyncio.gather(
-        *(worker(ports[index % len(ports)], share) for index, share in enumerate(shares))
+        *(worker(addresses[index % len(addresses)], share) for index, share in enumerate(shares))
     )
     elapsed = time.perf_counter() - started
     pool.close()
@@ -92,13 +95,11 @@ def upload(server: BenchServer, content: bytes) -> str:
         + content
         + f"\r\n--{boundary}--\r\n".encode()
     )
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=300)
-    connection.request(
-        "POST",
-        "/v1/files",
-        body=body,
-        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
-    )
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=300)
+    headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    if server.access_key:
+        headers["authorization"] = f"Bearer {server.access_key}"
+    connection.request("POST", "/v1/files", body=body, headers=headers)
     response = connection.getresponse()
     payload = json.loads(response.read())
     connection.close()

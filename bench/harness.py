@@ -20,8 +20,11 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 # The GPUs for nvidia-smi to list (one unless asked), and no processes on them.
+# The readings (GET /stats, and a cluster's view of another box) ask for utilisation.
 FAKE_NVIDIA_SMI = """#!/bin/sh
 case "$*" in
+  *utilization.gpu*)
+    for i in $(seq 0 {last}); do echo "$i, 0, 81559, 0, 30, 60, 700, Bench GPU"; done ;;
   *--query-gpu*)
     for i in $(seq 0 {last}); do echo "$i, GPU-0000000$i-bench, Bench GPU, 81559, 0"; done ;;
 esac
@@ -85,8 +88,14 @@ class BenchServer:
         source: Path | None = None,
         gpus: int = 1,
         extra_env: dict[str, str] | None = None,
+        host: str = "127.0.0.1",
+        wrapper: tuple[str, ...] = (),
+        start_timeout: float = 20,
     ) -> None:
+        """`wrapper` runs it inside something (`ip netns exec BOX`, where it listens on
+        that box's `host`)."""
         self.port = free_port()
+        self.host = host
         self.workdir = workdir
         self.launched: dict[str, Any] = {}  # the launch a benchmark made, once made
         self.scoped_key: str | None = None  # a scoped key a benchmark made, once made
@@ -113,11 +122,12 @@ class BenchServer:
         self.log = open(workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [
+                *wrapper,
                 sys.executable,
                 "-m",
                 "vllm_bootstrap",
                 "--host",
-                "127.0.0.1",
+                host,
                 "--port",
                 str(self.port),
             ],
@@ -125,10 +135,10 @@ class BenchServer:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        self._wait_until_up()
+        self._wait_until_up(start_timeout)
 
     def request(self, method: str, path: str, body: object | None = None) -> Any:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
         payload = json.dumps(body).encode() if body is not None else None
         headers = {"content-type": "application/json"}
         if self.access_key:
@@ -141,8 +151,13 @@ class BenchServer:
             raise RuntimeError(f"{method} {path}: {response.status} {data.decode()}")
         return json.loads(data)
 
-    def launch_ready(self, model: str, timeout: float = 30, gpu: int = 0) -> dict[str, Any]:
-        launch = self.request("POST", "/launch", {"model": model, "gpu_ids": [gpu]})
+    def launch_ready(
+        self, model: str, timeout: float = 30, gpu: int = 0, node: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": model, "gpu_ids": [gpu]}
+        if node is not None:
+            body["node"] = node  # another box of a cluster
+        launch = self.request("POST", "/launch", body)
         deadline = time.monotonic() + timeout
         while launch["state"] != "ready":
             if time.monotonic() > deadline or launch["state"] in ("failed", "stopped"):
@@ -151,9 +166,9 @@ class BenchServer:
             launch = self.request("GET", f"/status/{launch['launch_id']}")
         return dict(launch)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30) -> None:
         self.process.send_signal(signal.SIGTERM)
-        self.process.wait(30)
+        self.process.wait(timeout)
         self.log.close()
 
     def _wait_until_up(self, timeout: float = 20) -> None:
