@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vllm_bootstrap.launches.logs import last_error_line, read_chunk
+from vllm_bootstrap.launches.logs import known_cause, last_error_line, read_chunk
 
 
 def test_chunks_join_back_to_the_file(tmp_path: Path) -> None:
@@ -82,3 +82,17 @@ def test_a_configuration_error_line_carries_its_reason(tmp_path: Path) -> None:
         "pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig: "
         "Value error, Sleep mode is not supported on current platform."
     )
+
+
+def test_a_ray_version_mismatch_has_its_advice(tmp_path: Path) -> None:
+    log = tmp_path / "across.log"
+    log.write_text(
+        "INFO Connecting to existing Ray cluster at address: 10.0.0.1:6379\n"
+        "RuntimeError: Version mismatch: The cluster was started with:\n"
+        "    Ray: 2.60.0\n"
+        "This process on node 10.0.0.2 was started with:\n"
+        "    Ray: 2.51.1\n"
+    )
+    advice = known_cause(log)
+    assert advice is not None
+    assert "the Ray of vLLM's Python" in advice

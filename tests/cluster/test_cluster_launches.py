@@ -4,6 +4,7 @@ replicas on both boxes, stopped cleanly, and failed within seconds when their bo
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -14,9 +15,10 @@ import httpx
 import pytest
 
 from tests.batch_helpers import chat_line, client_for, jsonl, result_lines, submit, wait_for_batch
-from tests.cluster.conftest import BoxFactory, BoxServer
+from tests.cluster.conftest import KEY, BoxFactory, BoxServer
 from tests.cluster.test_cluster_nodes import ray_group
 from tests.harness import eventually
+from tests.test_cli import cli
 from vllm_bootstrap.supervision.processes import group_members
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
@@ -42,7 +44,8 @@ def launch(head: BoxServer, **body: Any) -> dict[str, Any]:
 def wait_ready(head: BoxServer, launch_id: str) -> dict[str, Any]:
     def ready() -> bool:
         state = head.client.get(f"/status/{launch_id}").json()["state"]
-        assert state in ("bootstrapping", "ready"), head.client.get(f"/status/{launch_id}").text
+        log = head.client.get(f"/logs/{launch_id}").json()["content"][-3000:]
+        assert state in ("bootstrapping", "ready"), f"{launch_id} is {state}; its log ends:\n{log}"
         return bool(state == "ready")
 
     eventually(ready, timeout=60, message=f"{launch_id} never became ready")
@@ -115,7 +118,11 @@ def test_a_launch_asked_for_on_a_box_holds_that_boxs_gpus_until_it_stops(
     head, worker = start_box(0, FAKE_GPU_COUNT="1"), start_box(1, FAKE_GPU_COUNT="2")
     nodes = joined(head, 2)
     worker_id = nodes[worker.box.address]
-    there = launch(head, node=worker.box.address, gpu_ids=[1])
+    # As a user asks for it from another machine: the command line, the box by its address.
+    asked = cli(
+        head, "launch", MODEL, "--node", worker.box.address, "--gpus", "1", "--json", key=KEY
+    )
+    there = json.loads(asked.stdout)
     assert (there["node_id"], there["gpu_ids"]) == (worker_id, [1])
     taken = head.client.post("/launch", json={"model": MODEL, "node": worker_id, "gpu_ids": [1]})
     assert taken.status_code == 409
@@ -229,3 +236,48 @@ def test_a_box_killed_mid_batch_leaves_every_line_with_exactly_one_result(
         timeout=30,
         message="the launch on the dead box never failed",
     )
+
+
+def test_a_launch_across_two_boxes_holds_both_and_its_ray_workers_stay_on_them(
+    start_box: BoxFactory,
+) -> None:
+    two = {"FAKE_GPU_COUNT": "2"}
+    head, one, other = start_box(0, **two), start_box(1, **two), start_box(2, **two)
+    nodes = joined(head, 3)
+    head_id, one_id, other_id = (nodes[box.box.address] for box in (head, one, other))
+    blocker = launch(head, node=one_id, gpu_ids=[0])  # box one is not whole now
+
+    across = launch(head, nodes=2, gpus_per_node=2)
+    assert (across["node_id"], across["other_node_gpus"]) == (None, {other_id: [0, 1]})
+    assert across["command"][-6:] == [
+        *("--tensor-parallel-size", "2", "--pipeline-parallel-size", "2"),
+        *("--distributed-executor-backend", "ray"),
+    ]
+    wait_ready(head, across["launch_id"])
+    # vLLM's Ray workers went to its two boxes, though box one had free GPUs too.
+    stats = head.client.get(f"/proxy/{across['launch_id']}/debug/stats").json()
+    assert sorted(stats["ray_nodes"]) == sorted([head_id, head_id, other_id, other_id])
+    owners = {
+        (gpu["node_id"], gpu["index"]): gpu["launch_id"] for gpu in head.client.get("/gpus").json()
+    }
+    assert [owners[(node, gpu)] for node in (head_id, other_id) for gpu in (0, 1)] == [
+        across["launch_id"]
+    ] * 4
+    refused = head.client.post("/launch", json={"model": MODEL, "nodes": 2, "gpus_per_node": 2})
+    assert refused.status_code == 409
+    assert "in use by" in refused.text
+
+    stopped = head.client.post(f"/stop/{across['launch_id']}", params={"wait": "true"}).json()
+    assert stopped["state"] == "stopped"
+    head.client.post(f"/stop/{blocker['launch_id']}", params={"wait": "true"})
+    held = launch(head, gpu_ids=[0])  # the head is not whole now: the next one runs on the others
+    again = launch(head, nodes=2, gpus_per_node=2)
+    # Its vLLM runs on one worker box (through its actor), its workers on both.
+    boxes = {again["node_id"], *again["other_node_gpus"]}
+    assert boxes == {one_id, other_id}
+    assert list(again["other_node_gpus"].values()) == [[0, 1]]
+    wait_ready(head, again["launch_id"])
+    stats = head.client.get(f"/proxy/{again['launch_id']}/debug/stats").json()
+    assert sorted(stats["ray_nodes"]) == sorted([one_id, one_id, other_id, other_id])
+    assert chat(head, "across") == 200
+    assert held["node_id"] is None

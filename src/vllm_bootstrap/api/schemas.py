@@ -76,6 +76,19 @@ class LaunchRequest(BaseModel):
             "else on the first other box with the GPUs free."
         ),
     )
+    nodes: int | None = Field(
+        default=None,
+        ge=2,
+        le=64,
+        description=(
+            "On a cluster's head: run one vLLM across this many boxes (its Ray executor: "
+            "tensor parallel within a box, pipeline parallel across boxes). Each box is "
+            "taken whole; give gpus_per_node, and leave gpu_ids and node out."
+        ),
+    )
+    gpus_per_node: int | None = Field(
+        default=None, ge=1, le=1024, description="With nodes: the GPUs vLLM uses on each box."
+    )
 
     def to_spec(self) -> LaunchSpec:
         return LaunchSpec(
@@ -89,7 +102,24 @@ class LaunchRequest(BaseModel):
             max_restarts=self.max_restarts,
             restart_backoff_seconds=self.restart_backoff_seconds,
             node=self.node,
+            place_anywhere=True,
+            nodes=self.nodes or 1,
+            gpus_per_node=self.gpus_per_node,
         )
+
+    @model_validator(mode="after")
+    def _across_boxes_is_whole(self) -> LaunchRequest:
+        if self.gpus_per_node is not None and self.nodes is None:
+            raise ValueError("gpus_per_node goes with nodes (a launch across boxes)")
+        if self.nodes is None:
+            return self
+        if self.gpus_per_node is None:
+            raise ValueError("nodes needs gpus_per_node: the GPUs vLLM uses on each box")
+        if self.gpu_ids is not None or self.node is not None:
+            raise ValueError(
+                "a launch across boxes takes each of its boxes whole: leave gpu_ids and node out"
+            )
+        return self
 
     @field_validator("model")
     @classmethod

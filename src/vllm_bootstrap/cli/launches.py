@@ -25,6 +25,13 @@ from vllm_bootstrap.client import ApiError, Client, Host, Launch, Node, Stats
     "vLLM's arguments after --.",
 )
 @click.option("--env", multiple=True, metavar="NAME=VALUE", help="For vLLM (repeatable).")
+@click.option("--node", metavar="ID|ADDRESS", help="On a cluster's head: the box to run on.")
+@click.option(
+    "--nodes",
+    type=click.IntRange(min=2),
+    help="On a cluster's head: run across this many boxes (each taken whole).",
+)
+@click.option("--gpus-per-node", type=click.IntRange(min=1), help="With --nodes: GPUs per box.")
 @click.option("--wait", is_flag=True, help="Show progress until it is ready.")
 @json_option
 @talks_to_server
@@ -35,6 +42,9 @@ def launch(
     gpus: str | None,
     args: tuple[str, ...],
     env: tuple[str, ...],
+    node: str | None,
+    nodes: int | None,
+    gpus_per_node: int | None,
     wait: bool,
     as_json: bool,
 ) -> None:
@@ -43,7 +53,13 @@ def launch(
     vLLM's own arguments go after --: launch MODEL --gpus 0 -- --max-model-len 8192"""
     extra_args = [*args, *Invocation.of(ctx).vllm_args]
     with session() as client:
-        options = {"extra_args": extra_args or None, "env": dict(map(_pair, env)) or None}
+        options = {
+            "extra_args": extra_args or None,
+            "env": dict(map(_pair, env)) or None,
+            "node": node,
+            "nodes": nodes,
+            "gpus_per_node": gpus_per_node,
+        }
         started = client.launch(model, _gpus(gpus), **options)
         if not wait:
             output.emit(as_json, started, started.launch_id)

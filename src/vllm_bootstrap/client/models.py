@@ -54,6 +54,7 @@ class Launch(_Answer):
     ready_at: str | None = None
     download_id: str | None = None  # the download it waits for (phase "downloading")
     node_id: str | None = None  # on a cluster's head: the other box running it
+    other_node_gpus: dict[str, list[int]] = {}  # a launch across boxes: its other boxes
     host: str | None = None
 
     @property

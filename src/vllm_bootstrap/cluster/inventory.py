@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vllm_bootstrap.cluster.fence import BoxFence
 from vllm_bootstrap.cluster.ray_env import ray_environment
 from vllm_bootstrap.cluster.ray_node import NodeSpec, RayNode
 from vllm_bootstrap.cluster.remote_launch import RemoteLaunch
 from vllm_bootstrap.launches import Launch
-from vllm_bootstrap.supervision.remote import Box
+from vllm_bootstrap.supervision import Box
 
 logger = logging.getLogger("vllm_bootstrap.cluster")
 NAMESPACE = "vllm-bootstrap"
@@ -79,7 +80,7 @@ class Cluster:
         self._grace = grace
         self.node: RayNode | None = None
         self._head_node_id: str | None = None
-        self._address = f"{spec.node_address or '127.0.0.1'}:{spec.head_port}"
+        self.address = f"{spec.node_address or '127.0.0.1'}:{spec.head_port}"
         self._reading = asyncio.Lock()
         self._read_at = -FRESH_SECONDS
         self._last: list[NodeView] = []
@@ -161,6 +162,9 @@ class Cluster:
     def process_of(self, launch: Launch) -> RemoteLaunch:
         return RemoteLaunch(launch)
 
+    def fence_for(self, launch: Launch) -> BoxFence:
+        return BoxFence(launch, self._head_node_id)
+
     async def nodes(
         self,
         local_gpus: list[dict[str, Any]],
@@ -193,7 +197,7 @@ class Cluster:
             why = f"the cluster's nodes could not be read from Ray: {type(exc).__name__}"
             logger.warning("%s", why)
             head_id = self._head_node_id or ""
-            return [NodeView(head_id, self._address, alive=True, head=True, error=why)]
+            return [NodeView(head_id, self.address, alive=True, head=True, error=why)]
 
     # ----------------------------------------------------------------- in threads
 
@@ -212,18 +216,18 @@ class Cluster:
         self._wait_for_head()
         with self._ray_calls:
             ray.init(
-                address=self._address,
+                address=self.address,
                 namespace=NAMESPACE,
                 logging_level=logging.WARNING,
                 log_to_driver=False,
             )
         self._head_node_id = ray.get_runtime_context().get_node_id()
-        logger.info("Ray head at %s: this box is node %s", self._address, self._head_node_id)
+        logger.info("Ray head at %s: this box is node %s", self.address, self._head_node_id)
 
     def _wait_for_head(self) -> None:
         """Until the head's port takes connections (ray.init would wait a minute for a head
         that will never come, where `ray start` may have failed at once)."""
-        host, port = self._address.rsplit(":", 1)
+        host, port = self.address.rsplit(":", 1)
         deadline = time.monotonic() + CONNECT_TIMEOUT_SECONDS
         while True:
             if self.node is None or not self.node.running:
@@ -232,7 +236,7 @@ class Cluster:
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"the Ray head node took no connections on {self._address} within "
+                    f"the Ray head node took no connections on {self.address} within "
                     f"{CONNECT_TIMEOUT_SECONDS:g} s: {self._why_it_ended()}"
                 )
             time.sleep(0.2)

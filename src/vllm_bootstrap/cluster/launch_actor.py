@@ -40,10 +40,13 @@ REMNANT_KILL_WAIT_SECONDS = 5.0
 class LaunchOnNode:
     """Runs in a Ray worker process on the launch's box (an async actor: one event loop)."""
 
-    def __init__(self, launch_id: str, gpu_ids: list[int], env: dict[str, str]) -> None:
+    def __init__(
+        self, launch_id: str, gpu_ids: list[int], env: dict[str, str], ray_driver: bool = False
+    ) -> None:
         self._launch_id = launch_id
         self._gpu_ids = gpu_ids
         self._env = env
+        self._ray_driver = ray_driver  # a launch across boxes: its vLLM joins the cluster
         folder = os.environ.get(LOG_DIR_VARIABLE) or Path(tempfile.gettempdir(), "vllm-bootstrap")
         self.log_path = Path(folder) / f"{launch_id}.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -56,7 +59,7 @@ class LaunchOnNode:
 
         if self._process is not None and self._process.poll() is None:
             raise RuntimeError(f"launch {self._launch_id} has started its vLLM already")
-        env = launch_environment(self._launch_id, self._gpu_ids, self._env)
+        env = launch_environment(self._launch_id, self._gpu_ids, self._env, self._ray_driver)
         self._process, self._stopping = spawn(argv, env, self.log_path), False
         return {"pid": self._process.pid, "address": ray.util.get_node_ip_address()}
 
@@ -97,7 +100,13 @@ class LaunchOnNode:
         return self._process.wait()
 
 
-def start_on(node_id: str, launch_id: str, gpu_ids: list[int], env: dict[str, str]) -> Any:
+def start_on(
+    node_id: str,
+    launch_id: str,
+    gpu_ids: list[int],
+    env: dict[str, str],
+    ray_driver: bool = False,
+) -> Any:
     """The launch's actor on node `node_id` (Ray's handle); named, detached, never
     restarted by Ray (a launch's restarts are the supervisor's to decide)."""
     import ray
@@ -109,7 +118,7 @@ def start_on(node_id: str, launch_id: str, gpu_ids: list[int], env: dict[str, st
         namespace=NAMESPACE,
         lifetime="detached",
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-    ).remote(launch_id, gpu_ids, env)
+    ).remote(launch_id, gpu_ids, env, ray_driver)
 
 
 def find(launch_id: str) -> Any | None:

@@ -94,7 +94,12 @@ class RemoteLaunch:
             self._actor = await asyncio.to_thread(find, launch.launch_id)
             if self._actor is None:
                 self._actor = await asyncio.to_thread(
-                    start_on, self._node_id, launch.launch_id, launch.gpu_ids, env
+                    start_on,
+                    self._node_id,
+                    launch.launch_id,
+                    launch.gpu_ids,
+                    env,
+                    launch.across_boxes,
                 )
         return self._actor
 

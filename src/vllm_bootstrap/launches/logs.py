@@ -77,6 +77,13 @@ _KNOWN_CAUSES = (
         "the container's /dev/shm is too small for vLLM: run it with --ipc=host or "
         "--shm-size=16g (docker compose: `ipc: host` or `shm_size`)",
     ),
+    (
+        # Ray's refusal when a launch across boxes joins the cluster with another Ray.
+        re.compile(r"Version mismatch: The cluster was started with"),
+        "a launch across boxes joins the cluster with the Ray of vLLM's Python, which must "
+        "be the version the boxes run: install that Ray version beside vLLM, or pin the "
+        "control plane's (the `cluster` extra) to vLLM's",
+    ),
 )
 
 

@@ -89,6 +89,9 @@ class Launch:
     reason: str | None = None
     # On a cluster's head: the Ray node (another box) that runs it; None: this box.
     node_id: str | None = None
+    # A launch across boxes (vLLM's Ray executor): the other boxes it holds, node id -> GPUs
+    # (it runs on `node_id`, its first box, and vLLM places its workers on all of them).
+    other_node_gpus: dict[str, list[int]] = field(default_factory=dict)
     # The download of its Hub model's files, while vLLM waits for them (downloads/).
     download_id: str | None = None
     # When a request through /v1 or a batch last finished on it: the idle clock of profiles.
@@ -113,6 +116,16 @@ class Launch:
     def holds_gpus(self) -> bool:
         """Its GPUs are its own: live and not asleep (a sleeping launch holds them softly)."""
         return self.state.holds_gpus and not self.gpus_released
+
+    @property
+    def across_boxes(self) -> bool:
+        return bool(self.other_node_gpus)
+
+    def gpus_on(self, node_id: str | None) -> list[int]:
+        """Its GPUs on the box `node_id` (None: the head, or a box alone)."""
+        if node_id == self.node_id:
+            return self.gpu_ids
+        return self.other_node_gpus.get(node_id, []) if node_id is not None else []
 
     @property
     def local_host(self) -> str:

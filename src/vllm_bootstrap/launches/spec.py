@@ -30,8 +30,13 @@ class LaunchSpec:
     # Set for launches of model profiles: which profile, and what asked for it.
     profile: str | None = None
     reason: str | None = None
-    # On a cluster's head: the box to run on (its Ray node id or address); None: any.
+    # On a cluster's head: the box to run on (its Ray node id or address); None: the head
+    # itself, or (with place_anywhere, as POST /launch asks) any box with the GPUs free.
     node: str | None = None
+    place_anywhere: bool = False
+    # A launch across boxes (vLLM's Ray executor): how many, and the GPUs of each it uses.
+    nodes: int = 1
+    gpus_per_node: int | None = None
 
 
 # Flags we set ourselves; passing them in extra_args would silently win over ours

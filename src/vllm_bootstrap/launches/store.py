@@ -151,7 +151,10 @@ _INSERT_LEASE = "INSERT INTO gpu_leases (node_id, gpu_index, launch_id) VALUES (
 
 def _lease_rows(launch: Launch) -> list[tuple[str, int, str]]:
     node = launch.node_id or THIS_BOX
-    return [(node, gpu, launch.launch_id) for gpu in launch.gpu_ids]
+    rows = [(node, gpu, launch.launch_id) for gpu in launch.gpu_ids]
+    for other, gpus in launch.other_node_gpus.items():
+        rows += [(other, gpu, launch.launch_id) for gpu in gpus]
+    return rows
 
 
 def _document(launch: Launch) -> str:

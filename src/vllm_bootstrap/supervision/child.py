@@ -81,18 +81,22 @@ def command(
     return argv + list(extra_args)
 
 
-def environment(launch: Launch) -> dict[str, str]:
+def environment(launch: Launch, ray_driver: bool = False) -> dict[str, str]:
     """The server's environment without our own settings (one is the access key), plus the
     launch's variables, its GPUs and the marker that finds it again after a restart."""
-    return launch_environment(launch.launch_id, launch.gpu_ids, launch.env)
+    return launch_environment(launch.launch_id, launch.gpu_ids, launch.env, ray_driver)
 
 
 def launch_environment(
-    launch_id: str, gpu_ids: list[int], launch_env: dict[str, str]
+    launch_id: str, gpu_ids: list[int], launch_env: dict[str, str], ray_driver: bool = False
 ) -> dict[str, str]:
     """`environment`, from its parts: also what a launch on another box runs with (that
-    box's environment, there)."""
+    box's environment, there). A launch across boxes is a `ray_driver`: vLLM's Ray executor
+    joins the cluster, so it keeps the cluster's credentials (and its model code could use
+    them: such a launch is trusted with the cluster)."""
     env = _without_our_settings()
+    if ray_driver:
+        env.update({key: os.environ[key] for key in RAY_CREDENTIALS if key in os.environ})
     env["PYTHONUNBUFFERED"] = "1"  # log lines (and readiness hints) arrive at once
     env.update(launch_env)
     env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA numbers GPUs as nvidia-smi does
@@ -211,12 +215,14 @@ def vllm_entry(python: str) -> str:
 
 
 def _without_our_settings() -> dict[str, str]:
-    """The server's environment without our settings (the access key is one), nor the
-    credentials of a Ray cluster this box belongs to (cluster/ray_env.py)."""
+    """The server's environment without our settings (the access key is one), nor Ray's
+    own variables: the credentials of a Ray cluster this box belongs to (cluster/ray_env.py),
+    and, on another box, what Ray gives the worker process that starts vLLM there (they
+    would make vLLM's Ray executor take that process's node for its own)."""
     return {
         key: value
         for key, value in os.environ.items()
-        if key not in SETTING_VARIABLES and key not in RAY_CREDENTIALS
+        if key not in SETTING_VARIABLES and not key.startswith("RAY_")
     }
 
 

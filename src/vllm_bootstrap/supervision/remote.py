@@ -58,10 +58,25 @@ class RemoteProcess(Protocol):
         ...
 
 
+class Fence(Protocol):
+    """For a launch across boxes: the GPUs of every box it does not hold, kept from Ray,
+    so that vLLM's Ray executor can place its workers on the launch's boxes only."""
+
+    async def hold(self) -> None:
+        """Raises when it cannot stand."""
+        ...
+
+    async def release(self) -> None: ...
+
+
 class Cluster(Protocol):
     """The boxes a head may place launches on, besides itself."""
 
     head_node_id: str | None
+    # The Ray address a launch across boxes (a Ray driver) joins: HEAD:PORT.
+    address: str
+
+    def fence_for(self, launch: Launch) -> Fence: ...
 
     async def other_boxes(self) -> list[Box]:
         """The alive boxes other than the head, with their GPUs."""

@@ -40,7 +40,7 @@ from vllm_bootstrap.launches import (
 from vllm_bootstrap.log_text import escaped
 from vllm_bootstrap.supervision import child, processes, recovery
 from vllm_bootstrap.supervision.readiness import ReadinessProbe, wait_until_ready
-from vllm_bootstrap.supervision.remote import RemoteProcess
+from vllm_bootstrap.supervision.remote import Fence, RemoteProcess
 
 logger = logging.getLogger("vllm_bootstrap.supervisor")
 
@@ -58,13 +58,17 @@ class LaunchRun:
         publish: Callable[[Launch], None],
         weights: LaunchWeights | None = None,
         remote: RemoteProcess | None = None,
+        fence: Fence | None = None,
     ) -> None:
         self.launch = launch
         self._settings = settings
         self._publish = publish
         self._weights = weights
         self._remote = remote
-        self._remote_start: asyncio.Task[None] | None = None
+        # A launch across boxes: every other box's free GPUs kept from vLLM's Ray executor
+        # while it places its workers (from each spawn until it is ready or has ended).
+        self._fence = fence
+        self._starting: asyncio.Task[None] | None = None
         self._mirror: asyncio.Task[None] | None = None
         # Downloading the model before vLLM starts (a Hub model not wholly cached).
         self._fetcher: asyncio.Task[None] | None = None
@@ -127,14 +131,51 @@ class LaunchRun:
     def _spawn(self) -> bool:
         launch = self.launch
         self._log_start = _log_size(launch.log_path)
-        if self._remote is not None:
-            self._remote_start = asyncio.create_task(
-                self._spawn_remote(self._remote), name=f"start-{launch.launch_id}"
+        if self._remote is not None or self._fence is not None:
+            self._starting = asyncio.create_task(
+                self._start_later(), name=f"start-{launch.launch_id}"
             )
-            self._remote_start.add_done_callback(_report_crash)
+            self._starting.add_done_callback(_report_crash)
             return True
+        return self._spawn_here()
+
+    async def _start_later(self) -> None:
+        """Start vLLM on another box, or once the fence of a launch across boxes stands."""
         try:
-            process = processes.spawn(launch.command, child.environment(launch), launch.log_path)
+            if self._fence is not None and not await self._hold_fence(self._fence):
+                return
+            if self._remote is not None:
+                await self._spawn_remote(self._remote)
+            elif self.launch.state is _S.BOOTSTRAPPING:
+                self._spawn_here()
+        finally:
+            self._starting = None
+
+    async def _hold_fence(self, fence: Fence) -> bool:
+        try:
+            await fence.hold()
+        except Exception as exc:  # Ray's, or a box that has no room for the fence
+            if self.launch.state is _S.BOOTSTRAPPING:
+                self._move(
+                    _S.FAILED,
+                    error=f"the cluster's other boxes could not be kept from its workers: {exc}",
+                )
+            return False
+        if self.launch.state is not _S.BOOTSTRAPPING:  # stopped meanwhile
+            self._release_fence()
+            return False
+        return True
+
+    def _release_fence(self) -> None:
+        if self._fence is not None:
+            task = asyncio.create_task(self._fence.release(), name=f"fence-{self.launch.launch_id}")
+            task.add_done_callback(_report_crash)
+
+    def _spawn_here(self) -> bool:
+        launch = self.launch
+        try:
+            environment = child.environment(launch, ray_driver=launch.across_boxes)
+            process = processes.spawn(launch.command, environment, launch.log_path)
         except OSError as exc:
             self._move(_S.FAILED, error=f"vLLM could not be started: {exc}")
             return False
@@ -167,8 +208,6 @@ class LaunchRun:
                 self._move(_S.FAILED, error=f"vLLM could not be started on {launch.host}: {exc}")
             await remote.release()
             return
-        finally:
-            self._remote_start = None
         if launch.state is not _S.BOOTSTRAPPING:  # stopped while it was starting there
             await remote.stop(self._settings.stop_timeout_seconds)
             await remote.release()
@@ -465,6 +504,8 @@ class LaunchRun:
         launch = self.launch
         launch.move_to(state, error=error)
         self._publish(launch)
+        if state is not _S.BOOTSTRAPPING:  # its workers are placed (or it ended)
+            self._release_fence()
         if launch.is_terminal:
             self._ended.set()
         log = logger.warning if state in (_S.FAILING, _S.FAILED) else logger.info

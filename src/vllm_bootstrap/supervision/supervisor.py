@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 
@@ -29,7 +30,7 @@ from vllm_bootstrap.launches import (
     StateStore,
     StateWriteFailed,
 )
-from vllm_bootstrap.supervision import admission, child, processes, recovery
+from vllm_bootstrap.supervision import across, admission, child, processes, recovery
 from vllm_bootstrap.supervision.errors import (
     InvalidLaunch,
     LaunchRefused,
@@ -84,8 +85,8 @@ class Supervisor:
         on the cluster's node `node_id`."""
         return {
             gpu: launch.launch_id
-            for launch in self._holding_gpus(node_id)
-            for gpu in launch.gpu_ids
+            for launch in self._holding_gpus()
+            for gpu in launch.gpus_on(node_id)
         }
 
     # ----------------------------------------------------------------- launch and stop
@@ -93,8 +94,10 @@ class Supervisor:
     async def launch(self, spec: LaunchSpec) -> Launch:
         # Found once, then kept; until then, asking takes a process: not on the loop.
         await asyncio.to_thread(child.check_vllm_available, self.settings)
+        if spec.nodes > 1:
+            return await self._launch_across(spec)
         refusals: list[tuple[Box | None, LaunchRefused]] = []
-        for box in await self._boxes_for(spec.node):
+        for box in await self._boxes_for(spec.node, spec.place_anywhere):
             snapshot = (
                 await self._snapshot(check_gpu_users=not spec.force)
                 if box is None
@@ -122,10 +125,58 @@ class Supervisor:
             self._ports.is_free if here else lambda _port: True,
         )
 
-    def _claim(self, spec: LaunchSpec, decision: admission.Decision, box: Box | None) -> Launch:
+    async def _launch_across(self, spec: LaunchSpec) -> Launch:
+        """One vLLM on several boxes (its Ray executor): each box taken whole."""
+        cluster = self._cluster
+        if cluster is None:
+            raise InvalidLaunch(
+                f"nodes {spec.nodes}: this server runs alone, not as the head of a cluster "
+                "(VLLM_BOOTSTRAP_RAY_HEAD); a launch across boxes needs one"
+            )
+        across.check_layout_args(spec.extra_args)
+        candidates = [await self._head_candidate()]
+        others = await cluster.other_boxes()
+        # From here to the insert there is no await: the claim is atomic.
+        candidates += [
+            across.Candidate(box, box.gpus, self._owners_shown(box.node_id)) for box in others
+        ]
+        gpus_per_node = spec.gpus_per_node or 0
+        first, *rest = across.choose_boxes(candidates, spec.nodes, gpus_per_node)
+        port = self._ports.allocate(
+            {run.launch.port for run in self._live_runs()}, here=first.box is None
+        )
+        layout = across.layout_args(spec.nodes, gpus_per_node)
+        driven = dataclasses.replace(
+            spec,
+            extra_args=[*spec.extra_args, *layout],
+            env={
+                **spec.env,
+                "RAY_ADDRESS": cluster.address,
+                "VLLM_HOST_IP": _address_of(first, cluster),
+            },
+        )
+        decision = admission.Decision(first.gpus, port)
+        others_held = {part.box.node_id: part.gpus for part in rest if part.box is not None}
+        return self._claim(driven, decision, first.box, others_held)
+
+    async def _head_candidate(self) -> across.Candidate:
+        try:
+            gpus = [gpu.index for gpu in await self.detect_gpus()]
+        except GPUDiscoveryError:
+            gpus = []
+        return across.Candidate(None, gpus, self._owners_shown(None))
+
+    def _claim(
+        self,
+        spec: LaunchSpec,
+        decision: admission.Decision,
+        box: Box | None,
+        other_node_gpus: dict[str, list[int]] | None = None,
+    ) -> Launch:
         launch = child.new_launch(
             spec, secrets.token_hex(6), decision.gpu_ids, decision.port, self.settings, box
         )
+        launch.other_node_gpus = other_node_gpus or {}
         try:
             self._write_unsaved()  # an ended launch's unwritten state still holds its leases
             self._store.insert(launch)
@@ -169,7 +220,7 @@ class Supervisor:
             return False
         if run.launch.gpus_released and new.holds_gpus:
             owners = self.gpu_owners(run.launch.node_id)
-            taken = [gpu for gpu in run.launch.gpu_ids if gpu in owners]
+            taken = [gpu for gpu in run.launch.gpu_ids if gpu in owners]  # sleep: one box
             if taken:
                 holders = sorted({owners[gpu] for gpu in taken})
                 raise ResourceConflict(f"GPUs {taken} are held by {holders}")
@@ -263,12 +314,15 @@ class Supervisor:
     # ----------------------------------------------------------------- internals
 
     def _new_run(self, launch: Launch) -> LaunchRun:
-        if launch.node_id is not None and self._cluster is not None:
+        cluster = self._cluster
+        fence = cluster.fence_for(launch) if cluster and launch.across_boxes else None
+        if launch.node_id is not None and cluster is not None:
             # Its weights are that box's to fetch: vLLM downloads them there.
-            remote = self._cluster.process_of(launch)
-            run = LaunchRun(launch, self.settings, self._publish, remote=remote)
+            remote = cluster.process_of(launch)
+            run = LaunchRun(launch, self.settings, self._publish, remote=remote, fence=fence)
         else:
-            run = LaunchRun(launch, self.settings, self._publish, self._weights)
+            weights = None if launch.across_boxes else self._weights  # each box fetches its own
+            run = LaunchRun(launch, self.settings, self._publish, weights, fence=fence)
         self._runs[launch.launch_id] = run
         return run
 
@@ -316,16 +370,20 @@ class Supervisor:
     def _live_runs(self) -> list[LaunchRun]:
         return [run for run in self._runs.values() if not run.launch.is_terminal]
 
-    def _holding_gpus(self, node_id: str | None = None) -> list[Launch]:
-        return [
-            run.launch
-            for run in self._runs.values()
-            if run.launch.holds_gpus and run.launch.node_id == node_id
-        ]
+    def _holding_gpus(self) -> list[Launch]:
+        return [run.launch for run in self._runs.values() if run.launch.holds_gpus]
 
-    async def _boxes_for(self, node: str | None) -> list[Box | None]:
+    def _owners_shown(self, node_id: str | None) -> dict[int, str]:
+        """GPU index on box `node_id` -> its launch, as admission's refusals name it."""
+        return {
+            gpu: f"{launch.launch_id} ({launch.state})"
+            for launch in self._holding_gpus()
+            for gpu in launch.gpus_on(node_id)
+        }
+
+    async def _boxes_for(self, node: str | None, anywhere: bool) -> list[Box | None]:
         """Where a launch may go, in the order tried (None: this box): the node asked for,
-        else this box first, then the cluster's other boxes."""
+        else this box first, then (`anywhere`) the cluster's other boxes."""
         cluster = self._cluster
         if cluster is None:
             if node is not None:
@@ -334,7 +392,7 @@ class Supervisor:
                     "(VLLM_BOOTSTRAP_RAY_HEAD); leave `node` out"
                 )
             return [None]
-        if node is not None and node == cluster.head_node_id:
+        if (node is None and not anywhere) or (node is not None and node == cluster.head_node_id):
             return [None]
         others = await cluster.other_boxes()
         if node is None:
@@ -352,11 +410,7 @@ class Supervisor:
         them (other processes on its GPUs are not checked from here)."""
         return admission.Snapshot(
             detected_gpus=box.gpus,
-            gpu_owners={
-                gpu: f"{launch.launch_id} ({launch.state})"
-                for launch in self._holding_gpus(box.node_id)
-                for gpu in launch.gpu_ids
-            },
+            gpu_owners=self._owners_shown(box.node_id),
             port_owners={run.launch.port: run.launch.launch_id for run in self._live_runs()},
             launch_ports=range(self.settings.launch_port_start, self.settings.launch_port_end + 1),
             cpu_only=box.cpu_only,
@@ -374,11 +428,7 @@ class Supervisor:
         live = [run.launch for run in self._live_runs()]
         return admission.Snapshot(
             detected_gpus=[gpu.index for gpu in gpus],
-            gpu_owners={
-                gpu: f"{launch.launch_id} ({launch.state})"
-                for launch in self._holding_gpus()
-                for gpu in launch.gpu_ids
-            },
+            gpu_owners=self._owners_shown(None),
             port_owners={launch.port: launch.launch_id for launch in live},
             our_process_groups=frozenset(
                 launch.pgid for launch in live if launch.pgid is not None and not launch.node_id
@@ -390,6 +440,14 @@ class Supervisor:
 
 
 _ASLEEP = LaunchState.SLEEPING
+
+
+def _address_of(candidate: across.Candidate, cluster: Cluster) -> str:
+    """A box's address on the private network (vLLM's multi-node guide has VLLM_HOST_IP set
+    to it on every box)."""
+    if candidate.box is not None:
+        return candidate.box.address
+    return cluster.address.rsplit(":", 1)[0]
 
 
 def _refused(refusals: list[tuple[Box | None, LaunchRefused]]) -> LaunchRefused:

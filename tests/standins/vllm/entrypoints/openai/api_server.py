@@ -111,6 +111,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
+    parser.add_argument("--pipeline-parallel-size", "-pp", type=int, default=1)
+    parser.add_argument("--distributed-executor-backend", choices=["mp", "ray", "uni"])
     parser.add_argument("--served-model-name", nargs="+")
     parser.add_argument("--enable-sleep-mode", action="store_true")
     parser.add_argument("--scheduling-policy", choices=["fcfs", "priority"], default="fcfs")
@@ -120,6 +122,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 class StandinServer:
+    ray_nodes: list[str] | None = None  # with the Ray executor: each worker's box
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.model = args.model
@@ -415,6 +419,7 @@ class StandinServer:
                 "sleeps": self.sleeps,
                 "wakes": self.wakes,
                 "pid": os.getpid(),
+                "ray_nodes": self.ray_nodes,
             }
         )
 
@@ -639,6 +644,15 @@ async def serve(args: argparse.Namespace) -> None:
         early_socket.bind((args.host, args.port))
         early_socket.listen(128)
 
+    ray_workers = None
+    if args.distributed_executor_backend == "ray":
+        from vllm.executor.ray_utils import initialize_ray_cluster
+
+        world_size = args.tensor_parallel_size * args.pipeline_parallel_size
+        log(f"Connecting to existing Ray cluster at address: {os.environ.get('RAY_ADDRESS')}")
+        ray_workers = await asyncio.to_thread(initialize_ray_cluster, world_size)
+        StandinServer.ray_nodes = ray_workers.node_ids
+        log(f"Ray workers placed on nodes {ray_workers.node_ids}", "ray_utils.py:1")
     engine = start_engine_core(ignore_sigterm="ignore-sigterm" in model)
     log(f"Started engine process with PID {engine.pid}", "core_client.py:1")
     if "escape-group" in model:
@@ -701,6 +715,8 @@ async def serve(args: argparse.Namespace) -> None:
     await runner.cleanup()
     engine.terminate()
     engine.wait()
+    if ray_workers is not None:
+        ray_workers.remove()
 
 
 def main() -> None:
