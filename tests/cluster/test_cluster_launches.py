@@ -132,6 +132,22 @@ def test_a_launch_asked_for_on_a_box_holds_that_boxs_gpus_until_it_stops(
     assert "GET /nodes" in unknown.text
     wait_ready(head, there["launch_id"])
     pid = head.client.get(f"/status/{there['launch_id']}").json()["pid"]
+    # A profile loads on the head's GPU 0, though a launch holds GPU 0 of the worker.
+    also_there = launch(head, node=worker_id, gpu_ids=[0])
+    assert head.client.put("/models/p", json={"model": "org/profiled"}).status_code == 200
+    body = {"model": "p", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    assert head.client.post("/v1/chat/completions", json=body).status_code == 200
+    loaded = [one for one in head.client.get("/launch").json() if one["profile"] == "p"]
+    assert [(one["node_id"], one["gpu_ids"]) for one in loaded] == [(None, [0])]
+    # The head is full now: another profile takes the worker's free GPU before it would
+    # evict anything on the head.
+    head.client.post(f"/stop/{also_there['launch_id']}", params={"wait": "true"})
+    assert head.client.put("/models/q", json={"model": "org/elsewhere"}).status_code == 200
+    asked_q = {"model": "q", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    assert head.client.post("/v1/chat/completions", json=asked_q).status_code == 200
+    loaded = [one for one in head.client.get("/launch").json() if one["profile"] == "q"]
+    assert [(one["node_id"], one["gpu_ids"]) for one in loaded] == [(worker_id, [0])]
+    head.client.post(f"/stop/{loaded[0]['launch_id']}", params={"wait": "true"})
 
     stopped = head.client.post(f"/stop/{there['launch_id']}", params={"wait": "true"}).json()
     assert stopped["state"] == "stopped"

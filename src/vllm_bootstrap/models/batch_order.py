@@ -51,7 +51,10 @@ async def _fit_together(wanted: list[ModelProfile], wing: Wing, launches: list[L
     fixed = {
         gpu
         for launch in launches
-        if launch.holds_gpus and launch.profile not in names and wing.claims.never_evicted(launch)
+        if launch.holds_gpus
+        and launch.node_id is None  # profiles run on the head: only its GPUs count
+        and launch.profile not in names
+        and wing.claims.never_evicted(launch)
         for gpu in launch.gpu_ids
     }
     explicit = [gpu for profile in wanted for gpu in profile.gpu_ids or []]

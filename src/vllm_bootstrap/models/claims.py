@@ -10,6 +10,10 @@ its GPUs, then fails saying who holds them.
 
 Whether a launch may be evicted is its profile's decision (`ProfileRun.evictable`); each
 victim is checked again just before it is unloaded.
+
+On a cluster's head, a load takes free GPUs on another box before it evicts anything on
+the head; it evicts on the head alone (a sleeping launch on another box wakes there, making
+room there if it must).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from vllm_bootstrap.models.changes import Changes
 from vllm_bootstrap.models.errors import Abandoned, LoadFailed
 from vllm_bootstrap.models.placement import Holder, Impossible, Plan, place
 from vllm_bootstrap.models.profile import ModelProfile
-from vllm_bootstrap.supervision import GPUDiscoveryError, NoNvidiaSmi, Supervisor
+from vllm_bootstrap.supervision import Box, GPUDiscoveryError, NoNvidiaSmi, Supervisor
 from vllm_bootstrap.usage import UsageLedger
 
 if TYPE_CHECKING:
@@ -69,7 +73,7 @@ class GpuClaims:
         self._queue: list[Claim] = []
         # GPUs a claim is taking right now (its launch is being admitted): no other plan
         # may count them free while the supervisor checks them (nvidia-smi takes a while).
-        self._taking: dict[int, str] = {}
+        self._taking: dict[tuple[str | None, int], str] = {}
 
     async def claim(self, claim: Claim, asleep: Callable[[], Launch | None]) -> Launch:
         """Wait for GPUs, evicting what must go; the launch that now holds them. `asleep`
@@ -102,7 +106,7 @@ class GpuClaims:
             raise LoadFailed(f"the profile {claim.name!r} was deleted while it waited for GPUs")
         claim.gpu_ids = profile.gpu_ids
         plan = await self._plan(profile, asleep)
-        if plan is None and asleep is not None and self._blocked_for_good(asleep.gpu_ids):
+        if plan is None and asleep is not None and self._blocked_for_good(asleep):
             # Whatever took its GPUs is never evicted: start it afresh where there is room.
             reason = "its GPUs went to a launch that is never evicted"
             await self._run_of(profile.name).unload(asleep, reason)
@@ -111,19 +115,20 @@ class GpuClaims:
             return None
         if not await self._evict(plan.evict, profile.name):
             return None  # a victim got a request meanwhile: plan again
-        self._taking.update(dict.fromkeys(plan.gpu_ids, profile.name))
+        taking = [(plan.node, gpu) for gpu in plan.gpu_ids]
+        self._taking.update(dict.fromkeys(taking, profile.name))
         try:
             return await claim.take(profile, plan, asleep)
         finally:
-            for gpu in plan.gpu_ids:
-                self._taking.pop(gpu, None)
+            for key in taking:
+                self._taking.pop(key, None)
 
     def _may_go(self, claim: Claim, plan: Plan) -> bool:
         """First in line, or taking only free GPUs that the first does not name."""
         first = self._queue[0]
         if first is claim:
             return True
-        reserved = set(first.gpu_ids or [])
+        reserved = set(first.gpu_ids or []) if plan.node is None else set()  # the head's
         return not plan.evict and not reserved & set(plan.gpu_ids)
 
     def _check_deadline(self, claim: Claim) -> None:
@@ -139,6 +144,8 @@ class GpuClaims:
             )
 
     async def _plan(self, profile: ModelProfile, asleep: Launch | None) -> Plan | None:
+        if asleep is not None and asleep.node_id is not None:
+            return await self._wake_on_its_box(asleep)
         try:
             detected = [gpu.index for gpu in await self._supervisor.detect_gpus()]
         except NoNvidiaSmi:
@@ -148,24 +155,64 @@ class GpuClaims:
             raise LoadFailed(str(exc)) from None
         gpu_ids = asleep.gpu_ids if asleep is not None else profile.gpu_ids
         asleep_on = frozenset(self._supervisor.sleeping_on())
+        count = profile.gpu_count or 1
         try:
-            return place(detected, self._holders(), profile.gpu_count or 1, gpu_ids, asleep_on)
+            here = place(detected, self._holders(None), count, gpu_ids, asleep_on)
         except Impossible as exc:
-            raise LoadFailed(f"the profile {profile.name!r} cannot run here: {exc}") from None
+            here, impossible = None, exc
+        else:
+            impossible = None
+        if (here is None or here.evict) and gpu_ids is None and asleep is None:
+            boxes = await self._supervisor.other_boxes()
+            elsewhere = self._free_elsewhere(boxes, count)
+            if elsewhere is not None:
+                return elsewhere
+            if impossible is not None and any(len(box.gpus) >= count for box in boxes):
+                return None  # another box is big enough: wait for room there
+        if impossible is not None:
+            raise LoadFailed(f"the profile {profile.name!r} cannot run here: {impossible}")
+        return here
 
-    def _holders(self) -> list[Holder]:
+    def _free_elsewhere(self, boxes: list[Box], count: int) -> Plan | None:
+        """Free GPUs on another box of the cluster (nothing is evicted there to make room)."""
+        for box in boxes:
+            try:
+                plan = place(box.gpus, self._holders(box.node_id), count)
+            except Impossible:
+                continue
+            if plan is not None and not plan.evict:
+                return Plan(plan.gpu_ids, [], box.node_id)
+        return None
+
+    async def _wake_on_its_box(self, asleep: Launch) -> Plan | None:
+        """A sleeping launch on another box wakes there, on its own GPUs."""
+        node = asleep.node_id
+        boxes = {box.node_id: box for box in await self._supervisor.other_boxes()}
+        if node not in boxes:
+            return None  # its box is gone: its launch fails, and the load starts afresh
+        try:
+            plan = place(boxes[node].gpus, self._holders(node), gpu_ids=asleep.gpu_ids)
+        except Impossible:
+            return None
+        return None if plan is None else Plan(plan.gpu_ids, plan.evict, node)
+
+    def _holders(self, node: str | None) -> list[Holder]:
+        """Who holds GPUs on box `node` (None: the head): launches, and loads taking some."""
         now = time.time()
         holders = [
             Holder(
                 launch.launch_id,
-                tuple(launch.gpu_ids),
+                tuple(launch.gpus_on(node)),
                 self._evictable(launch, now),
                 self._ledger.last_used(launch),
             )
             for launch in self._gpu_holders()
+            if launch.gpus_on(node)
         ]
         taking = [
-            Holder(f"a load of {name}", (gpu,), False, now) for gpu, name in self._taking.items()
+            Holder(f"a load of {name}", (gpu,), False, now)
+            for (box, gpu), name in self._taking.items()
+            if box == node
         ]
         return holders + taking
 
@@ -175,9 +222,11 @@ class GpuClaims:
     def _evictable(self, launch: Launch, now: float) -> bool:
         return launch.profile is not None and self._run_of(launch.profile).evictable(launch, now)
 
-    def _blocked_for_good(self, gpu_ids: list[int]) -> bool:
+    def _blocked_for_good(self, asleep: Launch) -> bool:
+        """A launch that is never evicted holds one of the sleeping launch's GPUs."""
+        wanted = set(asleep.gpu_ids)
         return any(
-            set(launch.gpu_ids) & set(gpu_ids) and self.never_evicted(launch)
+            set(launch.gpus_on(asleep.node_id)) & wanted and self.never_evicted(launch)
             for launch in self._gpu_holders()
         )
 

@@ -35,6 +35,7 @@ class Holder:
 class Plan:
     gpu_ids: list[int]
     evict: list[str]  # launch ids, least recently used first
+    node: str | None = None  # on a cluster's head: the other box it goes on; None: the head
 
 
 def place(

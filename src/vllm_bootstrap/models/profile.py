@@ -91,9 +91,9 @@ class ModelProfile(BaseModel):
     def to_document(self) -> dict[str, Any]:
         return self.model_dump()
 
-    def launch_spec(self, gpu_ids: list[int], reason: str) -> LaunchSpec:
-        """Its launch on `gpu_ids`: served under its name, with sleep mode when it sleeps
-        and priority scheduling when asked."""
+    def launch_spec(self, gpu_ids: list[int], reason: str, node: str | None = None) -> LaunchSpec:
+        """Its launch on `gpu_ids` (of the cluster's box `node`; None: the head): served
+        under its name, with sleep mode when it sleeps and priority scheduling when asked."""
         extra_args = with_priority_scheduling(self.extra_args, self.priority_scheduling)
         extra_args = [*extra_args, "--served-model-name", self.name]
         env = dict(self.env)
@@ -107,4 +107,5 @@ class ModelProfile(BaseModel):
             env=env,
             profile=self.name,
             reason=reason,
+            node=node,
         )

@@ -276,14 +276,19 @@ class ProfileRun:
         if asleep is not None:
             woken = unload.move(self._wing, asleep, _S.SLEEPING, _S.WAKING, self._reason())
             return asleep if woken else None
+        where = f" of node {plan.node}" if plan.node else ""
         logger.info(
-            "model %s: loading on GPUs %s (%s)", escaped(self.name), plan.gpu_ids, self._reason()
+            "model %s: loading on GPUs %s%s (%s)",
+            escaped(self.name),
+            plan.gpu_ids,
+            where,
+            self._reason(),
         )
         try:
-            spec = profile.launch_spec(plan.gpu_ids, self._reason())
+            spec = profile.launch_spec(plan.gpu_ids, self._reason(), plan.node)
             return await self._wing.supervisor.launch(spec)
         except ResourceConflict as conflict:
-            if set(plan.gpu_ids) & set(self._wing.supervisor.gpu_owners()):
+            if set(plan.gpu_ids) & set(self._wing.supervisor.gpu_owners(plan.node)):
                 return None  # another launch of ours took them meanwhile: plan again
             raise LoadFailed(f"the launch was refused: {conflict.message}") from None
         except LaunchRefused as refused:

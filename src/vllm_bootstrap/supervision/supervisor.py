@@ -80,6 +80,10 @@ class Supervisor:
             self._gpus = await query_gpus()
         return self._gpus
 
+    async def other_boxes(self) -> list[Box]:
+        """On a cluster's head, its other alive boxes with their GPUs; else none."""
+        return await self._cluster.other_boxes() if self._cluster is not None else []
+
     def gpu_owners(self, node_id: str | None = None) -> dict[int, str]:
         """GPU index -> the launch holding it (a sleeping launch holds none), on this box or
         on the cluster's node `node_id`."""
