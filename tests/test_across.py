@@ -38,7 +38,15 @@ def test_too_few_whole_boxes_say_what_each_lacks() -> None:
 
 def test_layout_flags_are_the_launchs_own() -> None:
     check_layout_args(["--max-model-len", "4096"])
-    for flag in ("--pipeline-parallel-size=4", "-tp", "--distributed-executor-backend"):
+    spellings = (
+        "--pipeline-parallel-size=4",
+        "-tp",
+        "--distributed-executor-backend",
+        "--data_parallel_size",  # argparse reads underscores and prefixes too
+        "--pipeline-parallel",
+        "-dpl",
+    )
+    for flag in spellings:
         with pytest.raises(InvalidLaunch, match="`nodes` and `gpus_per_node` set"):
             check_layout_args([flag, "2"])
 
@@ -50,6 +58,8 @@ REFUSED_ON_A_BOX_ALONE = [
     ({"nodes": 2, "gpus_per_node": 1, "gpu_ids": [0]}, 422, "leave gpu_ids and node out"),
     ({"nodes": 1, "gpus_per_node": 1}, 422, "greater than or equal to 2"),
     ({"node": "10.0.0.2"}, 400, "runs alone"),
+    ({"nodes": 2, "gpus_per_node": 1, "port": 9000}, 422, "leave port out"),
+    ({"env": {"BOOTSTRAP_BOX": "/elsewhere"}}, 422, "BOOTSTRAP_* names are vllm-bootstrap's"),
 ]
 
 

@@ -161,6 +161,21 @@ def test_a_launch_asked_for_on_a_box_holds_that_boxs_gpus_until_it_stops(
     again = launch(head, node=worker_id, gpu_ids=[1])  # its GPU is free again
     assert again["node_id"] == worker_id
 
+    # A crash on the worker restarts there, on the same GPU; the error comes from its log.
+    crashing = launch(
+        head, model="org/crash-after-ready", node=worker_id, gpu_ids=[0], restart="on-failure"
+    )
+    crashing_id = crashing["launch_id"]
+    eventually(
+        lambda: head.client.get(f"/status/{crashing_id}").json()["restart_count"] >= 1,
+        timeout=60,
+        message="the crashed launch never restarted",
+    )
+    restarted = head.client.get(f"/status/{crashing_id}").json()
+    assert (restarted["node_id"], restarted["gpu_ids"]) == (worker_id, [0])
+    assert "CUDA out of memory" in restarted["last_error"]
+    head.client.post(f"/stop/{crashing_id}", params={"wait": "true"})
+
 
 def test_a_box_that_dies_fails_its_launches_within_seconds(start_box: BoxFactory) -> None:
     head, worker = start_box(0, FAKE_GPU_COUNT="1"), start_box(1, FAKE_GPU_COUNT="1")

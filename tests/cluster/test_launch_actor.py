@@ -68,7 +68,7 @@ def test_a_launch_runs_on_a_worker_box_and_a_later_driver_finds_and_stops_it(
     assert log["size"] >= len(log["text"])
     # The worker's own log folder, and its environment with the launch's additions; never
     # the access key, nor the worker's own settings.
-    assert (worker.log_path.parent / "logs" / "remote1.log").exists()
+    assert (worker.log_path.parent / "logs" / "node-launches" / "remote1.log").exists()
     environ = Path(f"/proc/{started['pid']}/environ").read_bytes().split(b"\0")
     assert b"FROM_THE_HEAD=1" in environ
     assert b"CUDA_VISIBLE_DEVICES=0" in environ

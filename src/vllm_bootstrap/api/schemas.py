@@ -119,6 +119,8 @@ class LaunchRequest(BaseModel):
             raise ValueError(
                 "a launch across boxes takes each of its boxes whole: leave gpu_ids and node out"
             )
+        if self.port is not None:
+            raise ValueError("a launch across boxes gets its port from the range: leave port out")
         return self
 
     @field_validator("model")

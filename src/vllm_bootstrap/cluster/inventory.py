@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vllm_bootstrap.cluster.fence import BoxFence
+from vllm_bootstrap.cluster.fence import BoxFence, FenceTurns
 from vllm_bootstrap.cluster.ray_env import ray_environment
 from vllm_bootstrap.cluster.ray_node import NodeSpec, RayNode
 from vllm_bootstrap.cluster.remote_launch import RemoteLaunch
@@ -87,6 +87,7 @@ class Cluster:
         # Ray's driver state is global: connecting, reading and disconnecting take turns.
         self._ray_calls = threading.Lock()
         self._watcher: asyncio.Task[None] | None = None
+        self._fence_turns = FenceTurns()
 
     async def start(self, gpu_count: int) -> None:
         """Connect to the head's Ray node: the one a previous run of the control plane left
@@ -162,8 +163,8 @@ class Cluster:
     def process_of(self, launch: Launch) -> RemoteLaunch:
         return RemoteLaunch(launch)
 
-    def fence_for(self, launch: Launch) -> BoxFence:
-        return BoxFence(launch, self._head_node_id)
+    def fence_for(self, launch: Launch, gpus_per_node: int) -> BoxFence:
+        return BoxFence(launch, self._head_node_id, gpus_per_node, self._fence_turns)
 
     async def nodes(
         self,
@@ -222,6 +223,9 @@ class Cluster:
                 log_to_driver=False,
             )
         self._head_node_id = ray.get_runtime_context().get_node_id()
+        if self._spec.node_address is None:
+            # What the other boxes reach (a launch across boxes joins here), not loopback.
+            self.address = f"{ray.util.get_node_ip_address()}:{self._spec.head_port}"
         logger.info("Ray head at %s: this box is node %s", self.address, self._head_node_id)
 
     def _wait_for_head(self) -> None:

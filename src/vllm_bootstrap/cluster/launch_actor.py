@@ -13,6 +13,8 @@ reaches it through `RemoteLaunch` (remote_launch.py).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -23,6 +25,7 @@ from typing import Any
 from vllm_bootstrap.cluster.ray_node import LOG_DIR_VARIABLE
 from vllm_bootstrap.supervision import (
     end_group,
+    kill_remnants,
     launch_environment,
     signal_group,
     spawn,
@@ -48,7 +51,9 @@ class LaunchOnNode:
         self._env = env
         self._ray_driver = ray_driver  # a launch across boxes: its vLLM joins the cluster
         folder = os.environ.get(LOG_DIR_VARIABLE) or Path(tempfile.gettempdir(), "vllm-bootstrap")
-        self.log_path = Path(folder) / f"{launch_id}.log"
+        # A folder of its own: where the head mirrors it (its own log folder) may be this
+        # very folder, on a volume the boxes share.
+        self.log_path = Path(folder) / "node-launches" / f"{launch_id}.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._stopping = False
         self._stop_grace = 0.0
@@ -64,8 +69,16 @@ class LaunchOnNode:
         return {"pid": self._process.pid, "address": ray.util.get_node_ip_address()}
 
     def return_code(self) -> int | None:
-        """None while vLLM runs."""
+        """None while vLLM runs (or before it started: see `running`)."""
         return None if self._process is None else self._process.poll()
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    async def reap(self) -> None:
+        """End what is left of an exited vLLM (its group, and what left the group)."""
+        if self._process is not None:
+            await self._end_remnants(self._process.pid)
 
     async def wait(self) -> int:
         """Its exit code, once it has exited and nothing is left of its group (a crash
@@ -76,10 +89,15 @@ class LaunchOnNode:
         code = await wait_for_exit(process)
         if self._stopping:  # the stop escalates on its own schedule: wait for it
             await wait_for_group_exit(process.pid, self._stop_grace + REMNANT_KILL_WAIT_SECONDS)
-        else:
-            signal_group(process.pid, signal.SIGKILL)
-            await wait_for_group_exit(process.pid, REMNANT_KILL_WAIT_SECONDS)
+        await self._end_remnants(process.pid)
         return code
+
+    async def _end_remnants(self, group: int) -> None:
+        # A crash leaves EngineCore and workers with nothing to finish; a process that left
+        # the group still carries the launch's marker.
+        signal_group(group, signal.SIGKILL)
+        await wait_for_group_exit(group, REMNANT_KILL_WAIT_SECONDS)
+        kill_remnants(self._launch_id)
 
     def read_log(self, offset: int, limit: int = MAX_LOG_READ_BYTES) -> tuple[bytes, int]:
         """Up to `limit` bytes of its log from `offset`, and the log's size."""
@@ -97,7 +115,10 @@ class LaunchOnNode:
             return None
         self._stopping, self._stop_grace = True, grace_seconds
         await end_group(self._process.pid, grace_seconds)
-        return self._process.wait()
+        # Never a blocking wait here: a leader stuck in the kernel would freeze every call.
+        with contextlib.suppress(TimeoutError):
+            return await asyncio.wait_for(wait_for_exit(self._process), REMNANT_KILL_WAIT_SECONDS)
+        return None
 
 
 def start_on(
@@ -112,7 +133,9 @@ def start_on(
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    actor = ray.remote(num_cpus=0, max_restarts=0, max_concurrency=16)(LaunchOnNode)
+    # Calls are coroutines, cheap to run side by side: a head's pending `wait` of an earlier
+    # run may linger beside a restarted head's own.
+    actor = ray.remote(num_cpus=0, max_restarts=0, max_concurrency=1000)(LaunchOnNode)
     return actor.options(
         name=NAME_PREFIX + launch_id,
         namespace=NAMESPACE,

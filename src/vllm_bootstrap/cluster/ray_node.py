@@ -38,12 +38,13 @@ from vllm_bootstrap.supervision import (
 
 logger = logging.getLogger("vllm_bootstrap.cluster")
 LOG_DIR_VARIABLE = "VLLM_BOOTSTRAP_LOG_DIR"
-# The head's Ray checks each node every second and counts it dead after three misses (Ray's
-# defaults take 15 s or more): a box that dies fails its launches within seconds.
+# The head's Ray checks each node every second and counts it dead after five misses in a
+# row (Ray's defaults take 15 s or more): a box that dies fails its launches within seconds,
+# and a box busy for a moment (loading weights, a network blip) is not taken for dead.
 HEAD_HEALTH_CHECKS = {
     "RAY_health_check_period_ms": "1000",
-    "RAY_health_check_timeout_ms": "1000",
-    "RAY_health_check_failure_threshold": "3",
+    "RAY_health_check_timeout_ms": "2000",
+    "RAY_health_check_failure_threshold": "5",
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from vllm_bootstrap.launches import Launch
 logger = logging.getLogger("vllm_bootstrap.cluster")
 # How often a launch's log is copied from its box while it has nothing new.
 LOG_MIRROR_SECONDS = 0.25
+# How long a restarted head waits for one launch's actor to answer before it counts it gone.
+ADOPT_SECONDS = 30.0
 
 
 class RemoteLaunch:
@@ -46,8 +49,21 @@ class RemoteLaunch:
         try:
             return int(await _result(self._actor.wait.remote()))
         except Exception as exc:  # Ray's: the actor died with its box, or cannot be reached
-            self.lost = self._lost_because(exc)
-            return None
+            failure = exc
+        self.lost = self._lost_because(failure)
+        # Its actor alone may have died (Ray's memory monitor, say) on a box that lives: its
+        # vLLM would run on there, holding GPUs the launch gives back now.
+        with contextlib.suppress(Exception):  # the box is gone too: nothing runs there
+            if await asyncio.to_thread(_node_alive, self._node_id):
+                strategy = _on(self._node_id)
+                ended = await _result(
+                    _ender().options(scheduling_strategy=strategy).remote(self._launch.launch_id)
+                )
+                self.lost = (
+                    f"its actor on box {self._launch.host} died ({type(failure).__name__}); "
+                    f"its vLLM there was ended with it (processes {ended})"
+                )
+        return None
 
     async def stop(self, grace_seconds: float) -> None:
         # A box that is gone has nothing left to stop: `wait` says what happened.
@@ -61,24 +77,25 @@ class RemoteLaunch:
 
     async def adopt(self) -> bool:
         try:
-            self._actor = await asyncio.to_thread(find, self._launch.launch_id)
-            if self._actor is None:
-                return False
-            return await _result(self._actor.return_code.remote()) is None
+            return await asyncio.wait_for(self._find_running(), ADOPT_SECONDS)
         except Exception as exc:  # the cluster cannot say: the launch is settled as gone
             logger.warning(
                 "launch %s: its actor could not be asked (%s)", self._launch.launch_id, _reason(exc)
             )
             return False
 
+    async def copy_log(self) -> None:
+        if self.lost is None and self._actor is not None:
+            await self._copy_rest(self._actor)
+
     async def release(self) -> None:
-        """The rest of its log, then its actor ended (its name free for the next head)."""
-        if self._actor is None:
+        """The rest of its log, then its actor ended (its name free for the next head);
+        once, whichever path gets here first."""
+        actor, self._actor = self._actor, None
+        if actor is None:
             return
         if self.lost is None:
-            while await self._copy_log() == "more":
-                pass
-        actor, self._actor = self._actor, None
+            await self._copy_rest(actor)
         import ray
 
         with contextlib.suppress(Exception):
@@ -103,15 +120,33 @@ class RemoteLaunch:
                 )
         return self._actor
 
-    async def _copy_log(self) -> str | None:
+    async def _find_running(self) -> bool:
+        """Its actor again, by name; True while its vLLM runs (an exited one's remnants are
+        ended first: a restart on the same GPUs must find them free)."""
+        self._actor = await asyncio.to_thread(find, self._launch.launch_id)
+        if self._actor is None:
+            return False
+        if await _result(self._actor.running.remote()):
+            return True
+        await _result(self._actor.reap.remote())
+        return False
+
+    async def _copy_rest(self, actor: Any) -> None:
+        with contextlib.suppress(TimeoutError):  # a box that stops answering: the rest waits
+            async with asyncio.timeout(ADOPT_SECONDS):
+                while await self._copy_log(actor) == "more":
+                    pass
+
+    async def _copy_log(self, actor: Any = None) -> str | None:
         """Copy what is new in its log; "more" when a read was full, None once the box
         cannot be read (its launch's end says why), else "idle"."""
         path = self._launch.log_path
+        actor = actor or self._actor
         async with self._copying:
             if self._offset is None:
                 self._offset = _size(path)
             try:
-                data, _size_there = await _result(self._actor.read_log.remote(self._offset))
+                data, _size_there = await _result(actor.read_log.remote(self._offset))
             except Exception:
                 return None
             if data:
@@ -126,6 +161,34 @@ class RemoteLaunch:
             f"reached ({type(exc).__name__}): the box or its Ray node ended, and its vLLM with "
             "it"
         )
+
+
+def _node_alive(node_id: str) -> bool:
+    import ray
+
+    with contextlib.suppress(Exception):
+        return any(node["NodeID"] == node_id and node["Alive"] for node in ray.nodes())
+    return False
+
+
+def _on(node_id: str) -> Any:
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id, soft=False)
+
+
+@functools.cache
+def _ender() -> Any:
+    import ray
+
+    return ray.remote(num_cpus=0, max_retries=0)(_end_launch_processes)
+
+
+def _end_launch_processes(launch_id: str) -> list[int]:
+    """On the launch's box: kill every process that carries its marker."""
+    from vllm_bootstrap.supervision import kill_remnants
+
+    return kill_remnants(launch_id)
 
 
 def _reason(exc: BaseException) -> str:

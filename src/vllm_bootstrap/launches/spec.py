@@ -79,6 +79,9 @@ def check_env(env: dict[str, str]) -> dict[str, str]:
             )
         if name in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"):
             raise ValueError(f"env must not set {name}: choose GPUs with gpu_ids")
+        if name.startswith("BOOTSTRAP_"):
+            # The marks by which a launch's processes are found again (and ended) are ours.
+            raise ValueError(f"env must not set {name}: BOOTSTRAP_* names are vllm-bootstrap's")
         _reject_nul(f"env[{name!r}]", value)
     return env
 

@@ -20,6 +20,7 @@ _FACE = {
     "process_start_ticks": "processes",
     "launch_environment": "child",
     "launches_of_box": "recovery",
+    "kill_remnants": "recovery",
     "spawn": "processes",
     "wait_for_exit": "processes",
     "vllm_start": "child",

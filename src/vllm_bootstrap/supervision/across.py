@@ -12,19 +12,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from vllm_bootstrap.launches import reserved_flag
 from vllm_bootstrap.supervision.errors import InvalidLaunch, ResourceConflict
 from vllm_bootstrap.supervision.remote import Box
 
-# What vLLM is told for a launch across boxes; the caller must not say otherwise.
+# What vLLM is told for a launch across boxes; the caller must not say otherwise (in any
+# spelling vLLM's parser takes: `reserved_flag`), nor ask for more workers.
 LAYOUT_FLAGS = (
     "--tensor-parallel-size",
-    "-tp",
     "--pipeline-parallel-size",
-    "-pp",
     "--data-parallel-size",
-    "-dp",
+    "--data-parallel-size-local",
     "--distributed-executor-backend",
 )
+SHORT_LAYOUT_FLAGS = ("-tp", "-pp", "-dp", "-dpl")
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,8 @@ def layout_args(nodes: int, gpus_per_node: int) -> list[str]:
 
 def check_layout_args(extra_args: Sequence[str]) -> None:
     for arg in extra_args:
-        if any(arg == flag or arg.startswith(f"{flag}=") for flag in LAYOUT_FLAGS):
+        short = arg.split("=", 1)[0] in SHORT_LAYOUT_FLAGS
+        if short or reserved_flag(arg, LAYOUT_FLAGS) is not None:
             raise InvalidLaunch(
                 f"extra_args must not set {arg.split('=', 1)[0]} for a launch across boxes: "
                 "`nodes` and `gpus_per_node` set vLLM's layout"

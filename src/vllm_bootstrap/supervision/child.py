@@ -96,7 +96,7 @@ def launch_environment(
     them: such a launch is trusted with the cluster)."""
     env = _without_our_settings()
     if ray_driver:
-        env.update({key: os.environ[key] for key in RAY_CREDENTIALS if key in os.environ})
+        env.update({key: value for key, value in os.environ.items() if _joins_ray(key)})
     env["PYTHONUNBUFFERED"] = "1"  # log lines (and readiness hints) arrive at once
     env.update(launch_env)
     env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA numbers GPUs as nvidia-smi does
@@ -232,6 +232,12 @@ def _without_our_settings() -> dict[str, str]:
 RAY_CREDENTIALS = frozenset(
     {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"}
 )
+
+
+def _joins_ray(name: str) -> bool:
+    """What a Ray driver needs to join the cluster: its credentials, and Ray's TLS set-up
+    where the boxes use it."""
+    return name in RAY_CREDENTIALS or name == "RAY_USE_TLS" or name.startswith("RAY_TLS_")
 
 
 def _is_flag(arg: str, flags: Iterable[str]) -> bool:

@@ -49,6 +49,10 @@ class RemoteProcess(Protocol):
         """Copy its log into the launch's log file here as it grows, until cancelled."""
         ...
 
+    async def copy_log(self) -> None:
+        """Copy what is left of its log now (after it exited)."""
+        ...
+
     async def adopt(self) -> bool:
         """Find it again after the control plane restarted: True while its vLLM runs."""
         ...
@@ -69,14 +73,14 @@ class Fence(Protocol):
     async def release(self) -> None: ...
 
 
-class Cluster(Protocol):
+class ClusterView(Protocol):
     """The boxes a head may place launches on, besides itself."""
 
     head_node_id: str | None
     # The Ray address a launch across boxes (a Ray driver) joins: HEAD:PORT.
     address: str
 
-    def fence_for(self, launch: Launch) -> Fence: ...
+    def fence_for(self, launch: Launch, gpus_per_node: int) -> Fence: ...
 
     async def other_boxes(self) -> list[Box]:
         """The alive boxes other than the head, with their GPUs."""

@@ -58,16 +58,18 @@ class LaunchRun:
         publish: Callable[[Launch], None],
         weights: LaunchWeights | None = None,
         remote: RemoteProcess | None = None,
-        fence: Fence | None = None,
+        fences: Callable[[], Fence] | None = None,
     ) -> None:
         self.launch = launch
         self._settings = settings
         self._publish = publish
         self._weights = weights
         self._remote = remote
-        # A launch across boxes: every other box's free GPUs kept from vLLM's Ray executor
-        # while it places its workers (from each spawn until it is ready or has ended).
-        self._fence = fence
+        # A launch across boxes: the GPUs its workers must not take, kept from vLLM's Ray
+        # executor while it places them (a new fence for each spawn, until it is ready or
+        # has ended).
+        self._fences = fences
+        self._fence: Fence | None = None
         self._starting: asyncio.Task[None] | None = None
         self._mirror: asyncio.Task[None] | None = None
         # Downloading the model before vLLM starts (a Hub model not wholly cached).
@@ -131,7 +133,7 @@ class LaunchRun:
     def _spawn(self) -> bool:
         launch = self.launch
         self._log_start = _log_size(launch.log_path)
-        if self._remote is not None or self._fence is not None:
+        if self._remote is not None or self._fences is not None:
             self._starting = asyncio.create_task(
                 self._start_later(), name=f"start-{launch.launch_id}"
             )
@@ -140,26 +142,35 @@ class LaunchRun:
         return self._spawn_here()
 
     async def _start_later(self) -> None:
-        """Start vLLM on another box, or once the fence of a launch across boxes stands."""
+        """Start vLLM on another box, or once the fence of a launch across boxes stands. A
+        stop meanwhile left the launch `stopping`: it ends here, once nothing runs."""
         try:
-            if self._fence is not None and not await self._hold_fence(self._fence):
+            if self._fences is not None and not await self._hold_fence(self._fences()):
                 return
             if self._remote is not None:
                 await self._spawn_remote(self._remote)
             elif self.launch.state is _S.BOOTSTRAPPING:
                 self._spawn_here()
+        except Exception as exc:  # a bug, or an error nobody foresaw: never stuck starting
+            logger.exception("launch %s: starting it failed", self.launch.launch_id)
+            if self.launch.state is _S.BOOTSTRAPPING:
+                self._move(_S.FAILED, error=f"vLLM could not be started: {type(exc).__name__}")
         finally:
             self._starting = None
+            if self.launch.state is _S.STOPPING and self.launch.pid is None:
+                self._move(_S.STOPPED)
 
     async def _hold_fence(self, fence: Fence) -> bool:
+        self._fence = fence
         try:
             await fence.hold()
         except Exception as exc:  # Ray's, or a box that has no room for the fence
             if self.launch.state is _S.BOOTSTRAPPING:
                 self._move(
                     _S.FAILED,
-                    error=f"the cluster's other boxes could not be kept from its workers: {exc}",
+                    error=f"the GPUs its workers must not take could not be fenced: {exc}",
                 )
+            self._release_fence()
             return False
         if self.launch.state is not _S.BOOTSTRAPPING:  # stopped meanwhile
             self._release_fence()
@@ -167,8 +178,9 @@ class LaunchRun:
         return True
 
     def _release_fence(self) -> None:
-        if self._fence is not None:
-            task = asyncio.create_task(self._fence.release(), name=f"fence-{self.launch.launch_id}")
+        fence, self._fence = self._fence, None
+        if fence is not None:
+            task = asyncio.create_task(fence.release(), name=f"fence-{self.launch.launch_id}")
             task.add_done_callback(_report_crash)
 
     def _spawn_here(self) -> bool:
@@ -211,7 +223,7 @@ class LaunchRun:
         if launch.state is not _S.BOOTSTRAPPING:  # stopped while it was starting there
             await remote.stop(self._settings.stop_timeout_seconds)
             await remote.release()
-            return
+            return  # _start_later ends the stop
         launch.pid, launch.process_start_ticks = pid, None
         launch.spawned_at = time.time()
         start = LoadProgress()
@@ -307,6 +319,10 @@ class LaunchRun:
             if self._restart_timer is not None:
                 self._restart_timer.cancel()  # nothing runs between a crash and its restart
             self._move(_S.STOPPED)
+        elif self.fetching and self._starting is not None:
+            # Its start is under way (on another box, or its fence): it may run any moment,
+            # so the launch ends, its GPUs free, once that start has ended it (_start_later).
+            self._move(_S.STOPPING)
         elif self.fetching:
             # Nothing runs yet: the download goes on for the cache (DELETE /downloads/{id}
             # stops it), the launch ends now.
@@ -393,6 +409,8 @@ class LaunchRun:
         if self._remote is not None:
             ending = self._remote.stop(grace)
         else:
+            # Never this box's process table for a launch on another box (its pid is there).
+            assert self.launch.node_id is None
             assert self.launch.pgid is not None
             ending = processes.end_group(self.launch.pgid, grace)
         self._terminator = asyncio.create_task(ending, name=f"stop-{self.launch.launch_id}")
@@ -424,11 +442,13 @@ class LaunchRun:
         if self._mirror is not None:
             self._mirror.cancel()
             self._mirror = None
+        await remote.copy_log()  # its last lines say why it ended (a restart's error too)
         if self.launch.state in (_S.STOPPING, _S.FAILING) or not self._may_restart():
             await remote.release()
 
     async def _end_local_remnants(self, crashed: bool) -> None:
         launch = self.launch
+        assert launch.node_id is None  # a launch on another box: never this process table
         assert launch.pgid is not None
         if crashed:
             # A crash: leftover EngineCore/workers have nothing to finish gracefully.
@@ -508,6 +528,11 @@ class LaunchRun:
             self._release_fence()
         if launch.is_terminal:
             self._ended.set()
+            if self._remote is not None:  # its actor on that box, whatever path ended it
+                task = asyncio.create_task(
+                    self._remote.release(), name=f"release-{launch.launch_id}"
+                )
+                task.add_done_callback(_report_crash)
         log = logger.warning if state in (_S.FAILING, _S.FAILED) else logger.info
         why = error or note
         log("launch %s: %s%s", launch.launch_id, state, f" ({escaped(why)})" if why else "")

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import logging
 import secrets
+from collections.abc import Callable
 
 from vllm_bootstrap.config import Settings
 from vllm_bootstrap.downloads import LaunchWeights
@@ -29,6 +30,7 @@ from vllm_bootstrap.launches import (
     ResourceTaken,
     StateStore,
     StateWriteFailed,
+    flag_value,
 )
 from vllm_bootstrap.supervision import across, admission, child, processes, recovery
 from vllm_bootstrap.supervision.errors import (
@@ -45,11 +47,12 @@ from vllm_bootstrap.supervision.gpus import (
     query_gpus,
 )
 from vllm_bootstrap.supervision.ports import PortAllocator
-from vllm_bootstrap.supervision.remote import Box, Cluster
+from vllm_bootstrap.supervision.remote import Box, ClusterView, Fence
 from vllm_bootstrap.supervision.run import LaunchRun
 
 logger = logging.getLogger("vllm_bootstrap.supervisor")
 SAVE_RETRY_SECONDS = 1.0
+_ASLEEP = LaunchState.SLEEPING
 
 
 class Supervisor:
@@ -68,9 +71,9 @@ class Supervisor:
         # Launches whose latest change could not be written yet, and the task retrying them.
         self._unsaved: dict[str, Launch] = {}
         self._save_retry: asyncio.Task[None] | None = None
-        self._cluster: Cluster | None = None
+        self._cluster: ClusterView | None = None
 
-    def join_cluster(self, cluster: Cluster) -> None:
+    def join_cluster(self, cluster: ClusterView) -> None:
         """On a cluster's head: launches may run on its other boxes too."""
         self._cluster = cluster
 
@@ -138,11 +141,14 @@ class Supervisor:
                 "(VLLM_BOOTSTRAP_RAY_HEAD); a launch across boxes needs one"
             )
         across.check_layout_args(spec.extra_args)
-        candidates = [await self._head_candidate()]
+        head_gpus = await self._head_gpus()
         others = await cluster.other_boxes()
         # From here to the insert there is no await: the claim is atomic.
+        candidates = [across.Candidate(None, head_gpus, self._owners_shown(None))]
         candidates += [
-            across.Candidate(box, box.gpus, self._owners_shown(box.node_id)) for box in others
+            across.Candidate(box, box.gpus, self._owners_shown(box.node_id))
+            for box in others
+            if not box.cpu_only
         ]
         gpus_per_node = spec.gpus_per_node or 0
         first, *rest = across.choose_boxes(candidates, spec.nodes, gpus_per_node)
@@ -163,12 +169,11 @@ class Supervisor:
         others_held = {part.box.node_id: part.gpus for part in rest if part.box is not None}
         return self._claim(driven, decision, first.box, others_held)
 
-    async def _head_candidate(self) -> across.Candidate:
+    async def _head_gpus(self) -> list[int]:
         try:
-            gpus = [gpu.index for gpu in await self.detect_gpus()]
+            return [gpu.index for gpu in await self.detect_gpus()]
         except GPUDiscoveryError:
-            gpus = []
-        return across.Candidate(None, gpus, self._owners_shown(None))
+            return []
 
     def _claim(
         self,
@@ -319,14 +324,14 @@ class Supervisor:
 
     def _new_run(self, launch: Launch) -> LaunchRun:
         cluster = self._cluster
-        fence = cluster.fence_for(launch) if cluster and launch.across_boxes else None
+        fences = _fences(cluster, launch) if cluster and launch.across_boxes else None
         if launch.node_id is not None and cluster is not None:
             # Its weights are that box's to fetch: vLLM downloads them there.
             remote = cluster.process_of(launch)
-            run = LaunchRun(launch, self.settings, self._publish, remote=remote, fence=fence)
+            run = LaunchRun(launch, self.settings, self._publish, remote=remote, fences=fences)
         else:
             weights = None if launch.across_boxes else self._weights  # each box fetches its own
-            run = LaunchRun(launch, self.settings, self._publish, weights, fence=fence)
+            run = LaunchRun(launch, self.settings, self._publish, weights, fences=fences)
         self._runs[launch.launch_id] = run
         return run
 
@@ -396,11 +401,12 @@ class Supervisor:
                     "(VLLM_BOOTSTRAP_RAY_HEAD); leave `node` out"
                 )
             return [None]
-        if (node is None and not anywhere) or (node is not None and node == cluster.head_node_id):
+        head = (cluster.head_node_id, cluster.address.rsplit(":", 1)[0])
+        if (node is None and not anywhere) or (node is not None and node in head):
             return [None]
         others = await cluster.other_boxes()
-        if node is None:
-            return [None, *others]
+        if node is None:  # a box without GPUs only when asked for by name
+            return [None, *(box for box in others if not box.cpu_only)]
         chosen = [box for box in others if node in (box.node_id, box.address)]
         if not chosen:
             raise InvalidLaunch(
@@ -443,10 +449,13 @@ class Supervisor:
         )
 
 
-_ASLEEP = LaunchState.SLEEPING
+def _fences(cluster: ClusterView, launch: Launch) -> Callable[[], Fence]:
+    """A new fence for each start of a launch across boxes."""
+    gpus_per_node = int(flag_value(launch.extra_args, "--tensor-parallel-size") or 1)
+    return lambda: cluster.fence_for(launch, gpus_per_node)
 
 
-def _address_of(candidate: across.Candidate, cluster: Cluster) -> str:
+def _address_of(candidate: across.Candidate, cluster: ClusterView) -> str:
     """A box's address on the private network (vLLM's multi-node guide has VLLM_HOST_IP set
     to it on every box)."""
     if candidate.box is not None:
