@@ -55,7 +55,7 @@ from vllm_bootstrap.batches import (
     RunContext,
     RunSettings,
 )
-from vllm_bootstrap.cluster import Cluster, NodeSpec
+from vllm_bootstrap.cluster import Cluster, NodeSpec, pid_file_in
 from vllm_bootstrap.config import Settings
 from vllm_bootstrap.dashboard import api_docs_router, dashboard_router
 from vllm_bootstrap.downloads import Downloads, DownloadStore, LaunchWeights
@@ -283,7 +283,7 @@ def _cluster(settings: Settings) -> Cluster | None:
         spec,
         settings.access_key,
         settings.log_dir / "ray.log",
-        settings.state_dir / "ray-node.pid",
+        pid_file_in(settings.state_dir),
         settings.stop_timeout_seconds,
     )
 

@@ -22,6 +22,7 @@ _FACE = {
     "find_launch": "launch_actor:find",
     "start_launch_on": "launch_actor:start_on",
     "NodeSpec": "ray_node",
+    "pid_file_in": "ray_node",
     "worker_app": "worker",
 }
 __all__ = sorted(_FACE)

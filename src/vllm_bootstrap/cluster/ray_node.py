@@ -19,6 +19,7 @@ import asyncio
 import logging
 import os
 import select
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -192,6 +193,12 @@ class RayNode:
         if process_start_ticks(pid) == ticks and group_members(pid):
             return pid, ticks
         return None
+
+
+def pid_file_in(state_dir: Path) -> Path:
+    """Where a box keeps its Ray node's pid: named after the box, as boxes may share the
+    volume their state folder is on (two boxes must never end or adopt each other's)."""
+    return state_dir / f"ray-node.{socket.gethostname()}.pid"
 
 
 def _wait_for_end(pid: int, ticks: int | None) -> None:

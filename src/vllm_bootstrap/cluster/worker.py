@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from vllm_bootstrap.cluster.ray_node import NodeSpec, RayNode
+from vllm_bootstrap.cluster.ray_node import NodeSpec, RayNode, pid_file_in
 from vllm_bootstrap.config import Settings
 from vllm_bootstrap.supervision import GPUDiscoveryError, query_gpus
 
@@ -46,7 +46,7 @@ def worker_app(settings: Settings) -> Starlette:
             node_address=settings.node_address,
             extra_args=settings.ray_start_args,
         )
-        log_path, pid_file = settings.log_dir / "ray.log", settings.state_dir / "ray-node.pid"
+        log_path, pid_file = settings.log_dir / "ray.log", pid_file_in(settings.state_dir)
         pid_file.parent.mkdir(parents=True, exist_ok=True)
         node = holder["node"] = RayNode(spec, settings.access_key, log_path, pid_file)
         await asyncio.to_thread(node.end_leftover, settings.stop_timeout_seconds)
