@@ -149,9 +149,16 @@ def test_a_scoped_keys_usage_and_priority_reach_real_vllm(
     )
     (usage_chunk,) = [chunk for chunk in asked if not chunk.choices]
     assert usage_chunk.usage == plain.usage
-    row = real_server.client.get("/usage", params={"key": "real-key", "group_by": "key"})
-    (counted,) = row.json()["data"]
-    assert counted["requests"] == 3
+
+    def usage() -> dict:
+        row = real_server.client.get("/usage", params={"key": "real-key", "group_by": "key"})
+        (counted,) = row.json()["data"]
+        return dict(counted)
+
+    # A stream is counted once its exchange with vLLM has ended, which may be a moment after
+    # the client read its last chunk.
+    eventually(lambda: usage()["requests"] == 3, timeout=10, message="a request went uncounted")
+    counted = usage()
     assert counted["prompt_tokens"] == 3 * plain.usage.prompt_tokens
     assert counted["completion_tokens"] == 3 * plain.usage.completion_tokens == 24
 
