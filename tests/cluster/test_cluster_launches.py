@@ -141,7 +141,8 @@ def test_a_launch_asked_for_on_a_box_holds_that_boxs_gpus_until_it_stops(
     pid = head.client.get(f"/status/{there['launch_id']}").json()["pid"]
     # A profile loads on the head's GPU 0, though a launch holds GPU 0 of the worker.
     also_there = launch(head, node=worker_id, gpu_ids=[0])
-    assert head.client.put("/models/p", json={"model": "org/profiled"}).status_code == 200
+    pinned = {"model": "org/profiled", "pinned": True}  # never evicted: the head stays full
+    assert head.client.put("/models/p", json=pinned).status_code == 200
     body = {"model": "p", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
     assert head.client.post("/v1/chat/completions", json=body).status_code == 200
     loaded = [one for one in head.client.get("/launch").json() if one["profile"] == "p"]
@@ -153,6 +154,16 @@ def test_a_launch_asked_for_on_a_box_holds_that_boxs_gpus_until_it_stops(
     asked_q = {"model": "q", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
     assert head.client.post("/v1/chat/completions", json=asked_q).status_code == 200
     loaded = [one for one in head.client.get("/launch").json() if one["profile"] == "q"]
+    assert [(one["node_id"], one["gpu_ids"]) for one in loaded] == [(worker_id, [0])]
+    # Nothing is free now, and the head cannot make room: an idle profile launch on the
+    # worker is evicted for the next profile.
+    assert head.client.put("/models/r", json={"model": "org/evicting"}).status_code == 200
+    asked_r = {"model": "r", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    assert head.client.post("/v1/chat/completions", json=asked_r).status_code == 200
+    evicted = head.client.get(f"/status/{loaded[0]['launch_id']}").json()
+    assert evicted["state"] == "stopped"
+    assert f"evicting launch {evicted['launch_id']}" in head.output()
+    loaded = [one for one in head.client.get("/launch").json() if one["profile"] == "r"]
     assert [(one["node_id"], one["gpu_ids"]) for one in loaded] == [(worker_id, [0])]
     head.client.post(f"/stop/{loaded[0]['launch_id']}", params={"wait": "true"})
 

@@ -12,8 +12,8 @@ Whether a launch may be evicted is its profile's decision (`ProfileRun.evictable
 victim is checked again just before it is unloaded.
 
 On a cluster's head, a load takes free GPUs on another box before it evicts anything on
-the head; it evicts on the head alone (a sleeping launch on another box wakes there, making
-room there if it must).
+the head, and evicts on another box only when the head cannot make room (a sleeping launch
+on another box wakes there, making room there if it must).
 """
 
 from __future__ import annotations
@@ -164,7 +164,9 @@ class GpuClaims:
             impossible = None
         if (here is None or here.evict) and gpu_ids is None and asleep is None:
             boxes = await self._supervisor.other_boxes()
-            elsewhere = self._free_elsewhere(boxes, count)
+            elsewhere = self._elsewhere(boxes, count, evicting=False)
+            if elsewhere is None and here is None:  # nor can the head make room
+                elsewhere = self._elsewhere(boxes, count, evicting=True)
             if elsewhere is not None:
                 return elsewhere
             if impossible is not None and any(len(box.gpus) >= count for box in boxes):
@@ -173,15 +175,16 @@ class GpuClaims:
             raise LoadFailed(f"the profile {profile.name!r} cannot run here: {impossible}")
         return here
 
-    def _free_elsewhere(self, boxes: list[Box], count: int) -> Plan | None:
-        """Free GPUs on another box of the cluster (nothing is evicted there to make room)."""
+    def _elsewhere(self, boxes: list[Box], count: int, evicting: bool) -> Plan | None:
+        """GPUs on another box of the cluster: free ones, or (`evicting`) freed by evicting
+        what `place` would evict there."""
         for box in boxes:
             try:
                 plan = place(box.gpus, self._holders(box.node_id), count)
             except Impossible:
                 continue
-            if plan is not None and not plan.evict:
-                return Plan(plan.gpu_ids, [], box.node_id)
+            if plan is not None and (evicting or not plan.evict):
+                return Plan(plan.gpu_ids, plan.evict, box.node_id)
         return None
 
     async def _wake_on_its_box(self, asleep: Launch) -> Plan | None:
