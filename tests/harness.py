@@ -212,7 +212,11 @@ class Server:
         return self.wait_for(launch["launch_id"], {"ready"})
 
     def stop(self, launch_id: str, wait: bool = True) -> dict[str, Any]:
-        response = self.client.post(f"/stop/{launch_id}", params={"wait": wait})
+        # A stop that waits may take the server's whole grace, then its SIGKILL and 10 s
+        # more: the client waits longer than the server can (a real vLLM with requests in
+        # flight takes its time).
+        grace = float(self.env.get("VLLM_STOP_TIMEOUT_SECONDS", "10"))
+        response = self.client.post(f"/stop/{launch_id}", params={"wait": wait}, timeout=grace + 20)
         assert response.status_code == 200, response.text
         return dict(response.json())
 
