@@ -52,6 +52,16 @@ def wait_ready(head: BoxServer, launch_id: str) -> dict[str, Any]:
     return dict(head.client.get(f"/status/{launch_id}").json())
 
 
+def log_reaches_the_head(head: BoxServer, launch_id: str, line: str) -> None:
+    """A launch's log line, written on its box, shows in the head's copy (copied as it
+    comes: a start-up line may follow readiness by a moment)."""
+    eventually(
+        lambda: line in head.client.get(f"/logs/{launch_id}").json()["content"],
+        timeout=10,
+        message=f"{line!r} never reached the head's log of {launch_id}",
+    )
+
+
 def served(head: BoxServer, launch_id: str) -> float:
     """How many requests the launch's vLLM answered (its own /metrics, through /proxy)."""
     text = head.client.get(f"/proxy/{launch_id}/metrics").text
@@ -81,15 +91,7 @@ def test_launches_run_on_every_box_and_v1_and_batches_spread_over_them(
 
     # Its vLLM runs on the worker's address and its log reaches the head.
     assert httpx.get(f"http://{worker.box.address}:{there['port']}/health").status_code == 200
-    # Its log reaches the head as it is written (its last start-up line may follow readiness).
-    eventually(
-        lambda: (
-            "Application startup complete."
-            in head.client.get(f"/logs/{there['launch_id']}").json()["content"]
-        ),
-        timeout=10,
-        message="the worker's log never reached the head",
-    )
+    log_reaches_the_head(head, there["launch_id"], "Application startup complete.")
     owners = {
         (gpu["node_id"], gpu["index"]): gpu["launch_id"] for gpu in head.client.get("/gpus").json()
     }

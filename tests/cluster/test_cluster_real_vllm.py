@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from tests.cluster.conftest import KEY, BoxFactory
-from tests.cluster.test_cluster_launches import joined
+from tests.cluster.test_cluster_launches import joined, log_reaches_the_head
 from tests.harness import eventually
 from tests.real_vllm import build_env
 from tests.real_vllm.test_real_vllm import SERVED_NAME, STARTUP_TIMEOUT, VLLM_FLAGS
@@ -65,16 +65,8 @@ def test_a_real_vllm_on_a_worker_box_serves_v1_through_the_head(
     print(f"\nreal vLLM on a worker box: launch to ready in {time.monotonic() - started:.1f} s")
     status = head.client.get(f"/status/{launch_id}").json()
     assert (status["host"], status["served_models"]) == (worker.box.address, [SERVED_NAME])
-    # vLLM's own start-up lines, written on the worker, read from the head (copied as they
-    # come: the last may follow readiness by a moment).
-    eventually(
-        lambda: (
-            "Application startup complete."
-            in head.client.get(f"/logs/{launch_id}").json()["content"]
-        ),
-        timeout=10,
-        message="vLLM's log never reached the head",
-    )
+    # vLLM's own start-up lines, written on the worker, read from the head.
+    log_reaches_the_head(head, launch_id, "Application startup complete.")
 
     client = openai.OpenAI(base_url=f"{head.url}/v1", api_key=KEY, max_retries=0)
     answer = client.chat.completions.create(
