@@ -143,7 +143,11 @@ def test_dropped_connections_are_retried_then_reported(start_server: ServerFacto
     (error,) = result_lines(client, done.error_file_id)
     assert error["error"]["code"] == "upstream_unavailable"
     assert "5 tries" in error["error"]["message"]
-    assert standin_stats(server, launch["launch_id"])["prompts"] == {'"x"': 5}
+    # Each try reached the stand-in once on a fresh connection; a try that first took an idle
+    # connection (left by a /metrics read) was replayed fresh by the pool, and shows twice.
+    stats = standin_stats(server, launch["launch_id"])
+    assert stats["fresh_prompts"] == {'"x"': 5}
+    assert 5 <= stats["prompts"]['"x"'] <= 10
 
 
 def test_a_line_without_an_answer_is_sent_again_then_reported_as_timed_out(

@@ -38,7 +38,8 @@ FAKE_VLLM_TOKEN_DELAY_SECONDS spaces streamed tokens out; FAKE_VLLM_LATENCY_SECO
 every non-streaming answer take that long (given up when the client goes, as vLLM aborts);
 GET /debug/stats says how many requests ran at once at most, run and wait now, finished,
 and were aborted, how many were let in ahead of each prompt while it waited,
-how often each prompt was seen (a prompt is the request's last message or its prompt) and
+how often each prompt was seen (a prompt is the request's last message or its prompt), how
+often as the first request on its connection (a client's replay on a fresh one shows), and
 with which `priority` last (non-zero ones are refused with 400 unless the server runs with
 --scheduling-policy priority, as vLLM does);
 a model named "flaky..." answers 503 to the first two tries of each X-Request-Id, one
@@ -134,6 +135,7 @@ class StandinServer:
         self.scheduler = Scheduler(args.max_num_seqs, args.scheduling_policy == "priority")
         self.aborted = 0
         self.prompts: dict[str, int] = {}
+        self.fresh_prompts: dict[str, int] = {}  # those that came first on their connection
         # How many requests were let in ahead of each prompt while it waited (the last time).
         self.let_in_ahead: dict[str, int] = {}
         self.priorities: dict[str, int] = {}  # the last priority each prompt came with
@@ -395,6 +397,8 @@ class StandinServer:
         self.priorities[key] = priority
         request["priority"], request["prompt_key"] = priority, key
         self.prompts[key] = self.prompts.get(key, 0) + 1
+        if getattr(request.protocol, "_request_count", 1) == 1:  # aiohttp counts per socket
+            self.fresh_prompts[key] = self.fresh_prompts.get(key, 0) + 1
         if "resets" in self.model and request.transport is not None:
             request.transport.abort()
             return web.Response(status=500)  # never sent: the connection is gone
@@ -415,6 +419,7 @@ class StandinServer:
                 "requests_total": self.requests_total,
                 "aborted": self.aborted,
                 "prompts": self.prompts,
+                "fresh_prompts": self.fresh_prompts,
                 "priorities": self.priorities,
                 "sleeps": self.sleeps,
                 "wakes": self.wakes,
