@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vllm_bootstrap.cluster.fence import BoxFence, FenceTurns
+from vllm_bootstrap.cluster.launch_actor import NAMESPACE
 from vllm_bootstrap.cluster.ray_env import ray_environment
 from vllm_bootstrap.cluster.ray_node import NodeSpec, RayNode
 from vllm_bootstrap.cluster.remote_launch import RemoteLaunch
@@ -31,7 +32,6 @@ from vllm_bootstrap.launches import Launch
 from vllm_bootstrap.supervision import Box
 
 logger = logging.getLogger("vllm_bootstrap.cluster")
-NAMESPACE = "vllm-bootstrap"
 CONNECT_TIMEOUT_SECONDS = 60.0
 READ_TIMEOUT_SECONDS = 10.0
 FRESH_SECONDS = 1.0

@@ -24,6 +24,7 @@ from typing import Any
 
 from vllm_bootstrap.cluster.ray_node import LOG_DIR_VARIABLE
 from vllm_bootstrap.supervision import (
+    REMNANT_KILL_WAIT_SECONDS,
     end_group,
     kill_remnants,
     launch_environment,
@@ -36,8 +37,6 @@ from vllm_bootstrap.supervision import (
 NAMESPACE = "vllm-bootstrap"
 NAME_PREFIX = "launch-"
 MAX_LOG_READ_BYTES = 1024 * 1024
-# A crashed vLLM's leftover EngineCore/workers get this long to vanish after SIGKILL.
-REMNANT_KILL_WAIT_SECONDS = 5.0
 
 
 class LaunchOnNode:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vllm_bootstrap.cluster.launch_actor import MAX_LOG_READ_BYTES, find, start_on
-from vllm_bootstrap.launches import Launch
+from vllm_bootstrap.launches import Launch, log_size
 
 logger = logging.getLogger("vllm_bootstrap.cluster")
 # How often a launch's log is copied from its box while it has nothing new.
@@ -144,7 +144,7 @@ class RemoteLaunch:
         actor = actor or self._actor
         async with self._copying:
             if self._offset is None:
-                self._offset = _size(path)
+                self._offset = log_size(path)
             try:
                 data, _size_there = await _result(actor.read_log.remote(self._offset))
             except Exception:
@@ -203,13 +203,6 @@ def _reason(exc: BaseException) -> str:
 
 async def _result(ref: Any) -> Any:
     return await asyncio.wrap_future(ref.future())
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def _append(path: Path, data: bytes) -> None:

@@ -29,6 +29,7 @@ _FACE = {
     "iso_time": "record",
     "known_cause": "logs",
     "last_error_line": "logs",
+    "log_size": "logs",
     "read_chunk": "logs",
 }
 __all__ = sorted(_FACE)

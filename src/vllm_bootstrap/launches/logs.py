@@ -87,6 +87,14 @@ _KNOWN_CAUSES = (
 )
 
 
+def log_size(path: Path) -> int:
+    """How many bytes the log holds (0 before it exists)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def known_cause(path: Path) -> str | None:
     """Advice for a failure whose cause is known to lie outside vLLM, from the log's tail."""
     lines = _tail_lines(path)

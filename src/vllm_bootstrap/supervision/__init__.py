@@ -29,6 +29,7 @@ _FACE = {
     "shared_memory_warning": "child",
     "signal_group": "processes",
     "wait_for_group_exit": "processes",
+    "REMNANT_KILL_WAIT_SECONDS": "processes",
     "Box": "remote",
     "RemoteProcess": "remote",
 }

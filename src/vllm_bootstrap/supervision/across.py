@@ -9,12 +9,14 @@ them. The head comes first, then the other boxes in Ray's order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from vllm_bootstrap.launches import reserved_flag
+from vllm_bootstrap.launches import Launch, LaunchSpec, flag_value, reserved_flag
 from vllm_bootstrap.supervision.errors import InvalidLaunch, ResourceConflict
-from vllm_bootstrap.supervision.remote import Box
+from vllm_bootstrap.supervision.placement import head_address
+from vllm_bootstrap.supervision.remote import Box, ClusterView, Fence
 
 # What vLLM is told for a launch across boxes; the caller must not say otherwise (in any
 # spelling vLLM's parser takes: `reserved_flag`), nor ask for more workers.
@@ -42,6 +44,16 @@ class Candidate:
         return (
             "the head" if self.box is None else f"node {self.box.node_id[:12]} ({self.box.address})"
         )
+
+
+def candidates(
+    head_gpus: list[int], others: Sequence[Box], owners: Callable[[str | None], dict[int, str]]
+) -> list[Candidate]:
+    """The head, then each other box that has GPUs, with who holds them (`owners`: node id,
+    None for the head, -> GPU index -> its launch)."""
+    head = Candidate(None, head_gpus, owners(None))
+    others_with_gpus = (box for box in others if not box.cpu_only)
+    return [head, *(Candidate(box, box.gpus, owners(box.node_id)) for box in others_with_gpus)]
 
 
 def choose_boxes(
@@ -76,6 +88,24 @@ def layout_args(nodes: int, gpus_per_node: int) -> list[str]:
         "--distributed-executor-backend",
         "ray",
     ]
+
+
+def driver_spec(spec: LaunchSpec, first: Candidate, cluster: ClusterView) -> LaunchSpec:
+    """The launch as its first box runs it: vLLM's layout flags, and what its Ray executor
+    needs to join the cluster from that box (vLLM's multi-node guide sets VLLM_HOST_IP to
+    each box's private address)."""
+    host_ip = first.box.address if first.box is not None else head_address(cluster)
+    return dataclasses.replace(
+        spec,
+        extra_args=[*spec.extra_args, *layout_args(spec.nodes, spec.gpus_per_node or 0)],
+        env={**spec.env, "RAY_ADDRESS": cluster.address, "VLLM_HOST_IP": host_ip},
+    )
+
+
+def fences(cluster: ClusterView, launch: Launch) -> Callable[[], Fence]:
+    """A new fence for each start of a launch across boxes."""
+    gpus_per_node = int(flag_value(launch.extra_args, "--tensor-parallel-size") or 1)
+    return lambda: cluster.fence_for(launch, gpus_per_node)
 
 
 def check_layout_args(extra_args: Sequence[str]) -> None:

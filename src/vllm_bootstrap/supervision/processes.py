@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 GROUP_POLL_SECONDS = 0.05
+# A crashed vLLM's leftover EngineCore/workers get this long to vanish after SIGKILL.
+REMNANT_KILL_WAIT_SECONDS = 5.0
 MIN_FREE_LOG_BYTES = 1024 * 1024
 
 

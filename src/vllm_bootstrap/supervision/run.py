@@ -25,7 +25,6 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from vllm_bootstrap.config import Settings
 from vllm_bootstrap.downloads import Download, DownloadError, LaunchWeights
@@ -34,18 +33,14 @@ from vllm_bootstrap.launches import (
     LaunchState,
     LoadProgress,
     RestartPolicy,
-    known_cause,
-    last_error_line,
+    log_size,
 )
 from vllm_bootstrap.log_text import escaped
-from vllm_bootstrap.supervision import child, processes, recovery
+from vllm_bootstrap.supervision import child, exits, processes, recovery
 from vllm_bootstrap.supervision.readiness import ReadinessProbe, wait_until_ready
 from vllm_bootstrap.supervision.remote import Fence, RemoteProcess
 
 logger = logging.getLogger("vllm_bootstrap.supervisor")
-
-# A crashed server's leftover EngineCore/workers get this long to vanish after SIGKILL.
-REMNANT_KILL_WAIT_SECONDS = 5.0
 
 _S = LaunchState
 
@@ -80,7 +75,7 @@ class LaunchRun:
         self._ended = asyncio.Event()
         # Where this run of vLLM begins in its log (restarts append to the same file); on
         # adoption, the start when it never restarted, else only what comes next.
-        self._log_start = 0 if launch.restart_count == 0 else _log_size(launch.log_path)
+        self._log_start = 0 if launch.restart_count == 0 else log_size(launch.log_path)
 
     # ----------------------------------------------------------------- the supervisor's side
 
@@ -132,7 +127,7 @@ class LaunchRun:
 
     def _spawn(self) -> bool:
         launch = self.launch
-        self._log_start = _log_size(launch.log_path)
+        self._log_start = log_size(launch.log_path)
         if self._remote is not None or self._fences is not None:
             self._starting = asyncio.create_task(
                 self._start_later(), name=f"start-{launch.launch_id}"
@@ -453,7 +448,7 @@ class LaunchRun:
         if crashed:
             # A crash: leftover EngineCore/workers have nothing to finish gracefully.
             processes.signal_group(launch.pgid, signal.SIGKILL)
-            await processes.wait_for_group_exit(launch.pgid, REMNANT_KILL_WAIT_SECONDS)
+            await processes.wait_for_group_exit(launch.pgid, processes.REMNANT_KILL_WAIT_SECONDS)
         # A process that left the group (setsid in a plugin, say) still carries the launch's
         # marker: it must not outlive the launch and keep its GPU busy.
         if recovery.kill_remnants(launch.launch_id):
@@ -461,7 +456,7 @@ class LaunchRun:
 
     def _exit_error(self) -> str:
         lost = self._remote.lost if self._remote is not None else None
-        return lost or _exit_error(self.launch)
+        return lost or exits.exit_error(self.launch)
 
     # ----------------------------------------------------------------- restarts
 
@@ -538,36 +533,6 @@ class LaunchRun:
         log("launch %s: %s%s", launch.launch_id, state, f" ({escaped(why)})" if why else "")
 
 
-def _log_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
 def _report_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.error("%s crashed", task.get_name(), exc_info=task.exception())
-
-
-def _exit_error(launch: Launch) -> str:
-    code = launch.return_code
-    if code is None:
-        how = "exited (its exit code is unknown: it was re-adopted after a restart)"
-    elif code < 0:
-        how = f"was killed by {_signal_name(-code)}"
-    else:
-        how = f"exited with code {code}"
-    if launch.state is _S.READY:
-        how = f"{how} after it was ready"
-    line = last_error_line(launch.log_path)
-    error = f"vLLM {how}: {line}" if line else f"vLLM {how} (its log is empty)"
-    advice = known_cause(launch.log_path)
-    return f"{error}. Likely fix: {advice}" if advice else error
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"

@@ -14,11 +14,8 @@ run reaches vLLM through the cluster (supervision/remote.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import logging
 import secrets
-from collections.abc import Callable
 
 from vllm_bootstrap.config import Settings
 from vllm_bootstrap.downloads import LaunchWeights
@@ -30,9 +27,8 @@ from vllm_bootstrap.launches import (
     ResourceTaken,
     StateStore,
     StateWriteFailed,
-    flag_value,
 )
-from vllm_bootstrap.supervision import across, admission, child, processes, recovery
+from vllm_bootstrap.supervision import across, admission, child, facts, placement, recovery
 from vllm_bootstrap.supervision.errors import (
     InvalidLaunch,
     LaunchRefused,
@@ -42,16 +38,14 @@ from vllm_bootstrap.supervision.errors import (
 from vllm_bootstrap.supervision.gpus import (
     GPU,
     GPUDiscoveryError,
-    NoNvidiaSmi,
-    query_gpu_processes,
     query_gpus,
 )
 from vllm_bootstrap.supervision.ports import PortAllocator
-from vllm_bootstrap.supervision.remote import Box, ClusterView, Fence
+from vllm_bootstrap.supervision.records import LaunchRecords
+from vllm_bootstrap.supervision.remote import Box, ClusterView
 from vllm_bootstrap.supervision.run import LaunchRun
 
 logger = logging.getLogger("vllm_bootstrap.supervisor")
-SAVE_RETRY_SECONDS = 1.0
 _ASLEEP = LaunchState.SLEEPING
 
 
@@ -68,9 +62,7 @@ class Supervisor:
             settings.launch_host, settings.launch_port_start, settings.launch_port_end
         )
         self._gpus: list[GPU] | None = None
-        # Launches whose latest change could not be written yet, and the task retrying them.
-        self._unsaved: dict[str, Launch] = {}
-        self._save_retry: asyncio.Task[None] | None = None
+        self._records = LaunchRecords(store)
         self._cluster: ClusterView | None = None
 
     def join_cluster(self, cluster: ClusterView) -> None:
@@ -104,7 +96,7 @@ class Supervisor:
         if spec.nodes > 1:
             return await self._launch_across(spec)
         refusals: list[tuple[Box | None, LaunchRefused]] = []
-        for box in await self._boxes_for(spec.node, spec.place_anywhere):
+        for box in await placement.boxes_for(self._cluster, spec.node, spec.place_anywhere):
             snapshot = (
                 await self._snapshot(check_gpu_users=not spec.force)
                 if box is None
@@ -117,7 +109,7 @@ class Supervisor:
                 refusals.append((box, exc))
                 continue
             return self._claim(spec, decision, box)
-        raise _refused(refusals)
+        raise placement.refused(refusals)
 
     def _admit(
         self, spec: LaunchSpec, snapshot: admission.Snapshot, box: Box | None
@@ -144,29 +136,14 @@ class Supervisor:
         head_gpus = await self._head_gpus()
         others = await cluster.other_boxes()
         # From here to the insert there is no await: the claim is atomic.
-        candidates = [across.Candidate(None, head_gpus, self._owners_shown(None))]
-        candidates += [
-            across.Candidate(box, box.gpus, self._owners_shown(box.node_id))
-            for box in others
-            if not box.cpu_only
-        ]
-        gpus_per_node = spec.gpus_per_node or 0
-        first, *rest = across.choose_boxes(candidates, spec.nodes, gpus_per_node)
+        candidates = across.candidates(head_gpus, others, self._owners_shown)
+        first, *rest = across.choose_boxes(candidates, spec.nodes, spec.gpus_per_node or 0)
         port = self._ports.allocate(
             {run.launch.port for run in self._live_runs()}, here=first.box is None
         )
-        layout = across.layout_args(spec.nodes, gpus_per_node)
-        driven = dataclasses.replace(
-            spec,
-            extra_args=[*spec.extra_args, *layout],
-            env={
-                **spec.env,
-                "RAY_ADDRESS": cluster.address,
-                "VLLM_HOST_IP": _address_of(first, cluster),
-            },
-        )
         decision = admission.Decision(first.gpus, port)
         others_held = {part.box.node_id: part.gpus for part in rest if part.box is not None}
+        driven = across.driver_spec(spec, first, cluster)
         return self._claim(driven, decision, first.box, others_held)
 
     async def _head_gpus(self) -> list[int]:
@@ -187,7 +164,7 @@ class Supervisor:
         )
         launch.other_node_gpus = other_node_gpus or {}
         try:
-            self._write_unsaved()  # an ended launch's unwritten state still holds its leases
+            self._records.write_waiting()  # an ended launch's unwritten state holds its leases
             self._store.insert(launch)
         except ResourceTaken as exc:
             raise ResourceConflict(f"GPU or port already taken: {exc}") from None
@@ -239,9 +216,7 @@ class Supervisor:
     def note_use(self, launch: Launch, last_request_at: float | None) -> None:
         """Write a launch's idle clock so a restart keeps it; best effort."""
         launch.last_request_at = last_request_at
-        with contextlib.suppress(StateWriteFailed):
-            if launch.launch_id not in self._unsaved:
-                self._store.save(launch)
+        self._records.save_if_current(launch)
 
     async def wait_until_ended(self, launch_id: str, timeout: float) -> Launch:
         launch = self.registry.get(launch_id)
@@ -295,7 +270,7 @@ class Supervisor:
                     len(live),
                     ", ".join(run.launch.launch_id for run in live),
                 )
-            self._flush_unsaved()
+            self._records.flush()
             return
         if live:
             logger.info("stopping %d launch(es) before exit", len(live))
@@ -303,28 +278,13 @@ class Supervisor:
             run.stop()
         timeout = self.settings.stop_timeout_seconds + 10
         await asyncio.gather(*(run.wait_ended(timeout) for run in live))
-        self._flush_unsaved()
-
-    def _flush_unsaved(self) -> None:
-        """One last try to write what could not be written; say so if it still cannot."""
-        if self._save_retry is not None:
-            self._save_retry.cancel()
-        for launch in list(self._unsaved.values()):
-            try:
-                self._store.save(launch)
-            except StateWriteFailed as exc:
-                logger.error(
-                    "launch %s: its last state (%s) is lost: %s",
-                    launch.launch_id,
-                    launch.state,
-                    exc,
-                )
+        self._records.flush()
 
     # ----------------------------------------------------------------- internals
 
     def _new_run(self, launch: Launch) -> LaunchRun:
         cluster = self._cluster
-        fences = _fences(cluster, launch) if cluster and launch.across_boxes else None
+        fences = across.fences(cluster, launch) if cluster and launch.across_boxes else None
         if launch.node_id is not None and cluster is not None:
             # Its weights are that box's to fetch: vLLM downloads them there.
             remote = cluster.process_of(launch)
@@ -338,43 +298,12 @@ class Supervisor:
     def _publish(self, launch: Launch) -> None:
         """Every change of a launch: saved, then told to the registry's subscribers.
 
-        What happens to processes never waits on the database: a write that fails (a full
-        disk) is retried in the background until memory and database agree again.
+        What happens to processes never waits on the database (records.py).
         """
-        self._save(launch)
+        self._records.save(launch)
         if launch.is_terminal:
             self._runs.pop(launch.launch_id, None)
         self.registry.changed(launch)
-
-    def _save(self, launch: Launch) -> None:
-        try:
-            self._store.save(launch)
-        except ResourceTaken as exc:
-            # Admission and waking check ownership in memory first: this is a bug, not a race.
-            logger.error(
-                "launch %s: GPU lease conflict in the state database: %s", launch.launch_id, exc
-            )
-        except StateWriteFailed as exc:
-            if not self._unsaved:
-                logger.error("%s; launches go on, and their state is written once it can be", exc)
-            self._unsaved[launch.launch_id] = launch
-            if self._save_retry is None or self._save_retry.done():
-                self._save_retry = asyncio.create_task(self._retry_saves(), name="retry-saves")
-        else:
-            self._unsaved.pop(launch.launch_id, None)
-
-    async def _retry_saves(self) -> None:
-        while self._unsaved:
-            await asyncio.sleep(SAVE_RETRY_SECONDS)
-            with contextlib.suppress(StateWriteFailed):
-                self._write_unsaved()
-        logger.warning("the state database is written again; memory and database agree")
-
-    def _write_unsaved(self) -> None:
-        """Write every change that could not be written yet; StateWriteFailed if one fails."""
-        for launch in list(self._unsaved.values()):
-            self._store.save(launch)
-            self._unsaved.pop(launch.launch_id, None)
 
     def _live_runs(self) -> list[LaunchRun]:
         return [run for run in self._runs.values() if not run.launch.is_terminal]
@@ -390,111 +319,17 @@ class Supervisor:
             for gpu in launch.gpus_on(node_id)
         }
 
-    async def _boxes_for(self, node: str | None, anywhere: bool) -> list[Box | None]:
-        """Where a launch may go, in the order tried (None: this box): the node asked for,
-        else this box first, then (`anywhere`) the cluster's other boxes."""
-        cluster = self._cluster
-        if cluster is None:
-            if node is not None:
-                raise InvalidLaunch(
-                    f"node {node!r}: this server runs alone, not as the head of a cluster "
-                    "(VLLM_BOOTSTRAP_RAY_HEAD); leave `node` out"
-                )
-            return [None]
-        head = (cluster.head_node_id, cluster.address.rsplit(":", 1)[0])
-        if (node is None and not anywhere) or (node is not None and node in head):
-            return [None]
-        others = await cluster.other_boxes()
-        if node is None:  # a box without GPUs only when asked for by name
-            return [None, *(box for box in others if not box.cpu_only)]
-        chosen = [box for box in others if node in (box.node_id, box.address)]
-        if not chosen:
-            raise InvalidLaunch(
-                f"node {node!r} is no alive node of this cluster: name one that GET /nodes "
-                "lists (its node_id or address), or leave `node` out"
-            )
-        return chosen[:1]
-
     def _box_snapshot(self, box: Box) -> admission.Snapshot:
-        """Admission's facts about another box: its GPUs as last read there, and who holds
-        them (other processes on its GPUs are not checked from here)."""
-        return admission.Snapshot(
-            detected_gpus=box.gpus,
-            gpu_owners=self._owners_shown(box.node_id),
-            port_owners={run.launch.port: run.launch.launch_id for run in self._live_runs()},
-            launch_ports=range(self.settings.launch_port_start, self.settings.launch_port_end + 1),
-            cpu_only=box.cpu_only,
-        )
+        live = [run.launch for run in self._live_runs()]
+        return facts.of_other_box(box, self._owners_shown(box.node_id), live, self._port_range)
 
     async def _snapshot(self, check_gpu_users: bool) -> admission.Snapshot:
-        cpu_only = False
-        try:
-            gpus = await self.detect_gpus()
-        except NoNvidiaSmi:
-            gpus, cpu_only = [], True
-        except GPUDiscoveryError as exc:
-            raise Unavailable(str(exc)) from None
-        users = await _gpu_users(gpus) if check_gpu_users and gpus else []
         live = [run.launch for run in self._live_runs()]
-        return admission.Snapshot(
-            detected_gpus=[gpu.index for gpu in gpus],
-            gpu_owners=self._owners_shown(None),
-            port_owners={launch.port: launch.launch_id for launch in live},
-            our_process_groups=frozenset(
-                launch.pgid for launch in live if launch.pgid is not None and not launch.node_id
-            ),
-            gpu_users=users,
-            launch_ports=range(self.settings.launch_port_start, self.settings.launch_port_end + 1),
-            cpu_only=cpu_only,
+        owners = self._owners_shown(None)
+        return await facts.of_this_box(
+            self.detect_gpus, owners, live, self._port_range, check_gpu_users
         )
 
-
-def _fences(cluster: ClusterView, launch: Launch) -> Callable[[], Fence]:
-    """A new fence for each start of a launch across boxes."""
-    gpus_per_node = int(flag_value(launch.extra_args, "--tensor-parallel-size") or 1)
-    return lambda: cluster.fence_for(launch, gpus_per_node)
-
-
-def _address_of(candidate: across.Candidate, cluster: ClusterView) -> str:
-    """A box's address on the private network (vLLM's multi-node guide has VLLM_HOST_IP set
-    to it on every box)."""
-    if candidate.box is not None:
-        return candidate.box.address
-    return cluster.address.rsplit(":", 1)[0]
-
-
-def _refused(refusals: list[tuple[Box | None, LaunchRefused]]) -> LaunchRefused:
-    """The one refusal, or this box's with each other box's reason after it."""
-    (_, first), *others = refusals
-    if not others:
-        return first
-    elsewhere = "; ".join(
-        f"on node {box.node_id[:12]} ({box.address}): {exc.message}"
-        for box, exc in others
-        if box is not None
-    )
-    return type(first)(
-        f"{first.message}. Nor could any other box of the cluster take it: {elsewhere}"
-    )
-
-
-async def _gpu_users(gpus: list[GPU]) -> list[admission.GPUUser]:
-    """The processes holding memory on our GPUs, with their process group and name."""
-    try:
-        users = await query_gpu_processes()
-    except GPUDiscoveryError as exc:
-        raise Unavailable(
-            f'{exc}; pass "force": true to launch without checking GPU users'
-        ) from None
-    index_of = {gpu.uuid: gpu.index for gpu in gpus}
-    return [
-        admission.GPUUser(
-            gpu_index=index_of[user.gpu_uuid],
-            pid=user.pid,
-            process_group=processes.process_group(user.pid),
-            name=processes.process_name(user.pid),
-            used_memory_mib=user.used_memory_mib,
-        )
-        for user in users
-        if user.gpu_uuid in index_of
-    ]
+    @property
+    def _port_range(self) -> range:
+        return range(self.settings.launch_port_start, self.settings.launch_port_end + 1)
