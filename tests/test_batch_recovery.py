@@ -167,7 +167,8 @@ def test_a_locked_database_delays_a_batch_but_loses_and_repeats_nothing(
             "/v1/batches",
             json={"input_file_id": batch.input_file_id, "endpoint": "/v1/chat/completions"},
         )
-        time.sleep(1.5)
+        recording_refused = "results not recorded yet, retrying"
+        eventually(lambda: recording_refused in server.output(), message="no write was refused")
         operator.execute("COMMIT")
 
     done = wait_for_batch(client, batch.id)

@@ -141,6 +141,7 @@ class StandinServer:
         self.priorities: dict[str, int] = {}  # the last priority each prompt came with
         self.tries: dict[str, int] = {}
         self.site: web.BaseSite | None = None
+        self.runner: web.AppRunner | None = None
         self.background: set[asyncio.Task] = set()
         self.sleeping_level = 0  # 0: awake
         self.sleeps = 0
@@ -534,13 +535,18 @@ class StandinServer:
         return response
 
     async def stop_listening(self, request: web.Request) -> web.Response:
-        """Close the listening socket: later connections are refused, the process lives."""
+        """Close the listening socket and the kept-alive connections (as a vLLM that went
+        away would): later connections are refused, the process lives."""
         task = asyncio.create_task(self._close_site())
         self.background.add(task)
         return web.json_response({"listening": False})
 
     async def _close_site(self) -> None:
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # this request's answer goes out first
+        if self.runner is not None:
+            for connection in self.runner.server.connections if self.runner.server else []:
+                if connection.transport is not None:
+                    connection.transport.close()
         if self.site is not None:
             await self.site.stop()
 
@@ -699,7 +705,7 @@ async def serve(args: argparse.Namespace) -> None:
     else:
         site = web.TCPSite(runner, args.host, args.port, reuse_address=True)
     await site.start()
-    server.site = site
+    server.site, server.runner = site, runner
     # Not a vLLM line: lets benchmarks measure how fast the control plane notices readiness.
     print(f"standin: answering HTTP since {time.time():.6f}", flush=True)
     print(f"INFO:     Started server process [{os.getpid()}]", flush=True)
