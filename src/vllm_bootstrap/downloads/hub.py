@@ -8,7 +8,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from huggingface_hub import HfApi, constants, hf_hub_url
+from huggingface_hub import constants, hf_hub_url
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
@@ -71,6 +71,10 @@ def list_repo(repo: str, revision: str) -> Listing:
             f"HF_HUB_OFFLINE is set: {repo} ({revision}) is not wholly in the cache and "
             "nothing may be downloaded; unset HF_HUB_OFFLINE or fill the cache first"
         )
+    # Imported here: its module is half the server's start-up time, and only a download
+    # that is not wholly cached needs it.
+    from huggingface_hub import HfApi
+
     try:
         info = HfApi().model_info(
             repo, revision=revision, files_metadata=True, timeout=LISTING_TIMEOUT_SECONDS
