@@ -155,6 +155,7 @@ def test_requests_queue_behind_a_hand_launch_and_a_full_queue_answers_429(
     _put(server, "queued")
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         waiting = [pool.submit(_complete, server, "queued") for _ in range(2)]
+        eventually(lambda: _status(server, "queued")["state"] == "queued")
         eventually(lambda: _status(server, "queued")["waiting"] == 2)  # both in the queue
         refused = _complete(server, "queued")
         assert refused.status_code == 429, refused.text

@@ -20,13 +20,14 @@ from vllm_bootstrap.supervision.remote import Box
 
 async def of_this_box(
     detect_gpus: Callable[[], Awaitable[list[GPU]]],
-    gpu_owners: dict[int, str],
-    live: list[Launch],
+    gpu_owners: Callable[[], dict[int, str]],
+    live: Callable[[], list[Launch]],
     launch_ports: range,
     check_gpu_users: bool,
 ) -> Snapshot:
-    """This box: its GPUs (none, running on the CPU, without nvidia-smi), their owners among
-    the `live` launches, and (`check_gpu_users`) the other processes on them."""
+    """This box: its GPUs (none, running on the CPU, without nvidia-smi), and (with
+    `check_gpu_users`) the other processes on them. Who holds what (`gpu_owners`, the `live`
+    launches) is read after those awaits, so the decision that follows sees it as it is."""
     cpu_only = False
     try:
         gpus = await detect_gpus()
@@ -35,12 +36,13 @@ async def of_this_box(
     except GPUDiscoveryError as exc:
         raise Unavailable(str(exc)) from None
     users = await gpu_users(gpus) if check_gpu_users and gpus else []
+    launches = live()  # from here to the claim, no await
     return Snapshot(
         detected_gpus=[gpu.index for gpu in gpus],
-        gpu_owners=gpu_owners,
-        port_owners={launch.port: launch.launch_id for launch in live},
+        gpu_owners=gpu_owners(),
+        port_owners={launch.port: launch.launch_id for launch in launches},
         our_process_groups=frozenset(
-            launch.pgid for launch in live if launch.pgid is not None and not launch.node_id
+            launch.pgid for launch in launches if launch.pgid is not None and not launch.node_id
         ),
         gpu_users=users,
         launch_ports=launch_ports,

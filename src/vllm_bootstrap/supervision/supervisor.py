@@ -324,10 +324,12 @@ class Supervisor:
         return facts.of_other_box(box, self._owners_shown(box.node_id), live, self._port_range)
 
     async def _snapshot(self, check_gpu_users: bool) -> admission.Snapshot:
-        live = [run.launch for run in self._live_runs()]
-        owners = self._owners_shown(None)
         return await facts.of_this_box(
-            self.detect_gpus, owners, live, self._port_range, check_gpu_users
+            self.detect_gpus,
+            lambda: self._owners_shown(None),
+            lambda: [run.launch for run in self._live_runs()],
+            self._port_range,
+            check_gpu_users,
         )
 
     @property

@@ -398,7 +398,9 @@ class StandinServer:
         self.priorities[key] = priority
         request["priority"], request["prompt_key"] = priority, key
         self.prompts[key] = self.prompts.get(key, 0) + 1
-        if getattr(request.protocol, "_request_count", 1) == 1:  # aiohttp counts per socket
+        # aiohttp counts a connection's requests (a private name: asserted, not guessed at)
+        assert hasattr(request.protocol, "_request_count"), "aiohttp renamed _request_count"
+        if request.protocol._request_count == 1:
             self.fresh_prompts[key] = self.fresh_prompts.get(key, 0) + 1
         if "resets" in self.model and request.transport is not None:
             request.transport.abort()
@@ -543,12 +545,12 @@ class StandinServer:
 
     async def _close_site(self) -> None:
         await asyncio.sleep(0.05)  # this request's answer goes out first
+        if self.site is not None:
+            await self.site.stop()  # then no connection comes in after those closed below
         if self.runner is not None:
             for connection in self.runner.server.connections if self.runner.server else []:
                 if connection.transport is not None:
                     connection.transport.close()
-        if self.site is not None:
-            await self.site.stop()
 
     async def echo(self, request: web.Request) -> web.Response:
         digest = hashlib.sha256()
