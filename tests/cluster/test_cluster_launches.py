@@ -17,7 +17,7 @@ import pytest
 from tests.batch_helpers import chat_line, client_for, jsonl, result_lines, submit, wait_for_batch
 from tests.cluster.conftest import KEY, BoxFactory, BoxServer
 from tests.cluster.test_cluster_nodes import ray_group
-from tests.harness import eventually
+from tests.harness import EVICTION_GRACE_SECONDS, eventually
 from tests.test_cli import cli
 from vllm_bootstrap.supervision.processes import group_members
 
@@ -195,6 +195,39 @@ def test_a_launch_asked_for_on_a_box_holds_that_boxs_gpus_until_it_stops(
     assert (restarted["node_id"], restarted["gpu_ids"]) == (worker_id, [0])
     assert "CUDA out of memory" in restarted["last_error"]
     head.client.post(f"/stop/{crashing_id}", params={"wait": "true"})
+
+
+def test_a_sleeping_profile_on_a_worker_falls_asleep_and_wakes_there(
+    start_box: BoxFactory,
+) -> None:
+    head, worker = start_box(0, FAKE_GPU_COUNT="1"), start_box(1, FAKE_GPU_COUNT="1")
+    worker_id = joined(head, 2)[worker.box.address]
+    pinned = {"model": "org/head-pinned", "pinned": True}  # the head stays full
+    assert head.client.put("/models/pinned", json=pinned).status_code == 200
+    sleeper = {"model": "org/sleeper", "sleep": True}
+    assert head.client.put("/models/sleeper", json=sleeper).status_code == 200
+    assert head.client.put("/models/other", json={"model": "org/other"}).status_code == 200
+
+    def ask(name: str) -> int:
+        body = {"model": name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        return head.client.post("/v1/chat/completions", json=body, timeout=60).status_code
+
+    assert (ask("pinned"), ask("sleeper")) == (200, 200)
+    [before] = [one for one in head.client.get("/launch").json() if one["profile"] == "sleeper"]
+    assert (before["node_id"], before["gpu_ids"]) == (worker_id, [0])
+    time.sleep(float(EVICTION_GRACE_SECONDS) + 0.1)  # a launch used just now is kept
+    assert ask("other") == 200  # the worker's GPU: the sleeper falls asleep there
+    asleep = head.client.get(f"/status/{before['launch_id']}").json()
+    assert (asleep["state"], asleep["pid"]) == ("sleeping", before["pid"])
+    vllm = f"http://{worker.box.address}:{before['port']}"
+    assert httpx.get(f"{vllm}/is_sleeping").json() == {"is_sleeping": True}
+    time.sleep(float(EVICTION_GRACE_SECONDS) + 0.1)
+    assert ask("sleeper") == 200  # "other" gives the GPU back, the sleeper wakes there
+    awake = head.client.get(f"/status/{before['launch_id']}").json()
+    assert (awake["state"], awake["pid"], awake["node_id"]) == ("ready", before["pid"], worker_id)
+    stats = head.client.get(f"/proxy/{before['launch_id']}/debug/stats").json()
+    assert (stats["sleeps"], stats["wakes"]) == (1, 1)
+    head.client.post(f"/stop/{before['launch_id']}", params={"wait": "true"})
 
 
 def test_a_box_that_dies_fails_its_launches_within_seconds(start_box: BoxFactory) -> None:
