@@ -1,10 +1,8 @@
 """The head's view of the cluster: its Ray node, the control plane's connection to Ray (a
-driver), and what each node has.
+driver), and what each node has (read by node_readings.py, at most once a second).
 
-Membership is Ray's (`ray.nodes()`: alive or not, its address). A node's GPUs are read
-there, by a task pinned to it that runs the same nvidia-smi reading as the head's own
-(`query_gpu_stats`), so every node's GPUs look alike. Ray's calls block: they run in
-threads, never on the event loop.
+Ray's calls block: they run in threads, never on the event loop, and the driver's global
+state (connect, read, disconnect) is used by one thread at a time.
 """
 
 from __future__ import annotations
@@ -12,19 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import logging
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vllm_bootstrap.cluster.fence import BoxFence, FenceTurns
 from vllm_bootstrap.cluster.launch_actor import NAMESPACE
+from vllm_bootstrap.cluster.node_readings import READ_TIMEOUT_SECONDS, NodeView, read_nodes
 from vllm_bootstrap.cluster.ray_env import ray_environment
 from vllm_bootstrap.cluster.ray_node import NodeSpec, RayNode
 from vllm_bootstrap.cluster.remote_launch import RemoteLaunch
@@ -33,38 +30,11 @@ from vllm_bootstrap.supervision import Box
 
 logger = logging.getLogger("vllm_bootstrap.cluster")
 CONNECT_TIMEOUT_SECONDS = 60.0
-READ_TIMEOUT_SECONDS = 10.0
 FRESH_SECONDS = 1.0
 FIRST_BACKOFF_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 30.0
 DRIVER_PATIENCE_SECONDS = 10 * 365 * 24 * 3600
 RECONNECT_TIMEOUT_VARIABLE = "RAY_gcs_rpc_server_reconnect_timeout_s"  # Ray spells it so
-
-
-@dataclass
-class NodeView:
-    """One node as GET /nodes (and /stats) show it."""
-
-    node_id: str
-    address: str
-    alive: bool
-    head: bool
-    gpus: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
-    cpu_only: bool = False  # no nvidia-smi there: launches run on its CPU
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "node_id": self.node_id,
-            "address": self.address,
-            "alive": self.alive,
-            "head": self.head,
-            "gpus": self.gpus,
-            "error": self.error,
-        }
-
-    def as_box(self) -> Box:
-        return Box(self.node_id, self.address, [gpu["index"] for gpu in self.gpus], self.cpu_only)
 
 
 class Cluster:
@@ -258,42 +228,7 @@ class Cluster:
 
     def _nodes(self) -> list[NodeView]:
         with self._ray_calls:
-            return self._nodes_now()
-
-    def _nodes_now(self) -> list[NodeView]:
-        import ray
-
-        if not ray.is_initialized():
-            raise ConnectionError("the Ray head node is being started again")
-        views = [
-            NodeView(
-                node_id=node["NodeID"],
-                address=node["NodeManagerAddress"],
-                alive=bool(node["Alive"]),
-                head=node["NodeID"] == self._head_node_id,
-            )
-            for node in ray.nodes()
-        ]
-        asked = {
-            view.node_id: _reading_on(view.node_id)
-            for view in views
-            if view.alive and not view.head
-        }
-        if not asked:
-            return views
-        # One wait for all: a node that hangs costs the reading READ_TIMEOUT_SECONDS once.
-        refs = list(asked.values())
-        answered, _ = ray.wait(refs, num_returns=len(refs), timeout=READ_TIMEOUT_SECONDS)
-        for view in views:
-            ref = asked.get(view.node_id)
-            if ref is None:
-                continue
-            if ref in answered:
-                view.gpus, view.error, view.cpu_only = _result(ref)
-            else:
-                ray.cancel(ref, force=True)
-                view.error = f"its GPUs were not read within {READ_TIMEOUT_SECONDS:g} s"
-        return views
+            return read_nodes(self._head_node_id)
 
 
 def _check_port_free(address: str | None, port: int | None) -> None:
@@ -308,42 +243,3 @@ def _check_port_free(address: str | None, port: int | None) -> None:
                 f"VLLM_BOOTSTRAP_RAY_PORT {port} is in use on this box ({exc.strerror}): "
                 "stop what listens there, or choose another port"
             ) from None
-
-
-def _reading_on(node_id: str) -> Any:
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
-    return _remote_reading().options(scheduling_strategy=strategy).remote()
-
-
-@functools.cache
-def _remote_reading() -> Any:
-    import ray
-
-    return ray.remote(num_cpus=0, max_retries=0)(_read_gpus)
-
-
-def _result(ref: Any) -> tuple[list[dict[str, Any]], str | None, bool]:
-    import ray
-
-    try:
-        gpus, error, cpu_only = ray.get(ref)
-    except Exception as exc:  # the node died meanwhile: said in its row, not a 500
-        return [], f"no reading from this node: {type(exc).__name__}", False
-    return gpus, error, cpu_only
-
-
-def _read_gpus() -> tuple[list[dict[str, Any]], str | None, bool]:
-    """On the node: its GPUs as the head reads its own (nvidia-smi), or why none, and
-    whether it has no nvidia-smi at all; in the head's rows' shape (the head fills in the
-    owners)."""
-    from vllm_bootstrap.supervision import GPUDiscoveryError, NoNvidiaSmi, query_gpu_stats
-
-    try:
-        gpus = asyncio.run(query_gpu_stats())
-    except NoNvidiaSmi as exc:
-        return [], str(exc), True
-    except GPUDiscoveryError as exc:
-        return [], str(exc), False
-    return [{**gpu, "launch_id": None, "sleeping_launch_ids": []} for gpu in gpus], None, False
