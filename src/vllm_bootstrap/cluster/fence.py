@@ -20,6 +20,7 @@ import contextlib
 import logging
 from typing import Any
 
+from vllm_bootstrap.cluster.node_readings import alive_node_ids
 from vllm_bootstrap.launches import Launch
 
 logger = logging.getLogger("vllm_bootstrap.cluster")
@@ -103,11 +104,10 @@ def _remove_later(group: Any) -> None:
 def _fence_group(own: set[str], gpus_per_node: int) -> tuple[Any, Any] | None:
     """A placement group holding what the launch's workers must not take, and its ready
     ref (made here: its first call goes through Ray's head); None when there is nothing."""
-    import ray
     from ray._private.state import available_resources_per_node
     from ray.util import placement_group
 
-    alive = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+    alive = alive_node_ids()
     free = available_resources_per_node()
     bundles, selectors = [], []
     for node_id in sorted(alive):

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from vllm_bootstrap.cluster.node_readings import pinned_to
 from vllm_bootstrap.cluster.ray_node import LOG_DIR_VARIABLE
 from vllm_bootstrap.supervision import (
     REMNANT_KILL_WAIT_SECONDS,
@@ -66,10 +67,6 @@ class LaunchOnNode:
         env = launch_environment(self._launch_id, self._gpu_ids, self._env, self._ray_driver)
         self._process, self._stopping = spawn(argv, env, self.log_path), False
         return {"pid": self._process.pid, "address": ray.util.get_node_ip_address()}
-
-    def return_code(self) -> int | None:
-        """None while vLLM runs (or before it started: see `running`)."""
-        return None if self._process is None else self._process.poll()
 
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
@@ -130,7 +127,6 @@ def start_on(
     """The launch's actor on node `node_id` (Ray's handle); named, detached, never
     restarted by Ray (a launch's restarts are the supervisor's to decide)."""
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     # Calls are coroutines, cheap to run side by side: a head's pending `wait` of an earlier
     # run may linger beside a restarted head's own.
@@ -139,7 +135,7 @@ def start_on(
         name=NAME_PREFIX + launch_id,
         namespace=NAMESPACE,
         lifetime="detached",
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+        scheduling_strategy=pinned_to(node_id),
     ).remote(launch_id, gpu_ids, env, ray_driver)
 
 

@@ -77,11 +77,23 @@ def read_nodes(head_node_id: str | None) -> list[NodeView]:
     return views
 
 
-def _reading_on(node_id: str) -> Any:
+def alive_node_ids() -> set[str]:
+    """The nodes Ray counts alive now (blocking)."""
+    import ray
+
+    return {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+
+
+def pinned_to(node_id: str) -> Any:
+    """Ray's scheduling strategy for an actor or task that must run on that node, or fail
+    (never placed elsewhere)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
-    return _remote_reading().options(scheduling_strategy=strategy).remote()
+    return NodeAffinitySchedulingStrategy(node_id, soft=False)
+
+
+def _reading_on(node_id: str) -> Any:
+    return _remote_reading().options(scheduling_strategy=pinned_to(node_id)).remote()
 
 
 @functools.cache

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vllm_bootstrap.cluster.launch_actor import MAX_LOG_READ_BYTES, find, start_on
+from vllm_bootstrap.cluster.node_readings import alive_node_ids, pinned_to
 from vllm_bootstrap.launches import Launch, log_size
 
 logger = logging.getLogger("vllm_bootstrap.cluster")
@@ -54,8 +55,8 @@ class RemoteLaunch:
         # Its actor alone may have died (Ray's memory monitor, say) on a box that lives: its
         # vLLM would run on there, holding GPUs the launch gives back now.
         with contextlib.suppress(Exception):  # the box is gone too: nothing runs there
-            if await asyncio.to_thread(_node_alive, self._node_id):
-                strategy = _on(self._node_id)
+            if self._node_id in await asyncio.to_thread(alive_node_ids):
+                strategy = pinned_to(self._node_id)
                 ended = await _result(
                     _ender().options(scheduling_strategy=strategy).remote(self._launch.launch_id)
                 )
@@ -161,20 +162,6 @@ class RemoteLaunch:
             f"reached ({type(exc).__name__}): the box or its Ray node ended, and its vLLM with "
             "it"
         )
-
-
-def _node_alive(node_id: str) -> bool:
-    import ray
-
-    with contextlib.suppress(Exception):
-        return any(node["NodeID"] == node_id and node["Alive"] for node in ray.nodes())
-    return False
-
-
-def _on(node_id: str) -> Any:
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    return NodeAffinitySchedulingStrategy(node_id, soft=False)
 
 
 @functools.cache
