@@ -300,7 +300,7 @@ async def _cut_off_by_its_timeout(line: Line, while_ending: list[bool]) -> None:
     async with asyncio.timeout(0.001) as deadline:
         line.deadline = deadline
         try:
-            await asyncio.sleep(1)
+            await asyncio.Event().wait()  # an answer that never comes
         except asyncio.CancelledError:  # its timeout is ending it: too late to take back
             while_ending.append(line.take_back())
             raise

@@ -112,7 +112,7 @@ class Container:
                 if self.client.get("/health").status_code == 200:
                     return
             except httpx.TransportError:
-                time.sleep(0.5)
+                time.sleep(0.1)
         raise AssertionError(f"the container did not answer:\n{self.logs()}")
 
     def logs(self) -> str:
@@ -159,7 +159,7 @@ def ready_launch(container: Container) -> dict:
         "failed",
     ):
         assert time.monotonic() - started < 600, status
-        time.sleep(1)
+        time.sleep(0.25)
     log = container.client.get(f"/logs/{launch_id}").json()["content"]
     assert status["state"] == "ready", f"{status}\n{log[-3000:]}"
     print(f"\nlaunch ready in the container in {time.monotonic() - started:.0f} s")
